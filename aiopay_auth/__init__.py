@@ -1,0 +1,63 @@
+"""
+aiopay_auth: OAuth2 bearer tokens kept fresh for asyncio payment workers.
+
+One background refresher per provider fetches tokens before they expire and
+publishes them through a lock-free holder; an aiohttp client middleware
+stamps them on every request to that provider's API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._holder import ProviderStats, TokenHolder
+from ._log import use_structlog
+from ._manager import TokenManager
+from ._middleware import BearerAuth
+from ._oauth import TokenRequest, build_token_request, parse_token_response
+from ._policy import RefreshPolicy
+from ._pool import FairGate, FairPool
+from ._provider import Provider
+from ._secret import Secret
+from ._token import Token
+from .exceptions import (
+    AuthError,
+    ConfigError,
+    TokenEndpointError,
+    TokenRequestError,
+    TokenResponseError,
+    TokenUnavailableError,
+)
+
+
+__all__ = [
+    "AuthError",
+    "BearerAuth",
+    "ConfigError",
+    "FairGate",
+    "FairPool",
+    "Provider",
+    "ProviderStats",
+    "RefreshPolicy",
+    "Secret",
+    "Token",
+    "TokenEndpointError",
+    "TokenHolder",
+    "TokenManager",
+    "TokenRequest",
+    "TokenRequestError",
+    "TokenResponseError",
+    "TokenUnavailableError",
+    "build_token_request",
+    "parse_token_response",
+    "use_structlog",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version  # noqa: PLC0415 - only when asked
+
+        return version("aiopay-auth")
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

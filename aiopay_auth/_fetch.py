@@ -1,0 +1,104 @@
+"""The one I/O step of a refresh: send a token request, parse the answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import aiohttp
+
+from ._oauth import MAX_RESPONSE_BYTES, build_token_request, parse_token_response
+from ._provider import Provider
+from ._secret import Secret
+from ._token import Token
+from .exceptions import TokenRequestError, TokenResponseError
+
+
+__all__ = ["HttpTokenSource", "TokenSource"]
+
+
+class TokenSource(Protocol):
+    """
+    Where a refresher gets tokens from: the seam for a shared store.
+
+    The default asks the provider over HTTP; a fleet-wide cache can wrap it
+    without touching the request hot path.
+    """
+
+    async def fetch(self, refresh_token: Secret | None) -> Token:
+        """Return a new token, by the refresh grant when *refresh_token* is given."""
+        ...
+
+
+class HttpTokenSource:
+    """
+    Fetches tokens from a provider's token endpoint with aiohttp.
+
+    Args:
+        provider: The provider profile.
+        session: The manager's token-endpoint session (its own pool, no
+            middlewares).
+        timeout: Bound on the whole request, in seconds.
+        clock: The monotonic clock tokens' times are on.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        session: aiohttp.ClientSession,
+        *,
+        timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._provider = provider
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._clock = clock
+
+    async def fetch(self, refresh_token: Secret | None) -> Token:
+        """Send one token request and parse its answer."""
+        provider = self._provider
+        request = build_token_request(provider, refresh_token=refresh_token)
+        issued_at = self._clock()
+        try:
+            async with self._session.post(
+                request.url,
+                data=request.body,
+                headers=request.headers,
+                timeout=self._timeout,
+                allow_redirects=False,  # never carry credentials to another URL
+            ) as resp:
+                status, headers = resp.status, resp.headers
+                if (resp.content_length or 0) > MAX_RESPONSE_BYTES:
+                    raise TokenResponseError(
+                        f"token response of {resp.content_length} bytes is too large",
+                        provider=provider.name,
+                        status=status,
+                        retryable=True,
+                    )
+                body = await _read_limited(resp)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            what = "timed out" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
+            msg = f"token request to {request.url.origin()} {what}"
+            raise TokenRequestError(msg, provider=provider.name) from exc
+        return parse_token_response(
+            provider,
+            status=status,
+            headers=headers,
+            body=body,
+            issued_at=issued_at,
+            wall_now=time.time(),
+        )
+
+
+async def _read_limited(resp: aiohttp.ClientResponse) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(16384):
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            # Report the oversize; parse_token_response refuses it.
+            return b"".join(chunks) + chunk
+        chunks.append(chunk)
+    return b"".join(chunks)

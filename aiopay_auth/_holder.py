@@ -1,0 +1,233 @@
+"""The lock-free token holder: one writer, any number of readers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import anyio
+import attrs
+
+from ._provider import Provider
+from ._token import Token
+from .exceptions import AuthError, TokenUnavailableError
+
+
+__all__ = ["ProviderStats", "TokenHolder"]
+
+
+@attrs.define(kw_only=True)
+class ProviderStats:
+    """
+    Counters for one provider, readable at any time without I/O.
+
+    Attributes:
+        fetches: Token requests sent (successful or not).
+        failures: Token requests that failed.
+        refreshes: Tokens published after the first one.
+        invalidations: 401 answers that invalidated the current token.
+        recoveries: Requests resent after a 401 with a fresh token.
+        waits: Requests that had to wait for a token.
+        max_wait: The longest such wait, in seconds.
+        last_error: The latest fetch failure, if any since the last success.
+    """
+
+    fetches: int = 0
+    failures: int = 0
+    refreshes: int = 0
+    invalidations: int = 0
+    recoveries: int = 0
+    waits: int = 0
+    max_wait: float = 0.0
+    last_error: AuthError | None = None
+
+
+class TokenHolder:
+    """
+    Publishes one provider's current token to any number of readers.
+
+    Its refresher is the only writer. Readers take :attr:`current` (a plain
+    attribute: no lock, no await) and check its expiry; only when no usable
+    token is there do they ``await`` :meth:`get`, and all of them share the
+    one fetch that the refresher has in flight.
+
+    You get a holder from :meth:`TokenManager.add
+    <aiopay_auth.TokenManager.add>`; you do not build one yourself.
+
+    Attributes:
+        provider: The provider whose token this holds.
+        current: The latest token, or ``None`` before the first fetch and
+            after an invalidation. It may have expired: check
+            :attr:`Token.expires_at <aiopay_auth.Token.expires_at>`
+            against :attr:`clock`, or call :meth:`usable`.
+        clock: The monotonic clock tokens' times are on.
+        stats: Counters for this provider.
+    """
+
+    __slots__ = (
+        "_changed",
+        "_closed",
+        "_failure",
+        "_latest",
+        "_refresh_needed",
+        "clock",
+        "current",
+        "provider",
+        "stats",
+        "wait_timeout",
+    )
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wait_timeout: float = 30.0,
+    ) -> None:
+        self.provider = provider
+        self.clock = clock
+        self.current: Token | None = None
+        self.stats = ProviderStats()
+        self.wait_timeout = wait_timeout
+        self._latest: Token | None = None
+        self._failure: AuthError | None = None
+        self._closed = False
+        self._changed = anyio.Event()
+        self._refresh_needed = anyio.Event()
+
+    @property
+    def name(self) -> str:
+        """The provider's name."""
+        return self.provider.name
+
+    @property
+    def latest(self) -> Token | None:
+        """The last token published, even if since invalidated or expired."""
+        return self._latest
+
+    def usable(self) -> Token | None:
+        """Return the current token if it has not expired, else ``None``."""
+        token = self.current
+        if token is not None and token.expires_at > self.clock():
+            return token
+        return None
+
+    async def get(self, timeout: float | None = None) -> Token:
+        """
+        Return a usable token, waiting for the refresher when there is none.
+
+        Returns at once when the current token is usable. Otherwise waits
+        for the fetch in flight; every waiter shares it. Cancelling one
+        waiter never disturbs the fetch or the other waiters.
+
+        Args:
+            timeout: Most seconds to wait; the holder's ``wait_timeout``
+                (from the manager's :class:`~aiopay_auth.RefreshPolicy`)
+                when ``None``.
+
+        Returns:
+            A token that had not expired when it was returned.
+
+        Raises:
+            TokenUnavailableError: The wait timed out, the provider failed
+                with an error that cannot heal, or the manager closed. The
+                last fetch failure is chained.
+        """
+        token = self.usable()
+        if token is not None:
+            return token
+        started = self.clock()
+        try:
+            with anyio.fail_after(self.wait_timeout if timeout is None else timeout):
+                while True:
+                    if self._failure is not None:
+                        raise self._unavailable(str(self._failure), self._failure)
+                    changed = self._changed
+                    await changed.wait()
+                    token = self.usable()
+                    if token is not None:
+                        return token
+        except TimeoutError:
+            last = self.stats.last_error
+            raise self._unavailable(
+                "no usable token within the wait bound"
+                + (f"; last failure: {last}" if last else ""),
+                last,
+            ) from last
+        finally:
+            waited = self.clock() - started
+            self.stats.waits += 1
+            self.stats.max_wait = max(self.stats.max_wait, waited)
+
+    def _unavailable(self, message: str, cause: AuthError | None) -> TokenUnavailableError:
+        retryable = cause.retryable if cause is not None else True
+        return TokenUnavailableError(
+            message, provider=self.name, last_error=cause, retryable=retryable and not self._closed
+        )
+
+    def invalidate(self, token: Token) -> bool:
+        """
+        Report that *token* was refused (a 401), and ask for a new one.
+
+        Compare-and-signal: only the first report against the token that is
+        still current drops it and wakes the refresher; later reports for the
+        same token, or for an older one, do nothing.
+
+        Returns:
+            Whether this call invalidated the current token.
+        """
+        if token is not self.current:
+            return False
+        self.current = None
+        self.stats.invalidations += 1
+        self._refresh_needed.set()
+        return True
+
+    # --- the writer's side, used by the refresher -------------------------
+
+    def publish(self, token: Token) -> None:
+        """Make *token* current and wake every waiter (refresher only)."""
+        if self._latest is not None:
+            self.stats.refreshes += 1
+        self.current = token
+        self._latest = token
+        self._failure = None
+        self.stats.last_error = None
+        self._refresh_needed = anyio.Event()
+        self._wake()
+
+    def record_failure(self, error: AuthError) -> None:
+        """
+        Note a failed fetch (refresher only).
+
+        An error that cannot heal is handed to every waiter at once when no
+        usable token is left; a retryable one leaves them waiting for the
+        next attempt, up to their wait bound.
+        """
+        self.stats.failures += 1
+        self.stats.last_error = error
+        if not error.retryable and self.usable() is None:
+            self._failure = error
+            self._wake()
+
+    async def wait_refresh_needed(self, delay: float) -> None:
+        """Sleep *delay* seconds, or less if a token is invalidated (refresher only)."""
+        with anyio.move_on_after(delay):
+            await self._refresh_needed.wait()
+
+    def close(self) -> None:
+        """Fail every present and future waiter: the manager is closing."""
+        self._closed = True
+        self.current = None
+        self._failure = TokenUnavailableError(
+            "the token manager is closed", provider=self.name, retryable=False
+        )
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("ready" if self.usable() else "waiting")
+        return f"<TokenHolder {self.name!r} {state}>"

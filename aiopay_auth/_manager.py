@@ -1,0 +1,252 @@
+"""The token manager: what users hold."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import anyio
+from anyio.abc import TaskGroup
+
+from ._fetch import HttpTokenSource, TokenSource
+from ._holder import TokenHolder
+from ._log import log
+from ._middleware import BearerAuth
+from ._policy import RefreshPolicy
+from ._pool import FairPool
+from ._provider import Provider
+from ._refresh import Refresher
+from ._token import Token
+from .exceptions import ConfigError
+
+
+__all__ = ["TokenManager"]
+
+
+class TokenManager:
+    """
+    Keeps every provider's token fresh; hands out middlewares and sessions.
+
+    Use it as an async context manager. Inside, :meth:`add` starts one
+    background refresher per provider (all in one anyio task group), and
+    :meth:`session` or :meth:`middleware` put the tokens on requests.
+    Leaving the block stops the refreshers, closes the token-endpoint
+    session and every session :meth:`session` made, and fails anyone still
+    waiting for a token; nothing is left running, also when the block is
+    left by cancellation.
+
+    ::
+
+        async with TokenManager() as tokens:
+            pay = tokens.add(cm.provider(client_id=..., client_secret=...))
+            async with tokens.session(pay) as http:
+                async with http.post(cm.API_BASE + "/...", json=order) as resp:
+                    ...
+
+    Token requests travel on a session of their own, with its own
+    connection pool and no middlewares, so a request fan that saturates the
+    API pool can never delay a refresh, and no token call is ever stamped.
+
+    Args:
+        policy: Refresh, backoff and timeout rules for every provider.
+        clock: The monotonic clock (inject one for exact tests).
+        rng: Jitter source (inject a seeded one for exact tests).
+        token_pool_size: Connections of the token-endpoint pool.
+        token_source: Build a provider's token source from the provider and
+            the token-endpoint session; the seam for a shared token store.
+            Defaults to fetching over HTTP.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: RefreshPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        token_pool_size: int = 10,
+        token_source: Callable[[Provider, aiohttp.ClientSession], TokenSource] | None = None,
+    ) -> None:
+        self.policy = policy or RefreshPolicy()
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._token_pool_size = token_pool_size
+        self._make_source = token_source
+        self._holders: dict[str, TokenHolder] = {}
+        self._sessions: list[aiohttp.ClientSession] = []
+        self._token_session: aiohttp.ClientSession | None = None
+        self._task_group: TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # --- lifecycle --------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._runner is not None or self._closed:
+            msg = "a TokenManager can be entered only once"
+            raise ConfigError(msg)
+        self._token_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._token_pool_size),
+            middlewares=(),
+            raise_for_status=False,
+        )
+        started = anyio.Event()
+        self._runner = asyncio.get_running_loop().create_task(self._run(started))
+        await started.wait()
+        return self
+
+    async def _run(self, started: anyio.Event) -> None:
+        # The refreshers live in their own task, so an exception or a
+        # cancellation in the user's code never lands inside their group.
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            started.set()
+            await anyio.sleep_forever()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop everything; idempotent. ``async with`` calls it for you."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            runner = self._runner
+            if runner is not None:
+                runner.cancel()
+                await asyncio.wait([runner])
+            for holder in self._holders.values():
+                holder.close()
+            for session in self._sessions:
+                await session.close()
+            if self._token_session is not None:
+                await self._token_session.close()
+            log.debug("aiopay_auth.manager_closed", providers=len(self._holders))
+
+    # --- providers --------------------------------------------------------
+
+    def add(self, provider: Provider) -> TokenHolder:
+        """
+        Start keeping *provider*'s token fresh.
+
+        Returns at once: the first token is fetched in the background, and
+        the first requests wait for it (all of them share that one fetch).
+        ``await`` :meth:`TokenHolder.get <aiopay_auth.TokenHolder.get>` on
+        the result to wait for it yourself.
+
+        Args:
+            provider: The provider profile (see :mod:`aiopay_auth.providers`).
+
+        Returns:
+            The provider's token holder: pass it to :meth:`middleware` or
+            :meth:`session`, read its ``stats``.
+
+        Raises:
+            ConfigError: The manager is not open, or a provider of that
+                name was already added.
+        """
+        tg, session = self._task_group, self._token_session
+        if tg is None or session is None or self._closed:
+            msg = "add providers inside 'async with TokenManager()'"
+            raise ConfigError(msg, provider=provider.name)
+        if provider.name in self._holders:
+            msg = f"a provider named {provider.name!r} was already added"
+            raise ConfigError(msg, provider=provider.name)
+        holder = TokenHolder(provider, clock=self._clock, wait_timeout=self.policy.wait_timeout)
+        if self._make_source is not None:
+            source = self._make_source(provider, session)
+        else:
+            source = HttpTokenSource(
+                provider, session, timeout=self.policy.fetch_timeout, clock=self._clock
+            )
+        refresher = Refresher(
+            holder, source, self.policy, rng=random.Random(self._rng.random())  # noqa: S311
+        )
+        self._holders[provider.name] = holder
+        tg.start_soon(refresher.run, name=f"aiopay_auth refresher {provider.name}")
+        log.debug("aiopay_auth.provider_added", provider=provider.name)
+        return holder
+
+    def holders(self) -> tuple[TokenHolder, ...]:
+        """Every provider's holder, in the order they were added."""
+        return tuple(self._holders.values())
+
+    async def token(self, holder: TokenHolder, *, timeout: float | None = None) -> Token:
+        """
+        Return *holder*'s usable token, waiting for it when there is none.
+
+        A shortcut for ``await holder.get(timeout)``.
+        """
+        return await holder.get(timeout)
+
+    # --- putting tokens on requests --------------------------------------
+
+    def middleware(self, holder: TokenHolder) -> BearerAuth:
+        """
+        An aiohttp client middleware stamping *holder*'s token on its API's requests.
+
+        For your own session, put a :class:`~aiopay_auth.FairPool` first
+        so that requests are stamped only once the pool can take them::
+
+            aiohttp.ClientSession(middlewares=[FairPool(), tokens.middleware(pay)])
+        """
+        self._check_holder(holder)
+        return BearerAuth(holder)
+
+    def session(
+        self,
+        *holders: TokenHolder,
+        limit: int = 100,
+        **session_kwargs: Any,
+    ) -> aiohttp.ClientSession:
+        """
+        A pooled aiohttp session that stamps the given providers' tokens.
+
+        The session has a :class:`~aiopay_auth.FairPool` in front of a
+        pool of *limit* connections (no per-host limit), then one
+        :class:`~aiopay_auth.BearerAuth` per holder. Use it as
+        ``async with tokens.session(pay) as http:``; the manager also
+        closes it on exit.
+
+        Args:
+            holders: The providers whose tokens to stamp (each only on its
+                own API).
+            limit: Connections in the pool: the most requests in flight.
+            session_kwargs: Passed to :class:`aiohttp.ClientSession`
+                (``timeout``, ``headers``, ``raise_for_status``, …); not
+                ``connector`` or ``middlewares``.
+
+        Returns:
+            The session.
+        """
+        if "connector" in session_kwargs or "middlewares" in session_kwargs:
+            msg = "session() builds its own connector and middlewares"
+            raise ConfigError(msg)
+        if limit < 1:
+            msg = f"limit must be at least 1, not {limit}"
+            raise ConfigError(msg)
+        for holder in holders:
+            self._check_holder(holder)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0),
+            middlewares=(FairPool(), *(BearerAuth(h) for h in holders)),
+            **session_kwargs,
+        )
+        self._sessions = [s for s in self._sessions if not s.closed]
+        self._sessions.append(session)
+        return session
+
+    def _check_holder(self, holder: TokenHolder) -> None:
+        if self._holders.get(holder.name) is not holder:
+            msg = f"provider {holder.name!r} was not added to this manager"
+            raise ConfigError(msg, provider=holder.name)

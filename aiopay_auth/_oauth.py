@@ -1,0 +1,342 @@
+"""
+The sans-I/O OAuth 2.0 core: token requests in, tokens or typed errors out.
+
+Nothing here touches a socket or a clock; callers pass the time in. That
+keeps every rule of RFC 6749 and of each provider's dialect testable as a
+plain function.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote_plus, urlencode
+
+import attrs
+from yarl import URL
+
+from ._provider import Provider
+from ._secret import Secret
+from ._token import Token
+from .exceptions import TokenResponseError, scrub
+
+
+__all__ = [
+    "MAX_LIFETIME",
+    "MAX_RESPONSE_BYTES",
+    "TokenRequest",
+    "basic_credentials",
+    "build_token_request",
+    "lifetime_from",
+    "parse_retry_after",
+    "parse_token_response",
+]
+
+MAX_LIFETIME = 86400.0
+"""The longest lifetime believed, in seconds; larger ``expires_in`` values are cut to it."""
+
+MAX_RESPONSE_BYTES = 64 * 1024
+"""Token responses larger than this are refused unread."""
+
+# RFC 6750 §2.1 b64token, loosened to any visible ASCII but the separators
+# that could split or inject a header.
+_TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")
+_DIGITS = re.compile(r"\s*\+?\d{1,15}\s*")
+
+# OAuth error codes (RFC 6749 §5.2) that asking again cannot fix.
+_UNHEALABLE = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "access_denied",
+    }
+)
+_HEALABLE = frozenset({"server_error", "temporarily_unavailable", "slow_down"})
+
+
+@attrs.frozen(kw_only=True)
+class TokenRequest:
+    """
+    One HTTP request to a token endpoint, as plain data.
+
+    Attributes:
+        url: Where to POST it.
+        headers: Header name/value pairs (may hold Basic credentials).
+        body: The encoded body (holds secrets).
+        grant_type: Which grant it asks with.
+    """
+
+    url: URL
+    headers: tuple[tuple[str, str], ...] = attrs.field(repr=False)
+    body: bytes = attrs.field(repr=False)
+    grant_type: str
+
+
+def basic_credentials(client_id: str, client_secret: str) -> str:
+    """
+    Return an HTTP Basic ``Authorization`` value for client credentials.
+
+    RFC 6749 §2.3.1: the id and the secret are each form-urlencoded
+    before they are joined with ``:`` and base64-encoded, so a secret
+    holding ``:``, ``+`` or ``%`` survives the trip.
+    """
+    raw = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
+    return "Basic " + base64.b64encode(raw.encode()).decode("ascii")
+
+
+def build_token_request(provider: Provider, *, refresh_token: Secret | None = None) -> TokenRequest:
+    """
+    Build the token request for a provider's primary grant or a refresh.
+
+    Args:
+        provider: The provider profile.
+        refresh_token: When given, ask with the ``refresh_token`` grant
+            (RFC 6749 §6) instead of the primary grant.
+
+    Returns:
+        The request to send.
+    """
+    fields: dict[str, str] = {}
+    if refresh_token is not None:
+        fields["grant_type"] = "refresh_token"
+        fields["refresh_token"] = refresh_token.reveal()
+        if provider.username:
+            fields["username"] = provider.username
+    else:
+        fields["grant_type"] = provider.grant_type
+        if provider.grant_type == "password":
+            # Validated at construction: both are set for this grant.
+            fields["username"] = provider.username or ""
+            fields["password"] = provider.password.reveal() if provider.password else ""
+    if provider.scope:
+        fields["scope"] = provider.scope
+    headers = [("Accept", "application/json")]
+    if provider.client_auth == "basic":
+        headers.append(
+            ("Authorization", basic_credentials(provider.client_id, provider.client_secret.reveal()))
+        )
+    else:
+        fields["client_id"] = provider.client_id
+        fields["client_secret"] = provider.client_secret.reveal()
+    for key, value in provider.extra_fields:
+        fields.setdefault(key, value)
+    if provider.encoding == "json":
+        headers.append(("Content-Type", "application/json"))
+        body = json.dumps(fields, separators=(",", ":")).encode()
+    else:
+        headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+        body = urlencode(fields).encode()
+    headers.extend(provider.extra_headers)
+    return TokenRequest(
+        url=provider.token_url,
+        headers=tuple(headers),
+        body=body,
+        grant_type=fields["grant_type"],
+    )
+
+
+def lifetime_from(value: object, default: float) -> float:
+    """
+    Turn a response's ``expires_in`` into a lifetime in seconds.
+
+    The rule:
+
+    * missing or ``null``: *default* (the provider's ``default_lifetime``);
+    * a positive number, or a string of digits: that many seconds;
+    * above :data:`MAX_LIFETIME` (one day): cut to one day, so a token
+      is re-fetched at least daily whatever the provider claims;
+    * zero, negative, not finite, a boolean, or anything else:
+      :class:`ValueError` (the response is malformed).
+
+    Args:
+        value: The ``expires_in`` value as decoded from JSON.
+        default: The lifetime to assume when it is absent.
+
+    Returns:
+        The lifetime in seconds.
+    """
+    if value is None:
+        return default
+    seconds: float
+    if isinstance(value, bool):
+        msg = "expires_in is a boolean"
+        raise ValueError(msg)  # noqa: TRY004 - the caller maps ValueError to its error
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and _DIGITS.fullmatch(value):
+        seconds = float(int(value))
+    else:
+        msg = "expires_in is not a number of seconds"
+        raise ValueError(msg)
+    if not math.isfinite(seconds) or seconds <= 0:
+        msg = "expires_in must be a positive number of seconds"
+        raise ValueError(msg)
+    return min(seconds, MAX_LIFETIME)
+
+
+def parse_retry_after(value: str | None, *, wall_now: float) -> float | None:
+    """
+    Read a ``Retry-After`` header (RFC 9110 §10.2.3).
+
+    Args:
+        value: The header value: delay seconds or an HTTP-date.
+        wall_now: The current wall-clock time (``time.time()``), to turn a
+            date into a delay.
+
+    Returns:
+        The delay in seconds (never negative), or ``None`` when absent or
+        unreadable.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - wall_now)
+
+
+def _retryable_status(status: int) -> bool:
+    return status in (408, 425, 429) or status >= 500
+
+
+def _decode(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def _text(value: object) -> str | None:
+    return scrub(value) if isinstance(value, str) and value.strip() else None
+
+
+def parse_token_response(
+    provider: Provider,
+    *,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    issued_at: float,
+    wall_now: float,
+) -> Token:
+    """
+    Turn a token endpoint's answer into a :class:`Token` or a typed error.
+
+    Handles RFC 6749 §5.1 success and §5.2 error responses, the provider's
+    envelope hook, ``token_type`` in any letter case and the
+    ``expires_in`` rule of :func:`lifetime_from`.
+
+    Args:
+        provider: The provider that answered.
+        status: The HTTP status.
+        headers: The response headers (case-insensitive mapping).
+        body: The raw body.
+        issued_at: Monotonic time the request was sent; the token's
+            lifetime counts from here, so network time is never credited.
+        wall_now: Wall-clock time, for ``Retry-After`` dates.
+
+    Returns:
+        The token.
+
+    Raises:
+        TokenResponseError: The answer is an error or is unusable; its
+            ``retryable`` says whether asking again can help.
+    """
+    name = provider.name
+    retry_after = parse_retry_after(headers.get("Retry-After"), wall_now=wall_now)
+
+    def fail(
+        message: str,
+        *,
+        retryable: bool,
+        error: str | None = None,
+        description: str | None = None,
+    ) -> TokenResponseError:
+        return TokenResponseError(
+            message,
+            provider=name,
+            status=status,
+            error=error,
+            description=description,
+            retryable=retryable,
+            retry_after=retry_after,
+        )
+
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise fail(f"token response of {len(body)} bytes is too large", retryable=True)
+    data = _decode(body)
+    if not 200 <= status < 300:
+        error = _text(data.get("error")) if isinstance(data, dict) else None
+        description = _text(data.get("error_description")) if isinstance(data, dict) else None
+        if error in _HEALABLE:
+            retryable = True
+        elif error in _UNHEALABLE:
+            retryable = False
+        else:
+            retryable = _retryable_status(status)
+        detail = f": {error}" if error else ""
+        detail += f" ({description})" if description else ""
+        if not error and data is None and body:
+            detail = f": {scrub(body.decode('utf-8', 'replace'), 80)}"
+        raise fail(
+            f"token endpoint answered HTTP {status}{detail}",
+            retryable=retryable,
+            error=error,
+            description=description,
+        )
+    if not isinstance(data, dict):
+        what = "not JSON" if data is None else "not a JSON object"
+        raise fail(f"token response is {what}", retryable=True)
+    if provider.envelope is not None:
+        failure = provider.envelope(data)
+        if failure is not None:
+            code, message = failure
+            raise fail(
+                f"provider reported failure {code}: {message}",
+                retryable=True,
+                error=code,
+                description=message,
+            )
+    if "error" in data:
+        error = _text(data.get("error"))
+        raise fail(
+            f"token endpoint answered HTTP {status} with error {error}",
+            retryable=error in _HEALABLE,
+            error=error,
+            description=_text(data.get("error_description")),
+        )
+    access_token = data.get("access_token")
+    if not isinstance(access_token, str) or not _TOKEN_TEXT.fullmatch(access_token):
+        raise fail("token response has no usable access_token", retryable=True)
+    token_type = data.get("token_type", "Bearer")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        shown = scrub(token_type, 20) if isinstance(token_type, str) else type(token_type).__name__
+        raise fail(f"token_type {shown!r} is not Bearer", retryable=False)
+    try:
+        lifetime = lifetime_from(data.get("expires_in"), provider.default_lifetime)
+    except ValueError as exc:
+        raise fail(f"token response: {exc}", retryable=True) from None
+    refresh = data.get("refresh_token")
+    scope = data.get("scope")
+    return Token.bearer(
+        access_token,
+        issued_at=issued_at,
+        lifetime=lifetime,
+        token_type=token_type,
+        refresh_token=Secret(refresh) if isinstance(refresh, str) and refresh else None,
+        scope=scope if isinstance(scope, str) else None,
+    )

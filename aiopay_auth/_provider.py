@@ -1,0 +1,195 @@
+"""Provider profiles: everything the SDK needs to know about one token endpoint."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Mapping
+from typing import Literal
+
+import attrs
+from yarl import URL
+
+from ._secret import Secret
+from .exceptions import ConfigError
+
+
+__all__ = [
+    "ClientAuth",
+    "Encoding",
+    "EnvelopeCheck",
+    "Grant",
+    "Provider",
+    "is_loopback",
+]
+
+Grant = Literal["client_credentials", "password"]
+"""The grant a provider is first asked with; ``refresh_token`` follows on its own."""
+
+ClientAuth = Literal["body", "basic"]
+"""Where the client id and secret go: in the request body, or HTTP Basic (RFC 6749 §2.3.1)."""
+
+Encoding = Literal["form", "json"]
+"""How the token request body is encoded."""
+
+EnvelopeCheck = Callable[[Mapping[str, object]], tuple[str, str] | None]
+"""
+A provider hook that inspects a decoded 2xx token response.
+
+It returns ``None`` when the response is a success, or ``(code, message)``
+when the provider's own envelope says the request failed (Pay-me's
+``success: false``). The message must already be safe to show.
+"""
+
+_GRANTS = ("client_credentials", "password")
+_AUTHS = ("body", "basic")
+_ENCODINGS = ("form", "json")
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether *host* names this machine (``localhost``, 127.0.0.0/8 or ``::1``)."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _url(value: str | URL) -> URL:
+    return value if isinstance(value, URL) else URL(value)
+
+
+def _secret(value: str | Secret) -> Secret:
+    return value if isinstance(value, Secret) else Secret(value)
+
+
+def _opt_secret(value: str | Secret | None) -> Secret | None:
+    return None if value is None else _secret(value)
+
+
+def _pairs(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    items = value.items() if isinstance(value, Mapping) else value
+    return tuple((str(k), str(v)) for k, v in items)
+
+
+def _scopes(value: Iterable[str | URL] | str | URL) -> tuple[URL, ...]:
+    items = [value] if isinstance(value, str | URL) else list(value)
+    return tuple(_url(v) for v in items)
+
+
+@attrs.frozen(kw_only=True)
+class Provider:
+    """
+    A declarative description of one provider's token endpoint and API.
+
+    Build one with a provider module (:mod:`aiopay_auth.providers`) rather
+    than by hand; every field can still be set directly for a server the
+    SDK does not know.
+
+    Attributes:
+        name: A label for logs, errors and statistics.
+        token_url: Where tokens are requested (POST).
+        api: The URLs the token may be sent to: each is an origin
+            (scheme, host, port) plus a path prefix. A request is stamped
+            only when its URL has one of these origins and starts with that
+            origin's prefix at a path-segment boundary.
+        client_id: The client identifier.
+        client_secret: The client secret.
+        grant_type: The primary grant, ``client_credentials`` or ``password``.
+        username: Resource owner name for the password grant.
+        password: Resource owner password for the password grant.
+        scope: The scope to ask for, space-separated, if any.
+        client_auth: ``"body"`` (id and secret as body fields) or ``"basic"``.
+        encoding: ``"form"`` (``application/x-www-form-urlencoded``) or ``"json"``.
+        extra_fields: More body fields sent with every grant.
+        extra_headers: More headers sent with every token request.
+        envelope: A hook that recognises a provider's failure envelope.
+        refresh_token: A refresh token obtained elsewhere, used first.
+        default_lifetime: Seconds a token is assumed to live when the
+            provider does not send ``expires_in``.
+        allow_insecure_http: Allow plain ``http://`` to hosts other than
+            loopback. Off by default: a bearer token over plain HTTP is a
+            leaked token.
+    """
+
+    name: str
+    token_url: URL = attrs.field(converter=_url)
+    api: tuple[URL, ...] = attrs.field(converter=_scopes)
+    client_id: str
+    client_secret: Secret = attrs.field(converter=_secret)
+    grant_type: Grant = "client_credentials"
+    username: str | None = None
+    password: Secret | None = attrs.field(default=None, converter=_opt_secret)
+    scope: str | None = None
+    client_auth: ClientAuth = "body"
+    encoding: Encoding = "form"
+    extra_fields: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
+    extra_headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
+    envelope: EnvelopeCheck | None = attrs.field(default=None, eq=False, repr=False)
+    refresh_token: Secret | None = attrs.field(default=None, converter=_opt_secret)
+    default_lifetime: float = 300.0
+    allow_insecure_http: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        problems = list(self._problems())
+        if problems:
+            msg = f"provider {self.name!r}: " + "; ".join(problems)
+            raise ConfigError(msg, provider=self.name)
+
+    def _problems(self) -> Iterable[str]:
+        if not self.name:
+            yield "name must not be empty"
+        if not self.client_id:
+            yield "client_id must not be empty"
+        if not self.client_secret:
+            yield "client_secret must not be empty"
+        if self.grant_type not in _GRANTS:
+            yield f"grant_type must be one of {_GRANTS}, not {self.grant_type!r}"
+        if self.client_auth not in _AUTHS:
+            yield f"client_auth must be one of {_AUTHS}, not {self.client_auth!r}"
+        if self.encoding not in _ENCODINGS:
+            yield f"encoding must be one of {_ENCODINGS}, not {self.encoding!r}"
+        if self.client_auth == "basic" and self.encoding == "json":
+            yield "client_auth='basic' goes with encoding='form'"
+        if self.grant_type == "password" and (not self.username or not self.password):
+            yield "the password grant needs username and password"
+        if not 0 < self.default_lifetime <= 86400:
+            yield "default_lifetime must be in (0, 86400] seconds"
+        yield from self._url_problems("token_url", self.token_url)
+        if not self.api:
+            yield "api must name at least one URL the token may be sent to"
+        for url in self.api:
+            yield from self._url_problems("api", url)
+            if url.query_string or url.fragment:
+                yield f"api URL {url} must not have a query or fragment"
+
+    def _url_problems(self, what: str, url: URL) -> Iterable[str]:
+        if not url.is_absolute() or url.scheme not in ("https", "http") or not url.host:
+            yield f"{what} must be an absolute http(s) URL, not {url!s:.80}"
+        elif url.user or url.password:
+            yield f"{what} must not carry credentials in the URL"
+        elif url.scheme == "http" and not (self.allow_insecure_http or is_loopback(url.host)):
+            yield (
+                f"{what} {url} uses plain http to a non-loopback host; "
+                "use https or set allow_insecure_http=True"
+            )
+
+    def in_scope(self, url: URL) -> bool:
+        """Whether a request to *url* may carry this provider's token."""
+        return any(_matches(scope, url) for scope in self.api)
+
+
+def _matches(scope: URL, url: URL) -> bool:
+    if (scope.scheme, scope.host, scope.port) != (url.scheme, url.host, url.port):
+        return False
+    return path_under(url.raw_path, scope.raw_path)
+
+
+def path_under(path: str, prefix: str) -> bool:
+    """Whether *path* equals *prefix* or lies below it at a segment boundary."""
+    prefix = prefix.rstrip("/")
+    if not prefix:
+        return True
+    return path == prefix or path.startswith(prefix + "/")

@@ -1,0 +1,136 @@
+"""The refresher: one task per provider that keeps its holder's token fresh."""
+
+from __future__ import annotations
+
+import random
+
+import anyio
+
+from ._fetch import TokenSource
+from ._holder import TokenHolder
+from ._log import log
+from ._policy import RefreshPolicy
+from ._secret import Secret
+from ._token import Token
+from .exceptions import AuthError, TokenResponseError
+
+
+__all__ = ["Refresher"]
+
+
+class Refresher:
+    """
+    Fetches, publishes, sleeps until the refresh point or an invalidation; forever.
+
+    It is the holder's only writer, so at most one fetch per provider is
+    ever in flight. It prefers the refresh-token grant while it holds a
+    refresh token, falls back once to the primary grant when the refresh
+    is refused, and keeps the newest refresh token when the provider
+    rotates them. No exception but cancellation ends it.
+
+    Args:
+        holder: Where tokens are published.
+        source: Where tokens come from.
+        policy: Timing rules.
+        rng: Source of jitter (inject a seeded one for exact tests).
+    """
+
+    def __init__(
+        self,
+        holder: TokenHolder,
+        source: TokenSource,
+        policy: RefreshPolicy,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._holder = holder
+        self._source = source
+        self._policy = policy
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._refresh_token: Secret | None = holder.provider.refresh_token
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        holder, policy, rng = self._holder, self._policy, self._rng
+        name = holder.name
+        failures = 0
+        repeats = 0
+        while True:
+            try:
+                token = await self._fetch()
+            except AuthError as err:
+                failures += 1
+                holder.record_failure(err)
+                retry_after = err.retry_after if isinstance(err, TokenResponseError) else None
+                delay = policy.backoff(
+                    failures, rng=rng, retry_after=retry_after, retryable=err.retryable
+                )
+                log.warning(
+                    "aiopay_auth.fetch_failed",
+                    provider=name,
+                    error=str(err),
+                    retryable=err.retryable,
+                    attempt=failures,
+                    retry_in=round(delay, 3),
+                    serving=holder.usable() is not None,
+                )
+                await anyio.sleep(delay)
+                continue
+            except Exception as exc:  # noqa: BLE001 - the task must not die
+                failures += 1
+                holder.record_failure(
+                    AuthError(f"unexpected {type(exc).__name__} in refresher", provider=name)
+                )
+                delay = policy.backoff(failures, rng=rng)
+                log.exception("aiopay_auth.refresher_crashed", provider=name, retry_in=delay)
+                await anyio.sleep(delay)
+                continue
+            failures = 0
+            previous = holder.latest
+            same = previous is not None and previous.access_token == token.access_token
+            repeats = repeats + 1 if same else 0
+            holder.publish(token)
+            now = holder.clock()
+            delay = policy.refresh_delay(
+                issued_at=token.issued_at, expires_at=token.expires_at, now=now, rng=rng
+            )
+            if repeats:
+                # The provider handed back the token we hold: asking again at
+                # once would storm it, so back off as after a failure.
+                delay = max(delay, policy.backoff(repeats, rng=rng))
+            log.debug(
+                "aiopay_auth.token_fetched",
+                provider=name,
+                fingerprint=token.fingerprint,
+                lifetime=round(token.lifetime, 3),
+                refresh_in=round(delay, 3),
+                same_token=same,
+            )
+            await holder.wait_refresh_needed(delay)
+
+    async def _fetch(self) -> Token:
+        holder = self._holder
+        refresh_token = self._refresh_token
+        holder.stats.fetches += 1
+        if refresh_token is None:
+            token = await self._source.fetch(None)
+        else:
+            try:
+                token = await self._source.fetch(refresh_token)
+            except TokenResponseError as err:
+                if err.retryable:
+                    raise
+                # The refresh token was refused (expired, spent, revoked):
+                # drop it and ask once with the primary grant.
+                log.info(
+                    "aiopay_auth.refresh_token_refused",
+                    provider=holder.name,
+                    error=err.error,
+                    status=err.status,
+                )
+                self._refresh_token = None
+                holder.stats.fetches += 1
+                token = await self._source.fetch(None)
+        if token.refresh_token is not None:
+            self._refresh_token = token.refresh_token
+        return token

@@ -1,0 +1,171 @@
+"""
+Every error aiopay_auth raises.
+
+All of them derive from one root, so ``except AuthError`` catches them all::
+
+    AuthError
+    ├── ConfigError            (also a ValueError) bad configuration or call
+    ├── TokenEndpointError     fetching a token failed
+    │   ├── TokenRequestError  no usable answer: connect/read failure, timeout
+    │   └── TokenResponseError the endpoint answered, and the answer says no
+    └── TokenUnavailableError  a caller waited for a token and none came
+
+Each error carries ``retryable``: whether asking again later can help.
+No message ever contains a secret or a token: bodies quoted from a
+provider are truncated and scrubbed of anything that looks like a credential.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "TokenEndpointError",
+    "TokenRequestError",
+    "TokenResponseError",
+    "TokenUnavailableError",
+]
+
+_QUOTE_LIMIT = 200
+# Long runs of token-ish characters (JWTs, opaque tokens, secrets) in quoted
+# provider text are replaced; ordinary words are far shorter than this.
+_SECRETISH = re.compile(r"[A-Za-z0-9\-._~+/=]{24,}")
+
+
+def scrub(text: str, limit: int = _QUOTE_LIMIT) -> str:
+    """
+    Make provider-supplied text safe to put in an error message or a log.
+
+    Args:
+        text: Text taken from a provider's response.
+        limit: The most characters kept.
+
+    Returns:
+        One line, at most *limit* characters, with long token-like runs
+        replaced by ``[redacted]``.
+    """
+    flat = " ".join(text.split())
+    flat = _SECRETISH.sub("[redacted]", flat)
+    if len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    return flat
+
+
+class AuthError(Exception):
+    """
+    Root of every aiopay_auth error.
+
+    Args:
+        message: What went wrong, in words (never containing a secret).
+        provider: The name of the provider concerned, when there is one.
+        retryable: Whether asking again later can help.
+    """
+
+    retryable: bool
+    provider: str | None
+
+    def __init__(
+        self, message: str, *, provider: str | None = None, retryable: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.retryable = retryable
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"[{self.provider}] {base}" if self.provider else base
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[AuthError], args: tuple[object, ...], state: dict[str, object]) -> AuthError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
+class ConfigError(AuthError, ValueError):
+    """A provider profile, a policy or a call was given a value that cannot work."""
+
+
+class TokenEndpointError(AuthError):
+    """Fetching a token from a provider's token endpoint failed."""
+
+
+class TokenRequestError(TokenEndpointError):
+    """
+    The token endpoint could not be reached or did not answer in time.
+
+    The underlying ``aiohttp`` or OS error is chained as ``__cause__``.
+    Always retryable.
+    """
+
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
+        super().__init__(message, provider=provider, retryable=True)
+
+
+class TokenResponseError(TokenEndpointError):
+    """
+    The token endpoint answered, but not with a usable token.
+
+    Args:
+        message: What was wrong with the answer.
+        provider: The provider's name.
+        status: The HTTP status of the answer.
+        error: The OAuth ``error`` code (RFC 6749 §5.2) or the provider's own
+            status code, when the answer carried one.
+        description: The provider's own explanation, scrubbed and truncated.
+        retryable: Whether asking again later can help.
+        retry_after: Seconds the provider asked us to wait (``Retry-After``).
+    """
+
+    status: int
+    error: str | None
+    description: str | None
+    retry_after: float | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status: int,
+        error: str | None = None,
+        description: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, retryable=retryable)
+        self.status = status
+        self.error = error
+        self.description = description
+        self.retry_after = retry_after
+
+
+class TokenUnavailableError(AuthError):
+    """
+    A caller waited for a token and none could be had.
+
+    Raised when the wait bound passed, when the provider failed in a way
+    that cannot heal, or when the manager closed. The last failure of the
+    token endpoint, if any, is ``last_error`` and is chained as
+    ``__cause__``.
+    """
+
+    last_error: AuthError | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        last_error: AuthError | None = None,
+        retryable: bool = True,
+    ) -> None:
+        super().__init__(message, provider=provider, retryable=retryable)
+        self.last_error = last_error

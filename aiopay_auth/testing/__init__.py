@@ -1,0 +1,24 @@
+"""
+Test your payment workers against real loopback servers.
+
+:class:`FakeProvider` is a real ``aiohttp.web`` server on 127.0.0.1 that
+speaks one provider's dialect strictly (it refuses what the real provider
+would), issues short-lived tokens, guards a protected API with them, counts
+every call and plays scripted faults. :func:`provider_for` builds the
+matching provider profile aimed at it.
+
+With pytest, the ``fake_provider`` fixture (registered automatically as a
+pytest plugin) starts servers and closes them after the test::
+
+    async def test_my_worker(fake_provider):
+        fake = await fake_provider("cm", lifetime=2)
+        async with TokenManager() as tokens:
+            holder = tokens.add(provider_for(fake))
+            ...
+"""
+
+from ._profiles import provider_for
+from ._server import Dialect, FakeProvider, Scripted
+
+
+__all__ = ["Dialect", "FakeProvider", "Scripted", "provider_for"]

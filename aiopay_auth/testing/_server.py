@@ -1,0 +1,897 @@
+"""A loopback OAuth2 provider that impersonates one payment provider's token endpoint.
+
+:class:`FakeProvider` runs a real :mod:`aiohttp.web` server on ``127.0.0.1`` (an ephemeral
+port) that serves:
+
+* a token endpoint speaking exactly one provider *dialect* (``"cm"``, ``"vonage"``,
+  ``"payme"``, ``"oro"`` or plain ``"rfc6749"``), rejecting anything the real provider would
+  reject with the error the real provider would send;
+* a protected API under :attr:`FakeProvider.api_base` (and, for ``"oro"``, a second one
+  under :attr:`FakeProvider.storefront_api_base`) that accepts only live bearer tokens this
+  server issued;
+* two unprotected helpers: ``GET /redirect?to=<url>`` (a redirect, to check that a bearer
+  token never follows a redirect to another origin) and ``/echo-headers`` (returns the
+  request headers as JSON).
+
+Counters (:attr:`FakeProvider.token_calls`, :attr:`FakeProvider.api_unauthorized`, ...) and
+:attr:`FakeProvider.rejected` let tests assert what a client did, and
+:meth:`FakeProvider.queue` scripts misbehaving token responses (:class:`Scripted`).
+
+Example::
+
+    async with FakeProvider("cm") as provider:
+        ...  # point a client at provider.token_url and provider.api_base
+        assert provider.tokens_issued == 1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, Final, Literal, NamedTuple, get_args
+from urllib.parse import parse_qsl, unquote_plus
+
+import attrs
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+from yarl import URL
+
+
+__all__ = ["Dialect", "FakeProvider", "Scripted"]
+
+Dialect = Literal["cm", "vonage", "payme", "oro", "rfc6749"]
+"""The provider dialects a :class:`FakeProvider` can speak."""
+
+_DIALECTS: Final = frozenset(get_args(Dialect))
+
+_TOKEN_PATHS: Final[Mapping[str, str]] = {
+    "cm": "/api/v1/authorization/oauth2/token",
+    "vonage": "/auth/connect/token",
+    "payme": "/token",
+    "oro": "/oauth2-token",
+    "rfc6749": "/oauth/token",
+}
+_API_PATHS: Final[Mapping[str, str]] = {
+    "cm": "/api/v1",
+    "vonage": "/payment-api",
+    "payme": "/v1",
+    "oro": "/admin/api",
+    "rfc6749": "/api",
+}
+_ORO_STOREFRONT_PATH: Final = "/api"
+
+_FORM: Final = "application/x-www-form-urlencoded"
+_JSON: Final = "application/json"
+
+_PAYME_API_VERSION: Final = "1618440906"
+_PAYME_SCOPES: Final = frozenset(
+    {"create:token", "post:charges", "delete:charges", "offline_access"}
+)
+
+# Token kinds: which protected API a token is good for.
+_KIND_API: Final = "api"
+_KIND_BACKOFFICE: Final = "backoffice"
+_KIND_STOREFRONT: Final = "storefront"
+
+_NO_STORE: Final[Mapping[str, str]] = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_INVALID_TOKEN_BODY: Final = json.dumps({"error": "invalid_token"})
+_INVALID_TOKEN_HEADERS: Final[Mapping[str, str]] = {
+    "WWW-Authenticate": 'Bearer error="invalid_token"'
+}
+_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@attrs.frozen(kw_only=True)
+class Scripted:
+    """A canned answer for one token call, queued with :meth:`FakeProvider.queue`.
+
+    Attributes:
+        status: HTTP status code to answer with.
+        json: Body to send as JSON (``Content-Type: application/json`` unless ``headers``
+            says otherwise). Mutually exclusive with ``body``.
+        body: Raw body to send (for an HTML error page, truncated JSON, ...). Sent with
+            ``Content-Type: text/plain; charset=utf-8`` unless ``headers`` sets one.
+        headers: Extra response headers, e.g. ``{"Retry-After": "2"}``.
+        delay: Seconds to wait before answering (or dropping), to simulate a slow endpoint.
+        drop: Close the connection without sending any response.
+    """
+
+    status: int = 200
+    json: object | None = None
+    body: bytes | str | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    delay: float = 0.0
+    drop: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        """Reject contradictory or impossible scripts early.
+
+        Raises:
+            ValueError: If both ``json`` and ``body`` are given, ``delay`` is negative or
+                ``status`` is not a valid HTTP status code.
+        """
+        if self.json is not None and self.body is not None:
+            raise ValueError("Scripted takes json or body, not both")
+        if self.delay < 0:
+            raise ValueError("Scripted.delay must not be negative")
+        if not 100 <= self.status <= 599:
+            raise ValueError("Scripted.status must be an HTTP status code (100-599)")
+
+
+class _Access(NamedTuple):
+    expires_at: float
+    kind: str
+
+
+class _Refresh(NamedTuple):
+    kind: str
+    client_id: str
+
+
+class _Rejection(Exception):
+    """A token request the provider refuses; turned into the dialect's error response."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        description: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        oauth: bool = False,
+    ) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+        self.headers: Mapping[str, str] = headers or {}
+        # Pay-me answers with its envelope unless this is set (spent/unknown refresh token).
+        self.oauth = oauth
+
+
+class _Grant(NamedTuple):
+    grant_type: str
+    client_id: str
+    scope: frozenset[str]
+    refresh_token: str | None
+
+
+def _json_response(
+    payload: object, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    response_headers = CIMultiDict(_NO_STORE)
+    if headers:
+        response_headers.update(headers)
+    return web.Response(
+        status=status,
+        text=json.dumps(payload),
+        content_type=_JSON,
+        headers=response_headers,
+    )
+
+
+def _same(given: str, expected: str) -> bool:
+    return secrets.compare_digest(given.encode(), expected.encode())
+
+
+def _accepts_json(accept: str) -> bool:
+    """Whether an ``Accept`` header value admits ``application/json`` with ``q > 0``."""
+    for item in accept.split(","):
+        media, *params = item.split(";")
+        if media.strip().lower() not in ("application/json", "application/*", "*/*"):
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            return True
+    return False
+
+
+def _parse_basic(value: str) -> tuple[str, str]:
+    """Decode an RFC 6749 §2.3.1 ``Basic`` credential (form-encoded id and secret).
+
+    Raises:
+        _Rejection: 401 ``invalid_client`` if the header is not a well-formed Basic credential.
+    """
+    scheme, _, param = value.strip().partition(" ")
+    challenge = {"WWW-Authenticate": 'Basic realm="token"'}
+    if scheme.lower() != "basic":
+        raise _Rejection(
+            401,
+            "invalid_client",
+            "unsupported Authorization scheme on the token endpoint",
+            headers=challenge,
+        )
+    try:
+        decoded = base64.b64decode(param.strip(), validate=True).decode("utf-8")
+        client_id, sep, client_secret = decoded.partition(":")
+        if not sep or not client_id:
+            raise ValueError("no colon")
+        return (
+            unquote_plus(client_id, errors="strict"),
+            unquote_plus(client_secret, errors="strict"),
+        )
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        raise _Rejection(
+            401, "invalid_client", "malformed Basic credentials", headers=challenge
+        ) from None
+
+
+def _payme_envelope_failure(reason: str) -> dict[str, object]:
+    return {
+        "action": "authorize",
+        "success": False,
+        "authorization": {
+            "meta": {
+                "status": {"code": "01", "message_ilgn": [{"locale": "es_PE", "value": reason}]}
+            }
+        },
+    }
+
+
+class FakeProvider:
+    """A loopback OAuth2 token endpoint plus protected API speaking one provider dialect.
+
+    The server binds ``127.0.0.1`` on an ephemeral port when started (:meth:`start` or
+    ``async with``). Token requests are validated the way the real provider validates them;
+    every refusal is answered with the provider's error format and its reason is appended to
+    :attr:`rejected` (never including secrets).
+
+    Attributes:
+        dialect: The provider dialect spoken.
+        lifetime: Seconds each newly issued access token lives (may be fractional). Mutable.
+        client_id: The accepted client id (for ``"oro"``: the back-office client).
+        client_secret: The accepted client secret.
+        username: The accepted resource-owner username (password grant).
+        password: The accepted resource-owner password (password grant).
+        storefront_client_id: ``"oro"`` only: the storefront client id (same secret).
+        audience: ``"payme"`` only: the required ``audience`` field.
+        issue_refresh_tokens: ``None`` for the dialect default (``"payme"``: when
+            ``offline_access`` is in scope; ``"rfc6749"``: password grant; others: never),
+            ``True``/``False`` to force.
+        rotate_refresh_tokens: Whether a refresh token is single use (a refresh grant spends
+            it and issues a new one). If ``False`` it stays valid and no new one is issued.
+        token_calls: Requests that reached the token endpoint (accepted or not, scripted too).
+        tokens_issued: Access tokens issued.
+        api_calls: Requests that reached a protected API.
+        api_unauthorized: Protected API requests answered 401.
+        api_expired: Of those, how many carried a token this server issued that had expired.
+        rejected: A human-readable reason for every refused token request.
+        issued_tokens: Every access token ever issued (including revoked and expired ones).
+        issued_refresh_tokens: Every refresh token ever issued (including spent ones).
+        last_api_authorization: The ``Authorization`` header of the latest protected API
+            request (``None`` if it had none or there was none yet).
+    """
+
+    def __init__(
+        self,
+        dialect: Dialect = "rfc6749",
+        *,
+        lifetime: float = 3600.0,
+        client_id: str = "test-client",
+        client_secret: str = "s3cret+/:%&=",
+        username: str = "merchant@example.com",
+        password: str = "p@ss word:1",
+        storefront_client_id: str = "test-storefront",
+        issue_refresh_tokens: bool | None = None,
+        rotate_refresh_tokens: bool = True,
+        audience: str = "https://api.dev.alignet.io",
+    ) -> None:
+        """Configure the provider; nothing is bound until :meth:`start`.
+
+        Args:
+            dialect: Which provider to impersonate.
+            lifetime: Seconds each issued access token lives (fractions allowed).
+            client_id: The accepted client id (``"oro"``: the back-office client).
+            client_secret: The accepted client secret (shared by both ``"oro"`` clients).
+            username: The accepted username for the password grant.
+            password: The accepted password for the password grant.
+            storefront_client_id: ``"oro"`` only: the storefront client's id.
+            issue_refresh_tokens: ``None`` for the dialect default, or force on/off.
+            rotate_refresh_tokens: Whether refresh tokens are single use.
+            audience: ``"payme"`` only: the ``audience`` the token request must name.
+
+        Raises:
+            ValueError: If ``dialect`` is unknown.
+        """
+        if dialect not in _DIALECTS:
+            raise ValueError(f"unknown dialect {dialect!r}; expected one of {sorted(_DIALECTS)}")
+        self.dialect: Dialect = dialect
+        self.lifetime = lifetime
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.username = username
+        self.password = password
+        self.storefront_client_id = storefront_client_id
+        self.issue_refresh_tokens = issue_refresh_tokens
+        self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.audience = audience
+
+        self.token_calls = 0
+        self.tokens_issued = 0
+        self.api_calls = 0
+        self.api_unauthorized = 0
+        self.api_expired = 0
+        self.rejected: list[str] = []
+        self.issued_tokens: set[str] = set()
+        self.issued_refresh_tokens: set[str] = set()
+        self.last_api_authorization: str | None = None
+
+        self._access: dict[str, _Access] = {}
+        self._refresh: dict[str, _Refresh] = {}
+        self._scripts: deque[Scripted] = deque()
+        self._runner: web.AppRunner | None = None
+        self._base_url: URL | None = None
+        self._closing = asyncio.Event()
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Bind ``127.0.0.1`` on an ephemeral port and start serving.
+
+        Raises:
+            RuntimeError: If the provider was already started or has been closed.
+        """
+        if self._runner is not None or self._closed:
+            raise RuntimeError("FakeProvider can be started only once")
+        app = web.Application()
+        self._add_routes(app.router)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        self._runner = runner
+        try:
+            # A deep backlog: tests open thousands of concurrent connections.
+            site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+            await site.start()
+            port = int(runner.addresses[0][1])
+        except BaseException:
+            await self.close()
+            raise
+        self._base_url = URL.build(scheme="http", host="127.0.0.1", port=port)
+
+    async def close(self) -> None:
+        """Stop serving and release the socket and every connection. Idempotent.
+
+        Token calls still sleeping on a scripted ``delay`` are cut short (their connections
+        are dropped).
+        """
+        self._closed = True
+        self._closing.set()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> FakeProvider:
+        """Start the server.
+
+        Returns:
+            This provider, started.
+        """
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the server.
+
+        Args:
+            exc_type: Exception type raised in the block, if any.
+            exc: Exception raised in the block, if any.
+            tb: Its traceback, if any.
+        """
+        await self.close()
+
+    def __repr__(self) -> str:
+        """Describe the provider without revealing credentials.
+
+        Returns:
+            ``FakeProvider(dialect=..., base_url=...)``.
+        """
+        where = str(self._base_url) if self._base_url is not None else "not started"
+        return f"FakeProvider(dialect={self.dialect!r}, base_url={where!r})"
+
+    # ------------------------------------------------------------------ URLs
+
+    @property
+    def base_url(self) -> URL:
+        """The server's root URL, e.g. ``URL("http://127.0.0.1:54321")``.
+
+        Raises:
+            RuntimeError: If the provider has not been started.
+        """
+        if self._base_url is None:
+            raise RuntimeError("FakeProvider is not started")
+        return self._base_url
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on.
+
+        Raises:
+            RuntimeError: If the provider has not been started.
+        """
+        port = self.base_url.port
+        assert port is not None
+        return port
+
+    @property
+    def token_url(self) -> URL:
+        """The dialect's token endpoint on this server.
+
+        Raises:
+            RuntimeError: If the provider has not been started.
+        """
+        return self.base_url.with_path(_TOKEN_PATHS[self.dialect])
+
+    @property
+    def api_base(self) -> URL:
+        """Base URL of the protected API (``"oro"``: the back-office API).
+
+        Raises:
+            RuntimeError: If the provider has not been started.
+        """
+        return self.base_url.with_path(_API_PATHS[self.dialect])
+
+    @property
+    def storefront_api_base(self) -> URL:
+        """``"oro"`` only: base URL of the storefront API.
+
+        Raises:
+            AttributeError: If the dialect is not ``"oro"``.
+            RuntimeError: If the provider has not been started.
+        """
+        if self.dialect != "oro":
+            raise AttributeError("storefront_api_base exists only for the 'oro' dialect")
+        return self.base_url.with_path(_ORO_STOREFRONT_PATH)
+
+    # ------------------------------------------------------------------ test controls
+
+    def reset_counters(self) -> None:
+        """Zero every counter and clear :attr:`rejected`; issued tokens stay valid."""
+        self.token_calls = 0
+        self.tokens_issued = 0
+        self.api_calls = 0
+        self.api_unauthorized = 0
+        self.api_expired = 0
+        self.rejected.clear()
+        self.last_api_authorization = None
+
+    def queue(self, *responses: Scripted) -> None:
+        """Script the answers to the next token calls, first in first out.
+
+        Each scripted response is consumed by one token call (counted in
+        :attr:`token_calls`) instead of the normal handling: nothing is validated and no
+        token is issued (an ``access_token`` in a scripted body is unknown to the API).
+
+        Args:
+            *responses: The answers, in the order the token calls will receive them.
+        """
+        self._scripts.extend(responses)
+
+    def revoke_all(self) -> None:
+        """Invalidate every access token issued so far; the API answers 401 to them.
+
+        Refresh tokens stay valid, so a client can recover through a refresh grant.
+        """
+        self._access.clear()
+
+    # ------------------------------------------------------------------ routing
+
+    def _add_routes(self, router: web.UrlDispatcher) -> None:
+        # The token route accepts every method so that a GET answers 405 from the token
+        # handler (and counts as a token call) instead of falling through to the API route
+        # that, for "cm", covers the token path's prefix.
+        router.add_route("*", _TOKEN_PATHS[self.dialect], self._token_endpoint)
+        if self.dialect == "oro":
+            self._add_api(router, _API_PATHS["oro"], _KIND_BACKOFFICE)
+            self._add_api(router, _ORO_STOREFRONT_PATH, _KIND_STOREFRONT)
+        else:
+            self._add_api(router, _API_PATHS[self.dialect], _KIND_API)
+        router.add_get("/redirect", self._redirect)
+        router.add_route("*", "/echo-headers", self._echo_headers)
+
+    def _add_api(self, router: web.UrlDispatcher, base: str, kind: str) -> None:
+        handler = self._api_handler(kind)
+        router.add_route("*", base, handler)
+        router.add_route("*", base + "/{tail:.*}", handler)
+
+    # ------------------------------------------------------------------ protected API
+
+    def _api_handler(self, kind: str) -> _Handler:
+        access = self._access  # revoke_all() clears this dict in place
+
+        async def api(request: web.Request) -> web.StreamResponse:
+            self.api_calls += 1
+            values = request.headers.getall(hdrs.AUTHORIZATION, ())
+            authorization = values[0] if len(values) == 1 else None
+            self.last_api_authorization = authorization
+            if authorization is not None and authorization[:7].lower() == "bearer ":
+                info = access.get(authorization[7:].strip())
+                if info is not None:
+                    if info.expires_at > time.monotonic():
+                        if info.kind == kind:
+                            return web.Response(
+                                text=json.dumps({"ok": True, "path": request.path}),
+                                content_type=_JSON,
+                            )
+                    else:
+                        self.api_expired += 1
+            self.api_unauthorized += 1
+            return web.Response(
+                status=401,
+                text=_INVALID_TOKEN_BODY,
+                content_type=_JSON,
+                headers=_INVALID_TOKEN_HEADERS,
+            )
+
+        return api
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _redirect(self, request: web.Request) -> web.StreamResponse:
+        target = request.query.get("to")
+        if not target:
+            raise web.HTTPBadRequest(text="missing 'to' query parameter")
+        try:
+            status = int(request.query.get("status", "302"))
+        except ValueError:
+            status = 0
+        if status not in _REDIRECT_STATUSES:
+            raise web.HTTPBadRequest(text="'status' must be one of 301, 302, 303, 307, 308")
+        return web.Response(status=status, headers={hdrs.LOCATION: target})
+
+    async def _echo_headers(self, request: web.Request) -> web.StreamResponse:
+        echoed: dict[str, str] = {}
+        for name, value in request.headers.items():
+            key = name.lower()
+            echoed[key] = f"{echoed[key]}, {value}" if key in echoed else value
+        return web.json_response(echoed)
+
+    # ------------------------------------------------------------------ token endpoint
+
+    async def _token_endpoint(self, request: web.Request) -> web.StreamResponse:
+        self.token_calls += 1
+        if self._scripts:
+            return await self._play(request, self._scripts.popleft())
+        try:
+            if request.method != hdrs.METH_POST:
+                raise _Rejection(
+                    405,
+                    "invalid_request",
+                    f"method {request.method} not allowed; the token endpoint takes POST",
+                    headers={hdrs.ALLOW: hdrs.METH_POST},
+                )
+            if self.dialect == "payme":
+                return await self._payme(request)
+            if self.dialect == "oro":
+                return await self._oro(request)
+            return await self._form_dialect(request)
+        except _Rejection as rejection:
+            return self._reject(rejection)
+
+    def _reject(self, rejection: _Rejection) -> web.Response:
+        self.rejected.append(f"{self.dialect}: {rejection.description}")
+        if self.dialect == "payme" and not rejection.oauth:
+            return _json_response(
+                _payme_envelope_failure(rejection.description),
+                rejection.status,
+                rejection.headers,
+            )
+        return _json_response(
+            {"error": rejection.error, "error_description": rejection.description},
+            rejection.status,
+            rejection.headers,
+        )
+
+    async def _play(self, request: web.Request, script: Scripted) -> web.StreamResponse:
+        if script.delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), script.delay)
+        if script.drop or self._closing.is_set():
+            await request.release()
+            transport = request.transport
+            if transport is not None:
+                transport.close()
+            # Writing this response fails on the closed transport, which aiohttp treats
+            # as a client disconnection: nothing reaches the client.
+            return web.Response(status=500)
+        headers: CIMultiDict[str] = CIMultiDict(script.headers)
+        body: bytes = b""
+        if script.json is not None:
+            body = json.dumps(script.json).encode()
+            headers.setdefault(hdrs.CONTENT_TYPE, _JSON)
+        elif script.body is not None:
+            body = script.body.encode() if isinstance(script.body, str) else script.body
+            headers.setdefault(hdrs.CONTENT_TYPE, "text/plain; charset=utf-8")
+        return web.Response(status=script.status, body=body, headers=headers)
+
+    async def _read_body(self, request: web.Request, content_type: str) -> str:
+        if request.content_type != content_type:
+            raise _Rejection(
+                415,
+                "invalid_request",
+                f"Content-Type must be {content_type}, got {request.content_type}",
+            )
+        try:
+            return (await request.read()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Rejection(400, "invalid_request", "body is not valid UTF-8") from None
+
+    async def _read_form(self, request: web.Request) -> dict[str, str]:
+        text = await self._read_body(request, _FORM)
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict")
+        except ValueError:
+            raise _Rejection(400, "invalid_request", "malformed form-encoded body") from None
+        params: dict[str, str] = {}
+        for name, value in pairs:
+            if name in params:
+                raise _Rejection(400, "invalid_request", f"parameter {name} repeated")
+            params[name] = value
+        # RFC 6749 §3.1: parameters sent without a value are treated as omitted.
+        return {name: value for name, value in params.items() if value}
+
+    async def _read_json(self, request: web.Request) -> dict[str, Any]:
+        text = await self._read_body(request, _JSON)
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise _Rejection(400, "invalid_request", "body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise _Rejection(400, "invalid_request", "JSON body must be an object")
+        return data
+
+    @staticmethod
+    def _json_fields(data: Mapping[str, Any], status: int, *names: str) -> dict[str, str]:
+        """Pick the named string fields of a JSON body; empty strings count as absent."""
+        fields: dict[str, str] = {}
+        for name in names:
+            value = data.get(name)
+            if value is None or value == "":
+                continue
+            if not isinstance(value, str):
+                raise _Rejection(status, "invalid_request", f"{name} must be a string")
+            fields[name] = value
+        return fields
+
+    @staticmethod
+    def _forbid_authorization_header(request: web.Request, status: int = 400) -> None:
+        if hdrs.AUTHORIZATION in request.headers:
+            raise _Rejection(
+                status,
+                "invalid_request",
+                "this provider takes client credentials only in the request body, "
+                "not in an Authorization header",
+            )
+
+    @staticmethod
+    def _require(params: Mapping[str, str], status: int, *names: str) -> None:
+        for name in names:
+            if name not in params:
+                raise _Rejection(status, "invalid_request", f"missing {name}")
+
+    def _check_client(self, client_id: str, client_secret: str, *, basic: bool) -> str:
+        """Authenticate the client and return the token kind it gets."""
+        headers = {"WWW-Authenticate": 'Basic realm="token"'} if basic else None
+        if self.dialect == "oro" and _same(client_id, self.storefront_client_id):
+            kind = _KIND_STOREFRONT
+        elif _same(client_id, self.client_id):
+            kind = _KIND_BACKOFFICE if self.dialect == "oro" else _KIND_API
+        else:
+            raise _Rejection(401, "invalid_client", "unknown client_id", headers=headers)
+        if not _same(client_secret, self.client_secret):
+            raise _Rejection(401, "invalid_client", "wrong client_secret", headers=headers)
+        return kind
+
+    def _check_user(self, username: str, password: str, status: int = 400) -> None:
+        if not (_same(username, self.username) and _same(password, self.password)):
+            raise _Rejection(status, "invalid_grant", "wrong username or password")
+
+    def _wants_refresh(self, grant_type: str, scope: frozenset[str]) -> bool:
+        if self.issue_refresh_tokens is not None:
+            return self.issue_refresh_tokens
+        if self.dialect == "payme":
+            return "offline_access" in scope
+        if self.dialect == "rfc6749":
+            return grant_type == "password"
+        return False
+
+    def _spend_refresh(self, refresh_token: str, client_id: str) -> tuple[str, bool]:
+        """Validate a refresh token; return its kind and whether to issue a new one."""
+        info = self._refresh.get(refresh_token)
+        if info is None:
+            raise _Rejection(400, "invalid_grant", "refresh token is invalid", oauth=True)
+        if not _same(info.client_id, client_id):
+            raise _Rejection(
+                400, "invalid_grant", "refresh token was issued to another client", oauth=True
+            )
+        if self.rotate_refresh_tokens:
+            return info.kind, True
+        return info.kind, False
+
+    def _issue(self, kind: str, client_id: str, *, with_refresh: bool) -> dict[str, Any]:
+        lifetime = self.lifetime
+        access_token = secrets.token_urlsafe(32)
+        self._access[access_token] = _Access(time.monotonic() + lifetime, kind)
+        self.issued_tokens.add(access_token)
+        self.tokens_issued += 1
+        expires_in: float = float(lifetime) if lifetime < 1 else math.ceil(lifetime)
+        payload: dict[str, Any] = {
+            "access_token": access_token,
+            "expires_in": expires_in,
+            "token_type": "bearer" if self.dialect == "vonage" else "Bearer",
+        }
+        if with_refresh:
+            refresh_token = secrets.token_urlsafe(32)
+            self._refresh[refresh_token] = _Refresh(kind, client_id)
+            self.issued_refresh_tokens.add(refresh_token)
+            payload["refresh_token"] = refresh_token
+        return payload
+
+    # ------------------------------------------------------------------ dialects
+
+    async def _form_dialect(self, request: web.Request) -> web.Response:
+        """``cm``, ``vonage`` and ``rfc6749``: form-encoded RFC 6749 token requests."""
+        params = await self._read_form(request)
+        if self.dialect == "cm":
+            accept = ",".join(request.headers.getall(hdrs.ACCEPT, ()))
+            if accept and not _accepts_json(accept):
+                raise _Rejection(406, "invalid_request", "Accept header excludes application/json")
+            self._forbid_authorization_header(request)
+            grants = frozenset({"client_credentials"})
+        else:
+            grants = frozenset({"client_credentials", "password", "refresh_token"})
+
+        authorization = request.headers.getall(hdrs.AUTHORIZATION, ())
+        if len(authorization) > 1:
+            raise _Rejection(400, "invalid_request", "repeated Authorization header")
+        if authorization:
+            client_id, client_secret = _parse_basic(authorization[0])
+            if "client_secret" in params:
+                raise _Rejection(
+                    400,
+                    "invalid_request",
+                    "client credentials sent both in the body and as HTTP Basic",
+                )
+            if "client_id" in params and params["client_id"] != client_id:
+                raise _Rejection(
+                    400, "invalid_request", "client_id in the body differs from HTTP Basic"
+                )
+        else:
+            self._require(params, 400, "grant_type", "client_id", "client_secret")
+            client_id, client_secret = params["client_id"], params["client_secret"]
+        self._require(params, 400, "grant_type")
+        kind = self._check_client(client_id, client_secret, basic=bool(authorization))
+
+        grant_type = params["grant_type"]
+        if grant_type not in grants:
+            raise _Rejection(400, "unsupported_grant_type", f"grant_type {grant_type} unsupported")
+        scope = frozenset(params.get("scope", "").split())
+        if self.dialect == "vonage" and "globalpci" not in scope:
+            raise _Rejection(400, "invalid_scope", "scope must include globalpci")
+
+        if grant_type == "refresh_token":
+            self._require(params, 400, "refresh_token")
+            kind, with_refresh = self._spend_refresh(params["refresh_token"], client_id)
+        else:
+            if grant_type == "password":
+                self._require(params, 400, "username", "password")
+                self._check_user(params["username"], params["password"])
+            with_refresh = self._wants_refresh(grant_type, scope)
+        return _json_response(self._issue(kind, client_id, with_refresh=with_refresh))
+
+    async def _oro(self, request: web.Request) -> web.Response:
+        """OroCommerce: JSON client-credentials requests; back-office or storefront client."""
+        data = await self._read_json(request)
+        self._forbid_authorization_header(request)
+        params = self._json_fields(data, 400, "grant_type", "client_id", "client_secret")
+        self._require(params, 400, "grant_type", "client_id", "client_secret")
+        kind = self._check_client(params["client_id"], params["client_secret"], basic=False)
+        if params["grant_type"] != "client_credentials":
+            raise _Rejection(
+                400, "unsupported_grant_type", f"grant_type {params['grant_type']} unsupported"
+            )
+        return _json_response(self._issue(kind, params["client_id"], with_refresh=False))
+
+    async def _payme(self, request: web.Request) -> web.Response:
+        """Pay-me/Alignet: JSON body, version header, enveloped answers (failures are 200)."""
+        data = await self._read_json_payme(request)
+        self._forbid_authorization_header(request, status=200)
+        params = self._json_fields(
+            data,
+            200,
+            "action",
+            "grant_type",
+            "client_id",
+            "client_secret",
+            "audience",
+            "scope",
+            "username",
+            "password",
+            "refresh_token",
+        )
+        self._require(params, 200, "action", "grant_type", "client_id", "client_secret")
+        if params["action"] != "authorize":
+            raise _Rejection(200, "invalid_request", "action must be authorize")
+        self._check_client_payme(params["client_id"], params["client_secret"])
+        self._require(params, 200, "audience", "scope")
+        if params["audience"] != self.audience:
+            raise _Rejection(200, "invalid_request", "unknown audience")
+        scope = frozenset(params["scope"].split())
+        unknown = sorted(scope - _PAYME_SCOPES)
+        if unknown:
+            raise _Rejection(200, "invalid_scope", f"unknown scope {' '.join(unknown)}")
+
+        grant_type = params["grant_type"]
+        if grant_type == "refresh_token":
+            self._require(params, 200, "refresh_token")
+            if "username" in params and not _same(params["username"], self.username):
+                raise _Rejection(200, "invalid_grant", "wrong username")
+            kind, with_refresh = self._spend_refresh(params["refresh_token"], params["client_id"])
+        elif grant_type in ("password", "client_credentials"):
+            if grant_type == "password":
+                self._require(params, 200, "username", "password")
+                self._check_user(params["username"], params["password"], status=200)
+            kind = _KIND_API
+            with_refresh = self._wants_refresh(grant_type, scope)
+        else:
+            raise _Rejection(200, "unsupported_grant_type", f"grant_type {grant_type} unsupported")
+
+        issued = self._issue(kind, params["client_id"], with_refresh=with_refresh)
+        payload: dict[str, Any] = {
+            "action": "authorize",
+            "success": True,
+            "access_token": issued["access_token"],
+            "scope": params["scope"],
+            "expires_in": issued["expires_in"],
+            "token_type": issued["token_type"],
+            "authorization": {
+                "meta": {
+                    "status": {
+                        "code": "00",
+                        "message_ilgn": [{"locale": "es_PE", "value": "Access Token creado"}],
+                    }
+                }
+            },
+        }
+        if "refresh_token" in issued:
+            payload["refresh_token"] = issued["refresh_token"]
+        return _json_response(payload)
+
+    async def _read_json_payme(self, request: web.Request) -> dict[str, Any]:
+        if request.content_type != _JSON:
+            # Checked before the version header so a wrong content type is always a 415.
+            await self._read_body(request, _JSON)
+        if request.headers.get("ALG-API-VERSION") != _PAYME_API_VERSION:
+            raise _Rejection(
+                400, "invalid_request", f"header ALG-API-VERSION must be {_PAYME_API_VERSION}"
+            )
+        return await self._read_json(request)
+
+    def _check_client_payme(self, client_id: str, client_secret: str) -> None:
+        try:
+            self._check_client(client_id, client_secret, basic=False)
+        except _Rejection as rejection:
+            raise _Rejection(200, rejection.error, rejection.description) from None
