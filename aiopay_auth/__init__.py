@@ -1,5 +1,4 @@
-"""
-aiopay_auth: OAuth2 bearer tokens kept fresh for asyncio payment workers.
+"""aiopay_auth: OAuth2 bearer tokens kept fresh for asyncio payment workers.
 
 One background refresher per provider fetches tokens before they expire and
 publishes them through a lock-free holder; an aiohttp client middleware

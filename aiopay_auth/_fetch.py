@@ -19,8 +19,7 @@ __all__ = ["HttpTokenSource", "TokenSource"]
 
 
 class TokenSource(Protocol):
-    """
-    Where a refresher gets tokens from: the seam for a shared store.
+    """Where a refresher gets tokens from: the seam for a shared store.
 
     The default asks the provider over HTTP; a fleet-wide cache can wrap it
     without touching the request hot path.
@@ -32,8 +31,7 @@ class TokenSource(Protocol):
 
 
 class HttpTokenSource:
-    """
-    Fetches tokens from a provider's token endpoint with aiohttp.
+    """Fetches tokens from a provider's token endpoint with aiohttp.
 
     Args:
         provider: The provider profile.
@@ -79,7 +77,9 @@ class HttpTokenSource:
                     )
                 body = await _read_limited(resp)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            what = "timed out" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
+            what = (
+                "timed out" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
+            )
             msg = f"token request to {request.url.origin()} {what}"
             raise TokenRequestError(msg, provider=provider.name) from exc
         return parse_token_response(

@@ -18,8 +18,7 @@ __all__ = ["ProviderStats", "TokenHolder"]
 
 @attrs.define(kw_only=True)
 class ProviderStats:
-    """
-    Counters for one provider, readable at any time without I/O.
+    """Counters for one provider, readable at any time without I/O.
 
     Attributes:
         fetches: Token requests sent (successful or not).
@@ -43,8 +42,7 @@ class ProviderStats:
 
 
 class TokenHolder:
-    """
-    Publishes one provider's current token to any number of readers.
+    """Publishes one provider's current token to any number of readers.
 
     Its refresher is the only writer. Readers take :attr:`current` (a plain
     attribute: no lock, no await) and check its expiry; only when no usable
@@ -113,8 +111,7 @@ class TokenHolder:
         return None
 
     async def get(self, timeout: float | None = None) -> Token:
-        """
-        Return a usable token, waiting for the refresher when there is none.
+        """Return a usable token, waiting for the refresher when there is none.
 
         Returns at once when the current token is usable. Otherwise waits
         for the fetch in flight; every waiter shares it. Cancelling one
@@ -166,8 +163,7 @@ class TokenHolder:
         )
 
     def invalidate(self, token: Token) -> bool:
-        """
-        Report that *token* was refused (a 401), and ask for a new one.
+        """Report that *token* was refused (a 401), and ask for a new one.
 
         Compare-and-signal: only the first report against the token that is
         still current drops it and wakes the refresher; later reports for the
@@ -197,8 +193,7 @@ class TokenHolder:
         self._wake()
 
     def record_failure(self, error: AuthError) -> None:
-        """
-        Note a failed fetch (refresher only).
+        """Note a failed fetch (refresher only).
 
         An error that cannot heal is handed to every waiter at once when no
         usable token is left; a retryable one leaves them waiting for the

@@ -1,5 +1,4 @@
-"""
-How aiopay_auth logs.
+"""How aiopay_auth logs.
 
 A library must not write to its host's stdout uninvited, and structlog's
 default configuration does exactly that. So by default every event goes to
@@ -73,9 +72,8 @@ class _Log:
 log = _Log()
 
 
-def use_structlog(enabled: bool = True) -> None:  # noqa: FBT001, FBT002 - a switch
-    """
-    Send aiopay_auth's events through structlog instead of standard logging.
+def use_structlog(enabled: bool = True) -> None:
+    """Send aiopay_auth's events through structlog instead of standard logging.
 
     Call it once at start-up, after configuring structlog. Events then go
     to ``structlog.get_logger("aiopay_auth")`` and pass through your

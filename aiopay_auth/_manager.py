@@ -29,8 +29,7 @@ __all__ = ["TokenManager"]
 
 
 class TokenManager:
-    """
-    Keeps every provider's token fresh; hands out middlewares and sessions.
+    """Keeps every provider's token fresh; hands out middlewares and sessions.
 
     Use it as an async context manager. Inside, :meth:`add` starts one
     background refresher per provider (all in one anyio task group), and
@@ -136,8 +135,7 @@ class TokenManager:
     # --- providers --------------------------------------------------------
 
     def add(self, provider: Provider) -> TokenHolder:
-        """
-        Start keeping *provider*'s token fresh.
+        """Start keeping *provider*'s token fresh.
 
         Returns at once: the first token is fetched in the background, and
         the first requests wait for it (all of them share that one fetch).
@@ -170,7 +168,10 @@ class TokenManager:
                 provider, session, timeout=self.policy.fetch_timeout, clock=self._clock
             )
         refresher = Refresher(
-            holder, source, self.policy, rng=random.Random(self._rng.random())  # noqa: S311
+            holder,
+            source,
+            self.policy,
+            rng=random.Random(self._rng.random()),  # noqa: S311
         )
         self._holders[provider.name] = holder
         tg.start_soon(refresher.run, name=f"aiopay_auth refresher {provider.name}")
@@ -182,8 +183,7 @@ class TokenManager:
         return tuple(self._holders.values())
 
     async def token(self, holder: TokenHolder, *, timeout: float | None = None) -> Token:
-        """
-        Return *holder*'s usable token, waiting for it when there is none.
+        """Return *holder*'s usable token, waiting for it when there is none.
 
         A shortcut for ``await holder.get(timeout)``.
         """
@@ -192,8 +192,7 @@ class TokenManager:
     # --- putting tokens on requests --------------------------------------
 
     def middleware(self, holder: TokenHolder) -> BearerAuth:
-        """
-        An aiohttp client middleware stamping *holder*'s token on its API's requests.
+        """An aiohttp client middleware stamping *holder*'s token on its API's requests.
 
         For your own session, put a :class:`~aiopay_auth.FairPool` first
         so that requests are stamped only once the pool can take them::
@@ -209,8 +208,7 @@ class TokenManager:
         limit: int = 100,
         **session_kwargs: Any,
     ) -> aiohttp.ClientSession:
-        """
-        A pooled aiohttp session that stamps the given providers' tokens.
+        """A pooled aiohttp session that stamps the given providers' tokens.
 
         The session has a :class:`~aiopay_auth.FairPool` in front of a
         pool of *limit* connections (no per-host limit), then one

@@ -14,8 +14,7 @@ _AUTHORIZATION = hdrs.AUTHORIZATION
 
 
 class BearerAuth:
-    """
-    aiohttp client middleware: ``Authorization: Bearer …`` for one provider's API.
+    """aiohttp client middleware: ``Authorization: Bearer …`` for one provider's API.
 
     On every request (aiohttp calls middlewares once per redirect hop) it
     checks the URL against the provider's API scopes. In scope, it stamps

@@ -1,5 +1,4 @@
-"""
-The sans-I/O OAuth 2.0 core: token requests in, tokens or typed errors out.
+"""The sans-I/O OAuth 2.0 core: token requests in, tokens or typed errors out.
 
 Nothing here touches a socket or a clock; callers pass the time in. That
 keeps every rule of RFC 6749 and of each provider's dialect testable as a
@@ -12,7 +11,7 @@ import base64
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote_plus, urlencode
 
@@ -46,6 +45,7 @@ MAX_RESPONSE_BYTES = 64 * 1024
 # that could split or inject a header.
 _TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")
 _DIGITS = re.compile(r"\s*\+?\d{1,15}\s*")
+_DELAY_SECONDS = re.compile(r"[0-9]{1,15}")
 
 # OAuth error codes (RFC 6749 §5.2) that asking again cannot fix.
 _UNHEALABLE = frozenset(
@@ -64,8 +64,7 @@ _HEALABLE = frozenset({"server_error", "temporarily_unavailable", "slow_down"})
 
 @attrs.frozen(kw_only=True)
 class TokenRequest:
-    """
-    One HTTP request to a token endpoint, as plain data.
+    """One HTTP request to a token endpoint, as plain data.
 
     Attributes:
         url: Where to POST it.
@@ -81,8 +80,7 @@ class TokenRequest:
 
 
 def basic_credentials(client_id: str, client_secret: str) -> str:
-    """
-    Return an HTTP Basic ``Authorization`` value for client credentials.
+    """Return an HTTP Basic ``Authorization`` value for client credentials.
 
     RFC 6749 §2.3.1: the id and the secret are each form-urlencoded
     before they are joined with ``:`` and base64-encoded, so a secret
@@ -93,8 +91,7 @@ def basic_credentials(client_id: str, client_secret: str) -> str:
 
 
 def build_token_request(provider: Provider, *, refresh_token: Secret | None = None) -> TokenRequest:
-    """
-    Build the token request for a provider's primary grant or a refresh.
+    """Build the token request for a provider's primary grant or a refresh.
 
     Args:
         provider: The provider profile.
@@ -121,7 +118,10 @@ def build_token_request(provider: Provider, *, refresh_token: Secret | None = No
     headers = [("Accept", "application/json")]
     if provider.client_auth == "basic":
         headers.append(
-            ("Authorization", basic_credentials(provider.client_id, provider.client_secret.reveal()))
+            (
+                "Authorization",
+                basic_credentials(provider.client_id, provider.client_secret.reveal()),
+            )
         )
     else:
         fields["client_id"] = provider.client_id
@@ -144,8 +144,7 @@ def build_token_request(provider: Provider, *, refresh_token: Secret | None = No
 
 
 def lifetime_from(value: object, default: float) -> float:
-    """
-    Turn a response's ``expires_in`` into a lifetime in seconds.
+    """Turn a response's ``expires_in`` into a lifetime in seconds.
 
     The rule:
 
@@ -168,9 +167,12 @@ def lifetime_from(value: object, default: float) -> float:
     seconds: float
     if isinstance(value, bool):
         msg = "expires_in is a boolean"
-        raise ValueError(msg)  # noqa: TRY004 - the caller maps ValueError to its error
-    if isinstance(value, int | float):
-        seconds = float(value)
+        raise ValueError(msg)
+    if isinstance(value, int):
+        # float() of a huge JSON integer overflows; anything this big is cut anyway.
+        seconds = float(min(value, 2 * int(MAX_LIFETIME)))
+    elif isinstance(value, float):
+        seconds = value
     elif isinstance(value, str) and _DIGITS.fullmatch(value):
         seconds = float(int(value))
     else:
@@ -183,8 +185,7 @@ def lifetime_from(value: object, default: float) -> float:
 
 
 def parse_retry_after(value: str | None, *, wall_now: float) -> float | None:
-    """
-    Read a ``Retry-After`` header (RFC 9110 §10.2.3).
+    """Read a ``Retry-After`` header (RFC 9110 §10.2.3).
 
     Args:
         value: The header value: delay seconds or an HTTP-date.
@@ -198,7 +199,7 @@ def parse_retry_after(value: str | None, *, wall_now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DELAY_SECONDS.fullmatch(value):  # ASCII only: "²".isdigit() is true, float() fails
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -220,8 +221,21 @@ def _decode(body: bytes) -> object:
         return None
 
 
-def _text(value: object) -> str | None:
-    return scrub(value) if isinstance(value, str) and value.strip() else None
+def _text(value: object, redact: Callable[[str], str]) -> str | None:
+    return scrub(redact(value)) if isinstance(value, str) and value.strip() else None
+
+
+def _redactor(provider: Provider) -> Callable[[str], str]:
+    """Replace the provider's own secrets, however short, in provider-supplied text."""
+    held = (provider.client_secret, provider.password, provider.refresh_token)
+    values = sorted({s.reveal() for s in held if s}, key=len, reverse=True)
+
+    def redact(text: str) -> str:
+        for value in values:
+            text = text.replace(value, "[redacted]")
+        return text
+
+    return redact
 
 
 def parse_token_response(
@@ -233,8 +247,7 @@ def parse_token_response(
     issued_at: float,
     wall_now: float,
 ) -> Token:
-    """
-    Turn a token endpoint's answer into a :class:`Token` or a typed error.
+    """Turn a token endpoint's answer into a :class:`Token` or a typed error.
 
     Handles RFC 6749 §5.1 success and §5.2 error responses, the provider's
     envelope hook, ``token_type`` in any letter case and the
@@ -257,6 +270,7 @@ def parse_token_response(
             ``retryable`` says whether asking again can help.
     """
     name = provider.name
+    redact = _redactor(provider)
     retry_after = parse_retry_after(headers.get("Retry-After"), wall_now=wall_now)
 
     def fail(
@@ -280,8 +294,10 @@ def parse_token_response(
         raise fail(f"token response of {len(body)} bytes is too large", retryable=True)
     data = _decode(body)
     if not 200 <= status < 300:
-        error = _text(data.get("error")) if isinstance(data, dict) else None
-        description = _text(data.get("error_description")) if isinstance(data, dict) else None
+        error = _text(data.get("error"), redact) if isinstance(data, dict) else None
+        description = (
+            _text(data.get("error_description"), redact) if isinstance(data, dict) else None
+        )
         if error in _HEALABLE:
             retryable = True
         elif error in _UNHEALABLE:
@@ -291,7 +307,7 @@ def parse_token_response(
         detail = f": {error}" if error else ""
         detail += f" ({description})" if description else ""
         if not error and data is None and body:
-            detail = f": {scrub(body.decode('utf-8', 'replace'), 80)}"
+            detail = f": {scrub(redact(body.decode('utf-8', 'replace')), 80)}"
         raise fail(
             f"token endpoint answered HTTP {status}{detail}",
             retryable=retryable,
@@ -304,7 +320,7 @@ def parse_token_response(
     if provider.envelope is not None:
         failure = provider.envelope(data)
         if failure is not None:
-            code, message = failure
+            code, message = redact(failure[0]), redact(failure[1])
             raise fail(
                 f"provider reported failure {code}: {message}",
                 retryable=True,
@@ -312,12 +328,12 @@ def parse_token_response(
                 description=message,
             )
     if "error" in data:
-        error = _text(data.get("error"))
+        error = _text(data.get("error"), redact)
         raise fail(
             f"token endpoint answered HTTP {status} with error {error}",
             retryable=error in _HEALABLE,
             error=error,
-            description=_text(data.get("error_description")),
+            description=_text(data.get("error_description"), redact),
         )
     access_token = data.get("access_token")
     if not isinstance(access_token, str) or not _TOKEN_TEXT.fullmatch(access_token):

@@ -26,8 +26,7 @@ def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> Non
 
 @attrs.frozen(kw_only=True)
 class RefreshPolicy:
-    """
-    Timing rules for refreshing tokens and for recovering from failures.
+    """Timing rules for refreshing tokens and for recovering from failures.
 
     A token is refreshed when its remaining life falls to the *margin*::
 
@@ -84,8 +83,7 @@ class RefreshPolicy:
     def refresh_delay(
         self, *, issued_at: float, expires_at: float, now: float, rng: random.Random
     ) -> float:
-        """
-        Seconds from *now* until a token should be refreshed.
+        """Seconds from *now* until a token should be refreshed.
 
         Args:
             issued_at: When the token was requested (monotonic).
@@ -108,8 +106,7 @@ class RefreshPolicy:
         retry_after: float | None = None,
         retryable: bool = True,
     ) -> float:
-        """
-        Seconds to wait before the next attempt after *attempt* failures in a row.
+        """Seconds to wait before the next attempt after *attempt* failures in a row.
 
         Args:
             attempt: How many attempts have failed in a row (1 for the first).
@@ -124,7 +121,11 @@ class RefreshPolicy:
             base = self.unhealable_retry
         else:
             exponent = min(max(attempt, 1) - 1, 64)
-            base = min(self.backoff_initial * self.backoff_multiplier**exponent, self.backoff_max)
+            try:
+                grown = self.backoff_initial * self.backoff_multiplier**exponent
+            except OverflowError:  # a large multiplier to the 64th power
+                grown = self.backoff_max
+            base = min(grown, self.backoff_max)
         delay = base * (0.5 + 0.5 * rng.random())
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.retry_after_max))

@@ -1,5 +1,4 @@
-"""
-A FIFO admission gate in front of aiohttp's connection pool.
+"""A FIFO admission gate in front of aiohttp's connection pool.
 
 aiohttp runs client middlewares *before* a request waits for a pooled
 connection, and its connector is not fair: a request that arrives while a
@@ -30,8 +29,7 @@ __all__ = ["FairGate", "FairPool"]
 
 
 class FairGate:
-    """
-    A first-in, first-out counting gate.
+    """A first-in, first-out counting gate.
 
     Unlike :class:`asyncio.Semaphore`, a released place is handed straight to
     the longest waiter, so nobody can overtake a queued request.
@@ -92,8 +90,7 @@ _GATES: weakref.WeakKeyDictionary[aiohttp.BaseConnector, FairGate] = weakref.Wea
 
 
 def gate_for(connector: aiohttp.BaseConnector) -> FairGate | None:
-    """
-    The shared gate of a connector's pool, sized to its limits.
+    """The shared gate of a connector's pool, sized to its limits.
 
     ``None`` when the pool is unbounded (``limit=0`` and
     ``limit_per_host=0``), where there is no queue to be fair about.
@@ -108,8 +105,7 @@ def gate_for(connector: aiohttp.BaseConnector) -> FairGate | None:
 
 
 class FairPool:
-    """
-    aiohttp client middleware: first-come, first-served admission to the pool.
+    """aiohttp client middleware: first-come, first-served admission to the pool.
 
     Put it *first* in a session's middlewares, before any
     :class:`~aiopay_auth.BearerAuth`, so that tokens are stamped after the

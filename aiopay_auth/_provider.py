@@ -81,8 +81,7 @@ def _scopes(value: Iterable[str | URL] | str | URL) -> tuple[URL, ...]:
 
 @attrs.frozen(kw_only=True)
 class Provider:
-    """
-    A declarative description of one provider's token endpoint and API.
+    """A declarative description of one provider's token endpoint and API.
 
     Build one with a provider module (:mod:`aiopay_auth.providers`) rather
     than by hand; every field can still be set directly for a server the
@@ -166,10 +165,11 @@ class Provider:
                 yield f"api URL {url} must not have a query or fragment"
 
     def _url_problems(self, what: str, url: URL) -> Iterable[str]:
-        if not url.is_absolute() or url.scheme not in ("https", "http") or not url.host:
-            yield f"{what} must be an absolute http(s) URL, not {url!s:.80}"
-        elif url.user or url.password:
+        # Credentials first: the other messages quote the URL.
+        if url.user or url.password:
             yield f"{what} must not carry credentials in the URL"
+        elif not url.is_absolute() or url.scheme not in ("https", "http") or not url.host:
+            yield f"{what} must be an absolute http(s) URL, not {url!s:.80}"
         elif url.scheme == "http" and not (self.allow_insecure_http or is_loopback(url.host)):
             yield (
                 f"{what} {url} uses plain http to a non-loopback host; "

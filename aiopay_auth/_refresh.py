@@ -19,8 +19,7 @@ __all__ = ["Refresher"]
 
 
 class Refresher:
-    """
-    Fetches, publishes, sleeps until the refresh point or an invalidation; forever.
+    """Fetches, publishes, sleeps until the refresh point or an invalidation; forever.
 
     It is the holder's only writer, so at most one fetch per provider is
     ever in flight. It prefers the refresh-token grant while it holds a
@@ -76,7 +75,7 @@ class Refresher:
                 )
                 await anyio.sleep(delay)
                 continue
-            except Exception as exc:  # noqa: BLE001 - the task must not die
+            except Exception as exc:
                 failures += 1
                 holder.record_failure(
                     AuthError(f"unexpected {type(exc).__name__} in refresher", provider=name)

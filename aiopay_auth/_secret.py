@@ -10,8 +10,7 @@ __all__ = ["Secret", "fingerprint"]
 
 
 def fingerprint(value: str) -> str:
-    """
-    Return a short, stable, non-reversible label for a secret value.
+    """Return a short, stable, non-reversible label for a secret value.
 
     Twelve hex digits of its SHA-256: enough to tell two tokens apart in a
     log, useless for recovering either.
@@ -21,8 +20,7 @@ def fingerprint(value: str) -> str:
 
 @final
 class Secret:
-    """
-    A credential (client secret, password, refresh token) kept out of sight.
+    """A credential (client secret, password, refresh token) kept out of sight.
 
     ``repr()`` and ``str()`` show ``Secret('***')``; the value itself only
     comes out through :meth:`reveal`, which the library calls at the one

@@ -12,8 +12,7 @@ __all__ = ["Token"]
 
 @attrs.frozen(kw_only=True, eq=False)
 class Token:
-    """
-    One access token as issued by a provider, ready to stamp on requests.
+    """One access token as issued by a provider, ready to stamp on requests.
 
     Tokens compare by identity: two fetches that return the same string are
     still two tokens, each with its own expiry. Neither the access token nor
@@ -52,8 +51,7 @@ class Token:
         refresh_token: Secret | None = None,
         scope: str | None = None,
     ) -> Token:
-        """
-        Build a token from its parts.
+        """Build a token from its parts.
 
         Args:
             access_token: The bearer token text.

@@ -1,5 +1,4 @@
-"""
-Every error aiopay_auth raises.
+"""Every error aiopay_auth raises.
 
 All of them derive from one root, so ``except AuthError`` catches them all::
 
@@ -36,8 +35,7 @@ _SECRETISH = re.compile(r"[A-Za-z0-9\-._~+/=]{24,}")
 
 
 def scrub(text: str, limit: int = _QUOTE_LIMIT) -> str:
-    """
-    Make provider-supplied text safe to put in an error message or a log.
+    """Make provider-supplied text safe to put in an error message or a log.
 
     Args:
         text: Text taken from a provider's response.
@@ -55,8 +53,7 @@ def scrub(text: str, limit: int = _QUOTE_LIMIT) -> str:
 
 
 class AuthError(Exception):
-    """
-    Root of every aiopay_auth error.
+    """Root of every aiopay_auth error.
 
     Args:
         message: What went wrong, in words (never containing a secret).
@@ -98,8 +95,7 @@ class TokenEndpointError(AuthError):
 
 
 class TokenRequestError(TokenEndpointError):
-    """
-    The token endpoint could not be reached or did not answer in time.
+    """The token endpoint could not be reached or did not answer in time.
 
     The underlying ``aiohttp`` or OS error is chained as ``__cause__``.
     Always retryable.
@@ -110,8 +106,7 @@ class TokenRequestError(TokenEndpointError):
 
 
 class TokenResponseError(TokenEndpointError):
-    """
-    The token endpoint answered, but not with a usable token.
+    """The token endpoint answered, but not with a usable token.
 
     Args:
         message: What was wrong with the answer.
@@ -148,8 +143,7 @@ class TokenResponseError(TokenEndpointError):
 
 
 class TokenUnavailableError(AuthError):
-    """
-    A caller waited for a token and none could be had.
+    """A caller waited for a token and none could be had.
 
     Raised when the wait bound passed, when the provider failed in a way
     that cannot heal, or when the manager closed. The last failure of the

@@ -1,5 +1,4 @@
-"""
-Ready-made provider profiles.
+"""Ready-made provider profiles.
 
 Each module has a ``provider(...)`` function that returns a
 :class:`~aiopay_auth.Provider` speaking that provider's dialect:

@@ -1,5 +1,4 @@
-"""
-CM.com Online Payments.
+"""CM.com Online Payments.
 
 OAuth 2.0 client credentials, form-encoded, secret in the body; tokens last
 ``expires_in`` seconds (3600 in CM's example) and come without a refresh
@@ -33,8 +32,7 @@ def provider(
     token_url: str | URL = TOKEN_URL,
     api: str | URL | Iterable[str | URL] = API_BASE,
 ) -> Provider:
-    """
-    A CM.com Online Payments profile.
+    """A CM.com Online Payments profile.
 
     Args:
         client_id: The API client id CM provided.

@@ -31,8 +31,7 @@ def provider(
     default_lifetime: float = 300.0,
     allow_insecure_http: bool = False,
 ) -> Provider:
-    """
-    A profile for a standard OAuth 2.0 server.
+    """A profile for a standard OAuth 2.0 server.
 
     Uses the password grant when *username* and *password* are given,
     client credentials otherwise, and a refresh token when one is held.

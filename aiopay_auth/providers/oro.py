@@ -1,5 +1,4 @@
-"""
-OroCommerce, OroCRM and OroPlatform.
+"""OroCommerce, OroCRM and OroPlatform.
 
 Client credentials in a JSON body to the application's ``/oauth2-token``.
 Back-office and storefront tokens are not interchangeable: add one
@@ -39,8 +38,7 @@ def provider(
     storefront_path: str = "/api",
     name: str | None = None,
 ) -> Provider:
-    """
-    An Oro profile for the back-office or the storefront API.
+    """An Oro profile for the back-office or the storefront API.
 
     Args:
         app_url: The application's URL, e.g. ``https://shop.example.com``.

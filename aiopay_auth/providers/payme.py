@@ -1,5 +1,4 @@
-"""
-Pay-me / Alignet.
+"""Pay-me / Alignet.
 
 A JSON body with ``action: "authorize"``, the ``ALG-API-VERSION`` header,
 an ``audience``, and the password grant (or client credentials). With the
@@ -48,8 +47,7 @@ DEFAULT_SCOPE = "create:token post:charges offline_access"
 
 
 def envelope_failure(data: Mapping[str, object]) -> tuple[str, str] | None:
-    """
-    Read Pay-me's success envelope.
+    """Read Pay-me's success envelope.
 
     Returns:
         ``None`` for success; ``(code, message)`` when ``success`` is false
@@ -61,11 +59,11 @@ def envelope_failure(data: Mapping[str, object]) -> tuple[str, str] | None:
     if success is not False and code in (None, "00"):
         return None
     messages = status.get("message_ilgn") if isinstance(status, Mapping) else None
-    texts = [
-        m["value"]
-        for m in messages
-        if isinstance(m, Mapping) and isinstance(m.get("value"), str)
-    ] if isinstance(messages, list) else []
+    texts = (
+        [m["value"] for m in messages if isinstance(m, Mapping) and isinstance(m.get("value"), str)]
+        if isinstance(messages, list)
+        else []
+    )
     message = scrub("; ".join(texts)) if texts else "success is false"
     return (str(code) if code is not None else "success=false", message)
 
@@ -92,8 +90,7 @@ def provider(
     token_url: str | URL | None = None,
     api: str | URL | Iterable[str | URL] | None = None,
 ) -> Provider:
-    """
-    A Pay-me / Alignet profile.
+    """A Pay-me / Alignet profile.
 
     Args:
         environment: ``"development"``, ``"pre-production"`` or ``"production"``.

@@ -1,5 +1,4 @@
-"""
-Vonage Contact Center (VCC) Payment API.
+"""Vonage Contact Center (VCC) Payment API.
 
 Client credentials (or the password grant) against the account region's
 identity server, form-encoded, with scope ``globalpci`` for the Payment API.
@@ -60,8 +59,7 @@ def provider(
     token_url: str | URL | None = None,
     api: str | URL | Iterable[str | URL] | None = None,
 ) -> Provider:
-    """
-    A Vonage Contact Center profile.
+    """A Vonage Contact Center profile.
 
     Args:
         region: The account's region: ``"nam"``, ``"emea"`` or ``"apac"``.
@@ -82,8 +80,9 @@ def provider(
     Returns:
         The profile.
     """
+    _region(region)  # also when every URL and the name are overridden
     return Provider(
-        name=name or f"vonage-{_region(region)}",
+        name=name or f"vonage-{region}",
         token_url=token_url or token_url_for(region),
         api=api or api_base_for(region),
         client_id=client_id,

@@ -1,5 +1,4 @@
-"""
-Test your payment workers against real loopback servers.
+"""Test your payment workers against real loopback servers.
 
 :class:`FakeProvider` is a real ``aiohttp.web`` server on 127.0.0.1 that
 speaks one provider's dialect strictly (it refuses what the real provider

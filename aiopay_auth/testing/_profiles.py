@@ -13,8 +13,7 @@ __all__ = ["provider_for"]
 
 
 def provider_for(fake: FakeProvider, **options: Any) -> Provider:
-    """
-    The real provider profile for *fake*'s dialect, aimed at the fake server.
+    """The real provider profile for *fake*'s dialect, aimed at the fake server.
 
     It is built by the same ``provider()`` function users call
     (:mod:`aiopay_auth.providers`), with the fake's URLs and credentials,

@@ -257,6 +257,8 @@ class FakeProvider:
     Attributes:
         dialect: The provider dialect spoken.
         lifetime: Seconds each newly issued access token lives (may be fractional). Mutable.
+        token_delay: Seconds every unscripted token call waits before it is handled, to
+            simulate a slow endpoint that still answers normally. Mutable; 0 by default.
         client_id: The accepted client id (for ``"oro"``: the back-office client).
         client_secret: The accepted client secret.
         username: The accepted resource-owner username (password grant).
@@ -315,6 +317,7 @@ class FakeProvider:
             raise ValueError(f"unknown dialect {dialect!r}; expected one of {sorted(_DIALECTS)}")
         self.dialect: Dialect = dialect
         self.lifetime = lifetime
+        self.token_delay = 0.0
         self.client_id = client_id
         self.client_secret = client_secret
         self.username = username
@@ -575,6 +578,9 @@ class FakeProvider:
         self.token_calls += 1
         if self._scripts:
             return await self._play(request, self._scripts.popleft())
+        if self.token_delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.token_delay)
         try:
             if request.method != hdrs.METH_POST:
                 raise _Rejection(
@@ -728,6 +734,7 @@ class FakeProvider:
                 400, "invalid_grant", "refresh token was issued to another client", oauth=True
             )
         if self.rotate_refresh_tokens:
+            del self._refresh[refresh_token]
             return info.kind, True
         return info.kind, False
 

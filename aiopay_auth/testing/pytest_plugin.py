@@ -1,5 +1,4 @@
-"""
-The pytest plugin of :mod:`aiopay_auth.testing` (registered on install).
+"""The pytest plugin of :mod:`aiopay_auth.testing` (registered on install).
 
 It provides one fixture, ``fake_provider``: an async factory that starts a
 :class:`~aiopay_auth.testing.FakeProvider` and closes it after the test.

@@ -1,0 +1,54 @@
+"""Development sessions: ``nox`` runs lint, typecheck and tests."""
+
+from __future__ import annotations
+
+import nox
+
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+SOURCES = ["aiopay_auth", "tests", "benchmarks", "noxfile.py"]
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def group(name: str) -> list[str]:
+    """The requirements of one PEP 735 dependency group."""
+    return list(nox.project.dependency_groups(PYPROJECT, name))
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Ruff: lint rules and formatting."""
+    session.install(*group("lint"))
+    session.run("ruff", "check", *SOURCES)
+    session.run("ruff", "format", "--check", *SOURCES)
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """Mypy --strict on the package and the tests."""
+    session.install("-e", ".", *group("typecheck"))
+    session.run("mypy", "aiopay_auth", "tests")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite with branch coverage; fails under 90 %."""
+    session.install("-e", ".", *group("tests"))
+    session.run(
+        "pytest",
+        "--cov=aiopay_auth",
+        "--cov-report=term-missing:skip-covered",
+        "--cov-fail-under=90",
+        *session.posargs,
+    )
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """Run the demo: four fake providers, a worker fan, a summary table."""
+    session.install(".")
+    session.run("aiopay-auth", "demo", *session.posargs)

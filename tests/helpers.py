@@ -1,0 +1,18 @@
+"""Small helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import anyio
+
+
+async def eventually(predicate: Callable[[], bool], *, within: float = 5.0) -> None:
+    """Wait until *predicate* holds, failing the test after *within* seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            msg = f"condition not reached within {within} s"
+            raise AssertionError(msg)
+        await anyio.sleep(0.005)
