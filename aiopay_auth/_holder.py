@@ -138,7 +138,7 @@ class TokenHolder:
             with anyio.fail_after(self.wait_timeout if timeout is None else timeout):
                 while True:
                     if self._failure is not None:
-                        raise self._unavailable(str(self._failure), self._failure)
+                        raise self._unavailable(self._failure.message, self._failure)
                     changed = self._changed
                     await changed.wait()
                     token = self.usable()
@@ -148,7 +148,7 @@ class TokenHolder:
             last = self.stats.last_error
             raise self._unavailable(
                 "no usable token within the wait bound"
-                + (f"; last failure: {last}" if last else ""),
+                + (f"; last failure: {last.message}" if last else ""),
                 last,
             ) from last
         finally:

@@ -78,7 +78,11 @@ class Refresher:
             except Exception as exc:
                 failures += 1
                 holder.record_failure(
-                    AuthError(f"unexpected {type(exc).__name__} in refresher", provider=name)
+                    AuthError(
+                        f"unexpected {type(exc).__name__} in refresher",
+                        provider=name,
+                        retryable=True,
+                    )
                 )
                 delay = policy.backoff(failures, rng=rng)
                 log.exception("aiopay_auth.refresher_crashed", provider=name, retry_in=delay)

@@ -71,9 +71,13 @@ class AuthError(Exception):
         self.provider = provider
         self.retryable = retryable
 
+    @property
+    def message(self) -> str:
+        """The message without the ``[provider]`` prefix that ``str()`` adds."""
+        return str(self.args[0]) if self.args else ""
+
     def __str__(self) -> str:
-        base = super().__str__()
-        return f"[{self.provider}] {base}" if self.provider else base
+        return f"[{self.provider}] {self.message}" if self.provider else self.message
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild, (type(self), self.args, self.__dict__))

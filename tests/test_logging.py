@@ -1,0 +1,157 @@
+"""Logs are structured, silent by default, and never carry a secret or a token."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from aiopay_auth import RefreshPolicy, TokenManager, TokenUnavailableError, use_structlog
+from aiopay_auth.testing import FakeProvider, Scripted, provider_for
+from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
+
+
+pytestmark = pytest.mark.anyio
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(name="records")
+def _records() -> Iterator[list[logging.LogRecord]]:
+    handler = Collect()
+    logger = logging.getLogger("aiopay_auth")
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+
+
+def secrets_of(*fakes: FakeProvider) -> set[str]:
+    found: set[str] = set()
+    for fake in fakes:
+        found |= {fake.client_secret, fake.password}
+        found |= fake.issued_tokens | fake.issued_refresh_tokens
+    return found
+
+
+async def exercise(fake_provider: FakeProviderFactory) -> tuple[list[str], set[str]]:
+    """Run fetches, refreshes, 401s and failures; return every text a user could see."""
+    texts: list[str] = []
+    cm = await fake_provider("cm", lifetime=0.5)
+    payme = await fake_provider("payme", lifetime=0.5)
+    policy = RefreshPolicy(backoff_initial=0.01, backoff_max=0.02, wait_timeout=2)
+    async with TokenManager(policy=policy) as tokens:
+        good = tokens.add(provider_for(cm))
+        bad = tokens.add(provider_for(cm, name="cm-bad", client_secret="wrong-" + cm.client_secret))
+        pay = tokens.add(provider_for(payme))
+        async with tokens.session(good, pay) as http:
+            for _ in range(3):
+                async with http.get(cm.api_base / "x") as resp:
+                    assert 200 == resp.status
+                async with http.get(payme.api_base / "charges") as resp:
+                    assert 200 == resp.status
+            cm.revoke_all()
+            payme.revoke_all()
+            async with http.get(cm.api_base / "x") as resp:
+                assert 200 == resp.status
+            payme.queue(
+                Scripted(
+                    json={
+                        "success": False,
+                        "authorization": {
+                            "meta": {
+                                "status": {
+                                    "code": "01",
+                                    "message_ilgn": [
+                                        {"locale": "es_PE", "value": "bad " + payme.client_secret}
+                                    ],
+                                }
+                            }
+                        },
+                    }
+                )
+            )
+            async with http.get(payme.api_base / "charges") as resp:
+                assert 200 == resp.status
+        with pytest.raises(TokenUnavailableError) as info:
+            await bad.get()
+        texts += [str(info.value), repr(info.value), str(info.value.last_error)]
+        for holder in (good, bad, pay):
+            texts += [repr(holder), repr(holder.current), repr(holder.provider), repr(holder.stats)]
+            texts += [str(holder.stats.last_error)]
+    return texts, secrets_of(cm, payme)
+
+
+async def test_no_secret_in_logs_reprs_or_errors(
+    fake_provider: FakeProviderFactory, records: list[logging.LogRecord]
+) -> None:
+    texts, secrets = await exercise(fake_provider)
+    events = {getattr(r, "aiopay_auth", {}).get("event") for r in records}
+    assert {"aiopay_auth.token_fetched", "aiopay_auth.fetch_failed"} <= events
+    for record in records:
+        texts += [record.getMessage(), repr(getattr(record, "aiopay_auth", None))]
+        if record.exc_info:
+            texts.append(logging.Formatter().formatException(record.exc_info))
+    blob = "\n".join(texts)
+    assert len(secrets) > 6
+    leaked = sorted(s for s in secrets if s in blob)
+    assert [] == leaked
+
+
+async def test_structlog_opt_in_routes_events_through_structlog(
+    fake_provider: FakeProviderFactory,
+) -> None:
+    use_structlog()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            texts, secrets = await exercise(fake_provider)
+    finally:
+        use_structlog(enabled=False)
+    names = {entry["event"] for entry in logs}
+    assert "aiopay_auth.token_fetched" in names
+    fetched = next(e for e in logs if e["event"] == "aiopay_auth.token_fetched")
+    assert len(fetched["fingerprint"]) == 12
+    blob = repr(logs) + "\n".join(texts)
+    assert [] == sorted(s for s in secrets if s in blob)
+
+
+def test_silent_when_the_application_configured_nothing() -> None:
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from aiopay_auth import TokenManager, RefreshPolicy
+        from aiopay_auth.testing import FakeProvider, provider_for
+
+        async def main():
+            async with FakeProvider("cm", lifetime=0.3) as fake:
+                async with TokenManager(policy=RefreshPolicy(wait_timeout=1)) as tokens:
+                    tokens.add(provider_for(fake, name="bad", client_secret="nope"))
+                    holder = tokens.add(provider_for(fake))
+                    await holder.get()
+                    await asyncio.sleep(0.8)
+
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert 0 == done.returncode, done.stderr
+    assert "" == done.stdout
+    assert "" == done.stderr
