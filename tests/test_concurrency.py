@@ -119,9 +119,7 @@ async def test_small_pool_saturated_is_fair_and_never_sends_expired_tokens(
     async with TokenManager() as tokens:
         holder = tokens.add(provider_for(fake))
         async with tokens.session(holder, limit=10) as http:
-            counts, latencies, statuses = await run_workers(
-                fake, http, workers=500, seconds=10
-            )
+            counts, latencies, statuses = await run_workers(fake, http, workers=500, seconds=10)
     # Fresh: not one request was refused, so none carried an expired token.
     assert 0 == fake.api_unauthorized
     assert set(statuses) == {200}

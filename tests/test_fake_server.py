@@ -149,11 +149,11 @@ def test_unknown_dialect_rejected() -> None:
 
 
 def test_scripted_validation() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="json or body"):
         Scripted(json={}, body="x")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="delay"):
         Scripted(delay=-1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="status"):
         Scripted(status=42)
     assert Scripted().status == 200
 

@@ -82,9 +82,8 @@ async def test_second_401_is_returned_not_retried_forever(
         holder = tokens.add(
             provider_for(fake, application="storefront", storefront_path="/admin/api")
         )
-        async with tokens.session(holder) as http:
-            async with http.get(fake.api_base / "orders") as resp:
-                assert 401 == resp.status
+        async with tokens.session(holder) as http, http.get(fake.api_base / "orders") as resp:
+            assert 401 == resp.status
     assert 2 == fake.api_calls  # the request and exactly one resend
     assert 2 == fake.token_calls
     assert 1 == holder.stats.recoveries

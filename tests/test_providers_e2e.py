@@ -43,11 +43,7 @@ IDS = [
 
 
 def api_url(fake: FakeProvider, options: dict[str, Any]) -> str:
-    base = (
-        fake.storefront_api_base
-        if options.get("application") == "storefront"
-        else fake.api_base
-    )
+    base = fake.storefront_api_base if options.get("application") == "storefront" else fake.api_base
     return str(base / "payments" / "42")
 
 
@@ -149,9 +145,7 @@ async def test_oro_tokens_are_stamped_only_on_their_own_api(
                 assert 200 == resp.status
             assert back.current is not None
             assert fake.last_api_authorization == back.current.header
-            async with http.get(
-                str(fake.storefront_api_base / "orders"), headers=headers
-            ) as resp:
+            async with http.get(str(fake.storefront_api_base / "orders"), headers=headers) as resp:
                 assert 200 == resp.status
             assert front.current is not None
             assert fake.last_api_authorization == front.current.header
@@ -194,14 +188,16 @@ async def test_requests_the_fake_would_reject_are_visible(
 ) -> None:
     # Sanity check of the strict fake: a CM request sent as JSON is refused.
     fake = await fake_provider("cm")
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
             str(fake.token_url),
             json={
                 "grant_type": "client_credentials",
                 "client_id": fake.client_id,
                 "client_secret": fake.client_secret,
             },
-        ) as resp:
-            assert resp.status >= 400
+        ) as resp,
+    ):
+        assert resp.status >= 400
     assert 1 == len(fake.rejected)

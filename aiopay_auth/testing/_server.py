@@ -436,7 +436,8 @@ class FakeProvider:
             RuntimeError: If the provider has not been started.
         """
         port = self.base_url.port
-        assert port is not None
+        if port is None:  # pragma: no cover - base_url always has an explicit port
+            raise RuntimeError("the server has no port")
         return port
 
     @property
