@@ -89,6 +89,7 @@ class HttpTokenSource:
             body=body,
             issued_at=issued_at,
             wall_now=time.time(),
+            refresh_token=refresh_token,
         )
 
 

@@ -44,7 +44,7 @@ MAX_RESPONSE_BYTES = 64 * 1024
 # RFC 6750 §2.1 b64token, loosened to any visible ASCII but the separators
 # that could split or inject a header.
 _TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")
-_DIGITS = re.compile(r"\s*\+?\d{1,15}\s*")
+_DIGITS = re.compile(r"\s*\+?(\d{1,15})\s*")
 _DELAY_SECONDS = re.compile(r"[0-9]{1,15}")
 
 # OAuth error codes (RFC 6749 §5.2) that asking again cannot fix.
@@ -169,12 +169,13 @@ def lifetime_from(value: object, default: float) -> float:
         msg = "expires_in is a boolean"
         raise ValueError(msg)
     if isinstance(value, int):
-        # float() of a huge JSON integer overflows; anything this big is cut anyway.
-        seconds = float(min(value, 2 * int(MAX_LIFETIME)))
+        # float() of a huge JSON integer overflows; clamp first, the checks below still apply.
+        seconds = float(max(-1, min(value, 2 * int(MAX_LIFETIME))))
     elif isinstance(value, float):
         seconds = value
-    elif isinstance(value, str) and _DIGITS.fullmatch(value):
-        seconds = float(int(value))
+    elif isinstance(value, str) and (digits := _DIGITS.fullmatch(value)):
+        # Only the digits: int() refuses some of the spaces \s matches ("\x1f").
+        seconds = float(int(digits.group(1)))
     else:
         msg = "expires_in is not a number of seconds"
         raise ValueError(msg)
@@ -225,9 +226,9 @@ def _text(value: object, redact: Callable[[str], str]) -> str | None:
     return scrub(redact(value)) if isinstance(value, str) and value.strip() else None
 
 
-def _redactor(provider: Provider) -> Callable[[str], str]:
+def _redactor(provider: Provider, sent: Secret | None) -> Callable[[str], str]:
     """Replace the provider's own secrets, however short, in provider-supplied text."""
-    held = (provider.client_secret, provider.password, provider.refresh_token)
+    held = (provider.client_secret, provider.password, provider.refresh_token, sent)
     values = sorted({s.reveal() for s in held if s}, key=len, reverse=True)
 
     def redact(text: str) -> str:
@@ -246,6 +247,7 @@ def parse_token_response(
     body: bytes,
     issued_at: float,
     wall_now: float,
+    refresh_token: Secret | None = None,
 ) -> Token:
     """Turn a token endpoint's answer into a :class:`Token` or a typed error.
 
@@ -261,6 +263,8 @@ def parse_token_response(
         issued_at: Monotonic time the request was sent; the token's
             lifetime counts from here, so network time is never credited.
         wall_now: Wall-clock time, for ``Retry-After`` dates.
+        refresh_token: The refresh token the request carried, if any, so
+            that an answer quoting it back is redacted too.
 
     Returns:
         The token.
@@ -270,7 +274,7 @@ def parse_token_response(
             ``retryable`` says whether asking again can help.
     """
     name = provider.name
-    redact = _redactor(provider)
+    redact = _redactor(provider, refresh_token)
     retry_after = parse_retry_after(headers.get("Retry-After"), wall_now=wall_now)
 
     def fail(

@@ -18,6 +18,12 @@ def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> Non
         raise ConfigError(msg)
 
 
+def _at_least_one(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value >= 1:
+        msg = f"RefreshPolicy.{attribute.name} must be at least 1, not {value!r}"
+        raise ConfigError(msg)
+
+
 def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not 0 <= value < 1:
         msg = f"RefreshPolicy.{attribute.name} must be in [0, 1), not {value!r}"
@@ -68,7 +74,7 @@ class RefreshPolicy:
     max_margin: float = attrs.field(default=300.0, validator=_positive)
     jitter: float = attrs.field(default=0.1, validator=_fraction)
     backoff_initial: float = attrs.field(default=0.5, validator=_positive)
-    backoff_multiplier: float = attrs.field(default=2.0, validator=_positive)
+    backoff_multiplier: float = attrs.field(default=2.0, validator=_at_least_one)
     backoff_max: float = attrs.field(default=30.0, validator=_positive)
     retry_after_max: float = attrs.field(default=120.0, validator=_positive)
     unhealable_retry: float = attrs.field(default=60.0, validator=_positive)

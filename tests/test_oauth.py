@@ -1,8 +1,5 @@
 """Table-driven tests of the sans-I/O OAuth core (``aiopay_auth._oauth``)."""
 
-# The project's asserts read ``expected == actual`` (STYLE.md), which SIM300 calls Yoda.
-# ruff: noqa: SIM300
-
 from __future__ import annotations
 
 import base64
@@ -30,7 +27,7 @@ from aiopay_auth._oauth import (
 from aiopay_auth._secret import Secret
 from aiopay_auth._token import Token
 from aiopay_auth.exceptions import TokenResponseError
-from aiopay_auth.providers import cm, oro, payme, vonage
+from aiopay_auth.providers import cm, generic, oro, payme, vonage
 
 
 TRICKY_SECRET = "s3cret+/:%&="
@@ -1090,3 +1087,26 @@ def test_redaction_keeps_the_rest_of_the_message() -> None:
         status=401,
     )
     assert "secret [redacted] is bad" == err.description
+
+
+def test_refresh_token_quoted_back_is_redacted() -> None:
+    provider = generic.provider(
+        name="acme",
+        token_url="https://auth.acme.test/token",
+        api="https://api.acme.test",
+        client_id="id",
+        client_secret="sec",
+    )
+    body = b'{"error": "invalid_grant", "error_description": "rt-short is spent"}'
+    with pytest.raises(TokenResponseError) as info:
+        parse_token_response(
+            provider,
+            status=400,
+            headers={},
+            body=body,
+            issued_at=0.0,
+            wall_now=0.0,
+            refresh_token=Secret("rt-short"),
+        )
+    assert "rt-short" not in str(info.value)
+    assert "rt-short" not in (info.value.description or "")

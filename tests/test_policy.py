@@ -1,8 +1,5 @@
 """Tests of the refresh and backoff arithmetic (``aiopay_auth._policy``)."""
 
-# The project's asserts read ``expected == actual`` (STYLE.md), which SIM300 calls Yoda.
-# ruff: noqa: SIM300
-
 from __future__ import annotations
 
 import math
@@ -240,7 +237,6 @@ POSITIVE_FIELDS = [
     "min_margin",
     "max_margin",
     "backoff_initial",
-    "backoff_multiplier",
     "backoff_max",
     "retry_after_max",
     "unhealable_retry",
@@ -256,6 +252,10 @@ POSITIVE_FIELDS = [
             pytest.param(field, value, id=f"{field}={value}")
             for field in POSITIVE_FIELDS
             for value in (0.0, -1.0, math.nan)
+        ),
+        *(
+            pytest.param("backoff_multiplier", value, id=f"backoff_multiplier={value}")
+            for value in (0.5, 0.0, -1.0, math.nan)
         ),
         *(
             pytest.param(field, value, id=f"{field}={value}")

@@ -1,8 +1,5 @@
 """Tests of provider profile validation and API scoping (``Provider`` and ``providers.*``)."""
 
-# The project's asserts read ``expected == actual`` (STYLE.md), which SIM300 calls Yoda.
-# ruff: noqa: SIM300
-
 from __future__ import annotations
 
 from collections.abc import Callable
