@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._health import FailureKind, Health, HealthState
 from ._holder import ProviderStats, TokenHolder
 from ._log import use_structlog
 from ._manager import TokenManager
@@ -34,7 +35,10 @@ __all__ = [
     "BearerAuth",
     "ConfigError",
     "FairGate",
+    "FailureKind",
     "FairPool",
+    "Health",
+    "HealthState",
     "Provider",
     "ProviderStats",
     "RefreshPolicy",

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import anyio
 import attrs
 
+from ._health import FailureKind, Health, HealthState, failure_kind
 from ._provider import Provider
 from ._token import Token
 from .exceptions import AuthError, TokenUnavailableError
@@ -23,6 +24,9 @@ class ProviderStats:
     Attributes:
         fetches: Token requests sent (successful or not).
         failures: Token requests that failed.
+        failures_by_kind: Failures counted by kind (see
+            :data:`~aiopay_auth.FailureKind`).
+        consecutive_failures: Failures since the last success.
         refreshes: Tokens published after the first one.
         invalidations: 401 answers that invalidated the current token.
         recoveries: Requests resent after a 401 with a fresh token.
@@ -33,6 +37,8 @@ class ProviderStats:
 
     fetches: int = 0
     failures: int = 0
+    failures_by_kind: dict[FailureKind, int] = attrs.Factory(dict)
+    consecutive_failures: int = 0
     refreshes: int = 0
     invalidations: int = 0
     recoveries: int = 0
@@ -70,6 +76,7 @@ class TokenHolder:
         "_refresh_needed",
         "clock",
         "current",
+        "fetching",
         "provider",
         "stats",
         "wait_timeout",
@@ -88,6 +95,7 @@ class TokenHolder:
         self.stats = ProviderStats()
         self.wait_timeout = wait_timeout
         self._latest: Token | None = None
+        self.fetching = False
         self._failure: AuthError | None = None
         self._closed = False
         self._changed = anyio.Event()
@@ -189,6 +197,7 @@ class TokenHolder:
         self._latest = token
         self._failure = None
         self.stats.last_error = None
+        self.stats.consecutive_failures = 0
         self._refresh_needed = anyio.Event()
         self._wake()
 
@@ -199,8 +208,12 @@ class TokenHolder:
         usable token is left; a retryable one leaves them waiting for the
         next attempt, up to their wait bound.
         """
-        self.stats.failures += 1
-        self.stats.last_error = error
+        stats = self.stats
+        stats.failures += 1
+        stats.consecutive_failures += 1
+        kind = failure_kind(error)
+        stats.failures_by_kind[kind] = stats.failures_by_kind.get(kind, 0) + 1
+        stats.last_error = error
         if not error.retryable and self.usable() is None:
             self._failure = error
             self._wake()
@@ -219,10 +232,41 @@ class TokenHolder:
         )
         self._wake()
 
+    @property
+    def state(self) -> HealthState:
+        """The provider's state (see :data:`~aiopay_auth.HealthState`)."""
+        if self._closed:
+            return "closed"
+        usable = self.usable() is not None
+        if self.stats.last_error is not None:
+            return "degraded" if usable else "failing"
+        if not usable:
+            return "starting" if self._latest is None else "refreshing"
+        return "refreshing" if self.fetching else "fresh"
+
+    def health(self) -> Health:
+        """A snapshot of state and counters; no I/O, no await."""
+        stats, token, last = self.stats, self.current, self.stats.last_error
+        return Health(
+            provider=self.name,
+            state=self.state,
+            expires_in=None if token is None else token.expires_at - self.clock(),
+            fetches=stats.fetches,
+            failures=stats.failures,
+            failures_by_kind=dict(stats.failures_by_kind),
+            consecutive_failures=stats.consecutive_failures,
+            refreshes=stats.refreshes,
+            invalidations=stats.invalidations,
+            recoveries=stats.recoveries,
+            waits=stats.waits,
+            max_wait=stats.max_wait,
+            last_error=None if last is None else str(last),
+            last_error_kind=None if last is None else failure_kind(last),
+        )
+
     def _wake(self) -> None:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("ready" if self.usable() else "waiting")
-        return f"<TokenHolder {self.name!r} {state}>"
+        return f"<TokenHolder {self.name!r} {self.state}>"

@@ -11,6 +11,8 @@ from .exceptions import ConfigError
 
 __all__ = ["RefreshPolicy"]
 
+_MIN_RETRY = 0.01
+
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
@@ -111,6 +113,7 @@ class RefreshPolicy:
         rng: random.Random,
         retry_after: float | None = None,
         retryable: bool = True,
+        remaining: float | None = None,
     ) -> float:
         """Seconds to wait before the next attempt after *attempt* failures in a row.
 
@@ -119,6 +122,11 @@ class RefreshPolicy:
             rng: Source of the jitter.
             retry_after: The provider's ``Retry-After``, if it sent one.
             retryable: False for errors that cannot heal.
+            remaining: Seconds of life left in the token still being served,
+                if any. A retryable failure is then retried no later than
+                halfway to its expiry (never sooner than 10 ms), so that a
+                short token is not lost to one long backoff; a
+                ``Retry-After`` still wins.
 
         Returns:
             The delay in seconds.
@@ -134,5 +142,7 @@ class RefreshPolicy:
             base = min(grown, self.backoff_max)
         delay = base * (0.5 + 0.5 * rng.random())
         if retry_after is not None:
-            delay = max(delay, min(retry_after, self.retry_after_max))
+            return max(delay, min(retry_after, self.retry_after_max))
+        if retryable and remaining is not None and remaining > 0:
+            delay = min(delay, max(remaining / 2, _MIN_RETRY))
         return delay

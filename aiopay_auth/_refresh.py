@@ -7,6 +7,7 @@ import random
 import anyio
 
 from ._fetch import TokenSource
+from ._health import failure_kind
 from ._holder import TokenHolder
 from ._log import log
 from ._policy import RefreshPolicy
@@ -16,6 +17,12 @@ from .exceptions import AuthError, TokenResponseError
 
 
 __all__ = ["Refresher"]
+
+
+def _unexpected(exc: Exception, provider: str) -> AuthError:
+    return AuthError(
+        f"unexpected {type(exc).__name__} in refresher", provider=provider, retryable=True
+    )
 
 
 class Refresher:
@@ -54,40 +61,41 @@ class Refresher:
         name = holder.name
         failures = 0
         repeats = 0
+        last_failure: tuple[object, ...] | None = None
         while True:
+            holder.fetching = True
             try:
                 token = await self._fetch()
-            except AuthError as err:
+            except Exception as exc:
+                err = exc if isinstance(exc, AuthError) else _unexpected(exc, name)
                 failures += 1
                 holder.record_failure(err)
-                retry_after = err.retry_after if isinstance(err, TokenResponseError) else None
-                delay = policy.backoff(
-                    failures, rng=rng, retry_after=retry_after, retryable=err.retryable
-                )
-                log.warning(
-                    "aiopay_auth.fetch_failed",
-                    provider=name,
-                    error=str(err),
-                    retryable=err.retryable,
-                    attempt=failures,
-                    retry_in=round(delay, 3),
-                    serving=holder.usable() is not None,
-                )
+                delay = self._retry_delay(err, failures)
+                fields = {
+                    "provider": name,
+                    "error": str(err),
+                    "kind": failure_kind(err),
+                    "retryable": err.retryable,
+                    "attempt": failures,
+                    "retry_in": round(delay, 3),
+                    "state": holder.state,
+                }
+                signature = (fields["kind"], fields["state"], getattr(err, "error", None))
+                if err is not exc:
+                    log.exception("aiopay_auth.refresher_crashed", **fields)
+                elif signature != last_failure:
+                    # Logged once per change of state, not on every retry.
+                    log.warning("aiopay_auth.fetch_failed", **fields)
+                else:
+                    log.debug("aiopay_auth.fetch_failed", **fields)
+                last_failure = signature
                 await anyio.sleep(delay)
                 continue
-            except Exception as exc:
-                failures += 1
-                holder.record_failure(
-                    AuthError(
-                        f"unexpected {type(exc).__name__} in refresher",
-                        provider=name,
-                        retryable=True,
-                    )
-                )
-                delay = policy.backoff(failures, rng=rng)
-                log.exception("aiopay_auth.refresher_crashed", provider=name, retry_in=delay)
-                await anyio.sleep(delay)
-                continue
+            finally:
+                holder.fetching = False
+            if failures:
+                log.info("aiopay_auth.recovered", provider=name, after_failures=failures)
+            last_failure = None
             failures = 0
             previous = holder.latest
             same = previous is not None and previous.access_token == token.access_token
@@ -110,6 +118,17 @@ class Refresher:
                 same_token=same,
             )
             await holder.wait_refresh_needed(delay)
+
+    def _retry_delay(self, err: AuthError, failures: int) -> float:
+        holder = self._holder
+        token = holder.usable()
+        return self._policy.backoff(
+            failures,
+            rng=self._rng,
+            retry_after=err.retry_after if isinstance(err, TokenResponseError) else None,
+            retryable=err.retryable,
+            remaining=None if token is None else token.remaining(holder.clock()),
+        )
 
     async def _fetch(self) -> Token:
         holder = self._holder

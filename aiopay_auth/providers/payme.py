@@ -65,7 +65,7 @@ def envelope_failure(data: Mapping[str, object]) -> tuple[str, str] | None:
         else []
     )
     message = scrub("; ".join(texts)) if texts else "success is false"
-    return (str(code) if code is not None else "success=false", message)
+    return (scrub(str(code), 16) if code is not None else "success=false", message)
 
 
 def _dig(data: Mapping[str, object], *keys: str) -> object:

@@ -1,0 +1,109 @@
+"""A provider's health, derived from its holder without I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import attrs
+
+from .exceptions import AuthError, TokenRequestError, TokenResponseError
+
+
+__all__ = ["FailureKind", "Health", "HealthState", "failure_kind"]
+
+HealthState = Literal["starting", "fresh", "refreshing", "degraded", "failing", "closed"]
+"""
+Where a provider stands:
+
+* ``starting``: the first token is being fetched;
+* ``fresh``: a usable token, and the last fetch succeeded;
+* ``refreshing``: a usable token, and a fetch is in flight;
+* ``degraded``: serving a still-usable token while refreshes fail;
+* ``failing``: no usable token, and the last fetch failed;
+* ``closed``: the manager has closed.
+"""
+
+FailureKind = Literal[
+    "timeout",
+    "connection",
+    "throttled",
+    "server_error",
+    "bad_response",
+    "provider_failure",
+    "rejected",
+    "unexpected",
+]
+"""
+What kind of failure a fetch met:
+
+* ``timeout``: no answer in time (connect or read);
+* ``connection``: refused, reset or dropped;
+* ``throttled``: HTTP 429;
+* ``server_error``: HTTP 5xx or 408;
+* ``bad_response``: a 2xx answer that is not a usable token (not JSON,
+  truncated, no ``access_token``, bad ``expires_in``);
+* ``provider_failure``: a 2xx answer whose envelope or ``error`` field
+  says the request failed (Pay-me ``success: false``);
+* ``rejected``: any other 4xx, such as ``invalid_client``;
+* ``unexpected``: a bug or an error outside these, in the refresher or a
+  custom token source.
+"""
+
+
+def failure_kind(error: AuthError) -> FailureKind:
+    """Classify a fetch failure (see :data:`FailureKind`)."""
+    if isinstance(error, TokenRequestError):
+        return "timeout" if isinstance(error.__cause__, TimeoutError) else "connection"
+    if isinstance(error, TokenResponseError):
+        status = error.status
+        if status == 429:
+            return "throttled"
+        if status >= 500 or status == 408:
+            return "server_error"
+        if 200 <= status < 300:
+            return "provider_failure" if error.error else "bad_response"
+        return "rejected"
+    return "unexpected"
+
+
+@attrs.frozen(kw_only=True)
+class Health:
+    """A snapshot of one provider's state and counters, for a worker's metrics.
+
+    Taken by :meth:`TokenHolder.health <aiopay_auth.TokenHolder.health>`:
+    no I/O, no await, safe to call on every metrics scrape.
+
+    Attributes:
+        provider: The provider's name.
+        state: See :data:`HealthState`.
+        expires_in: Seconds until the current token expires (negative once
+            expired), or ``None`` without a token.
+        fetches: Token requests sent.
+        failures: Token requests that failed.
+        failures_by_kind: The failures counted by :data:`FailureKind`.
+        consecutive_failures: Failures since the last success.
+        refreshes: Tokens published after the first one.
+        invalidations: Tokens dropped after a 401.
+        recoveries: Requests resent after a 401.
+        waits: Requests that had to wait for a token.
+        max_wait: The longest such wait, in seconds.
+        last_error: The last failure's message (never a secret), if the
+            last fetch failed.
+        last_error_kind: Its kind.
+    """
+
+    provider: str
+    state: HealthState
+    expires_in: float | None
+    fetches: int
+    failures: int
+    failures_by_kind: Mapping[FailureKind, int]
+    consecutive_failures: int
+    refreshes: int
+    invalidations: int
+    recoveries: int
+    waits: int
+    max_wait: float
+    last_error: str | None
+    last_error_kind: FailureKind | None
