@@ -3,8 +3,9 @@
 :class:`FakeProvider` is a real ``aiohttp.web`` server on 127.0.0.1 that
 speaks one provider's dialect strictly (it refuses what the real provider
 would), issues short-lived tokens, guards a protected API with them, counts
-every call and plays scripted faults. :func:`provider_for` builds the
-matching provider profile aimed at it.
+every call and plays scripted or random faults. :func:`provider_for` builds
+the matching provider profile aimed at it, and :func:`blackhole` gives an
+address whose connections never complete.
 
 With pytest, the ``fake_provider`` fixture (registered automatically as a
 pytest plugin) starts servers and closes them after the test::
@@ -16,8 +17,9 @@ pytest plugin) starts servers and closes them after the test::
             ...
 """
 
+from ._blackhole import blackhole
 from ._profiles import provider_for
 from ._server import Dialect, FakeProvider, Scripted
 
 
-__all__ = ["Dialect", "FakeProvider", "Scripted", "provider_for"]
+__all__ = ["Dialect", "FakeProvider", "Scripted", "blackhole", "provider_for"]

@@ -32,6 +32,7 @@ import binascii
 import contextlib
 import json
 import math
+import random
 import secrets
 import time
 from collections import deque
@@ -105,6 +106,8 @@ class Scripted:
         headers: Extra response headers, e.g. ``{"Retry-After": "2"}``.
         delay: Seconds to wait before answering (or dropping), to simulate a slow endpoint.
         drop: Close the connection without sending any response.
+        truncate: Send the status, the headers (with the full ``Content-Length``) and only
+            this many bytes of the body, then reset the connection: a reset mid-body.
     """
 
     status: int = 200
@@ -113,6 +116,7 @@ class Scripted:
     headers: Mapping[str, str] = attrs.field(factory=dict)
     delay: float = 0.0
     drop: bool = False
+    truncate: int | None = None
 
     def __attrs_post_init__(self) -> None:
         """Reject contradictory or impossible scripts early.
@@ -125,6 +129,8 @@ class Scripted:
             raise ValueError("Scripted takes json or body, not both")
         if self.delay < 0:
             raise ValueError("Scripted.delay must not be negative")
+        if self.truncate is not None and self.truncate < 0:
+            raise ValueError("Scripted.truncate must not be negative")
         if not 100 <= self.status <= 599:
             raise ValueError("Scripted.status must be an HTTP status code (100-599)")
 
@@ -278,6 +284,7 @@ class FakeProvider:
         rejected: A human-readable reason for every refused token request.
         issued_tokens: Every access token ever issued (including revoked and expired ones).
         issued_refresh_tokens: Every refresh token ever issued (including spent ones).
+        chaos_faults: Token calls answered with a fault by :meth:`fail_randomly`.
         last_api_authorization: The ``Authorization`` header of the latest protected API
             request (``None`` if it had none or there was none yet).
     """
@@ -340,6 +347,10 @@ class FakeProvider:
         self._access: dict[str, _Access] = {}
         self._refresh: dict[str, _Refresh] = {}
         self._scripts: deque[Scripted] = deque()
+        self._chaos_rate = 0.0
+        self._chaos_faults: tuple[Scripted, ...] = ()
+        self._chaos_rng = random.Random()  # noqa: S311 - fault injection, not crypto
+        self.chaos_faults = 0
         self._runner: web.AppRunner | None = None
         self._base_url: URL | None = None
         self._closing = asyncio.Event()
@@ -479,6 +490,7 @@ class FakeProvider:
         self.api_calls = 0
         self.api_unauthorized = 0
         self.api_expired = 0
+        self.chaos_faults = 0
         self.rejected.clear()
         self.last_api_authorization = None
 
@@ -493,6 +505,40 @@ class FakeProvider:
             *responses: The answers, in the order the token calls will receive them.
         """
         self._scripts.extend(responses)
+
+    def fail_randomly(self, rate: float, *faults: Scripted, seed: int | None = None) -> None:
+        """Answer a random share of unscripted token calls with a random fault.
+
+        Each token call that finds the :meth:`queue` empty is, with probability *rate*,
+        answered by one of *faults* chosen at random (counted in :attr:`chaos_faults`);
+        the others are handled normally. ``fail_randomly(0)`` turns it off.
+
+        Args:
+            rate: The share of token calls to fail, from 0 to 1.
+            *faults: The faults to choose from.
+            seed: Seed for a reproducible sequence.
+
+        Raises:
+            ValueError: If *rate* is outside [0, 1] or no fault is given for a rate above 0.
+        """
+        if not 0 <= rate <= 1:
+            raise ValueError("rate must be between 0 and 1")
+        if rate and not faults:
+            raise ValueError("fail_randomly needs at least one fault")
+        self._chaos_rate = rate
+        self._chaos_faults = faults
+        self._chaos_rng = random.Random(seed)  # noqa: S311 - fault injection, not crypto
+
+    def spend_refresh_token(self, refresh_token: str) -> bool:
+        """Mark a refresh token as used elsewhere (another process spent it).
+
+        Args:
+            refresh_token: A refresh token this server issued.
+
+        Returns:
+            Whether it was still valid.
+        """
+        return self._refresh.pop(refresh_token, None) is not None
 
     def revoke_all(self) -> None:
         """Invalidate every access token issued so far; the API answers 401 to them.
@@ -579,6 +625,9 @@ class FakeProvider:
         self.token_calls += 1
         if self._scripts:
             return await self._play(request, self._scripts.popleft())
+        if self._chaos_rate and self._chaos_rng.random() < self._chaos_rate:
+            self.chaos_faults += 1
+            return await self._play(request, self._chaos_rng.choice(self._chaos_faults))
         if self.token_delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), self.token_delay)
@@ -632,7 +681,16 @@ class FakeProvider:
         elif script.body is not None:
             body = script.body.encode() if isinstance(script.body, str) else script.body
             headers.setdefault(hdrs.CONTENT_TYPE, "text/plain; charset=utf-8")
-        return web.Response(status=script.status, body=body, headers=headers)
+        if script.truncate is None:
+            return web.Response(status=script.status, body=body, headers=headers)
+        response = web.StreamResponse(status=script.status, headers=headers)
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: script.truncate])
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        return response
 
     async def _read_body(self, request: web.Request, content_type: str) -> str:
         if request.content_type != content_type:
