@@ -54,7 +54,7 @@ def test_every_public_name_has_a_docstring(name: str) -> None:
 def test_version_comes_from_the_installed_metadata() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", aiopay_auth.__version__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        _ = aiopay_auth.nope  # type: ignore[attr-defined]
+        _ = aiopay_auth.nope
 
 
 def test_package_is_marked_typed() -> None:
