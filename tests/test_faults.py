@@ -383,3 +383,18 @@ async def test_health_walks_through_its_states(fake_provider: FakeProviderFactor
     seen.append(holder.state)
     assert ["starting", "fresh", "refreshing", "degraded", "failing", "fresh", "closed"] == seen
     assert {"server_error": holder.stats.failures} == holder.health().failures_by_kind
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_oversized_token_response_is_refused(
+    fake_provider: FakeProviderFactory, logs: Collect, chunked: bool
+) -> None:
+    fake = await fake_provider("cm")
+    huge = {"access_token": "a" * 100_000, "expires_in": 60}
+    fake.queue(Scripted(json=huge, chunked=chunked))
+    async with TokenManager(policy=POLICY) as tokens:
+        holder = tokens.add(provider_for(fake))
+        token = await holder.get()
+    assert token.access_token in fake.issued_tokens  # the retry, not the huge one
+    assert {"bad_response": 1} == holder.stats.failures_by_kind
+    assert any("is too large" in line for line in logs.lines)

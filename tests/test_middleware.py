@@ -102,3 +102,17 @@ async def test_own_session_with_fair_pool(fake_provider: FakeProviderFactory) ->
                     assert 200 == resp.status
     assert 10 == fake.api_calls
     assert 1 == fake.token_calls
+
+
+async def test_no_token_on_a_downgrade_to_plain_http(fake_provider: FakeProviderFactory) -> None:
+    # The API is declared https; the same host and port over plain http is
+    # another origin and never gets the token.
+    fake = await fake_provider("cm", lifetime=60)
+    https_api = fake.api_base.with_scheme("https")
+    async with TokenManager() as tokens:
+        holder = tokens.add(provider_for(fake, api=https_api))
+        await holder.get()
+        async with tokens.session(holder) as http, http.get(fake.api_base / "pay") as resp:
+            assert 401 == resp.status
+    assert fake.last_api_authorization is None
+    assert 1 == fake.api_calls  # refused once, not retried: it was never ours

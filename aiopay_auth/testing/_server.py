@@ -108,6 +108,7 @@ class Scripted:
         drop: Close the connection without sending any response.
         truncate: Send the status, the headers (with the full ``Content-Length``) and only
             this many bytes of the body, then reset the connection: a reset mid-body.
+        chunked: Send the body with chunked transfer encoding (no ``Content-Length``).
     """
 
     status: int = 200
@@ -117,6 +118,7 @@ class Scripted:
     delay: float = 0.0
     drop: bool = False
     truncate: int | None = None
+    chunked: bool = False
 
     def __attrs_post_init__(self) -> None:
         """Reject contradictory or impossible scripts early.
@@ -681,11 +683,19 @@ class FakeProvider:
         elif script.body is not None:
             body = script.body.encode() if isinstance(script.body, str) else script.body
             headers.setdefault(hdrs.CONTENT_TYPE, "text/plain; charset=utf-8")
-        if script.truncate is None:
+        if script.truncate is None and not script.chunked:
             return web.Response(status=script.status, body=body, headers=headers)
         response = web.StreamResponse(status=script.status, headers=headers)
-        response.content_length = len(body)
+        if script.chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = len(body)
         await response.prepare(request)
+        if script.truncate is None:
+            for start in range(0, len(body), 4096):
+                await response.write(body[start : start + 4096])
+            await response.write_eof()
+            return response
         await response.write(body[: script.truncate])
         transport = request.transport
         if transport is not None:
