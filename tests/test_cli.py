@@ -1,0 +1,385 @@
+"""The ``aiopay-auth`` command line: the demo, the token command, the table."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from aiopay_auth._cli import main
+from aiopay_auth._demo import (
+    DemoConfig,
+    ProviderRow,
+    ServerCounters,
+    Summary,
+    exit_status,
+    format_progress,
+    format_table,
+    run_demo,
+    summary_to_dict,
+)
+from aiopay_auth._secret import fingerprint
+from aiopay_auth.testing import FakeProvider
+from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
+
+
+pytestmark = pytest.mark.anyio
+
+DEMO_PROVIDERS = {"cm", "vonage", "payme", "oro-backoffice", "oro-storefront"}
+WRONG_SECRET = "not-the-secret-Zq7"
+
+
+def _demo(*args: str) -> list[str]:
+    # -W default: a ResourceWarning (unclosed socket, session, transport) would show on stderr.
+    return [sys.executable, "-W", "default", "-m", "aiopay_auth", "demo", *args]
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("AIOPAY_")}
+
+
+# --- demo, end to end -------------------------------------------------------
+
+
+def test_demo_runs_every_provider_without_a_failure_or_an_expired_token() -> None:
+    duration, lifetime = 3.0, 1.0
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        _demo(
+            "--duration",
+            str(duration),
+            "--lifetime",
+            str(lifetime),
+            "--concurrency",
+            "200",
+            "--pool",
+            "50",
+            "--json",
+            "--quiet",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_clean_env(),
+        check=False,
+    )
+    assert "" == done.stderr
+    assert 0 == done.returncode
+    summary = json.loads(done.stdout)
+    providers = summary["providers"]
+    assert DEMO_PROVIDERS == set(providers)
+    for name, row in providers.items():
+        assert row["requests"] > 0, name
+        assert 0 == row["failed"], (name, row["errors"])
+        assert 0 == row["expired"], name
+        assert row["token_fetches"] >= 1, name
+        assert row["server_token_calls"] >= 1, name
+        # Tokens live 1 s over a 3 s run: each provider refreshed.
+        assert row["refreshes"] >= 1, name
+        # One fetch per token lifetime, not one per request or per worker.
+        assert row["token_fetches"] <= 2 * duration / lifetime + 2, name
+    total = summary["total"]
+    assert sum(row["requests"] for row in providers.values()) == total["requests"]
+    assert 0 == total["failed"] == total["expired"]
+    # The servers saw what the clients sent (a fetch cut short at exit may not arrive).
+    assert 0 <= total["token_fetches"] - total["server_token_calls"] <= len(providers)
+    assert 0 == summary["exit_status"]
+
+
+def test_demo_ctrl_c_stops_cleanly() -> None:
+    # Ctrl-C reaches the whole process group: the demo and its servers' child process.
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        _demo("--duration", "60", "--concurrency", "100", "--pool", "20"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_clean_env(),
+        start_new_session=True,
+    )
+    try:
+        time.sleep(2.5)
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert 130 == process.returncode
+    # Either the run was under way (a summary of it) or still starting (a note).
+    if out:
+        assert "(interrupted)" in out.splitlines()[0]
+        assert "" == err
+    else:
+        assert "aiopay-auth demo: error: interrupted\n" == err
+
+
+def test_demo_with_servers_in_the_same_loop(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--duration", "1", "--lifetime", "0.5", "--concurrency", "50", "--pool", "10"]
+    assert 0 == main(["demo", *argv, "--servers", "inline"])
+    out, err = capsys.readouterr()
+    assert "" == err  # no TTY, and less than one 5-second progress interval
+    names = {line.split()[0] for line in out.splitlines()[4:9]}
+    assert DEMO_PROVIDERS == names
+    assert out.rstrip().endswith("OK: no failed request, no request refused for an expired token.")
+
+
+async def test_demo_live_progress_line() -> None:
+    progress = io.StringIO()
+    config = DemoConfig(duration=1, lifetime=0.5, concurrency=50, pool=10)
+    summary = await run_demo(config, progress=progress, live=True)
+    assert 0 == exit_status(summary)
+    assert all(row.requests > 0 and row.refreshes >= 1 for row in summary.rows)
+    written = progress.getvalue()
+    # Rewritten in place a few times per second, and wiped at the end.
+    assert written.count("\r") >= 3
+    assert "requests" in written
+    assert "\n" not in written
+    assert written.endswith("\r\x1b[K")
+
+
+# --- demo, pure reporting ---------------------------------------------------
+
+
+def _summary(**changes: Any) -> Summary:
+    rows = (
+        ProviderRow(provider="cm", server="cm", requests=1200, fetches=7, refreshes=6),
+        ProviderRow(
+            provider="oro-backoffice",
+            server="oro",
+            requests=1000,
+            fetches=7,
+            refreshes=6,
+            max_wait=0.0425,
+        ),
+        ProviderRow(provider="oro-storefront", server="oro", requests=800, fetches=6, refreshes=5),
+    )
+    servers = {
+        "cm": ServerCounters(token_calls=7, api_calls=1200),
+        "oro": ServerCounters(token_calls=13, api_calls=1801, api_unauthorized=1),
+    }
+    fields: dict[str, Any] = {
+        "config": DemoConfig(duration=2, lifetime=3, concurrency=50, pool=10),
+        "elapsed": 2.0,
+        "rows": rows,
+        "servers": servers,
+        **changes,
+    }
+    return Summary(**fields)
+
+
+def test_table_has_a_row_per_provider_a_total_and_explains_shared_servers() -> None:
+    lines = format_table(_summary()).splitlines()
+    assert lines[0].startswith("aiopay-auth demo: 3 providers on 2 fake servers, 50 workers")
+    table = {line.split()[0]: line.split()[1:] for line in lines[3:] if line[:1].isalpha()}
+    # requests, req/s, failed, fetches client/server, refreshes, 401s all/expired, wait ms
+    assert ["1,200", "600", "0", "7", "7", "6", "0", "0", "0.0"] == table["cm"]
+    assert ["1,000", "500", "0", "7", "13*", "6", "1*", "0*", "42.5"] == table["oro-backoffice"]
+    assert ["800", "400", "0", "6", "13*", "5", "1*", "0*", "0.0"] == table["oro-storefront"]
+    # The total counts the shared server once.
+    assert ["3,000", "1,500", "0", "20", "20", "17", "1", "0", "42.5"] == table["total"]
+    assert any(
+        line.startswith("* oro-backoffice, oro-storefront share the oro server") for line in lines
+    )
+    assert lines[-1].startswith("OK:")
+    header = lines[3]
+    widths = {len(line) for line in lines[3:8] if not line.startswith("-")}
+    assert header.startswith("provider")
+    assert len(widths) == 1, "rows are aligned"
+
+
+def test_failures_and_expired_tokens_fail_the_demo() -> None:
+    failing = ProviderRow(
+        provider="cm", server="cm", requests=10, failed=2, errors=(("HTTP 500", 2),)
+    )
+    summary = _summary(rows=(failing,), servers={"cm": ServerCounters()})
+    assert 1 == exit_status(summary)
+    table = format_table(summary)
+    assert "! cm: 2 x HTTP 500" in table
+    assert table.endswith("FAILED: 2 failed requests, 0 refused for an expired token.")
+
+    expired = _summary(servers={"cm": ServerCounters(api_expired=1), "oro": ServerCounters()})
+    assert 1 == exit_status(expired)
+    assert 1 == summary_to_dict(expired)["total"]["expired"]
+    assert 0 == exit_status(_summary())
+    assert 130 == exit_status(_summary(interrupted=True))
+
+
+def test_json_summary_carries_both_sides_per_provider() -> None:
+    data = summary_to_dict(_summary())
+    assert json.loads(json.dumps(data)) == data
+    backoffice = data["providers"]["oro-backoffice"]
+    assert backoffice["server_shared"]
+    assert (7, 13, 42.5) == (
+        backoffice["token_fetches"],
+        backoffice["server_token_calls"],
+        backoffice["max_wait_ms"],
+    )
+    assert not data["providers"]["cm"]["server_shared"]
+    assert 20 == data["total"]["server_token_calls"]
+    assert 1500.0 == data["total"]["requests_per_second"]
+
+
+def test_progress_line() -> None:
+    line = format_progress(12.34, 45678, 3812.4, 23, 0)
+    assert "12.3 s" in line
+    assert "45,678 requests" in line
+    assert "3,812 req/s" in line
+    assert "23 token fetches" in line
+
+
+# --- token ------------------------------------------------------------------
+
+
+@pytest.fixture(name="env")
+def _env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith("AIOPAY_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+async def _main(*argv: str) -> int:
+    # The CLI runs its own event loop, so it runs in a thread beside the fake's loop.
+    return await anyio.to_thread.run_sync(main, list(argv))
+
+
+def _credentials(env: pytest.MonkeyPatch, fake: FakeProvider, secret: str | None = None) -> None:
+    env.setenv("AIOPAY_CLIENT_ID", fake.client_id)
+    env.setenv("AIOPAY_CLIENT_SECRET", fake.client_secret if secret is None else secret)
+
+
+async def test_token_prints_fingerprint_and_lifetime_not_the_token(
+    fake_provider: FakeProviderFactory,
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake = await fake_provider("cm", lifetime=120)
+    _credentials(env, fake)
+    assert 0 == await _main("token", "cm", "--token-url", str(fake.token_url))
+    out, err = capsys.readouterr()
+    (issued,) = fake.issued_tokens
+    fields = dict(line.split(None, 1) for line in out.replace("token type", "type").splitlines())
+    assert {"provider": "cm", "type": "Bearer", "lifetime": "120 s"}.items() <= fields.items()
+    assert fingerprint(issued) == fields["fingerprint"]
+    assert issued not in out + err
+    assert fake.client_secret not in out + err
+    assert "" == err
+
+
+async def test_token_shows_the_token_only_when_asked(
+    fake_provider: FakeProviderFactory,
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake = await fake_provider("cm", lifetime=60)
+    _credentials(env, fake)
+    assert 0 == await _main("token", "cm", "--token-url", str(fake.token_url), "--show-token")
+    out, _ = capsys.readouterr()
+    (issued,) = fake.issued_tokens
+    assert f"access token  {issued}" in out
+    assert fake.client_secret not in out
+
+
+async def test_token_generic_password_grant_with_basic_auth(
+    fake_provider: FakeProviderFactory,
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake = await fake_provider("rfc6749", lifetime=30)
+    _credentials(env, fake)
+    env.setenv("AIOPAY_USERNAME", fake.username)
+    env.setenv("AIOPAY_PASSWORD", fake.password)
+    assert 0 == await _main("token", "generic", "--token-url", str(fake.token_url))
+    out, err = capsys.readouterr()
+    assert "provider       generic" in out
+    assert "refresh token  issued (fingerprint " in out
+    (refresh,) = fake.issued_refresh_tokens
+    for secret in (fake.client_secret, fake.password, refresh, *fake.issued_tokens):
+        assert secret not in out + err
+
+
+async def test_token_missing_secret_is_a_usage_error(
+    fake_provider: FakeProviderFactory,
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake = await fake_provider("cm")
+    env.setenv("AIOPAY_CLIENT_ID", fake.client_id)
+    assert 2 == await _main("token", "cm", "--token-url", str(fake.token_url))
+    out, err = capsys.readouterr()
+    assert "" == out
+    assert "aiopay-auth token: error: environment variable AIOPAY_CLIENT_SECRET is not set\n" == err
+    assert 0 == fake.token_calls
+
+
+async def test_token_wrong_secret_fails_with_the_providers_error_and_no_secret(
+    fake_provider: FakeProviderFactory,
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake = await fake_provider("cm")
+    _credentials(env, fake, secret=WRONG_SECRET)
+    assert 1 == await _main("token", "cm", "--token-url", str(fake.token_url), "--timeout", "5")
+    out, err = capsys.readouterr()
+    assert "" == out
+    assert 1 == len(err.splitlines())
+    assert "invalid_client" in err
+    assert "Traceback" not in err
+    assert WRONG_SECRET not in err
+    assert fake.client_secret not in err
+    assert 1 == fake.token_calls  # invalid_client cannot heal: no retry, no wait
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["cm", "--region", "emea"], "--region applies only to vonage"),
+        (["vonage"], "vonage needs --region"),
+        (["payme", "--environment", "pre-production"], "needs --audience"),
+        (["oro"], "oro needs --app-url"),
+        (["generic"], "generic needs --token-url"),
+        (["generic", "--token-url", "not a url"], "token_url must be an absolute http(s) URL"),
+        (
+            ["oro", "--app-url", "https://shop.example.com", "--client-auth", "basic"],
+            "client_auth='basic' goes with encoding='form'",
+        ),
+    ],
+)
+def test_token_usage_errors(
+    argv: list[str], message: str, env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.setenv("AIOPAY_CLIENT_ID", "someone")
+    env.setenv("AIOPAY_CLIENT_SECRET", WRONG_SECRET)
+    assert 2 == main(["token", *argv])
+    out, err = capsys.readouterr()
+    assert "" == out
+    assert 1 == len(err.splitlines())
+    assert message in err
+    assert WRONG_SECRET not in err
+
+
+def test_password_grant_needs_both_variables(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.setenv("AIOPAY_CLIENT_ID", "someone")
+    env.setenv("AIOPAY_CLIENT_SECRET", WRONG_SECRET)
+    env.setenv("AIOPAY_USERNAME", "merchant")
+    assert 2 == main(["token", "generic", "--token-url", "https://auth.example.com/token"])
+    assert "AIOPAY_PASSWORD is not set" in capsys.readouterr().err
+
+
+def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert 2 == main(["token", "paypal"])
+    assert 2 == main(["demo", "--duration", "0"])
+    assert 0 == main(["--help"])
+    out, err = capsys.readouterr()
+    assert "invalid choice: 'paypal'" in err
+    assert "--duration: must be positive" in err
+    assert "demo" in out
