@@ -191,16 +191,24 @@ class TokenManager:
 
     # --- putting tokens on requests --------------------------------------
 
-    def middleware(self, holder: TokenHolder) -> BearerAuth:
-        """An aiohttp client middleware stamping *holder*'s token on its API's requests.
+    def middleware(self, *holders: TokenHolder) -> BearerAuth:
+        """An aiohttp client middleware stamping these providers' tokens on their APIs.
 
         For your own session, put a :class:`~aiopay_auth.FairPool` first
         so that requests are stamped only once the pool can take them::
 
             aiohttp.ClientSession(middlewares=[FairPool(), tokens.middleware(pay)])
+
+        Args:
+            holders: One or more holders from :meth:`add`; each token goes
+                only to its own provider's API.
+
+        Returns:
+            The middleware.
         """
-        self._check_holder(holder)
-        return BearerAuth(holder)
+        for holder in holders:
+            self._check_holder(holder)
+        return BearerAuth(*holders)
 
     def session(
         self,
@@ -212,7 +220,7 @@ class TokenManager:
 
         The session has a :class:`~aiopay_auth.FairPool` in front of a
         pool of *limit* connections (no per-host limit), then one
-        :class:`~aiopay_auth.BearerAuth` per holder. Use it as
+        :class:`~aiopay_auth.BearerAuth` for all the holders. Use it as
         ``async with tokens.session(pay) as http:``; the manager also
         closes it on exit.
 
@@ -233,11 +241,12 @@ class TokenManager:
         if limit < 1:
             msg = f"limit must be at least 1, not {limit}"
             raise ConfigError(msg)
-        for holder in holders:
-            self._check_holder(holder)
+        middlewares: tuple[FairPool | BearerAuth, ...] = (FairPool(),)
+        if holders:
+            middlewares += (self.middleware(*holders),)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0),
-            middlewares=(FairPool(), *(BearerAuth(h) for h in holders)),
+            middlewares=middlewares,
             **session_kwargs,
         )
         self._sessions = [s for s in self._sessions if not s.closed]

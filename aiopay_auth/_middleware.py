@@ -3,73 +3,93 @@
 from __future__ import annotations
 
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
+from yarl import URL
 
 from ._holder import TokenHolder
 from ._provider import path_under
+from .exceptions import ConfigError
 
 
 __all__ = ["BearerAuth"]
 
 _AUTHORIZATION = hdrs.AUTHORIZATION
 
+_Origin = tuple[str, str | None, int | None]
+
 
 class BearerAuth:
-    """aiohttp client middleware: ``Authorization: Bearer …`` for one provider's API.
+    """aiohttp client middleware: ``Authorization: Bearer …`` for providers' APIs.
 
     On every request (aiohttp calls middlewares once per redirect hop) it
-    checks the URL against the provider's API scopes. In scope, it stamps
-    the current token, read from the holder without a lock or an await;
-    only when no usable token exists does it wait for the refresher's fetch.
-    Out of scope, it sends nothing and strips this provider's token if an
-    earlier hop carried it.
+    finds the provider whose API the URL belongs to: same origin, and a
+    path under that API's prefix (the longest prefix wins). It stamps that
+    provider's current token, read from its holder without a lock or an
+    await; only when no usable token exists does it wait for the
+    refresher's fetch. A URL outside every API gets no token, and a token
+    of ours that an earlier hop carried is stripped.
 
-    A 401 from the API invalidates the token it was sent with (only the
+    A 401 from an API invalidates the token it was sent with (only the
     first 401 per token wakes the refresher), waits for the next token and
     resends the request once. A second 401 is returned to the caller.
 
-    Get one from :meth:`TokenManager.middleware
-    <aiopay_auth.TokenManager.middleware>`.
+    One middleware serves any number of providers, so a session that talks
+    to several APIs pays for one scope lookup per request. Get one from
+    :meth:`TokenManager.middleware <aiopay_auth.TokenManager.middleware>`.
 
     Args:
-        holder: The provider's token holder.
+        holders: The providers' token holders.
+
+    Raises:
+        ConfigError: No holder, or two providers claim the same API URL.
     """
 
-    __slots__ = ("_holder", "_scopes")
+    __slots__ = ("_holders", "_routes")
 
-    def __init__(self, holder: TokenHolder) -> None:
-        self._holder = holder
-        scopes: dict[tuple[str, str | None, int | None], list[str]] = {}
-        for url in holder.provider.api:
-            scopes.setdefault((url.scheme, url.host, url.port), []).append(url.raw_path)
-        # An origin whose prefixes include the root matches every path.
-        self._scopes: dict[tuple[str, str | None, int | None], tuple[str, ...] | None] = {
-            origin: None if any(not p.strip("/") for p in paths) else tuple(paths)
-            for origin, paths in scopes.items()
+    def __init__(self, *holders: TokenHolder) -> None:
+        if not holders:
+            msg = "BearerAuth needs at least one token holder"
+            raise ConfigError(msg)
+        self._holders = holders
+        routes: dict[_Origin, list[tuple[str, TokenHolder]]] = {}
+        for holder in holders:
+            for url in holder.provider.api:
+                entries = routes.setdefault(_origin(url), [])
+                prefix = url.raw_path.rstrip("/")
+                for other_prefix, other in entries:
+                    if other_prefix == prefix:
+                        msg = (
+                            f"providers {other.name!r} and {holder.name!r} both claim {url}; "
+                            "a URL can carry only one provider's token"
+                        )
+                        raise ConfigError(msg, provider=holder.name)
+                entries.append((prefix, holder))
+        # Most specific prefix first.
+        self._routes = {
+            origin: tuple(sorted(entries, key=lambda e: len(e[0]), reverse=True))
+            for origin, entries in routes.items()
         }
 
     @property
-    def holder(self) -> TokenHolder:
-        """The holder whose tokens this middleware stamps."""
-        return self._holder
+    def holders(self) -> tuple[TokenHolder, ...]:
+        """The holders whose tokens this middleware stamps."""
+        return self._holders
 
-    def _in_scope(self, request: ClientRequest) -> bool:
-        url = request.url
-        origin = (url.scheme, url.host, url.port)
-        if origin not in self._scopes:
-            return False
-        prefixes = self._scopes[origin]
-        if prefixes is None:
-            return True
+    def holder_for(self, url: URL) -> TokenHolder | None:
+        """The holder whose token a request to *url* carries, if any."""
+        entries = self._routes.get(_origin(url))
+        if entries is None:
+            return None
         path = url.raw_path
-        return any(path_under(path, prefix) for prefix in prefixes)
+        for prefix, holder in entries:
+            if not prefix or path_under(path, prefix):
+                return holder
+        return None
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Stamp *request* if it is in scope, send it, and recover from one 401."""
-        holder = self._holder
-        if not self._in_scope(request):
-            latest = holder.latest
-            if latest is not None and request.headers.get(_AUTHORIZATION) == latest.header:
-                del request.headers[_AUTHORIZATION]
+        holder = self.holder_for(request.url)
+        if holder is None:
+            self._strip(request)
             return await handler(request)
         token = holder.current
         if token is None or token.expires_at <= holder.clock():
@@ -84,3 +104,17 @@ class BearerAuth:
         request.headers[_AUTHORIZATION] = token.header
         holder.stats.recoveries += 1
         return await handler(request)
+
+    def _strip(self, request: ClientRequest) -> None:
+        sent = request.headers.get(_AUTHORIZATION)
+        if sent is None:
+            return
+        for holder in self._holders:
+            latest = holder.latest
+            if latest is not None and sent == latest.header:
+                del request.headers[_AUTHORIZATION]
+                return
+
+
+def _origin(url: URL) -> _Origin:
+    return (url.scheme, url.host, url.port)

@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from aiopay_auth import FairPool, TokenManager
+from aiopay_auth import BearerAuth, ConfigError, FairPool, TokenManager
 from aiopay_auth.testing import provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
@@ -116,3 +116,26 @@ async def test_no_token_on_a_downgrade_to_plain_http(fake_provider: FakeProvider
             assert 401 == resp.status
     assert fake.last_api_authorization is None
     assert 1 == fake.api_calls  # refused once, not retried: it was never ours
+
+
+async def test_one_middleware_routes_each_url_to_its_provider(
+    fake_provider: FakeProviderFactory,
+) -> None:
+    fake = await fake_provider("oro", lifetime=60)
+    async with TokenManager() as tokens:
+        back = tokens.add(provider_for(fake))
+        front = tokens.add(provider_for(fake, application="storefront"))
+        # A third provider claiming the whole origin: the longer prefixes win.
+        root = tokens.add(
+            provider_for(fake, name="oro-root", application="storefront", storefront_path="/")
+        )
+        auth = tokens.middleware(back, front, root)
+        assert (back, front, root) == auth.holders
+        assert back is auth.holder_for(fake.base_url / "admin" / "api" / "orders")
+        assert front is auth.holder_for(fake.base_url / "api" / "orders")
+        assert root is auth.holder_for(fake.base_url / "apix")
+        assert auth.holder_for(fake.base_url.with_port(1) / "api") is None
+        with pytest.raises(ConfigError, match="both claim"):
+            tokens.middleware(back, back)
+        with pytest.raises(ConfigError, match="at least one"):
+            BearerAuth()
