@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._fetch import TokenSource
 from ._health import FailureKind, Health, HealthState
 from ._holder import ProviderStats, TokenHolder
 from ._log import use_structlog
@@ -50,6 +51,7 @@ __all__ = [
     "TokenRequest",
     "TokenRequestError",
     "TokenResponseError",
+    "TokenSource",
     "TokenUnavailableError",
     "build_token_request",
     "parse_token_response",

@@ -91,6 +91,8 @@ class Health:
         last_error: The last failure's message (never a secret), if the
             last fetch failed.
         last_error_kind: Its kind.
+        store: A shared token store's state (``"shared"`` or ``"local"``),
+            ``None`` without one.
     """
 
     provider: str
@@ -107,3 +109,4 @@ class Health:
     max_wait: float
     last_error: str | None
     last_error_kind: FailureKind | None
+    store: str | None = None

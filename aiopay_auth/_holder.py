@@ -33,6 +33,9 @@ class ProviderStats:
         waits: Requests that had to wait for a token.
         max_wait: The longest such wait, in seconds.
         last_error: The latest fetch failure, if any since the last success.
+        store: A shared token store's state (``"shared"``, or ``"local"``
+            while it fails and the process fetches alone); ``None`` without
+            one.
     """
 
     fetches: int = 0
@@ -45,6 +48,7 @@ class ProviderStats:
     waits: int = 0
     max_wait: float = 0.0
     last_error: AuthError | None = None
+    store: str | None = None
 
 
 class TokenHolder:
@@ -262,6 +266,7 @@ class TokenHolder:
             max_wait=stats.max_wait,
             last_error=None if last is None else str(last),
             last_error_kind=None if last is None else failure_kind(last),
+            store=stats.store,
         )
 
     def _wake(self) -> None:

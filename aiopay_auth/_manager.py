@@ -56,9 +56,10 @@ class TokenManager:
         clock: The monotonic clock (inject one for exact tests).
         rng: Jitter source (inject a seeded one for exact tests).
         token_pool_size: Connections of the token-endpoint pool.
-        token_source: Build a provider's token source from the provider and
-            the token-endpoint session; the seam for a shared token store.
-            Defaults to fetching over HTTP.
+        token_source: Wrap each provider's token source: called with the
+            provider's holder and the default source (which fetches over
+            HTTP) and returns the source to use. The seam for a shared token
+            store such as :meth:`aiopay_auth.fleet.RedisFleet.wrap`.
     """
 
     def __init__(
@@ -68,13 +69,13 @@ class TokenManager:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         token_pool_size: int = 10,
-        token_source: Callable[[Provider, aiohttp.ClientSession], TokenSource] | None = None,
+        token_source: Callable[[TokenHolder, TokenSource], TokenSource] | None = None,
     ) -> None:
         self.policy = policy or RefreshPolicy()
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._token_pool_size = token_pool_size
-        self._make_source = token_source
+        self._wrap_source = token_source
         self._holders: dict[str, TokenHolder] = {}
         self._sessions: list[aiohttp.ClientSession] = []
         self._token_session: aiohttp.ClientSession | None = None
@@ -161,12 +162,11 @@ class TokenManager:
             msg = f"a provider named {provider.name!r} was already added"
             raise ConfigError(msg, provider=provider.name)
         holder = TokenHolder(provider, clock=self._clock, wait_timeout=self.policy.wait_timeout)
-        if self._make_source is not None:
-            source = self._make_source(provider, session)
-        else:
-            source = HttpTokenSource(
-                provider, session, timeout=self.policy.fetch_timeout, clock=self._clock
-            )
+        source: TokenSource = HttpTokenSource(
+            provider, session, timeout=self.policy.fetch_timeout, clock=self._clock
+        )
+        if self._wrap_source is not None:
+            source = self._wrap_source(holder, source)
         refresher = Refresher(
             holder,
             source,

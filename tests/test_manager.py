@@ -11,7 +11,11 @@ import pytest
 from aiopay_auth import (
     ConfigError,
     RefreshPolicy,
+    Secret,
+    Token,
+    TokenHolder,
     TokenManager,
+    TokenSource,
     TokenUnavailableError,
 )
 from aiopay_auth.testing import Scripted, provider_for
@@ -154,23 +158,21 @@ async def test_refresher_survives_an_unexpected_exception(
     calls = 0
 
     class Flaky:
-        def __init__(self, inner: object) -> None:
+        def __init__(self, inner: TokenSource) -> None:
             self.inner = inner
 
-        async def fetch(self, refresh_token: object) -> object:
+        async def fetch(self, refresh_token: Secret | None) -> Token:
             nonlocal calls
             calls += 1
             if calls == 1:
                 msg = "bug in a custom token source"
                 raise RuntimeError(msg)
-            return await self.inner.fetch(refresh_token)  # type: ignore[attr-defined]
+            return await self.inner.fetch(refresh_token)
 
-    from aiopay_auth._fetch import HttpTokenSource
+    def source(holder: TokenHolder, inner: TokenSource) -> Flaky:
+        return Flaky(inner)
 
-    def source(provider: object, session: object) -> Flaky:
-        return Flaky(HttpTokenSource(provider, session, timeout=5))  # type: ignore[arg-type]
-
-    async with TokenManager(policy=policy, token_source=source) as tokens:  # type: ignore[arg-type]
+    async with TokenManager(policy=policy, token_source=source) as tokens:
         holder = tokens.add(provider_for(fake))
         token = await holder.get()
     assert token is not None
