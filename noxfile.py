@@ -10,7 +10,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
-SOURCES = ["aiopay_auth", "tests", "benchmarks", "noxfile.py"]
+SOURCES = ["aiopay_auth", "tests", "benchmarks", "examples", "docs/conf.py", "noxfile.py"]
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
 
@@ -50,3 +50,27 @@ def demo(session: nox.Session) -> None:
     """Run the demo: four fake providers, a worker fan, a summary table."""
     session.install(".")
     session.run("aiopay-auth", "demo", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks against raw aiohttp and peers; ``nox -s bench -- --quick`` for a smoke run."""
+    session.install("-e", ".", *group("bench"))
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site, warnings as errors, into docs/_build/html."""
+    session.install("-e", ".", *group("docs"))
+    session.run(
+        "sphinx-build",
+        "--fresh-env",  # every page is read again, so no warning hides in a cache
+        "-W",
+        "--keep-going",
+        "-b",
+        "html",
+        "docs",
+        "docs/_build/html",
+        *session.posargs,
+    )

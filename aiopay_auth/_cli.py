@@ -3,6 +3,9 @@
 ``aiopay-auth demo``
     Run a payment-worker fan against loopback fake providers and report
     what the client did and what the servers saw (see :mod:`aiopay_auth._demo`).
+    With ``--fleet N``, N worker processes share tokens through a local
+    ``redis-server``, and the report sets the fleet's token fetches beside
+    what per-process fetching would have cost.
 
 ``aiopay-auth token PROVIDER``
     Fetch one token from a real provider and describe it: its type, its
@@ -28,7 +31,17 @@ from typing import Any, Final
 import attrs
 from yarl import URL
 
-from ._demo import EXIT_INTERRUPTED, DemoConfig, exit_status, format_table, run_demo
+from ._demo import (
+    EXIT_INTERRUPTED,
+    DemoConfig,
+    exit_status,
+    fleet_requirements,
+    fleet_summary_to_dict,
+    format_fleet_table,
+    format_table,
+    run_demo,
+    run_fleet_demo,
+)
 from ._demo import summary_to_dict as demo_summary_to_dict
 from ._manager import TokenManager
 from ._policy import RefreshPolicy
@@ -172,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
             "(default: %(default)s)"
         ),
     )
+    demo.add_argument(
+        "--fleet",
+        type=_positive(int),
+        default=None,
+        metavar="N",
+        help=(
+            "run N worker processes that share tokens through a local redis-server "
+            "(needs redis-server and the redis extra); the workers and the pool are "
+            "split between them, and the summary sets the fleet's token fetches beside "
+            "what per-process fetching would have cost"
+        ),
+    )
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     demo.set_defaults(handler=_run_demo)
@@ -260,18 +285,34 @@ def _run_demo(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         pool=args.pool,
         servers=args.servers,
+        fleet=args.fleet or 0,
     )
+    if config.fleet:
+        missing = fleet_requirements()
+        if missing is not None:
+            _error("demo", missing)
+            return EXIT_USAGE
     progress = None if args.quiet else sys.stderr
     live = progress is not None and progress.isatty()
     try:
-        summary = asyncio.run(run_demo(config, progress=progress, live=live))
+        if config.fleet:
+            fleet = asyncio.run(run_fleet_demo(config, progress=progress, live=live))
+            summary = fleet.summary
+        else:
+            summary = asyncio.run(run_demo(config, progress=progress, live=live))
     except (KeyboardInterrupt, asyncio.CancelledError):
         _error("demo", "interrupted")
         return EXIT_INTERRUPTED
     except (OSError, RuntimeError) as err:  # no port, no child process, ...
         _error("demo", str(err) or type(err).__name__)
         return EXIT_FAILED
-    if args.json:
+    if config.fleet:
+        print(
+            json.dumps(fleet_summary_to_dict(fleet), indent=2)
+            if args.json
+            else format_fleet_table(fleet)
+        )
+    elif args.json:
         print(json.dumps(demo_summary_to_dict(summary), indent=2))
     else:
         print(format_table(summary))

@@ -13,6 +13,13 @@ By default the fake servers run in a child process (``spawn``), so that
 on a multi-core machine the client and the servers do not share one core;
 their counters come back over a pipe when the run ends.
 
+With ``--fleet N`` (:func:`run_fleet_demo`) it starts a ``redis-server``
+on a free loopback port and N worker processes instead, each with its own
+manager wrapped by :class:`~aiopay_auth.fleet.RedisFleet` and its share of
+the workers and the pool. The report then sets the token requests the
+fleet sent beside what per-process fetching would have cost: the tokens
+each process used, every one of which a process on its own fetches itself.
+
 The pure parts (building the summary, the table, the JSON form, the
 progress line, the exit status) are plain functions, tested directly.
 """
@@ -21,11 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import itertools
 import json
 import math
 import multiprocessing
+import shutil
 import signal
+import socket
+import tempfile
 import time
 from collections.abc import (
     AsyncIterator,
@@ -38,13 +49,14 @@ from collections.abc import (
 )
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 import aiohttp
 import anyio
 import attrs
 from yarl import URL
 
+from ._fetch import TokenSource
 from ._holder import ProviderStats, TokenHolder
 from ._manager import TokenManager
 from ._provider import Provider
@@ -54,13 +66,19 @@ from .testing import Dialect, FakeProvider, provider_for
 
 __all__ = [
     "DemoConfig",
+    "FleetRow",
+    "FleetSummary",
     "ProviderRow",
     "ServerCounters",
     "Summary",
     "exit_status",
+    "fleet_requirements",
+    "fleet_summary_to_dict",
+    "format_fleet_table",
     "format_progress",
     "format_table",
     "run_demo",
+    "run_fleet_demo",
     "summary_to_dict",
 ]
 
@@ -95,6 +113,10 @@ class DemoConfig:
         pool: Connections in the shared session's pool.
         servers: ``"child"`` runs the fake servers in a child process,
             ``"inline"`` in the demo's own event loop.
+        fleet: With 1 or more, that many worker processes share tokens
+            through a local ``redis-server`` (:func:`run_fleet_demo`), the
+            workers and the pool split between them; 0 runs one process
+            without Redis.
     """
 
     lifetime: float = 3.0
@@ -102,6 +124,7 @@ class DemoConfig:
     concurrency: int = 1000
     pool: int = 100
     servers: ServerMode = "child"
+    fleet: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -342,6 +365,37 @@ def _cell(key: str, value: object) -> str:
     return f"{value:,}"
 
 
+def _grid(columns: Sequence[tuple[str, str, str]], body: Sequence[Sequence[str]]) -> list[str]:
+    """Lay out a table: group headings, headings, the rows, a rule and the last (total) row."""
+    groups = ["", *(group for group, _, _ in columns)]
+    headings = ["provider", *(heading for _, heading, _ in columns)]
+    widths = [max(len(r[i]) for r in [headings, *body]) for i in range(len(headings))]
+    # A group heading spans its columns: widen the last of them if it is too narrow.
+    group_line: list[str] = []
+    first = 1
+    for group, members in itertools.groupby(groups[1:]):
+        last = first + len(list(members)) - 1
+        span = sum(widths[first : last + 1]) + 2 * (last - first)
+        if len(group) > span:
+            widths[last] += len(group) - span
+            span = len(group)
+        group_line.append(group.center(span))
+        first = last + 1
+
+    def render(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest]).rstrip()
+
+    return [
+        "  ".join([" " * widths[0], *group_line]).rstrip(),
+        render(headings),
+        *(render(cells) for cells in body[:-1]),
+        "-" * len(render(body[-1])),
+        render(body[-1]),
+    ]
+
+
 def format_table(summary: Summary) -> str:
     """The summary as a text table: a heading, one row per provider and a total.
 
@@ -373,31 +427,7 @@ def format_table(summary: Summary) -> str:
             ]
         )
     body.append(["total"] + [_cell(key, data["total"][key]) for _, _, key in _COLUMNS])
-    groups = ["", *(group for group, _, _ in _COLUMNS)]
-    headings = ["provider", *(heading for _, heading, _ in _COLUMNS)]
-    widths = [max(len(r[i]) for r in [headings, *body]) for i in range(len(headings))]
-    # A group heading spans its columns: widen the last of them if it is too narrow.
-    group_line: list[str] = []
-    first = 1
-    for group, members in itertools.groupby(groups[1:]):
-        last = first + len(list(members)) - 1
-        span = sum(widths[first : last + 1]) + 2 * (last - first)
-        if len(group) > span:
-            widths[last] += len(group) - span
-            span = len(group)
-        group_line.append(group.center(span))
-        first = last + 1
-
-    def render(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest]).rstrip()
-
-    lines.append("  ".join([" " * widths[0], *group_line]).rstrip())
-    lines.append(render(headings))
-    lines.extend(render(cells) for cells in body[:-1])
-    lines.append("-" * len(render(body[-1])))
-    lines.append(render(body[-1]))
+    lines.extend(_grid(_COLUMNS, body))
     for server in sorted(summary.shared_servers()):
         sharing = ", ".join(row.provider for row in summary.rows if row.server == server)
         lines.append(
@@ -755,7 +785,21 @@ async def _worker(http: aiohttp.ClientSession, run: _Run, index: int) -> None:
             tally.fail(f"HTTP {status}")
 
 
-async def _report_progress(run: _Run, stream: TextIO, live: bool) -> None:
+class _Progress(Protocol):
+    """What the progress reporter and the Ctrl-C handler need of a run."""
+
+    started: float
+    stopping: bool
+    interrupted: bool
+
+    def requests(self) -> int: ...
+
+    def failed(self) -> int: ...
+
+    def fetches(self) -> int: ...
+
+
+async def _report_progress(run: _Progress, stream: TextIO, live: bool) -> None:
     """Write a progress line every so often until cancelled."""
     interval = _LIVE_INTERVAL if live else _LOG_INTERVAL
     last_time, last_requests = run.started, 0
@@ -775,7 +819,7 @@ async def _report_progress(run: _Run, stream: TextIO, live: bool) -> None:
 
 
 @contextlib.contextmanager
-def _interrupt_handler(run: _Run) -> Iterator[None]:
+def _interrupt_handler(run: _Progress, on_stop: Callable[[], None] | None = None) -> Iterator[None]:
     """First Ctrl-C ends the run early (with a summary); the second cancels everything."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -784,6 +828,8 @@ def _interrupt_handler(run: _Run) -> Iterator[None]:
         if run.stopping and task is not None:
             task.cancel()
         run.stopping = run.interrupted = True
+        if on_stop is not None:
+            on_stop()
 
     previous = signal.getsignal(signal.SIGINT)
     try:
@@ -843,4 +889,618 @@ async def run_demo(
         rows=rows,
         servers=servers,
         interrupted=run.interrupted,
+    )
+
+
+# --- fleet mode: worker processes sharing tokens through Redis ----------------
+
+_FLEET_LEASE_TTL = 10.0  # seconds; longer than any demo token request takes
+_FLEET_EXTRA = "pip install 'aiopay-auth[redis]'"
+
+
+def fleet_requirements() -> str | None:
+    """Why ``demo --fleet`` cannot run here, or ``None`` when it can.
+
+    It needs a ``redis-server`` binary on the ``PATH`` and the ``redis``
+    and ``cryptography`` packages (the ``redis`` extra).
+    """
+    if shutil.which("redis-server") is None:
+        return "--fleet needs redis-server on the PATH (e.g. apt-get install redis-server)"
+    for package in ("redis", "cryptography"):
+        if importlib.util.find_spec(package) is None:
+            return f"--fleet needs the {package} package: {_FLEET_EXTRA}"
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class FleetRow:
+    """One provider's fleet-wide sharing figures, beside its :class:`ProviderRow`.
+
+    Attributes:
+        provider: The provider's name.
+        shared_hits: Tokens the processes took from Redis instead of fetching them.
+        alone: Tokens the processes used, counted once per process that used
+            each: what per-process fetching would have cost, since a process
+            on its own fetches every token it uses.
+        stores: Each process's store state at the end (``"shared"``, or
+            ``"local"`` if Redis had failed it).
+    """
+
+    provider: str
+    shared_hits: int = 0
+    alone: int = 0
+    stores: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class FleetSummary:
+    """What ``demo --fleet`` reports.
+
+    Attributes:
+        summary: The run in the demo's usual form, each row summed over the
+            processes; a row's ``fetches`` are the token requests the
+            processes sent to the provider between them.
+        processes: How many worker processes ran.
+        concurrency: Workers in each process.
+        pools: Connections in each process's pool.
+        fleet_rows: Per provider, what sharing through Redis saved.
+    """
+
+    summary: Summary
+    processes: int
+    concurrency: tuple[int, ...]
+    pools: tuple[int, ...]
+    fleet_rows: tuple[FleetRow, ...]
+
+    @property
+    def fleet_fetches(self) -> int:
+        """Token requests the whole fleet sent."""
+        return sum(row.fetches for row in self.summary.rows)
+
+    @property
+    def alone(self) -> int:
+        """Token requests per-process fetching would have sent (see :attr:`FleetRow.alone`)."""
+        return sum(row.alone for row in self.fleet_rows)
+
+    @property
+    def local(self) -> int:
+        """Provider-process pairs that ended fetching alone (Redis failed them)."""
+        return sum(store != "shared" for row in self.fleet_rows for store in row.stores)
+
+
+def _split(total: int, parts: int) -> tuple[int, ...]:
+    """*total* shared as evenly as can be between *parts*, at least 1 each."""
+    return tuple(max(1, total // parts + (index < total % parts)) for index in range(parts))
+
+
+def _each(values: Sequence[int]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:,}" if low == high else f"{low:,}-{high:,}"
+
+
+def fleet_summary_to_dict(fleet: FleetSummary) -> dict[str, Any]:
+    """The fleet summary as a JSON-ready object (what ``demo --fleet N --json`` prints).
+
+    The demo's usual summary (:func:`summary_to_dict`), summed over the
+    processes, where ``token_fetches`` are the token requests the fleet
+    sent; plus, per provider and in the total, ``per_process_token_fetches``
+    (what per-process fetching would have cost) and ``shared_hits``, and a
+    ``fleet`` section.
+
+    Args:
+        fleet: The fleet demo's results.
+
+    Returns:
+        A dict of plain JSON types.
+    """
+    data = summary_to_dict(fleet.summary)
+    status = data.pop("exit_status")
+    data["config"]["fleet"] = fleet.processes
+    for row in fleet.fleet_rows:
+        entry = data["providers"][row.provider]
+        entry["per_process_token_fetches"] = row.alone
+        entry["shared_hits"] = row.shared_hits
+        entry["stores"] = {store: row.stores.count(store) for store in sorted(set(row.stores))}
+    data["total"]["per_process_token_fetches"] = fleet.alone
+    data["total"]["shared_hits"] = sum(row.shared_hits for row in fleet.fleet_rows)
+    data["fleet"] = {
+        "processes": fleet.processes,
+        "concurrency": list(fleet.concurrency),
+        "pool": list(fleet.pools),
+        "token_fetches": fleet.fleet_fetches,
+        "per_process_token_fetches": fleet.alone,
+        "ended_local": fleet.local,
+    }
+    data["exit_status"] = status
+    return data
+
+
+_FLEET_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("", "requests", "requests"),
+    ("", "req/s", "requests_per_second"),
+    ("", "failed", "failed"),
+    ("token fetches", "fleet", "token_fetches"),
+    ("token fetches", "server", "server_token_calls"),
+    ("token fetches", "per process", "per_process_token_fetches"),
+    ("", "from redis", "shared_hits"),
+    ("401s at server", "all", "unauthorized"),
+    ("401s at server", "expired", "expired"),
+    ("longest token", "wait ms", "max_wait_ms"),
+)
+
+
+def format_fleet_table(fleet: FleetSummary) -> str:
+    """The fleet summary as a text table, with fleet-wide against per-process fetches.
+
+    Args:
+        fleet: The fleet demo's results.
+
+    Returns:
+        The table, lines joined by newlines, without a trailing newline.
+    """
+    summary, config = fleet.summary, fleet.summary.config
+    data = fleet_summary_to_dict(fleet)
+    processes = fleet.processes
+    lines = [
+        f"aiopay-auth demo --fleet {processes}: {processes} worker processes share tokens "
+        "through a local redis-server",
+        f"{len(summary.rows)} providers on {len(summary.servers)} fake servers, "
+        f"{sum(fleet.concurrency):,} workers ({_each(fleet.concurrency)} per process), "
+        f"pool {_each(fleet.pools)} per process, tokens live {config.lifetime:g} s, "
+        f"ran {summary.elapsed:.1f} s" + (" (interrupted)" if summary.interrupted else ""),
+        "",
+    ]
+    body: list[list[str]] = []
+    for name, row in data["providers"].items():
+        mark = _SHARED_MARK if row["server_shared"] else ""
+        body.append(
+            [name]
+            + [
+                _cell(key, row[key]) + (mark if key in _SERVER_SIDE else "")
+                for _, _, key in _FLEET_COLUMNS
+            ]
+        )
+    body.append(["total"] + [_cell(key, data["total"][key]) for _, _, key in _FLEET_COLUMNS])
+    lines.extend(_grid(_FLEET_COLUMNS, body))
+    for server in sorted(summary.shared_servers()):
+        sharing = ", ".join(row.provider for row in summary.rows if row.server == server)
+        lines.append(
+            f"{_SHARED_MARK} {sharing} share the {server} server; "
+            "its counts cover all of them (counted once in the total)."
+        )
+    lines.append(
+        f"token fetches: fleet = sent by the {processes} processes together; "
+        "server = counted by the fake servers;"
+    )
+    lines.append(
+        "  per process = what per-process fetching would have cost: "
+        "every token each process used, fetched by itself."
+    )
+    fetched, alone = fleet.fleet_fetches, fleet.alone
+    saving = f" ({alone / fetched:.1f}x fewer)" if fetched else ""
+    ended = (
+        "every process ended on shared tokens"
+        if not fleet.local
+        else f"{fleet.local} provider-process pairs ended fetching alone (Redis failed them)"
+    )
+    lines.append(
+        f"Fleet-wide: {fetched:,} token fetches where per-process fetching would have cost "
+        f"{alone:,}{saving}; {ended}."
+    )
+    for row in summary.rows:
+        for description, count in row.errors:
+            lines.append(f"! {row.provider}: {count:,} x {description}")
+    status = exit_status(summary)
+    if status == 0:
+        lines.append("OK: no failed request, no request refused for an expired token.")
+    elif status == 1:
+        lines.append(
+            f"FAILED: {summary.failed:,} failed requests, "
+            f"{summary.expired:,} refused for an expired token."
+        )
+    return "\n".join(lines)
+
+
+# The worker processes -------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class _FleetJob:
+    """What one worker process runs (pickled to it; never on a command line)."""
+
+    index: int
+    lanes: tuple[Lane, ...]
+    redis_url: str
+    key: bytes = attrs.field(repr=False)
+    first_worker: int
+    concurrency: int
+    pool: int
+    duration: float
+    progress_interval: float
+
+
+@attrs.frozen(kw_only=True)
+class _FleetResult:
+    """What one worker process reports at the end, one entry per lane."""
+
+    rows: tuple[ProviderRow, ...]
+    fleet_rows: tuple[FleetRow, ...]
+    elapsed: float
+
+
+def serve_fleet_worker(conn: Connection, job: _FleetJob) -> None:
+    """A fleet worker process: run *job* when told to go, report, exit.
+
+    Sends ``("ready", None)`` once its providers are added (their first
+    tokens are on the way), runs on ``"go"`` until the duration is over or
+    ``"stop"`` comes, sending ``("progress", (requests, failed,
+    token_fetches))`` now and then, and ends with ``("result",
+    _FleetResult)``. Ctrl-C is left to the parent, as for the servers'
+    process; if the parent goes away, the worker stops.
+
+    Args:
+        conn: This end of the pipe to the parent.
+        job: What to run.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # already so since birth
+    try:
+        with contextlib.suppress(EOFError, OSError):  # the parent went away
+            asyncio.run(_fleet_worker(conn, job))
+    finally:
+        conn.close()
+
+
+async def _fleet_worker(conn: Connection, job: _FleetJob) -> None:
+    import redis.asyncio  # noqa: PLC0415 - the fleet mode's optional dependency
+
+    from .fleet import RedisFleet, SharedTokenSource  # noqa: PLC0415
+
+    client = redis.asyncio.Redis.from_url(job.redis_url)
+    fleet = RedisFleet(client, encryption_key=job.key, lease_ttl=_FLEET_LEASE_TTL)
+    sources: dict[str, SharedTokenSource] = {}
+
+    def wrap(holder: TokenHolder, inner: TokenSource) -> TokenSource:
+        source = sources[holder.name] = fleet.wrap(holder, inner)
+        return source
+
+    def fetches() -> int:
+        return sum(source.http_fetches for source in sources.values())
+
+    try:
+        async with TokenManager(token_source=wrap) as tokens:
+            holders = tuple(tokens.add(lane.provider) for lane in job.lanes)
+            run = _Run(job.lanes, holders)
+            timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT)
+            async with tokens.session(*holders, limit=job.pool, timeout=timeout) as http:
+                conn.send(("ready", None))
+                run.stopping = await _receive(conn) != "go"
+                run.started = time.monotonic()
+                run.deadline = run.started + job.duration
+                async with anyio.create_task_group() as helpers:
+                    helpers.start_soon(_listen_for_stop, conn, run)
+                    helpers.start_soon(_send_progress, conn, run, fetches, job.progress_interval)
+                    async with anyio.create_task_group() as workers:
+                        for offset in range(job.concurrency):
+                            workers.start_soon(_worker, http, run, job.first_worker + offset)
+                    helpers.cancel_scope.cancel()
+                elapsed = time.monotonic() - run.started
+            await tokens.aclose()
+    finally:
+        await client.aclose()
+    rows, fleet_rows = [], []
+    for lane, tally, holder in zip(run.lanes, run.tallies, holders, strict=True):
+        source, stats = sources[holder.name], holder.stats
+        rows.append(
+            attrs.evolve(
+                ProviderRow.of(lane.provider.name, lane.server, tally, stats),
+                fetches=source.http_fetches,
+            )
+        )
+        fleet_rows.append(
+            FleetRow(
+                provider=lane.provider.name,
+                shared_hits=source.shared_hits,
+                alone=stats.refreshes + (holder.latest is not None),
+                stores=(stats.store or "local",),
+            )
+        )
+    conn.send(
+        ("result", _FleetResult(rows=tuple(rows), fleet_rows=tuple(fleet_rows), elapsed=elapsed))
+    )
+
+
+async def _listen_for_stop(conn: Connection, run: _Run) -> None:
+    try:
+        while await _receive(conn) != "stop":
+            pass
+    finally:  # "stop", or the parent went away
+        run.stopping = True
+
+
+async def _send_progress(
+    conn: Connection, run: _Run, fetches: Callable[[], int], interval: float
+) -> None:
+    while True:
+        await anyio.sleep(interval)
+        conn.send(("progress", (run.requests(), run.failed(), fetches())))
+
+
+class _FleetProcess:
+    """The parent's side of one worker process."""
+
+    def __init__(self, job: _FleetJob) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_conn = context.Pipe()
+        self._process = context.Process(
+            target=serve_fleet_worker,
+            args=(child_conn, job),
+            name=f"aiopay-auth demo worker {job.index}",
+            daemon=True,
+        )
+        _start_deaf_to_ctrl_c(self._process)
+        child_conn.close()  # so that the child's exit reads as end-of-file here
+        self.ready = anyio.Event()
+        self.done = anyio.Event()
+        self.figures: tuple[int, int, int] = (0, 0, 0)  # requests, failed, token fetches
+        self.result: _FleetResult | None = None
+        self._closed = False
+
+    async def listen(self) -> None:
+        """Take the worker's messages until its result (or its end)."""
+        try:
+            while True:
+                kind, payload = await _receive(self._conn)
+                if kind == "ready":
+                    self.ready.set()
+                elif kind == "progress":
+                    self.figures = payload
+                elif kind == "result":
+                    self.result = payload
+                    return
+        except (EOFError, OSError):
+            return
+        finally:
+            self.ready.set()  # a worker that died starting up must not be waited for
+            self.done.set()
+
+    def send(self, message: str) -> None:
+        if not self.done.is_set():
+            with contextlib.suppress(OSError):
+                self._conn.send(message)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.send("stop")
+        process = self._process
+        with anyio.move_on_after(_STOP_TIMEOUT):
+            await _readable(process.sentinel)
+        if process.is_alive():  # pragma: no cover - only when the worker hangs
+            process.terminate()
+            process.join(1.0)
+            if process.is_alive():
+                process.kill()
+        process.join()
+        process.close()
+        self._conn.close()
+
+
+class _FleetRun:
+    """The parent's view of a fleet run, for the progress line and Ctrl-C."""
+
+    def __init__(self, members: Sequence[_FleetProcess]) -> None:
+        self.members = members
+        self.started = time.monotonic()
+        self.stopping = False
+        self.interrupted = False
+
+    def requests(self) -> int:
+        return sum(member.figures[0] for member in self.members)
+
+    def failed(self) -> int:
+        return sum(member.figures[1] for member in self.members)
+
+    def fetches(self) -> int:
+        return sum(member.figures[2] for member in self.members)
+
+    def broadcast(self, message: str) -> None:
+        for member in self.members:
+            member.send(message)
+
+
+@contextlib.asynccontextmanager
+async def _local_redis() -> AsyncIterator[str]:
+    """A ``redis-server`` on a free loopback port, without persistence, for the run.
+
+    It stays in the demo's process group, so whatever signals the demo's
+    group (Ctrl-C, a closed terminal) reaches it too; otherwise it is
+    stopped on the way out.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError(fleet_requirements() or "no redis-server")
+    with tempfile.TemporaryDirectory(prefix="aiopay-auth-demo-redis-") as workdir:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        # fmt: off
+        process = await asyncio.create_subprocess_exec(
+            binary,
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", workdir,
+            "--protected-mode", "yes",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        # fmt: on
+        try:
+            await _wait_for_redis(process, port)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _end_process(process)
+
+
+async def _wait_for_redis(process: asyncio.subprocess.Process, port: int) -> None:
+    with anyio.fail_after(_START_TIMEOUT):
+        while process.returncode is None:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await anyio.sleep(0.02)
+                continue
+            try:
+                writer.write(b"PING\r\n")
+                if (await reader.readline()).startswith(b"+PONG"):
+                    return
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+            await anyio.sleep(0.02)
+    msg = f"redis-server exited at start (is port {port} taken?)"
+    raise RuntimeError(msg)
+
+
+async def _end_process(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        with anyio.move_on_after(_STOP_TIMEOUT):
+            await process.wait()
+        if process.returncode is None:  # pragma: no cover - only when redis-server hangs
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+    await process.wait()
+
+
+def _combine(rows: Sequence[ProviderRow]) -> ProviderRow:
+    """One provider's rows from every process, summed."""
+    errors: dict[str, int] = {}
+    for row in rows:
+        for description, count in row.errors:
+            if description in errors or len(errors) < _MAX_ERROR_KINDS:
+                errors[description] = errors.get(description, 0) + count
+    first = rows[0]
+    return ProviderRow(
+        provider=first.provider,
+        server=first.server,
+        requests=sum(row.requests for row in rows),
+        failed=sum(row.failed for row in rows),
+        fetches=sum(row.fetches for row in rows),
+        refreshes=sum(row.refreshes for row in rows),
+        recoveries=sum(row.recoveries for row in rows),
+        max_wait=max(row.max_wait for row in rows),
+        errors=tuple(errors.items()),
+    )
+
+
+def _combine_fleet(rows: Sequence[FleetRow]) -> FleetRow:
+    return FleetRow(
+        provider=rows[0].provider,
+        shared_hits=sum(row.shared_hits for row in rows),
+        alone=sum(row.alone for row in rows),
+        stores=tuple(store for row in rows for store in row.stores),
+    )
+
+
+async def run_fleet_demo(
+    config: DemoConfig, *, progress: TextIO | None = None, live: bool = False
+) -> FleetSummary:
+    """Run the demo with ``config.fleet`` worker processes sharing tokens through Redis.
+
+    Starts a ``redis-server`` on a free loopback port and the fake servers,
+    then the worker processes: each adds the five providers to its own
+    :class:`~aiopay_auth.TokenManager` with :meth:`RedisFleet.wrap
+    <aiopay_auth.fleet.RedisFleet.wrap>` (tokens encrypted with a key made
+    for the run) and runs its share of the workers. They all start sending
+    at once, for ``config.duration`` seconds.
+
+    Args:
+        config: What to run; ``config.fleet`` processes.
+        progress: Where to write progress lines (``None``: nowhere).
+        live: Rewrite one line a few times per second (for a terminal).
+
+    Returns:
+        The summary; ``exit_status(result.summary)`` tells whether it went well.
+
+    Raises:
+        RuntimeError: redis-server or a worker process did not start or
+            exited unexpectedly.
+    """
+    from cryptography.fernet import Fernet  # noqa: PLC0415 - the fleet mode's optional dependency
+
+    processes = max(1, config.fleet)
+    concurrency = _split(config.concurrency, processes)
+    pools = _split(config.pool, processes)
+    interval = _LIVE_INTERVAL if live else 1.0
+    key = Fernet.generate_key()
+    fakes_of = _child_fleet if config.servers == "child" else _inline_fleet
+    members: list[_FleetProcess] = []
+    async with _local_redis() as redis_url, fakes_of(config.lifetime) as fakes:
+        try:
+            for index in range(processes):
+                job = _FleetJob(
+                    index=index,
+                    lanes=fakes.lanes,
+                    redis_url=redis_url,
+                    key=key,
+                    first_worker=sum(concurrency[:index]),
+                    concurrency=concurrency[index],
+                    pool=pools[index],
+                    duration=config.duration,
+                    progress_interval=interval,
+                )
+                members.append(_FleetProcess(job))
+            run = _FleetRun(members)
+            async with anyio.create_task_group() as listening:
+                for member in members:
+                    listening.start_soon(member.listen)
+                with _interrupt_handler(run, on_stop=lambda: run.broadcast("stop")):
+                    with anyio.fail_after(_START_TIMEOUT):
+                        for member in members:
+                            await member.ready.wait()
+                    if any(member.done.is_set() for member in members):
+                        msg = "a fleet worker process exited unexpectedly"
+                        raise RuntimeError(msg)
+                    run.broadcast("stop" if run.stopping else "go")
+                    run.started = time.monotonic()
+                    async with anyio.create_task_group() as reporting:
+                        if progress is not None:
+                            reporting.start_soon(_report_progress, run, progress, live)
+                        for member in members:
+                            await member.done.wait()
+                        reporting.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for member in members:
+                    await member.close()
+        servers = await fakes.counters()
+    results = [member.result for member in members]
+    if any(result is None for result in results):
+        msg = "a fleet worker process exited unexpectedly"
+        raise RuntimeError(msg)
+    done = [result for result in results if result is not None]
+    rows = tuple(_combine(lane) for lane in zip(*(r.rows for r in done), strict=True))
+    fleet_rows = tuple(
+        _combine_fleet(lane) for lane in zip(*(r.fleet_rows for r in done), strict=True)
+    )
+    summary = Summary(
+        config=config,
+        elapsed=max(result.elapsed for result in done),
+        rows=rows,
+        servers=servers,
+        interrupted=run.interrupted,
+    )
+    return FleetSummary(
+        summary=summary,
+        processes=processes,
+        concurrency=concurrency,
+        pools=pools,
+        fleet_rows=fleet_rows,
     )

@@ -18,7 +18,9 @@ Where a provider stands:
 
 * ``starting``: the first token is being fetched;
 * ``fresh``: a usable token, and the last fetch succeeded;
-* ``refreshing``: a usable token, and a fetch is in flight;
+* ``refreshing``: a fetch is in flight for a new token: the current one is
+  still usable, or it expired or was refused (401) and requests wait for the
+  next;
 * ``degraded``: serving a still-usable token while refreshes fail;
 * ``failing``: no usable token, and the last fetch failed;
 * ``closed``: the manager has closed.

@@ -70,6 +70,8 @@ class TokenHolder:
             against :attr:`clock`, or call :meth:`usable`.
         clock: The monotonic clock tokens' times are on.
         stats: Counters for this provider.
+        fetching: Whether the refresher has a token request in flight
+            (read it; only the refresher sets it).
     """
 
     __slots__ = (
@@ -191,9 +193,9 @@ class TokenHolder:
         self._refresh_needed.set()
         return True
 
-    # --- the writer's side, used by the refresher -------------------------
+    # --- the writer's side: the refresher and the manager only -------------
 
-    def publish(self, token: Token) -> None:
+    def _publish(self, token: Token) -> None:
         """Make *token* current and wake every waiter (refresher only)."""
         if self._latest is not None:
             self.stats.refreshes += 1
@@ -205,7 +207,7 @@ class TokenHolder:
         self._refresh_needed = anyio.Event()
         self._wake()
 
-    def record_failure(self, error: AuthError) -> None:
+    def _record_failure(self, error: AuthError) -> None:
         """Note a failed fetch (refresher only).
 
         An error that cannot heal is handed to every waiter at once when no
@@ -222,12 +224,12 @@ class TokenHolder:
             self._failure = error
             self._wake()
 
-    async def wait_refresh_needed(self, delay: float) -> None:
+    async def _wait_refresh_needed(self, delay: float) -> None:
         """Sleep *delay* seconds, or less if a token is invalidated (refresher only)."""
         with anyio.move_on_after(delay):
             await self._refresh_needed.wait()
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Fail every present and future waiter: the manager is closing."""
         self._closed = True
         self.current = None

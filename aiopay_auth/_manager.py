@@ -126,7 +126,7 @@ class TokenManager:
                 runner.cancel()
                 await asyncio.wait([runner])
             for holder in self._holders.values():
-                holder.close()
+                holder._close()
             for session in self._sessions:
                 await session.close()
             if self._token_session is not None:

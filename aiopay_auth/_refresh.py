@@ -69,7 +69,7 @@ class Refresher:
             except Exception as exc:
                 err = exc if isinstance(exc, AuthError) else _unexpected(exc, name)
                 failures += 1
-                holder.record_failure(err)
+                holder._record_failure(err)
                 delay = self._retry_delay(err, failures)
                 fields = {
                     "provider": name,
@@ -100,7 +100,7 @@ class Refresher:
             previous = holder.latest
             same = previous is not None and previous.access_token == token.access_token
             repeats = repeats + 1 if same else 0
-            holder.publish(token)
+            holder._publish(token)
             now = holder.clock()
             delay = policy.refresh_delay(
                 issued_at=token.issued_at, expires_at=token.expires_at, now=now, rng=rng
@@ -117,7 +117,7 @@ class Refresher:
                 refresh_in=round(delay, 3),
                 same_token=same,
             )
-            await holder.wait_refresh_needed(delay)
+            await holder._wait_refresh_needed(delay)
 
     def _retry_delay(self, err: AuthError, failures: int) -> float:
         holder = self._holder

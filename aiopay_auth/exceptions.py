@@ -150,9 +150,14 @@ class TokenUnavailableError(AuthError):
     """A caller waited for a token and none could be had.
 
     Raised when the wait bound passed, when the provider failed in a way
-    that cannot heal, or when the manager closed. The last failure of the
-    token endpoint, if any, is ``last_error`` and is chained as
-    ``__cause__``.
+    that cannot heal, or when the manager closed.
+
+    Args:
+        message: What happened, in words.
+        provider: The provider's name.
+        last_error: The last failure of the token endpoint, if any; also
+            chained as ``__cause__``.
+        retryable: Whether waiting again later can help.
     """
 
     last_error: AuthError | None

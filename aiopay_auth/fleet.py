@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 __all__ = ["FleetState", "RedisFleet", "SharedTokenSource", "fleet_key"]
 
 FleetState = Literal["shared", "local"]
-"""``shared``: tokens come through Redis; ``local``: Redis failed, fetching alone."""
+"""Where tokens come from, ``shared`` through Redis, or ``local`` when Redis failed."""
 
 _STORE = """
 if redis.call('GET', KEYS[2]) == ARGV[1] then
@@ -239,6 +239,10 @@ class SharedTokenSource:
             token = await self._shared_fetch(refresh_token, stale)
         except _RedisDown as down:
             self._set_state("local", reason=down.reason)
+            if down.token is not None:
+                # Fetched under the lease, only not stored: its refresh token
+                # was spent, so never ask again with it.
+                return down.token
             self.http_fetches += 1
             return await self._inner.fetch(refresh_token)
         self._set_state("shared")
@@ -286,19 +290,23 @@ class SharedTokenSource:
             )
             ttl = _ms(entry.expires_wall - time.time())
             if ttl > 0:
-                await self._redis(
-                    fleet.redis.eval(
-                        _STORE,
-                        3,
-                        self._key,
-                        self._lease,
-                        self._channel,
-                        fence,
-                        fleet.encode(entry),
-                        ttl,
-                        "published",
+                try:
+                    await self._redis(
+                        fleet.redis.eval(
+                            _STORE,
+                            3,
+                            self._key,
+                            self._lease,
+                            self._channel,
+                            fence,
+                            fleet.encode(entry),
+                            ttl,
+                            "published",
+                        )
                     )
-                )
+                except _RedisDown as down:
+                    down.token = token
+                    raise
             return token
         finally:
             # Released by its holder only; if Redis is gone it expires on its own.
@@ -363,6 +371,7 @@ class _RedisDown(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.token: Token | None = None  # a token fetched before Redis failed
 
 
 def _is_redis_error(exc: BaseException) -> bool:

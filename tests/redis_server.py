@@ -30,6 +30,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        # fmt: off
         self.process = subprocess.Popen(  # noqa: S603 - a fixed binary and fixed args
             [
                 self.binary,
@@ -43,6 +44,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        # fmt: on
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

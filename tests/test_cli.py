@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,10 +18,14 @@ import pytest
 from aiopay_auth._cli import main
 from aiopay_auth._demo import (
     DemoConfig,
+    FleetRow,
+    FleetSummary,
     ProviderRow,
     ServerCounters,
     Summary,
     exit_status,
+    fleet_summary_to_dict,
+    format_fleet_table,
     format_progress,
     format_table,
     run_demo,
@@ -118,6 +123,74 @@ def test_demo_ctrl_c_stops_cleanly() -> None:
         assert "" == err
     else:
         assert "aiopay-auth demo: error: interrupted\n" == err
+
+
+def test_demo_fleet_shares_tokens_between_processes() -> None:
+    duration, lifetime, processes = 4.0, 1.0, 2
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        _demo(
+            "--fleet",
+            str(processes),
+            "--duration",
+            str(duration),
+            "--lifetime",
+            str(lifetime),
+            "--concurrency",
+            "100",
+            "--pool",
+            "20",
+            "--json",
+            "--quiet",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=_clean_env(),
+        check=False,
+    )
+    assert "" == done.stderr
+    assert 0 == done.returncode
+    summary = json.loads(done.stdout)
+    assert processes == summary["config"]["fleet"] == summary["fleet"]["processes"]
+    assert [50, 50] == summary["fleet"]["concurrency"]
+    assert [10, 10] == summary["fleet"]["pool"]
+    assert 0 == summary["fleet"]["ended_local"]
+    providers = summary["providers"]
+    assert DEMO_PROVIDERS == set(providers)
+    for name, row in providers.items():
+        assert row["requests"] > 0, name
+        assert 0 == row["failed"], (name, row["errors"])
+        assert 0 == row["expired"], name
+        assert {"shared": processes} == row["stores"], name
+        # One fetch per refresh for the whole fleet, where each process alone
+        # would have fetched every token it used.
+        assert row["shared_hits"] >= 1, name
+        assert 2 * row["token_fetches"] <= row["per_process_token_fetches"] + 1, name
+    total = summary["total"]
+    print(
+        f"\ndemo --fleet {processes}: {total['requests']:,} requests, {total['failed']} failed, "
+        f"{total['token_fetches']} fleet token fetches, "
+        f"{total['per_process_token_fetches']} per-process"
+    )
+    assert 0 == total["failed"] == total["expired"] == total["unauthorized"]
+    assert total["token_fetches"] < total["per_process_token_fetches"]
+    assert 2 * total["token_fetches"] <= total["per_process_token_fetches"] + len(providers)
+    assert 0 <= total["token_fetches"] - total["server_token_calls"] <= processes * len(providers)
+    assert summary["fleet"]["token_fetches"] == total["token_fetches"]
+    assert 0 == summary["exit_status"]
+
+
+def test_demo_fleet_without_redis_server_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing there, redis-server least of all
+    assert 2 == main(["demo", "--fleet", "2", "--duration", "1"])
+    out, err = capsys.readouterr()
+    assert "" == out
+    assert [
+        "aiopay-auth demo: error: --fleet needs redis-server on the PATH "
+        "(e.g. apt-get install redis-server)"
+    ] == err.splitlines()
 
 
 def test_demo_with_servers_in_the_same_loop(capsys: pytest.CaptureFixture[str]) -> None:
@@ -224,6 +297,51 @@ def test_json_summary_carries_both_sides_per_provider() -> None:
     assert not data["providers"]["cm"]["server_shared"]
     assert 20 == data["total"]["server_token_calls"]
     assert 1500.0 == data["total"]["requests_per_second"]
+
+
+def test_fleet_table_sets_fleet_fetches_beside_per_process_ones() -> None:
+    base = _summary()
+    fleet = FleetSummary(
+        summary=base,
+        processes=4,
+        concurrency=(13, 13, 12, 12),
+        pools=(3, 3, 2, 2),
+        fleet_rows=(
+            FleetRow(provider="cm", shared_hits=21, alone=28, stores=("shared",) * 4),
+            FleetRow(provider="oro-backoffice", shared_hits=21, alone=28, stores=("shared",) * 4),
+            FleetRow(
+                provider="oro-storefront",
+                shared_hits=18,
+                alone=24,
+                stores=("shared", "shared", "shared", "local"),
+            ),
+        ),
+    )
+    lines = format_fleet_table(fleet).splitlines()
+    assert lines[0].startswith("aiopay-auth demo --fleet 4: 4 worker processes share tokens")
+    assert "50 workers (12-13 per process), pool 2-3 per process" in lines[1]
+    table = {line.split()[0]: line.split()[1:] for line in lines[4:] if line[:1].isalpha()}
+    # requests, req/s, failed, fetches fleet/server/per process, from redis, 401s, wait ms
+    assert ["1,200", "600", "0", "7", "7", "28", "21", "0", "0", "0.0"] == table["cm"]
+    assert ["3,000", "1,500", "0", "20", "20", "80", "60", "1", "0", "42.5"] == table["total"]
+    assert any(
+        line.startswith(
+            "Fleet-wide: 20 token fetches where per-process fetching would have cost 80 "
+            "(4.0x fewer); 1 provider-process pairs ended fetching alone"
+        )
+        for line in lines
+    )
+    assert lines[-1].startswith("OK:")
+    data = fleet_summary_to_dict(fleet)
+    assert json.loads(json.dumps(data)) == data
+    assert {"shared": 3, "local": 1} == data["providers"]["oro-storefront"]["stores"]
+    assert (20, 80, 1) == (
+        data["fleet"]["token_fetches"],
+        data["fleet"]["per_process_token_fetches"],
+        data["fleet"]["ended_local"],
+    )
+    assert 4 == data["config"]["fleet"]
+    assert list(data)[-1] == "exit_status"
 
 
 def test_progress_line() -> None:

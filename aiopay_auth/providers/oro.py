@@ -25,7 +25,7 @@ Application = Literal["backoffice", "storefront"]
 """Which Oro API a token is for."""
 
 API_ACCEPT = "application/vnd.api+json"
-"""The media type Oro's JSON:API expects in ``Accept``."""
+"""The media type Oro's ``JSON:API`` expects in ``Accept``."""
 
 
 def provider(

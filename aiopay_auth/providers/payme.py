@@ -37,7 +37,7 @@ ENVIRONMENTS: Mapping[str, tuple[str, str | None]] = {
     "pre-production": ("https://auth.pp.alignet.io/token", None),
     "production": ("https://auth.alignet.io/token", "https://api.alignet.io"),
 }
-"""Each environment's token URL and API audience (``None``: not published, pass your own)."""
+"""Each environment's token URL and API audience (``None`` when not published; pass your own)."""
 
 API_VERSION = "1618440906"
 """The ``ALG-API-VERSION`` header value Pay-me requires."""

@@ -22,7 +22,7 @@ from ..exceptions import ConfigError
 __all__ = ["REGIONS", "Region", "api_base_for", "provider", "token_url_for"]
 
 Region = Literal["nam", "emea", "apac"]
-"""The VCC account regions: North America, Europe/Middle East/Africa, Asia-Pacific."""
+"""The VCC account regions (North America, Europe/Middle East/Africa, Asia-Pacific)."""
 
 REGIONS: tuple[Region, ...] = ("nam", "emea", "apac")
 """Every documented region."""

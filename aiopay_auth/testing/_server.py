@@ -464,7 +464,7 @@ class FakeProvider:
 
     @property
     def api_base(self) -> URL:
-        """Base URL of the protected API (``"oro"``: the back-office API).
+        """Base URL of the protected API (for ``"oro"``, the back-office API).
 
         Raises:
             RuntimeError: If the provider has not been started.
@@ -473,7 +473,7 @@ class FakeProvider:
 
     @property
     def storefront_api_base(self) -> URL:
-        """``"oro"`` only: base URL of the storefront API.
+        """Base URL of the storefront API (``"oro"`` only).
 
         Raises:
             AttributeError: If the dialect is not ``"oro"``.

@@ -1,0 +1,1 @@
+"""aiopay_auth's benchmarks: ``python -m benchmarks [--quick]`` (see docs/benchmarks.md)."""

@@ -1,0 +1,198 @@
+"""The middleware hot path alone: nanoseconds per request, and memory over many requests.
+
+What a request costs aiopay_auth before it reaches the connection pool:
+reading the token from the holder, checking its expiry and scope, and
+stamping the header (``BearerAuth.__call__``), plus ``FairPool``'s
+admission and aiohttp's middleware chain when both run as
+``tokens.session()`` installs them. Each is driven by calling the
+middleware with a trivial handler that returns a prebuilt response: no
+I/O, so the coroutine completes on its first step and the loop runs it
+synchronously. Timing is ``timeit`` (garbage collector off) with many
+repeats; min and median are reported, next to a plain attribute read and
+the bare handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import statistics
+import time
+import timeit
+import tracemalloc
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
+
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
+from aiohttp.client_middlewares import build_client_middlewares
+from yarl import URL
+
+from aiopay_auth import Secret, Token, TokenHolder, TokenManager, TokenSource
+from aiopay_auth.providers import generic
+
+from .peers import LockPerRequestAuth
+from .server import Endpoint
+
+
+_BASE = "http://127.0.0.1:9"  # never contacted: nothing here does I/O
+_HEADER = "Bearer " + "x" * 43
+
+
+class _Response:
+    """What the trivial handler returns: a 200 without a pooled connection."""
+
+    status = 200
+    connection = None
+
+
+_RESPONSE = cast(ClientResponse, _Response())
+
+
+async def _handler(request: ClientRequest) -> ClientResponse:
+    return _RESPONSE
+
+
+async def _static_header(request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+    request.headers[hdrs.AUTHORIZATION] = _HEADER
+    return await handler(request)
+
+
+def complete(coro: Coroutine[Any, Any, ClientResponse]) -> ClientResponse:
+    """Run a coroutine that never suspends to its end."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return cast(ClientResponse, done.value)
+    coro.close()
+    msg = "the hot path suspended"
+    raise RuntimeError(msg)
+
+
+class _StaticSource:
+    """A token source that hands out day-long tokens without any I/O."""
+
+    async def fetch(self, refresh_token: Secret | None) -> Token:
+        return Token.bearer("x" * 43, issued_at=time.monotonic(), lifetime=86_400.0)
+
+
+def _static_source(holder: TokenHolder, inner: TokenSource) -> TokenSource:
+    return _StaticSource()
+
+
+def vmrss_kib() -> int:
+    """This process's resident set size, from ``/proc/self/status``."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def run_micro(*, loops: int, repeats: int, memory_requests: int) -> dict[str, Any]:
+    """Time the hot path and measure its memory; needs a running event loop.
+
+    Returns:
+        ``{"timings": [...], "memory": {...}}``, times in nanoseconds per call.
+    """
+    async with TokenManager(token_source=_static_source) as tokens:
+        holder = tokens.add(
+            generic.provider(
+                name="micro",
+                token_url=_BASE + "/oauth/token",
+                api=_BASE + "/api",
+                client_id="micro",
+                client_secret="micro",
+            )
+        )
+        await holder.get()
+        session = tokens.session(holder, limit=100)
+        # What aiohttp runs on each request of that session (no public accessor).
+        session_chain = tuple(session._middlewares)
+        chain_names = ", ".join(type(m).__name__ for m in session_chain)
+        request = ClientRequest(
+            "GET", URL(_BASE + "/api/payments"), session=session, loop=asyncio.get_running_loop()
+        )
+        bearer = tokens.middleware(holder)
+        lock = LockPerRequestAuth(
+            Endpoint(name="micro", lifetime=86_400.0, token_url="", api_base=""), session
+        )
+        lock.header, lock.refresh_at = _HEADER, float("inf")  # a token it holds already
+        names: dict[str, Any] = {
+            "holder": holder,
+            "request": request,
+            "handler": _handler,
+            "static": _static_header,
+            "bearer": bearer,
+            "lock": lock,
+            "chain": session_chain,
+            "build": build_client_middlewares,
+            "complete": complete,
+        }
+        cases = [
+            ("empty loop (timeit overhead)", "pass"),
+            ("plain attribute read: holder.current", "holder.current"),
+            ("bare handler, no middleware", "complete(handler(request))"),
+            ("static-header middleware", "complete(static(request, handler))"),
+            ("BearerAuth.__call__", "complete(bearer(request, handler))"),
+            ("lock-per-request middleware", "complete(lock(request, handler))"),
+            (
+                f"tokens.session() middlewares ({chain_names}), chained as aiohttp does",
+                "complete(build(handler, chain)(request))",
+            ),
+        ]
+        timings = []
+        for label, stmt in cases:
+            timer = timeit.Timer(stmt, globals=names)
+            timer.timeit(min(loops, 10_000))  # warm up
+            per_call = [t / loops * 1e9 for t in timer.repeat(repeat=repeats, number=loops)]
+            timings.append(
+                {
+                    "case": label,
+                    "stmt": stmt,
+                    "min_ns": min(per_call),
+                    "median_ns": statistics.median(per_call),
+                    "loops": loops,
+                    "repeats": repeats,
+                }
+            )
+
+        def step() -> ClientResponse:
+            chain = build_client_middlewares(_handler, session_chain)
+            return complete(cast(Coroutine[Any, Any, ClientResponse], chain(request)))
+
+        memory = _memory(step, memory_requests)
+        memory["path"] = f"tokens.session() middlewares ({chain_names}) with a trivial handler"
+    return {"timings": timings, "memory": memory}
+
+
+def _memory(step: Callable[[], object], requests: int) -> dict[str, Any]:
+    """Resident and traced memory before and after *requests* steps."""
+    for _ in range(min(requests, 50_000)):
+        step()
+    gc.collect()
+    rss_before = vmrss_kib()
+    for _ in range(requests):
+        step()
+    gc.collect()
+    rss_after = vmrss_kib()
+
+    tracemalloc.start()
+    try:
+        gc.collect()
+        traced_before, _ = tracemalloc.get_traced_memory()
+        for _ in range(requests):
+            step()
+        gc.collect()
+        traced_after, traced_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return {
+        "requests": requests,
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_after,
+        "rss_growth_kib": rss_after - rss_before,
+        "traced_before_bytes": traced_before,
+        "traced_after_bytes": traced_after,
+        "traced_growth_bytes": traced_after - traced_before,
+        "traced_peak_bytes": traced_peak,
+    }

@@ -1,0 +1,488 @@
+"""Run the benchmark: ``python -m benchmarks [--quick] [--publish]``.
+
+The fake providers run in a child process (:mod:`benchmarks.server`). For
+each round, each concurrency level and each scenario in turn (A B C … A B
+C …), one client is opened, warmed up (its pool filled), then sent a
+fixed number of requests under a time bound. Then come a cold start, the
+hot-path micro-benchmark and the memory check. Results go to
+``benchmarks/results/`` (JSON, a markdown table, PNG plots); with
+``--publish``, the table and plots also go to ``docs/``.
+
+Exit status: 0 when every phase ran, whatever the numbers (the targets
+are printed PASS/FAIL, not asserted); non-zero when the harness failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import gc
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from . import report
+from .micro import run_micro, vmrss_kib
+from .peers import PEERS
+from .scenarios import OURS, Client, Loop, Scenario, drive, open_aiopay, open_baseline
+from .server import Counters, ServerProcess
+
+
+SCENARIOS: tuple[Scenario, ...] = (*OURS, *PEERS)
+WINDOW = 0.1
+"""Half-width, in seconds, of the window around a token publication."""
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Config:
+    """What one benchmark run does."""
+
+    mode: str
+    rounds: int
+    concurrency: tuple[int, ...]
+    requests: int
+    max_seconds: float
+    pool: int
+    cold_requests: int
+    micro_loops: int
+    micro_repeats: int
+    memory_requests: int
+    scenarios: tuple[str, ...]
+    busy_limit: float = 0.25
+    """A run during which other processes used more than this share of a core is disturbed."""
+    retries: int = 2
+    """How often a disturbed run is repeated at once (the last attempt is kept)."""
+    retry_budget: int = 40
+    """Repeats allowed over the whole run, so a busy machine cannot stretch it much."""
+
+
+FULL = Config(
+    mode="full",
+    rounds=5,
+    concurrency=(64, 256, 1024, 4096),
+    requests=10_000,
+    max_seconds=4.0,
+    pool=100,
+    cold_requests=10_000,
+    micro_loops=100_000,
+    micro_repeats=20,
+    memory_requests=1_000_000,
+    scenarios=tuple(s.name for s in SCENARIOS),
+)
+QUICK = Config(
+    mode="quick",
+    rounds=1,
+    concurrency=(64, 256),
+    requests=3_000,
+    max_seconds=2.0,
+    pool=100,
+    cold_requests=10_000,
+    micro_loops=20_000,
+    micro_repeats=5,
+    memory_requests=100_000,
+    scenarios=FULL.scenarios,
+    retries=1,
+    retry_budget=4,
+)
+
+
+# --- one scenario run -------------------------------------------------------
+
+
+@dataclass
+class Latency:
+    """Latency percentiles of a set of requests, in milliseconds."""
+
+    count: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Latency:
+        if not seconds:
+            return cls(0, None, None, None)
+        ordered = sorted(seconds)
+
+        def pct(q: float) -> float:
+            index = max(0, math.ceil(q * len(ordered)) - 1)  # nearest rank
+            return ordered[index] * 1e3
+
+        return cls(len(ordered), pct(0.50), pct(0.99), ordered[-1] * 1e3)
+
+
+@dataclass
+class Run:
+    """One scenario at one concurrency level in one round."""
+
+    scenario: str
+    kind: str
+    round: int
+    concurrency: int
+    pool: int
+    requests: int
+    completed: int
+    timed_out: bool
+    wall_s: float
+    rps: float
+    cpu_us_per_request: float
+    client_cpu_util: float
+    server_cpu_util: float
+    others_cpu_util: float
+    statuses: dict[str, int]
+    latency: Latency
+    counters_during_loop: Counters
+    counters_client_lifetime: Counters
+    tokens: dict[str, Any] | None = None
+    rps_ratio: float | None = None
+    cpu_ratio: float | None = None
+    # The raw series, kept for the plots and the refresh windows (not in the JSON).
+    loop: Loop | None = field(default=None, repr=False)
+    publications: list[float] = field(default_factory=list, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("loop")
+        data.pop("publications")
+        return data
+
+
+def _token_figures(client: Client, before: dict[str, int], loop: Loop) -> dict[str, Any]:
+    log, holder = client.fetches, client.holder
+    assert log is not None
+    assert holder is not None
+    end = loop.started_at + loop.wall
+    during = [t for t in log.published if loop.started_at <= t <= end]
+    stats = holder.stats
+    return {
+        "fetches_started": log.started,
+        "fetches_failed": log.failed,
+        "fetches_cancelled_at_close": log.cancelled,  # filled in after close
+        "publications": len(log.published),
+        "publications_during_loop": len(during),
+        "waits_during_loop": stats.waits - before["waits"],
+        "invalidations_during_loop": stats.invalidations - before["invalidations"],
+        "recoveries_during_loop": stats.recoveries - before["recoveries"],
+    }
+
+
+async def run_once(
+    server: ServerProcess, scenario: Scenario, concurrency: int, round_: int, cfg: Config
+) -> Run:
+    endpoint = server.endpoints[scenario.server]
+    pool = min(concurrency, cfg.pool)
+    gc.collect()
+    lifetime_before = server.stats(scenario.server)
+    async with scenario.open(endpoint, pool) as client:
+        await drive(client.send, requests=2 * pool, concurrency=pool, timeout=cfg.max_seconds)
+        holder = client.holder
+        holder_before = (
+            {k: getattr(holder.stats, k) for k in ("waits", "invalidations", "recoveries")}
+            if holder is not None
+            else {}
+        )
+        loop_before = server.stats(scenario.server)
+        server_cpu, busy = server.cpu_time(), server.machine_busy()
+        loop = await drive(
+            client.send, requests=cfg.requests, concurrency=concurrency, timeout=cfg.max_seconds
+        )
+        server_cpu = server.cpu_time() - server_cpu
+        busy = server.machine_busy() - busy
+        loop_counters = server.stats(scenario.server) - loop_before
+        tokens = _token_figures(client, holder_before, loop) if holder is not None else None
+    lifetime = server.stats(scenario.server) - lifetime_before
+    publications: list[float] = []
+    if client.fetches is not None and tokens is not None:
+        tokens["fetches_cancelled_at_close"] = client.fetches.cancelled
+        publications = list(client.fetches.published)
+    completed = max(loop.completed, 1)
+    return Run(
+        scenario=scenario.name,
+        kind=scenario.kind,
+        round=round_,
+        concurrency=concurrency,
+        pool=pool,
+        requests=cfg.requests,
+        completed=loop.completed,
+        timed_out=loop.timed_out,
+        wall_s=loop.wall,
+        rps=loop.completed / loop.wall,
+        cpu_us_per_request=loop.cpu / completed * 1e6,
+        client_cpu_util=loop.cpu / loop.wall,
+        server_cpu_util=server_cpu / loop.wall,
+        others_cpu_util=max(0.0, busy - loop.cpu - server_cpu) / loop.wall,
+        statuses=dict(loop.statuses),
+        latency=Latency.of(loop.latencies),
+        counters_during_loop=loop_counters,
+        counters_client_lifetime=lifetime,
+        tokens=tokens,
+        loop=loop,
+        publications=publications,
+    )
+
+
+def refresh_windows(runs: Sequence[Run]) -> dict[str, Any]:
+    """Latency of requests answered within ±WINDOW of a token refresh, and of the others."""
+    inside: list[float] = []
+    outside: list[float] = []
+    publications = 0
+    for run in runs:
+        loop = run.loop
+        assert loop is not None
+        start, end = loop.started_at - WINDOW, loop.started_at + loop.wall + WINDOW
+        # The first publication is the first token, fetched before the warm-up.
+        pubs = sorted(t for t in run.publications[1:] if start <= t <= end)
+        publications += len(pubs)
+        for done, latency in zip(loop.ends, loop.latencies, strict=True):
+            i = bisect.bisect_left(pubs, done - WINDOW)
+            (inside if i < len(pubs) and pubs[i] <= done + WINDOW else outside).append(latency)
+    window, steady = Latency.of(inside), Latency.of(outside)
+    ratio = (
+        window.p99_ms / steady.p99_ms
+        if window.p99_ms is not None and steady.p99_ms is not None
+        else None
+    )
+    return {
+        "refreshes": publications,
+        "window": asdict(window),
+        "steady": asdict(steady),
+        "p99_ratio": ratio,
+    }
+
+
+# --- the other phases ---------------------------------------------------------
+
+
+async def cold_start(server: ServerProcess, requests: int, pool: int) -> dict[str, Any]:
+    """*requests* requests launched at once on a manager that has no token yet.
+
+    For comparison, the same fan on the baseline, whose token was fetched
+    beforehand: what launching that many requests costs anyway.
+    """
+    endpoint = server.endpoints["long"]
+    gc.collect()
+    before = server.stats("long")
+    async with open_aiopay(endpoint, pool, wait_for_token=False) as client:
+        loop = await drive(client.send, requests=requests, concurrency=requests, timeout=60.0)
+        assert client.holder is not None
+        assert client.fetches is not None
+        waits, max_wait = client.holder.stats.waits, client.holder.stats.max_wait
+        first_token = client.fetches.published[0] - loop.started_at
+    counters = server.stats("long") - before
+    gc.collect()
+    async with open_baseline(endpoint, pool) as client:
+        base = await drive(client.send, requests=requests, concurrency=requests, timeout=60.0)
+
+    def first(loop: Loop) -> float | None:
+        return (min(loop.ends) - loop.started_at) * 1e3 if loop.ends else None
+
+    return {
+        "requests": requests,
+        "pool": pool,
+        "completed": loop.completed,
+        "statuses": dict(loop.statuses),
+        "token_calls": counters.token_calls,
+        "api_unauthorized": counters.api_unauthorized,
+        "requests_that_waited": waits,
+        "longest_wait_ms": max_wait * 1e3,
+        "first_token_ms": first_token * 1e3,
+        "first_response_ms": first(loop),
+        "all_responses_ms": loop.wall * 1e3,
+        "baseline_first_response_ms": first(base),
+        "baseline_all_responses_ms": base.wall * 1e3,
+        "baseline_statuses": dict(base.statuses),
+    }
+
+
+def revision() -> str:
+    """The measured source: commit, and whether aiopay_auth/ had local changes."""
+    try:
+        git = ["git", "-C", str(ROOT)]
+        commit = subprocess.run(  # noqa: S603
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(  # noqa: S603
+            [*git, "status", "--porcelain", "aiopay_auth"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + (" with local changes to aiopay_auth/" if dirty else "")
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions: dict[str, str | None] = {}
+    for dist in ("aiopay-auth", "aiohttp", "httpx", "authlib", "httpx-auth", "azure-core"):
+        try:
+            versions[dist] = version(dist)
+        except Exception:
+            versions[dist] = None
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "load_average_at_start": os.getloadavg(),
+        "revision": revision(),
+    }
+
+
+# --- the whole run ------------------------------------------------------------
+
+
+async def run_all(cfg: Config, server: ServerProcess) -> dict[str, Any]:
+    scenarios = [s for s in SCENARIOS if s.name in cfg.scenarios]
+    runs: list[Run] = []
+    disturbed: list[Run] = []
+    budget = cfg.retry_budget
+    for round_ in range(1, cfg.rounds + 1):
+        for concurrency in cfg.concurrency:
+            block = []
+            for scenario in scenarios:
+                for attempt in range(cfg.retries + 1):
+                    run = await run_once(server, scenario, concurrency, round_, cfg)
+                    if run.others_cpu_util <= cfg.busy_limit or not budget:
+                        break
+                    if attempt == cfg.retries:
+                        break
+                    budget -= 1
+                    disturbed.append(run)
+                    print(
+                        f"  (other processes used {run.others_cpu_util:.0%} of a core: run again)",
+                        flush=True,
+                    )
+                block.append(run)
+                base = next((r for r in block if r.kind == "baseline"), None)
+                if base is not None:
+                    run.rps_ratio = run.rps / base.rps
+                    run.cpu_ratio = run.cpu_us_per_request / base.cpu_us_per_request
+                print(report.progress_line(run, cfg.rounds), flush=True)
+            runs.extend(block)
+
+    contention = {}
+    for concurrency in cfg.concurrency:
+        churn = [r for r in runs if r.scenario == "aiopay-1s" and r.concurrency == concurrency]
+        if churn:
+            contention[str(concurrency)] = refresh_windows(churn)
+
+    print(f"cold start: {cfg.cold_requests:,} requests waiting for the first token", flush=True)
+    cold = await cold_start(server, cfg.cold_requests, cfg.pool)
+    return {"runs": runs, "disturbed": disturbed, "contention": contention, "cold_start": cold}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 levels, <1 min")
+    parser.add_argument("--rounds", type=int, help="rounds of interleaved scenarios")
+    parser.add_argument("--requests", type=int, help="timed requests per scenario run")
+    parser.add_argument("--max-seconds", type=float, help="time bound of one scenario run")
+    parser.add_argument(
+        "--concurrency", type=lambda s: tuple(int(c) for c in s.split(",")), help="e.g. 64,256"
+    )
+    parser.add_argument(
+        "--scenarios",
+        type=lambda s: tuple(s.split(",")),
+        help="comma-separated subset of: " + ", ".join(s.name for s in SCENARIOS),
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results", help="where results go"
+    )
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="also write docs/benchmarks.md and docs/benchmarks/*.png (full runs only)",
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin client and server")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    overrides = {
+        "rounds": args.rounds,
+        "requests": args.requests,
+        "max_seconds": args.max_seconds,
+        "concurrency": args.concurrency,
+        "scenarios": args.scenarios,
+    }
+    cfg = Config(**{**asdict(cfg), **{k: v for k, v in overrides.items() if v is not None}})
+    unknown = set(cfg.scenarios) - {s.name for s in SCENARIOS}
+    if unknown or "baseline" not in cfg.scenarios:
+        print(f"unknown scenarios {sorted(unknown)}, or no baseline", file=sys.stderr)
+        return 2
+    if args.publish and cfg.mode != "full":
+        print("--publish takes a full run's figures only", file=sys.stderr)
+        return 2
+
+    started = time.time()
+    info = machine()
+    rss_start = vmrss_kib()
+    with ServerProcess(pin=not args.no_pin) as server:
+        info["pinned"] = server.pinned
+        print(
+            f"{cfg.mode} run: {cfg.rounds} round(s), concurrency {cfg.concurrency}, "
+            f"{cfg.requests:,} requests per run (at most {cfg.max_seconds:g} s), "
+            f"pool min(concurrency, {cfg.pool})",
+            flush=True,
+        )
+        results = asyncio.run(run_all(cfg, server))
+    print("hot path micro-benchmark and memory", flush=True)
+    results.update(
+        asyncio.run(
+            run_micro(
+                loops=cfg.micro_loops,
+                repeats=cfg.micro_repeats,
+                memory_requests=cfg.memory_requests,
+            )
+        )
+    )
+    info["load_average_at_end"] = os.getloadavg()
+    info["client_rss_kib"] = {"start": rss_start, "end": vmrss_kib()}
+    results["meta"] = {
+        "config": asdict(cfg),
+        "machine": info,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+        "duration_s": time.time() - started,
+    }
+    document = report.build(results)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+    markdown = report.markdown(document)
+    (out / "results.md").write_text(markdown)
+    report.plots(results, document, out)
+    print()
+    print(markdown)
+    print(f"results in {out}", flush=True)
+    if args.publish:
+        report.publish(document, out, ROOT / "docs")
+        print("published to docs/benchmarks.md and docs/benchmarks/", flush=True)
+    return 0

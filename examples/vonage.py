@@ -1,0 +1,50 @@
+"""Vonage Contact Center (VCC) Payment API: a region, and HTTP Basic.
+
+VCC runs one identity server per account region. The profile derives the
+token URL and the API origin from the region; ``token_url=`` and ``api=``
+point it at a loopback fake here.
+"""
+
+import asyncio
+
+from aiopay_auth import TokenManager, build_token_request
+from aiopay_auth.providers import vonage
+from aiopay_auth.testing import FakeProvider
+
+
+async def main() -> None:
+    for region in vonage.REGIONS:
+        token_url = vonage.token_url_for(region)
+        print(f"{region:>4}: {token_url} -> {vonage.api_base_for(region)}")
+
+    async with FakeProvider("vonage", lifetime=7200) as fake:
+        pay = vonage.provider(
+            region="emea",
+            client_id=fake.client_id,
+            client_secret=fake.client_secret,
+            client_auth="basic",  # or "body", the default: VCC takes both
+            token_url=fake.token_url,  # default: token_url_for("emea")
+            api=fake.api_base,  # default: api_base_for("emea")
+        )
+        request = build_token_request(pay)  # what the refresher will send
+        print("token request headers:", [name for name, _ in request.headers])
+        print("scope:", pay.scope)
+
+        async with TokenManager() as tokens:
+            holder = tokens.add(pay)
+            payment = fake.api_base / "payments"
+            async with (
+                tokens.session(holder) as http,
+                http.post(payment, json={"amount": 5}) as resp,
+            ):
+                print("payment request:", resp.status)
+            token = holder.current
+            assert token is not None
+            print(
+                f"{holder.name}: token_type={token.token_type!r}"
+                f" lifetime={token.lifetime:.0f}s"
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,140 @@
+"""Every example the documentation includes runs, so the docs cannot rot.
+
+Each script in ``examples/`` runs in a subprocess with this interpreter and
+must exit 0, print what its page says it prints, and write nothing to
+stderr (no traceback, no unclosed session). The pages must include only
+examples that exist, and every example must be on a page.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+DOCS = ROOT / "docs"
+TIMEOUT = 30.0  # each example takes under 5 s; the bound only stops a hang
+
+# What each example must print. A pytest module runs under pytest.
+EXPECTED: dict[str, tuple[str, ...]] = {
+    "tutorial.py": (
+        "first token: fingerprint=",
+        "first request: 200 {'ok': True, 'path': "
+        "'/api/v1/paymentmethods/checkout/v1/transactions'}",
+        "health: state=fresh fetches=1",
+    ),
+    "cm.py": ("200 of 200 checkouts got 200", "token calls: 1, 401s: 0"),
+    "vonage.py": (
+        "emea: https://emea.newvoicemedia.com/auth/connect/token",
+        "token request headers: ['Accept', 'Authorization', 'Content-Type']",
+        "payment request: 200",
+        "vonage-emea: token_type='bearer' lifetime=7200s",
+    ),
+    "payme.py": (
+        "first token has a refresh token: True",
+        "refreshed before expiry: True",
+        "refresh token rotated: True",
+        "refused: []",
+    ),
+    "oro.py": (
+        "GET /admin/api/orders: 200, oro-backoffice token",
+        "GET /api/products: 200, oro-storefront token",
+        "GET /echo-headers got a token: False",
+    ),
+    "generic.py": (
+        "acme: grant=client_credentials client_auth=basic",
+        "acme-user: grant=password client_auth=body",
+        "POST /api/payments: 200",
+        "GET /api/users/me: 200",
+        "acme-user got a refresh token: True",
+        "refused: []",
+    ),
+    "own_session.py": ("requests OK", "expired tokens sent: 0\n401s: 0\n"),
+    "refresh_policy.py": (
+        "      1 s token: refreshed   0.5 s before expiry",
+        "   3600 s token: refreshed 600.0 s before expiry",
+        "live token: refresh due 2940 to 3000 s",
+    ),
+    "logging_stdlib.py": (
+        "DEBUG   aiopay_auth.token_fetched provider='cm' fingerprint=",
+        "WARNING aiopay_auth.fetch_failed provider='cm'",
+        "INFO    aiopay_auth.recovered provider='cm' after_failures=1",
+        "fields of the failure: {'provider': 'cm'",
+    ),
+    "logging_structlog.py": (
+        '"event": "aiopay_auth.token_fetched", "level": "debug"',
+        '"kind": "throttled"',
+        '"event": "aiopay_auth.recovered", "level": "info"',
+    ),
+    "health.py": (
+        "just added      starting",
+        "refresh failed  degraded",
+        "server_error: [cm] token endpoint answered HTTP 500",
+        "GET after revocation: 200",
+        "401s=1 resent=1",
+        "closed          closed",
+    ),
+    "test_worker.py": ("4 passed",),
+}
+
+INCLUDE = re.compile(r"```\{literalinclude\}\s+(\S+)")
+CODE_FENCE = re.compile(r"^\s*```+\s*\{?(?:code-block\}\s*)?(python|py|pycon)\b", re.MULTILINE)
+
+
+def command(script: str) -> list[str]:
+    path = str(EXAMPLES / script)
+    if script.startswith("test_"):
+        return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path]
+    return [sys.executable, path]
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_example_runs_and_prints_what_the_docs_say(script: str) -> None:
+    result = subprocess.run(  # noqa: S603 - our own interpreter and scripts
+        command(script),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert 0 == result.returncode, result.stdout + result.stderr
+    assert "" == result.stderr
+    for text in EXPECTED[script]:
+        assert text in result.stdout, f"{text!r} not in the output:\n{result.stdout}"
+
+
+def test_every_example_is_run() -> None:
+    assert sorted(EXPECTED) == sorted(p.name for p in EXAMPLES.glob("*.py"))
+
+
+def included_examples() -> set[str]:
+    found: set[str] = set()
+    for page in DOCS.rglob("*.md"):
+        for target in INCLUDE.findall(page.read_text(encoding="utf-8")):
+            path = (page.parent / target).resolve()
+            assert path.is_file(), f"{page.relative_to(ROOT)} includes missing {target}"
+            if path.parent == EXAMPLES:
+                found.add(path.name)
+    return found
+
+
+def test_every_example_is_on_a_page() -> None:
+    assert sorted(EXPECTED) == sorted(included_examples())
+
+
+def test_the_pages_hold_no_untested_python() -> None:
+    # Python on a page comes from examples/ through literalinclude, never
+    # from a fenced block that nothing runs.
+    pages = [
+        page.relative_to(ROOT).as_posix()
+        for page in DOCS.rglob("*.md")
+        if "_build" not in page.parts and CODE_FENCE.search(page.read_text(encoding="utf-8"))
+    ]
+    assert [] == pages
