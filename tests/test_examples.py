@@ -8,12 +8,16 @@ examples that exist, and every example must be on a page.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .redis_server import RedisServer
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +85,10 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "closed          closed",
     ),
     "test_worker.py": ("4 passed",),
+    "fleet.py": (
+        "both workers use the same token: True",
+        "store: shared shared",
+    ),
 }
 
 INCLUDE = re.compile(r"```\{literalinclude\}\s+(\S+)")
@@ -94,8 +102,18 @@ def command(script: str) -> list[str]:
     return [sys.executable, path]
 
 
+@pytest.fixture(name="redis_url", scope="module")
+def _redis_url() -> Iterator[str]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("script", sorted(EXPECTED))
-def test_example_runs_and_prints_what_the_docs_say(script: str) -> None:
+def test_example_runs_and_prints_what_the_docs_say(script: str, redis_url: str) -> None:
     result = subprocess.run(  # noqa: S603 - our own interpreter and scripts
         command(script),
         cwd=ROOT,
@@ -103,6 +121,7 @@ def test_example_runs_and_prints_what_the_docs_say(script: str) -> None:
         text=True,
         timeout=TIMEOUT,
         check=False,
+        env={**os.environ, "REDIS_URL": redis_url},
     )
     assert 0 == result.returncode, result.stdout + result.stderr
     assert "" == result.stderr
