@@ -396,6 +396,31 @@ def _grid(columns: Sequence[tuple[str, str, str]], body: Sequence[Sequence[str]]
     ]
 
 
+def _provider_rows(
+    summary: Summary, data: dict[str, Any], columns: Sequence[tuple[str, str, str]]
+) -> list[str]:
+    """The grid of per-provider rows and the total, then the shared-server notes."""
+    body: list[list[str]] = []
+    for name, row in data["providers"].items():
+        mark = _SHARED_MARK if row["server_shared"] else ""
+        body.append(
+            [name]
+            + [
+                _cell(key, row[key]) + (mark if key in _SERVER_SIDE else "")
+                for _, _, key in columns
+            ]
+        )
+    body.append(["total"] + [_cell(key, data["total"][key]) for _, _, key in columns])
+    lines = _grid(columns, body)
+    for server in sorted(summary.shared_servers()):
+        sharing = ", ".join(row.provider for row in summary.rows if row.server == server)
+        lines.append(
+            f"{_SHARED_MARK} {sharing} share the {server} server; "
+            "its counts cover all of them (counted once in the total)."
+        )
+    return lines
+
+
 def format_table(summary: Summary) -> str:
     """The summary as a text table: a heading, one row per provider and a total.
 
@@ -416,24 +441,7 @@ def format_table(summary: Summary) -> str:
         f"ran {summary.elapsed:.1f} s" + (" (interrupted)" if summary.interrupted else ""),
         "",
     ]
-    body: list[list[str]] = []
-    for name, row in data["providers"].items():
-        mark = _SHARED_MARK if row["server_shared"] else ""
-        body.append(
-            [name]
-            + [
-                _cell(key, row[key]) + (mark if key in _SERVER_SIDE else "")
-                for _, _, key in _COLUMNS
-            ]
-        )
-    body.append(["total"] + [_cell(key, data["total"][key]) for _, _, key in _COLUMNS])
-    lines.extend(_grid(_COLUMNS, body))
-    for server in sorted(summary.shared_servers()):
-        sharing = ", ".join(row.provider for row in summary.rows if row.server == server)
-        lines.append(
-            f"{_SHARED_MARK} {sharing} share the {server} server; "
-            "its counts cover all of them (counted once in the total)."
-        )
+    lines.extend(_provider_rows(summary, data, _COLUMNS))
     for row in summary.rows:
         for description, count in row.errors:
             lines.append(f"! {row.provider}: {count:,} x {description}")
@@ -1050,24 +1058,7 @@ def format_fleet_table(fleet: FleetSummary) -> str:
         f"ran {summary.elapsed:.1f} s" + (" (interrupted)" if summary.interrupted else ""),
         "",
     ]
-    body: list[list[str]] = []
-    for name, row in data["providers"].items():
-        mark = _SHARED_MARK if row["server_shared"] else ""
-        body.append(
-            [name]
-            + [
-                _cell(key, row[key]) + (mark if key in _SERVER_SIDE else "")
-                for _, _, key in _FLEET_COLUMNS
-            ]
-        )
-    body.append(["total"] + [_cell(key, data["total"][key]) for _, _, key in _FLEET_COLUMNS])
-    lines.extend(_grid(_FLEET_COLUMNS, body))
-    for server in sorted(summary.shared_servers()):
-        sharing = ", ".join(row.provider for row in summary.rows if row.server == server)
-        lines.append(
-            f"{_SHARED_MARK} {sharing} share the {server} server; "
-            "its counts cover all of them (counted once in the total)."
-        )
+    lines.extend(_provider_rows(summary, data, _FLEET_COLUMNS))
     lines.append(
         f"token fetches: fleet = sent by the {processes} processes together; "
         "server = counted by the fake servers;"

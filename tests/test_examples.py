@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,18 +101,8 @@ def command(script: str) -> list[str]:
     return [sys.executable, path]
 
 
-@pytest.fixture(name="redis_url", scope="module")
-def _redis_url() -> Iterator[str]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
 @pytest.mark.parametrize("script", sorted(EXPECTED))
-def test_example_runs_and_prints_what_the_docs_say(script: str, redis_url: str) -> None:
+def test_example_runs_and_prints_what_the_docs_say(script: str, redis_server: RedisServer) -> None:
     result = subprocess.run(  # noqa: S603 - our own interpreter and scripts
         command(script),
         cwd=ROOT,
@@ -121,7 +110,7 @@ def test_example_runs_and_prints_what_the_docs_say(script: str, redis_url: str) 
         text=True,
         timeout=TIMEOUT,
         check=False,
-        env={**os.environ, "REDIS_URL": redis_url},
+        env={**os.environ, "REDIS_URL": redis_server.url},
     )
     assert 0 == result.returncode, result.stdout + result.stderr
     assert "" == result.stderr

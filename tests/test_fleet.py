@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
@@ -22,16 +22,6 @@ from .redis_server import RedisServer
 pytestmark = pytest.mark.anyio
 
 POLICY = RefreshPolicy(backoff_initial=0.05, backoff_max=0.2, fetch_timeout=2)
-
-
-@pytest.fixture(name="redis_server", scope="module")
-def _redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(name="client")
