@@ -34,7 +34,7 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.rest import HttpRequest
 from httpx_auth import OAuth2ClientCredentials
 
-from .scenarios import Client, Scenario, aiohttp_pool, aiohttp_sender, fetch_token
+from .scenarios import Client, FetchLog, Scenario, aiohttp_pool, aiohttp_sender, fetch_token
 from .server import Endpoint
 
 
@@ -168,9 +168,12 @@ class LockPerRequestAuth:
     but every request queues on the lock, and a refresh holds all of them.
     """
 
-    def __init__(self, endpoint: Endpoint, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, endpoint: Endpoint, session: aiohttp.ClientSession, log: FetchLog | None = None
+    ) -> None:
         self._endpoint = endpoint
         self._session = session
+        self._log = log
         self._lock = asyncio.Lock()
         self.header: str | None = None
         self.refresh_at = 0.0
@@ -181,6 +184,8 @@ class LockPerRequestAuth:
                 token, lifetime = await fetch_token(self._session, self._endpoint)
                 self.header = "Bearer " + token
                 self.refresh_at = time.monotonic() + lifetime - min(60.0, lifetime / 2)
+                if self._log is not None:
+                    self._log.published.append(time.perf_counter())
             header = self.header
         request.headers[hdrs.AUTHORIZATION] = header
         return await handler(request)
@@ -188,10 +193,11 @@ class LockPerRequestAuth:
 
 @asynccontextmanager
 async def open_lock_per_request(endpoint: Endpoint, limit: int) -> AsyncIterator[Client]:
+    log = FetchLog()
     async with aiohttp.ClientSession() as token_session:
-        auth = LockPerRequestAuth(endpoint, token_session)
+        auth = LockPerRequestAuth(endpoint, token_session, log)
         async with aiohttp.ClientSession(connector=aiohttp_pool(limit), middlewares=[auth]) as http:
-            yield Client(aiohttp_sender(http, endpoint))
+            yield Client(aiohttp_sender(http, endpoint), fetches=log)
 
 
 PEERS = (
@@ -211,6 +217,13 @@ PEERS = (
         "naive aiohttp middleware, asyncio.Lock on every request",
         "peer",
         "long",
+        open_lock_per_request,
+    ),
+    Scenario(
+        "lock-per-request-1s",
+        "the same naive middleware with 1-second tokens (refreshes inline, under the lock)",
+        "peer",
+        "short",
         open_lock_per_request,
     ),
 )

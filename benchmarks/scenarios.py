@@ -253,9 +253,12 @@ async def drive(
             statuses[status] += 1
             ends.append(end)
             latencies.append(end - start)
+            if end > deadline:  # even if a client swallowed the cancellation
+                return
 
     cpu0 = time.process_time()
     loop.started_at = clock()
+    deadline = loop.started_at + timeout
     try:
         async with asyncio.timeout(timeout), asyncio.TaskGroup() as tg:
             for _ in range(min(concurrency, requests)):
