@@ -218,9 +218,10 @@ class TokenManager:
     ) -> aiohttp.ClientSession:
         """A pooled aiohttp session that stamps the given providers' tokens.
 
-        The session has a :class:`~aiopay_auth.FairPool` in front of a
-        pool of *limit* connections (no per-host limit), then one
-        :class:`~aiopay_auth.BearerAuth` for all the holders. Use it as
+        The session has one middleware: a :class:`~aiopay_auth.FairPool`
+        in front of a pool of *limit* connections (no per-host limit),
+        running one :class:`~aiopay_auth.BearerAuth` for all the holders
+        inside each admission. Use it as
         ``async with tokens.session(pay) as http:``; the manager also
         closes it on exit.
 
@@ -241,12 +242,11 @@ class TokenManager:
         if limit < 1:
             msg = f"limit must be at least 1, not {limit}"
             raise ConfigError(msg)
-        middlewares: tuple[FairPool | BearerAuth, ...] = (FairPool(),)
-        if holders:
-            middlewares += (self.middleware(*holders),)
+        # One middleware layer: admission, then stamping, in one call.
+        pool = FairPool(self.middleware(*holders) if holders else None)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0),
-            middlewares=middlewares,
+            middlewares=(pool,),
             **session_kwargs,
         )
         self._sessions = [s for s in self._sessions if not s.closed]

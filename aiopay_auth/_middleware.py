@@ -6,7 +6,6 @@ from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 from yarl import URL
 
 from ._holder import TokenHolder
-from ._provider import path_under
 from .exceptions import ConfigError
 
 
@@ -50,19 +49,20 @@ class BearerAuth:
             msg = "BearerAuth needs at least one token holder"
             raise ConfigError(msg)
         self._holders = holders
-        routes: dict[_Origin, list[tuple[str, TokenHolder]]] = {}
+        routes: dict[_Origin, list[tuple[str, str, TokenHolder]]] = {}
         for holder in holders:
             for url in holder.provider.api:
-                entries = routes.setdefault(_origin(url), [])
+                entries = routes.setdefault((url.scheme, url.host, url.port), [])
                 prefix = url.raw_path.rstrip("/")
-                for other_prefix, other in entries:
+                for other_prefix, _, other in entries:
                     if other_prefix == prefix:
                         msg = (
                             f"providers {other.name!r} and {holder.name!r} both claim {url}; "
                             "a URL can carry only one provider's token"
                         )
                         raise ConfigError(msg, provider=holder.name)
-                entries.append((prefix, holder))
+                # The prefix itself, and what lies below it at a segment boundary.
+                entries.append((prefix, prefix + "/", holder))
         # Most specific prefix first.
         self._routes = {
             origin: tuple(sorted(entries, key=lambda e: len(e[0]), reverse=True))
@@ -76,12 +76,12 @@ class BearerAuth:
 
     def holder_for(self, url: URL) -> TokenHolder | None:
         """The holder whose token a request to *url* carries, if any."""
-        entries = self._routes.get(_origin(url))
+        entries = self._routes.get((url.scheme, url.host, url.port))
         if entries is None:
             return None
         path = url.raw_path
-        for prefix, holder in entries:
-            if not prefix or path_under(path, prefix):
+        for prefix, below, holder in entries:
+            if not prefix or path == prefix or path.startswith(below):
                 return holder
         return None
 
@@ -114,7 +114,3 @@ class BearerAuth:
             if latest is not None and sent == latest.header:
                 del request.headers[_AUTHORIZATION]
                 return
-
-
-def _origin(url: URL) -> _Origin:
-    return (url.scheme, url.host, url.port)

@@ -18,11 +18,16 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 
 from .exceptions import ConfigError
+
+
+if TYPE_CHECKING:
+    from ._middleware import BearerAuth
 
 
 __all__ = ["FairGate", "FairPool"]
@@ -58,10 +63,16 @@ class FairGate:
         """How many places are taken."""
         return self.size - self._free
 
-    async def acquire(self) -> None:
-        """Take a place, waiting in line if none is free."""
+    def try_acquire(self) -> bool:
+        """Take a place if one is free and nobody is queued; never waits."""
         if self._free and not self._waiters:
             self._free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Take a place, waiting in line if none is free."""
+        if self.try_acquire():
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
@@ -71,7 +82,8 @@ class FairGate:
             if fut.done() and not fut.cancelled():
                 # The place was handed to us just as we were cancelled.
                 self.release()
-            else:
+            elif fut in self._waiters:
+                # Still queued (a release may already have dropped it).
                 self._waiters.remove(fut)
             raise
 
@@ -123,11 +135,17 @@ class FairPool:
     Each admission lasts until the response's connection is released
     (body read, ``release()``, or the ``async with`` block left), just as
     aiohttp's own pool slot does.
+
+    Args:
+        auth: A :class:`~aiopay_auth.BearerAuth` to run inside the
+            admission, in this same middleware: one middleware layer per
+            request instead of two. ``TokenManager.session`` does this.
     """
 
-    __slots__ = ("_connector", "_gate")
+    __slots__ = ("_auth", "_connector", "_gate")
 
-    def __init__(self) -> None:
+    def __init__(self, auth: BearerAuth | None = None) -> None:
+        self._auth = auth
         self._connector: aiohttp.BaseConnector | None = None
         self._gate: FairGate | None = None
 
@@ -137,12 +155,13 @@ class FairPool:
         if connector is not self._connector:
             self._gate = gate_for(connector) if connector is not None else None
             self._connector = connector
-        gate = self._gate
+        gate, auth = self._gate, self._auth
         if gate is None:
-            return await handler(request)
-        await gate.acquire()
+            return await (handler(request) if auth is None else auth(request, handler))
+        if not gate.try_acquire():
+            await gate.acquire()
         try:
-            response = await handler(request)
+            response = await (handler(request) if auth is None else auth(request, handler))
         except BaseException:
             gate.release()
             raise

@@ -99,3 +99,21 @@ async def test_gate_sized_from_the_tighter_connector_limit() -> None:
     ) as session:
         assert session.connector is not None
         assert gate_for(session.connector) is None
+
+
+async def test_cancelled_waiter_dropped_by_a_release_still_raises_cancelled() -> None:
+    # A release that runs between the cancel and the waiter waking drops the
+    # cancelled future from the queue; the waiter must still see only its
+    # cancellation (a stray ValueError would swallow it).
+    gate = FairGate(1)
+    await gate.acquire()
+    waiter = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    gate.release()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert 0 == gate.inside
+    assert 0 == gate.waiting
+    assert gate.try_acquire()
+    assert not gate.try_acquire()
