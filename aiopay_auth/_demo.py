@@ -421,6 +421,24 @@ def _provider_rows(
     return lines
 
 
+def _verdict(summary: Summary) -> list[str]:
+    """The errors met, then one line saying whether the run passed."""
+    lines = [
+        f"! {row.provider}: {count:,} x {description}"
+        for row in summary.rows
+        for description, count in row.errors
+    ]
+    status = exit_status(summary)
+    if status == 0:
+        lines.append("OK: no failed request, no request refused for an expired token.")
+    elif status == 1:
+        lines.append(
+            f"FAILED: {summary.failed:,} failed requests, "
+            f"{summary.expired:,} refused for an expired token."
+        )
+    return lines
+
+
 def format_table(summary: Summary) -> str:
     """The summary as a text table: a heading, one row per provider and a total.
 
@@ -442,17 +460,7 @@ def format_table(summary: Summary) -> str:
         "",
     ]
     lines.extend(_provider_rows(summary, data, _COLUMNS))
-    for row in summary.rows:
-        for description, count in row.errors:
-            lines.append(f"! {row.provider}: {count:,} x {description}")
-    status = exit_status(summary)
-    if status == 0:
-        lines.append("OK: no failed request, no request refused for an expired token.")
-    elif status == 1:
-        lines.append(
-            f"FAILED: {summary.failed:,} failed requests, "
-            f"{summary.expired:,} refused for an expired token."
-        )
+    lines.extend(_verdict(summary))
     return "\n".join(lines)
 
 
@@ -1078,17 +1086,7 @@ def format_fleet_table(fleet: FleetSummary) -> str:
         f"Fleet-wide: {fetched:,} token fetches where per-process fetching would have cost "
         f"{alone:,}{saving}; {ended}."
     )
-    for row in summary.rows:
-        for description, count in row.errors:
-            lines.append(f"! {row.provider}: {count:,} x {description}")
-    status = exit_status(summary)
-    if status == 0:
-        lines.append("OK: no failed request, no request refused for an expired token.")
-    elif status == 1:
-        lines.append(
-            f"FAILED: {summary.failed:,} failed requests, "
-            f"{summary.expired:,} refused for an expired token."
-        )
+    lines.extend(_verdict(summary))
     return "\n".join(lines)
 
 
