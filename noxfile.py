@@ -42,6 +42,7 @@ def tests(session: nox.Session) -> None:
     # measures when pytest imports our registered plugin, and the package.
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine", "--quiet")
     session.run("coverage", "report", "--fail-under=90")
 
 
