@@ -723,21 +723,25 @@ class _ChildFleet:
         return counters
 
     async def close(self) -> None:
-        process = self._process
         if not self._stopped:
             self._stopped = True
             with contextlib.suppress(OSError):
                 self._conn.send("stop")
-        with anyio.move_on_after(_STOP_TIMEOUT):
-            await _readable(process.sentinel)
-        if process.is_alive():  # pragma: no cover - only when the child hangs
-            process.terminate()
-            process.join(1.0)
-            if process.is_alive():
-                process.kill()
-        process.join()
-        process.close()
+        await _reap(self._process)
         self._conn.close()
+
+
+async def _reap(process: BaseProcess) -> None:
+    """Wait for a child told to stop; terminate, then kill, one that hangs."""
+    with anyio.move_on_after(_STOP_TIMEOUT):
+        await _readable(process.sentinel)
+    if process.is_alive():  # pragma: no cover - only when the child hangs
+        process.terminate()
+        process.join(1.0)
+        if process.is_alive():
+            process.kill()
+    process.join()
+    process.close()
 
 
 @contextlib.asynccontextmanager
@@ -1262,16 +1266,7 @@ class _FleetProcess:
             return
         self._closed = True
         self.send("stop")
-        process = self._process
-        with anyio.move_on_after(_STOP_TIMEOUT):
-            await _readable(process.sentinel)
-        if process.is_alive():  # pragma: no cover - only when the worker hangs
-            process.terminate()
-            process.join(1.0)
-            if process.is_alive():
-                process.kill()
-        process.join()
-        process.close()
+        await _reap(self._process)
         self._conn.close()
 
 

@@ -252,7 +252,7 @@ class SharedTokenSource:
         fleet = self._fleet
         deadline = time.monotonic() + 2 * fleet.lease_ttl
         while True:
-            shared = await self._newer_than(stale)
+            shared = self._newer_than(await self._load(), stale)
             if shared is not None:
                 self.shared_hits += 1
                 return shared
@@ -271,11 +271,11 @@ class SharedTokenSource:
     ) -> Token:
         fleet = self._fleet
         try:
-            shared = await self._newer_than(stale)  # someone finished just before us
+            stored = await self._load()
+            shared = self._newer_than(stored, stale)  # someone finished just before us
             if shared is not None:
                 self.shared_hits += 1
                 return shared
-            stored = await self._load()
             if refresh_token is not None and stored is not None and stored.refresh_token:
                 # The fleet's newest refresh token, never one another process spent.
                 refresh_token = Secret(stored.refresh_token)
@@ -313,8 +313,8 @@ class SharedTokenSource:
             with anyio.CancelScope(shield=True), contextlib.suppress(_RedisDown):
                 await self._redis(fleet.redis.eval(_RELEASE, 1, self._lease, fence))
 
-    async def _newer_than(self, stale: Token | None) -> Token | None:
-        entry = await self._load()
+    def _newer_than(self, entry: _Entry | None, stale: Token | None) -> Token | None:
+        """The stored token as this process's token, if it is newer than *stale*."""
         if entry is None:
             return None
         now_wall = time.time()
