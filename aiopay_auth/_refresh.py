@@ -59,7 +59,6 @@ class Refresher:
         """Run until cancelled."""
         holder, policy, rng = self._holder, self._policy, self._rng
         name = holder.name
-        failures = 0
         repeats = 0
         last_failure: tuple[object, ...] | None = None
         while True:
@@ -68,8 +67,8 @@ class Refresher:
                 token = await self._fetch()
             except Exception as exc:
                 err = exc if isinstance(exc, AuthError) else _unexpected(exc, name)
-                failures += 1
                 holder._record_failure(err)
+                failures = holder.stats.consecutive_failures
                 delay = self._retry_delay(err, failures)
                 fields = {
                     "provider": name,
@@ -93,10 +92,9 @@ class Refresher:
                 continue
             finally:
                 holder.fetching = False
-            if failures:
+            if failures := holder.stats.consecutive_failures:
                 log.info("aiopay_auth.recovered", provider=name, after_failures=failures)
             last_failure = None
-            failures = 0
             previous = holder.latest
             same = previous is not None and previous.access_token == token.access_token
             repeats = repeats + 1 if same else 0
