@@ -1,6 +1,14 @@
-"""Development sessions: ``nox`` runs lint, typecheck and tests."""
+"""Development sessions: ``nox`` runs lint, typecheck and tests.
+
+Every session runs on the interpreter that runs nox (``python3 -m nox``), so
+the README's command works wherever a supported Python is the ``python3`` on
+the path, and fails loudly, rather than skipping every session and exiting
+0, where it is not.
+"""
 
 from __future__ import annotations
+
+import sys
 
 import nox
 
@@ -8,8 +16,17 @@ import nox
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
+# A session whose interpreter is missing fails the run instead of being skipped.
+nox.options.error_on_missing_interpreters = True
 
-PYTHON = "3.11"
+MIN_PYTHON = (3, 11)
+if sys.version_info < MIN_PYTHON:
+    sys.exit(
+        f"aiopay_auth needs Python >= {'.'.join(map(str, MIN_PYTHON))}; "
+        f"nox runs on {sys.version.split()[0]} ({sys.executable})"
+    )
+# The interpreter running nox: never a version that may be missing here.
+PYTHON = sys.executable
 SOURCES = ["aiopay_auth", "tests", "benchmarks", "examples", "docs/conf.py", "noxfile.py"]
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
