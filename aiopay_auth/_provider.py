@@ -17,6 +17,7 @@ __all__ = [
     "ClientAuth",
     "Encoding",
     "EnvelopeCheck",
+    "Extra",
     "Grant",
     "Provider",
     "is_loopback",
@@ -37,8 +38,12 @@ A provider hook that inspects a decoded 2xx token response.
 
 It returns ``None`` when the response is a success, or ``(code, message)``
 when the provider's own envelope says the request failed (Pay-me's
-``success: false``). The message must already be safe to show.
+``success: false``). Return the provider's text as it came: the caller
+redacts the provider's secrets from it first, then scrubs and cuts it.
 """
+
+Extra = tuple[tuple[str, str | Secret], ...]
+"""Extra header or body-field pairs; a :class:`Secret` value is a credential."""
 
 _GRANTS = ("client_credentials", "password")
 _AUTHS = ("body", "basic")
@@ -69,9 +74,21 @@ def _opt_secret(value: str | Secret | None) -> Secret | None:
     return None if value is None else _secret(value)
 
 
-def _pairs(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+def _pairs(
+    value: Mapping[str, str | Secret] | Iterable[tuple[str, str | Secret]],
+) -> Extra:
     items = value.items() if isinstance(value, Mapping) else value
-    return tuple((str(k), str(v)) for k, v in items)
+    return tuple((str(k), v if isinstance(v, Secret) else str(v)) for k, v in items)
+
+
+def _names_only(pairs: Extra) -> str:
+    # Values may be credentials even when passed as plain strings: show names.
+    return repr(tuple(name for name, _ in pairs))
+
+
+def reveal(value: str | Secret) -> str:
+    """The text to send on the wire for an extra header or field value."""
+    return value.reveal() if isinstance(value, Secret) else value
 
 
 def _scopes(value: Iterable[str | URL] | str | URL) -> tuple[URL, ...]:
@@ -102,8 +119,13 @@ class Provider:
         scope: The scope to ask for, space-separated, if any.
         client_auth: ``"body"`` (id and secret as body fields) or ``"basic"``.
         encoding: ``"form"`` (``application/x-www-form-urlencoded``) or ``"json"``.
-        extra_fields: More body fields sent with every grant.
-        extra_headers: More headers sent with every token request.
+        extra_fields: More body fields sent with every grant. Pass a
+            :class:`Secret` value for a credential (an API key, an
+            assertion): it is sent as is, hidden everywhere else, and
+            redacted from the provider's answers. ``repr()`` shows only
+            the names.
+        extra_headers: More headers sent with every token request; values
+            may be :class:`Secret` as above.
         envelope: A hook that recognises a provider's failure envelope.
         refresh_token: A refresh token obtained elsewhere, used first.
         default_lifetime: Seconds a token is assumed to live when the
@@ -124,8 +146,8 @@ class Provider:
     scope: str | None = None
     client_auth: ClientAuth = "body"
     encoding: Encoding = "form"
-    extra_fields: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
-    extra_headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
+    extra_fields: Extra = attrs.field(default=(), converter=_pairs, repr=_names_only)
+    extra_headers: Extra = attrs.field(default=(), converter=_pairs, repr=_names_only)
     envelope: EnvelopeCheck | None = attrs.field(default=None, eq=False, repr=False)
     refresh_token: Secret | None = attrs.field(default=None, converter=_opt_secret)
     default_lifetime: float = 300.0
@@ -163,6 +185,12 @@ class Provider:
             yield from self._url_problems("api", url)
             if url.query_string or url.fragment:
                 yield f"api URL {url} must not have a query or fragment"
+
+    def secrets(self) -> tuple[Secret, ...]:
+        """Every credential this profile holds: to be sent, never shown."""
+        held = (self.client_secret, self.password, self.refresh_token)
+        extras = (v for _, v in self.extra_fields + self.extra_headers if isinstance(v, Secret))
+        return tuple(s for s in (*held, *extras) if s)
 
     def _url_problems(self, what: str, url: URL) -> Iterable[str]:
         # Credentials first: the other messages quote the URL.
