@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 
@@ -48,6 +49,14 @@ Extra = tuple[tuple[str, str | Secret], ...]
 _GRANTS = ("client_credentials", "password")
 _AUTHS = ("body", "basic")
 _ENCODINGS = ("form", "json")
+# RFC 9110 §5.1: a field name is a token; §5.5: a value is visible ASCII,
+# with spaces and tabs inside. Anything else (CR, LF, NUL, non-ASCII) could
+# split the request or make aiohttp refuse every token request.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"([\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?)?")
+# Headers the SDK writes itself; a second copy would be ambiguous.
+_OWN_HEADERS = frozenset({"accept", "content-type", "content-length", "transfer-encoding", "host"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def is_loopback(host: str | None) -> bool:
@@ -124,8 +133,9 @@ class Provider:
             assertion): it is sent as is, hidden everywhere else, and
             redacted from the provider's answers. ``repr()`` shows only
             the names.
-        extra_headers: More headers sent with every token request; values
-            may be :class:`Secret` as above.
+        extra_headers: More headers sent with every token request; names
+            and values must be valid HTTP (no CR, LF or other control
+            characters), and values may be :class:`Secret` as above.
         envelope: A hook that recognises a provider's failure envelope.
         refresh_token: A refresh token obtained elsewhere, used first.
         default_lifetime: Seconds a token is assumed to live when the
@@ -185,6 +195,35 @@ class Provider:
             yield from self._url_problems("api", url)
             if url.query_string or url.fragment:
                 yield f"api URL {url} must not have a query or fragment"
+        yield from self._extra_problems()
+
+    def _extra_problems(self) -> Iterable[str]:
+        # Name the entry, never its value: the value may be a credential.
+        seen: set[str] = set()
+        for index, (name, value) in enumerate(self.extra_headers):
+            if not _HEADER_NAME.fullmatch(name):
+                yield f"extra_headers entry {index}: the name is not a valid HTTP header name"
+                continue
+            if name.lower() in seen:
+                yield f"extra_headers {name!r} is given twice"
+            seen.add(name.lower())
+            if name.lower() in _OWN_HEADERS or (
+                name.lower() == "authorization" and self.client_auth == "basic"
+            ):
+                yield f"extra_headers {name!r} is a header the SDK sets itself"
+            if not _HEADER_VALUE.fullmatch(reveal(value)):
+                yield (
+                    f"extra_headers {name!r}: the value has characters not allowed in a "
+                    "header (CR, LF, other control or non-ASCII characters, or "
+                    "leading/trailing spaces)"
+                )
+        fields: set[str] = set()
+        for index, (name, _) in enumerate(self.extra_fields):
+            if not name or _CONTROL.search(name):
+                yield f"extra_fields entry {index}: the name is empty or has control characters"
+            elif name in fields:
+                yield f"extra_fields {name!r} is given twice"
+            fields.add(name)
 
     def secrets(self) -> tuple[Secret, ...]:
         """Every credential this profile holds: to be sent, never shown."""
