@@ -194,7 +194,7 @@ class Provider:
         for url in self.api:
             yield from self._url_problems("api", url)
             if url.query_string or url.fragment:
-                yield f"api URL {url} must not have a query or fragment"
+                yield f"api URL {_shown(url)} must not have a query or fragment"
         yield from self._extra_problems()
 
     def _extra_problems(self) -> Iterable[str]:
@@ -236,16 +236,21 @@ class Provider:
         if url.user or url.password:
             yield f"{what} must not carry credentials in the URL"
         elif not url.is_absolute() or url.scheme not in ("https", "http") or not url.host:
-            yield f"{what} must be an absolute http(s) URL, not {url!s:.80}"
+            yield f"{what} must be an absolute http(s) URL, not {_shown(url):.80}"
         elif url.scheme == "http" and not (self.allow_insecure_http or is_loopback(url.host)):
             yield (
-                f"{what} {url} uses plain http to a non-loopback host; "
+                f"{what} {_shown(url)} uses plain http to a non-loopback host; "
                 "use https or set allow_insecure_http=True"
             )
 
     def in_scope(self, url: URL) -> bool:
         """Whether a request to *url* may carry this provider's token."""
         return any(_matches(scope, url) for scope in self.api)
+
+
+def _shown(url: URL) -> str:
+    # A query string or a fragment may hold a key: never quote them.
+    return str(url.with_query(None).with_fragment(None))
 
 
 def _matches(scope: URL, url: URL) -> bool:

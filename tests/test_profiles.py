@@ -249,6 +249,24 @@ def test_config_error_never_quotes_url_credentials(url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"api": "https://api.example/v1?api_key=topsecret-key"}, id="api-query"),
+        pytest.param({"api": "https://api.example/v1#topsecret-key"}, id="api-fragment"),
+        pytest.param({"api": "http://api.example/v1?key=topsecret-key"}, id="http-api-query"),
+        pytest.param({"token_url": "http://auth.example/t?key=topsecret-key"}, id="http-token"),
+        pytest.param({"token_url": "/token?key=topsecret-key"}, id="relative-token"),
+    ],
+)
+def test_config_error_never_quotes_a_query_or_fragment(overrides: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make(**overrides)
+    assert "topsecret-key" not in str(caught.value)
+    assert "topsecret-key" not in repr(caught.value)
+    assert "example" in str(caught.value) or "/token" in str(caught.value)
+
+
+@pytest.mark.parametrize(
     "url",
     [
         pytest.param("http://127.0.0.1:8080/token", id="ipv4"),
