@@ -113,3 +113,27 @@ def test_secret_extras_never_show_in_repr_or_asdict() -> None:
     assert "X-Plain-Key" in repr(provider)
     assert Secret(HEADER_KEY) in provider.secrets()
     assert Secret("plain key value") not in provider.secrets()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirecting_token_endpoint_gets_a_typed_error_and_no_credentials_move(
+    status: int,
+) -> None:
+    # 307/308 re-send the body, client secret and all, to wherever Location says.
+    async def elsewhere(request: web.Request) -> web.Response:
+        return web.json_response({"access_token": "stolen", "token_type": "Bearer"})
+
+    async with serve(elsewhere) as attacker:
+
+        async def token(request: web.Request) -> web.Response:
+            location = str(attacker.url / "token")
+            return web.Response(status=status, headers={"Location": location})
+
+        async with serve(token) as server, aiohttp.ClientSession() as session:
+            source = HttpTokenSource(profile(server), session, timeout=5)
+            with pytest.raises(TokenResponseError) as caught:
+                await source.fetch(None)
+    assert 1 == len(server.seen)
+    assert [] == attacker.seen
+    assert status == caught.value.status
+    assert f"HTTP {status}" in str(caught.value)
