@@ -137,3 +137,32 @@ async def test_a_redirecting_token_endpoint_gets_a_typed_error_and_no_credential
     assert [] == attacker.seen
     assert status == caught.value.status
     assert f"HTTP {status}" in str(caught.value)
+
+
+@pytest.mark.parametrize("encoding", ["form", "json"])
+async def test_secrets_echoed_in_their_wire_encoding_are_redacted(encoding: str) -> None:
+    # A server quoting the raw body shows the form- or JSON-encoded secret.
+    password = 'p@ss "word" with spaces & more'
+
+    async def token(request: web.Request) -> web.Response:
+        raw = (await request.read()).decode()
+        return echo("error_description", raw[raw.rindex("password") :])
+
+    async with serve(token) as server, aiohttp.ClientSession() as session:
+        provider = generic.provider(
+            name="wire",
+            token_url=server.url / "token",
+            api=server.url / "api",
+            client_id="id",
+            client_secret="cs-1",
+            username="u",
+            password=password,
+            client_auth="body",
+            encoding="form" if encoding == "form" else "json",
+        )
+        with pytest.raises(TokenResponseError) as caught:
+            await HttpTokenSource(provider, session, timeout=5).fetch(None)
+    shown = f"{caught.value} {caught.value.description}"
+    assert "[redacted]" in shown
+    assert "spaces" not in shown
+    assert "more" not in shown
