@@ -12,19 +12,28 @@ events then go through ``structlog.get_logger("aiopay_auth")`` with the
 application's own processors.
 
 Events are namespaced (``aiopay_auth.token_fetched``) and never carry a
-secret or a token: only fingerprints.
+secret or a token: only fingerprints. No event carries ``exc_info`` either:
+a renderer that shows frame locals (``structlog.processors.dict_tracebacks``,
+rich or better-exceptions tracebacks) would print the token request's body.
+An unexpected exception is logged by :meth:`_Log.crash` as its type, a
+redacted message and a stack of ``file:line in function`` frames.
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
 
+from ._secret import Redactor, Secret
+
 
 __all__ = ["log", "use_structlog"]
 
+_STACK_FRAMES = 20
 _STDLIB = logging.getLogger("aiopay_auth")
 _STDLIB.addHandler(logging.NullHandler())
 
@@ -65,11 +74,30 @@ class _Log:
     def error(self, event: str, **fields: object) -> None:
         self.target.error(event, **fields)
 
-    def exception(self, event: str, **fields: object) -> None:
-        self.target.exception(event, **fields)
+    def crash(
+        self, event: str, exc: BaseException, *, secrets: Iterable[Secret | None], **fields: object
+    ) -> None:
+        """Log an unexpected exception at ERROR, without ``exc_info`` or frame locals."""
+        self.target.error(event, **fields, **crash_fields(exc, Redactor(secrets)))
 
 
 log = _Log()
+
+
+def crash_fields(exc: BaseException, redactor: Redactor) -> dict[str, object]:
+    """Describe *exc* for a log event: nothing a renderer could expand.
+
+    Returns:
+        ``exc_type``, ``exc_message`` (redacted, then scrubbed) and
+        ``stack``: the innermost frames as ``file:line in function``, with
+        no source line, no locals and no chained messages.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)[-_STACK_FRAMES:]
+    return {
+        "exc_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "exc_message": redactor.quote(str(exc)),
+        "stack": [f"{f.filename}:{f.lineno} in {f.name}" for f in frames],
+    }
 
 
 def use_structlog(enabled: bool = True) -> None:

@@ -37,7 +37,9 @@ class TokenManager:
     Leaving the block stops the refreshers, closes the token-endpoint
     session and every session :meth:`session` made, and fails anyone still
     waiting for a token; nothing is left running, also when the block is
-    left by cancellation.
+    left by cancellation, also while entering. Once closed, it hands out
+    nothing more: :meth:`add`, :meth:`session` and :meth:`middleware` raise
+    :class:`~aiopay_auth.exceptions.ConfigError`.
 
     ::
 
@@ -95,8 +97,15 @@ class TokenManager:
             raise_for_status=False,
         )
         started = anyio.Event()
-        self._runner = asyncio.get_running_loop().create_task(self._run(started))
-        await started.wait()
+        self._runner = asyncio.get_running_loop().create_task(
+            self._run(started), name="aiopay_auth runner"
+        )
+        try:
+            await started.wait()
+        except BaseException:
+            # Cancelled while entering: __aexit__ will not run, so clean up here.
+            await self.aclose()
+            raise
         return self
 
     async def _run(self, started: anyio.Event) -> None:
@@ -154,10 +163,7 @@ class TokenManager:
             ConfigError: The manager is not open, or a provider of that
                 name was already added.
         """
-        tg, session = self._task_group, self._token_session
-        if tg is None or session is None or self._closed:
-            msg = "add providers inside 'async with TokenManager()'"
-            raise ConfigError(msg, provider=provider.name)
+        tg, session = self._open("add providers", provider=provider.name)
         if provider.name in self._holders:
             msg = f"a provider named {provider.name!r} was already added"
             raise ConfigError(msg, provider=provider.name)
@@ -205,7 +211,11 @@ class TokenManager:
 
         Returns:
             The middleware.
+
+        Raises:
+            ConfigError: The manager is closed, or a holder is not its own.
         """
+        self._open("use middleware()")
         for holder in holders:
             self._check_holder(holder)
         return BearerAuth(*holders)
@@ -235,7 +245,11 @@ class TokenManager:
 
         Returns:
             The session.
+
+        Raises:
+            ConfigError: The manager is closed, or the arguments cannot work.
         """
+        self._open("use session()")
         if "connector" in session_kwargs or "middlewares" in session_kwargs:
             msg = "session() builds its own connector and middlewares"
             raise ConfigError(msg)
@@ -252,6 +266,18 @@ class TokenManager:
         self._sessions = [s for s in self._sessions if not s.closed]
         self._sessions.append(session)
         return session
+
+    def _open(
+        self, what: str, *, provider: str | None = None
+    ) -> tuple[TaskGroup, aiohttp.ClientSession]:
+        tg, session = self._task_group, self._token_session
+        if self._closed:
+            msg = f"cannot {what}: this TokenManager is closed"
+            raise ConfigError(msg, provider=provider)
+        if tg is None or session is None:
+            msg = f"{what} inside 'async with TokenManager()'"
+            raise ConfigError(msg, provider=provider)
+        return tg, session
 
     def _check_holder(self, holder: TokenHolder) -> None:
         if self._holders.get(holder.name) is not holder:

@@ -11,17 +11,17 @@ import base64
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote_plus, urlencode
 
 import attrs
 from yarl import URL
 
-from ._provider import Provider
-from ._secret import Secret
+from ._provider import Provider, reveal
+from ._secret import Redactor, Secret
 from ._token import Token
-from .exceptions import TokenResponseError, scrub
+from .exceptions import TokenResponseError
 
 
 __all__ = [
@@ -127,14 +127,14 @@ def build_token_request(provider: Provider, *, refresh_token: Secret | None = No
         fields["client_id"] = provider.client_id
         fields["client_secret"] = provider.client_secret.reveal()
     for key, value in provider.extra_fields:
-        fields.setdefault(key, value)
+        fields.setdefault(key, reveal(value))
     if provider.encoding == "json":
         headers.append(("Content-Type", "application/json"))
         body = json.dumps(fields, separators=(",", ":")).encode()
     else:
         headers.append(("Content-Type", "application/x-www-form-urlencoded"))
         body = urlencode(fields).encode()
-    headers.extend(provider.extra_headers)
+    headers.extend((name, reveal(value)) for name, value in provider.extra_headers)
     return TokenRequest(
         url=provider.token_url,
         headers=tuple(headers),
@@ -222,21 +222,14 @@ def _decode(body: bytes) -> object:
         return None
 
 
-def _text(value: object, redact: Callable[[str], str]) -> str | None:
-    return scrub(redact(value)) if isinstance(value, str) and value.strip() else None
+def _text(value: object, redact: Redactor) -> str | None:
+    return redact.quote(value) if isinstance(value, str) and value.strip() else None
 
 
-def _redactor(provider: Provider, sent: Secret | None) -> Callable[[str], str]:
-    """Replace the provider's own secrets, however short, in provider-supplied text."""
-    held = (provider.client_secret, provider.password, provider.refresh_token, sent)
-    values = sorted({s.reveal() for s in held if s}, key=len, reverse=True)
-
-    def redact(text: str) -> str:
-        for value in values:
-            text = text.replace(value, "[redacted]")
-        return text
-
-    return redact
+def _redactor(provider: Provider, sent: Secret | None) -> Redactor:
+    """Quote provider-supplied text with the provider's own secrets, however short, redacted."""
+    basic = basic_credentials(provider.client_id, provider.client_secret.reveal())
+    return Redactor((*provider.secrets(), sent, Secret(basic.removeprefix("Basic "))))
 
 
 def parse_token_response(
@@ -311,7 +304,7 @@ def parse_token_response(
         detail = f": {error}" if error else ""
         detail += f" ({description})" if description else ""
         if not error and data is None and body:
-            detail = f": {scrub(redact(body.decode('utf-8', 'replace')), 80)}"
+            detail = f": {redact.quote(body.decode('utf-8', 'replace'), 80)}"
         raise fail(
             f"token endpoint answered HTTP {status}{detail}",
             retryable=retryable,
@@ -324,7 +317,7 @@ def parse_token_response(
     if provider.envelope is not None:
         failure = provider.envelope(data)
         if failure is not None:
-            code, message = redact(failure[0]), redact(failure[1])
+            code, message = redact.quote(failure[0], 16), redact.quote(failure[1])
             raise fail(
                 f"provider reported failure {code}: {message}",
                 retryable=True,
@@ -344,7 +337,8 @@ def parse_token_response(
         raise fail("token response has no usable access_token", retryable=True)
     token_type = data.get("token_type", "Bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        shown = scrub(token_type, 20) if isinstance(token_type, str) else type(token_type).__name__
+        what = type(token_type).__name__
+        shown = redact.quote(token_type, 20) if isinstance(token_type, str) else what
         raise fail(f"token_type {shown!r} is not Bearer", retryable=False)
     try:
         lifetime = lifetime_from(data.get("expires_in"), provider.default_lifetime)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 
@@ -17,6 +18,7 @@ __all__ = [
     "ClientAuth",
     "Encoding",
     "EnvelopeCheck",
+    "Extra",
     "Grant",
     "Provider",
     "is_loopback",
@@ -37,12 +39,24 @@ A provider hook that inspects a decoded 2xx token response.
 
 It returns ``None`` when the response is a success, or ``(code, message)``
 when the provider's own envelope says the request failed (Pay-me's
-``success: false``). The message must already be safe to show.
+``success: false``). Return the provider's text as it came: the caller
+redacts the provider's secrets from it first, then scrubs and cuts it.
 """
+
+Extra = tuple[tuple[str, str | Secret], ...]
+"""Extra header or body-field pairs; a :class:`Secret` value is a credential."""
 
 _GRANTS = ("client_credentials", "password")
 _AUTHS = ("body", "basic")
 _ENCODINGS = ("form", "json")
+# RFC 9110 §5.1: a field name is a token; §5.5: a value is visible ASCII,
+# with spaces and tabs inside. Anything else (CR, LF, NUL, non-ASCII) could
+# split the request or make aiohttp refuse every token request.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"([\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?)?")
+# Headers the SDK writes itself; a second copy would be ambiguous.
+_OWN_HEADERS = frozenset({"accept", "content-type", "content-length", "transfer-encoding", "host"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def is_loopback(host: str | None) -> bool:
@@ -69,9 +83,21 @@ def _opt_secret(value: str | Secret | None) -> Secret | None:
     return None if value is None else _secret(value)
 
 
-def _pairs(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+def _pairs(
+    value: Mapping[str, str | Secret] | Iterable[tuple[str, str | Secret]],
+) -> Extra:
     items = value.items() if isinstance(value, Mapping) else value
-    return tuple((str(k), str(v)) for k, v in items)
+    return tuple((str(k), v if isinstance(v, Secret) else str(v)) for k, v in items)
+
+
+def _names_only(pairs: Extra) -> str:
+    # Values may be credentials even when passed as plain strings: show names.
+    return repr(tuple(name for name, _ in pairs))
+
+
+def reveal(value: str | Secret) -> str:
+    """The text to send on the wire for an extra header or field value."""
+    return value.reveal() if isinstance(value, Secret) else value
 
 
 def _scopes(value: Iterable[str | URL] | str | URL) -> tuple[URL, ...]:
@@ -102,8 +128,14 @@ class Provider:
         scope: The scope to ask for, space-separated, if any.
         client_auth: ``"body"`` (id and secret as body fields) or ``"basic"``.
         encoding: ``"form"`` (``application/x-www-form-urlencoded``) or ``"json"``.
-        extra_fields: More body fields sent with every grant.
-        extra_headers: More headers sent with every token request.
+        extra_fields: More body fields sent with every grant. Pass a
+            :class:`Secret` value for a credential (an API key, an
+            assertion): it is sent as is, hidden everywhere else, and
+            redacted from the provider's answers. ``repr()`` shows only
+            the names.
+        extra_headers: More headers sent with every token request; names
+            and values must be valid HTTP (no CR, LF or other control
+            characters), and values may be :class:`Secret` as above.
         envelope: A hook that recognises a provider's failure envelope.
         refresh_token: A refresh token obtained elsewhere, used first.
         default_lifetime: Seconds a token is assumed to live when the
@@ -124,8 +156,8 @@ class Provider:
     scope: str | None = None
     client_auth: ClientAuth = "body"
     encoding: Encoding = "form"
-    extra_fields: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
-    extra_headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
+    extra_fields: Extra = attrs.field(default=(), converter=_pairs, repr=_names_only)
+    extra_headers: Extra = attrs.field(default=(), converter=_pairs, repr=_names_only)
     envelope: EnvelopeCheck | None = attrs.field(default=None, eq=False, repr=False)
     refresh_token: Secret | None = attrs.field(default=None, converter=_opt_secret)
     default_lifetime: float = 300.0
@@ -162,23 +194,63 @@ class Provider:
         for url in self.api:
             yield from self._url_problems("api", url)
             if url.query_string or url.fragment:
-                yield f"api URL {url} must not have a query or fragment"
+                yield f"api URL {_shown(url)} must not have a query or fragment"
+        yield from self._extra_problems()
+
+    def _extra_problems(self) -> Iterable[str]:
+        # Name the entry, never its value: the value may be a credential.
+        seen: set[str] = set()
+        for index, (name, value) in enumerate(self.extra_headers):
+            if not _HEADER_NAME.fullmatch(name):
+                yield f"extra_headers entry {index}: the name is not a valid HTTP header name"
+                continue
+            if name.lower() in seen:
+                yield f"extra_headers {name!r} is given twice"
+            seen.add(name.lower())
+            if name.lower() in _OWN_HEADERS or (
+                name.lower() == "authorization" and self.client_auth == "basic"
+            ):
+                yield f"extra_headers {name!r} is a header the SDK sets itself"
+            if not _HEADER_VALUE.fullmatch(reveal(value)):
+                yield (
+                    f"extra_headers {name!r}: the value has characters not allowed in a "
+                    "header (CR, LF, other control or non-ASCII characters, or "
+                    "leading/trailing spaces)"
+                )
+        fields: set[str] = set()
+        for index, (name, _) in enumerate(self.extra_fields):
+            if not name or _CONTROL.search(name):
+                yield f"extra_fields entry {index}: the name is empty or has control characters"
+            elif name in fields:
+                yield f"extra_fields {name!r} is given twice"
+            fields.add(name)
+
+    def secrets(self) -> tuple[Secret, ...]:
+        """Every credential this profile holds: to be sent, never shown."""
+        held = (self.client_secret, self.password, self.refresh_token)
+        extras = (v for _, v in self.extra_fields + self.extra_headers if isinstance(v, Secret))
+        return tuple(s for s in (*held, *extras) if s)
 
     def _url_problems(self, what: str, url: URL) -> Iterable[str]:
         # Credentials first: the other messages quote the URL.
         if url.user or url.password:
             yield f"{what} must not carry credentials in the URL"
         elif not url.is_absolute() or url.scheme not in ("https", "http") or not url.host:
-            yield f"{what} must be an absolute http(s) URL, not {url!s:.80}"
+            yield f"{what} must be an absolute http(s) URL, not {_shown(url):.80}"
         elif url.scheme == "http" and not (self.allow_insecure_http or is_loopback(url.host)):
             yield (
-                f"{what} {url} uses plain http to a non-loopback host; "
+                f"{what} {_shown(url)} uses plain http to a non-loopback host; "
                 "use https or set allow_insecure_http=True"
             )
 
     def in_scope(self, url: URL) -> bool:
         """Whether a request to *url* may carry this provider's token."""
         return any(_matches(scope, url) for scope in self.api)
+
+
+def _shown(url: URL) -> str:
+    # A query string or a fragment may hold a key: never quote them.
+    return str(url.with_query(None).with_fragment(None))
 
 
 def _matches(scope: URL, url: URL) -> bool:

@@ -81,7 +81,8 @@ class Refresher:
                 }
                 signature = (fields["kind"], fields["state"], getattr(err, "error", None))
                 if err is not exc:
-                    log.exception("aiopay_auth.refresher_crashed", **fields)
+                    secrets = (*holder.provider.secrets(), self._refresh_token)
+                    log.crash("aiopay_auth.refresher_crashed", exc, secrets=secrets, **fields)
                 elif signature != last_failure:
                     # Logged once per change of state, not on every retry.
                     log.warning("aiopay_auth.fetch_failed", **fields)

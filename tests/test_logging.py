@@ -11,7 +11,17 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from aiopay_auth import RefreshPolicy, TokenManager, TokenUnavailableError, use_structlog
+from aiopay_auth import (
+    RefreshPolicy,
+    Secret,
+    Token,
+    TokenHolder,
+    TokenManager,
+    TokenSource,
+    TokenUnavailableError,
+    build_token_request,
+    use_structlog,
+)
 from aiopay_auth.testing import FakeProvider, Scripted, provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
@@ -155,3 +165,61 @@ def test_silent_when_the_application_configured_nothing() -> None:
     assert 0 == done.returncode, done.stderr
     assert "" == done.stdout
     assert "" == done.stderr
+
+
+async def test_a_crash_is_logged_without_locals_even_by_a_renderer_that_shows_them(
+    fake_provider: FakeProviderFactory, records: list[logging.LogRecord]
+) -> None:
+    # A common production setup: tracebacks as dicts, frame locals shown.
+    secret = "client secret with spaces 42"
+    fake = await fake_provider("cm", client_secret=secret)
+    calls = 0
+
+    class Crashing:
+        def __init__(self, holder: TokenHolder, inner: TokenSource) -> None:
+            self.holder, self.inner = holder, inner
+
+        async def fetch(self, refresh_token: Secret | None) -> Token:
+            nonlocal calls
+            calls += 1
+            request = build_token_request(self.holder.provider, refresh_token=refresh_token)
+            body = request.body  # holds the secrets: a local a renderer would print
+            if calls == 1:
+                msg = f"bug while sending {len(body)} bytes with {secret}"
+                raise RuntimeError(msg)
+            return await self.inner.fetch(refresh_token)
+
+    old = structlog.get_config()
+    capture = structlog.testing.LogCapture()
+    transformer = structlog.tracebacks.ExceptionDictTransformer(
+        show_locals=True, locals_max_string=10_000
+    )
+    structlog.configure(
+        processors=[structlog.processors.ExceptionRenderer(transformer), capture],
+        cache_logger_on_first_use=False,
+    )
+    policy = RefreshPolicy(backoff_initial=0.01, backoff_max=0.02)
+    profile = provider_for(fake, name="crashy")
+    try:
+        for structured in (True, False):
+            use_structlog(structured)
+            calls = 0
+            async with TokenManager(policy=policy, token_source=Crashing) as tokens:
+                await tokens.add(profile).get()
+    finally:
+        use_structlog(enabled=False)
+        structlog.configure(**old)
+    records = [r for r in records if "refresher_crashed" in r.getMessage()]
+    blob = repr(capture.entries) + "\n".join(r.getMessage() for r in records)
+    assert secret not in blob
+    assert "client secret" not in blob
+    crashes = [e for e in capture.entries if e["event"] == "aiopay_auth.refresher_crashed"]
+    assert 1 == len(crashes)
+    crash = crashes[0]
+    assert "builtins.RuntimeError" == crash["exc_type"]
+    assert "[redacted]" in crash["exc_message"]
+    assert any("in fetch" in frame for frame in crash["stack"])
+    assert "exc_info" not in crash
+    assert "exception" not in crash
+    assert 1 == len(records)
+    assert records[0].exc_info is None

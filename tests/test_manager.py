@@ -217,3 +217,73 @@ async def test_misuse_raises_config_errors(fake_provider: FakeProviderFactory) -
         assert await tokens.token(holder) is holder.current
     with pytest.raises(ConfigError, match="only once"):
         await tokens.__aenter__()
+
+
+async def test_cancelled_while_entering_leaves_nothing_running_or_open() -> None:
+    manager = TokenManager()
+
+    async def owner() -> None:
+        async with manager:
+            pytest.fail("entered a manager whose owner was cancelled")
+
+    task = asyncio.create_task(owner())
+    await asyncio.sleep(0)  # owner runs up to the wait for the runner task
+    assert manager._token_session is not None  # the session exists: it must be closed
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [] == sdk_tasks()
+    assert manager._token_session.closed
+    with pytest.raises(ConfigError, match="closed"):
+        manager.session()
+
+
+async def test_entering_under_a_cancelled_anyio_scope_cleans_up() -> None:
+    # An anyio scope re-delivers cancellation at every await, also in the cleanup.
+    manager = TokenManager()
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        async with manager:
+            pytest.fail("entered under a cancelled scope")
+    assert scope.cancelled_caught
+    assert [] == sdk_tasks()
+    assert manager._token_session is not None
+    assert manager._token_session.closed
+
+
+async def test_leaving_through_an_anyio_cancel_scope_still_cleans_up(
+    fake_provider: FakeProviderFactory,
+) -> None:
+    # task.cancel() is delivered once, so it cannot show whether aclose() is
+    # shielded; an anyio scope cancels every await in aclose() unless it is.
+    fake = await fake_provider("cm")
+    fake.token_delay = 30
+    with anyio.CancelScope() as scope:
+        async with TokenManager() as tokens:
+            holder = tokens.add(provider_for(fake))
+            http = tokens.session(holder)
+            await eventually(lambda: fake.token_calls == 1)
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert [] == sdk_tasks()
+    assert http.closed
+    assert "closed" == holder.health().state
+    with pytest.raises(TokenUnavailableError, match="closed"):
+        await holder.get()
+
+
+async def test_nothing_is_handed_out_after_close(fake_provider: FakeProviderFactory) -> None:
+    fake = await fake_provider("cm")
+    async with TokenManager() as tokens:
+        holder = tokens.add(provider_for(fake))
+    for use in (
+        lambda: tokens.session(holder),
+        tokens.session,
+        lambda: tokens.middleware(holder),
+        tokens.middleware,
+        lambda: tokens.add(provider_for(fake, name="late")),
+    ):
+        with pytest.raises(ConfigError, match="this TokenManager is closed"):
+            use()
+    await tokens.aclose()  # idempotent

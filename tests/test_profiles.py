@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from yarl import URL
 
-from aiopay_auth import Provider
+from aiopay_auth import Provider, Secret
 from aiopay_auth.exceptions import AuthError, ConfigError
 from aiopay_auth.providers import cm, generic, oro, payme, vonage
 
@@ -131,6 +131,100 @@ def test_provider_rejects_bad_config(overrides: dict[str, Any], problem: str) ->
     assert not caught.value.retryable
 
 
+HIDDEN = "hidden-value-9"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        pytest.param(
+            {"extra_headers": {"X-Key": f"{HIDDEN}\r\nX-Injected: 1"}},
+            "extra_headers 'X-Key': the value has characters not allowed",
+            id="crlf-in-value",
+        ),
+        pytest.param(
+            {"extra_headers": {"X-Key": Secret(f"{HIDDEN}\n")}},
+            "extra_headers 'X-Key': the value has characters not allowed",
+            id="lf-in-secret-value",
+        ),
+        pytest.param(
+            {"extra_headers": {"X-Key": f"{HIDDEN}\x00"}},
+            "extra_headers 'X-Key': the value",
+            id="nul-in-value",
+        ),
+        pytest.param(
+            {"extra_headers": {"X-Key": f"{HIDDEN}é"}}, "extra_headers 'X-Key'", id="non-ascii"
+        ),
+        pytest.param(
+            {"extra_headers": {"X-Key": f" {HIDDEN}"}}, "extra_headers 'X-Key'", id="leading-space"
+        ),
+        pytest.param(
+            {"extra_headers": {f"X-{HIDDEN}\r\nX-Evil": "v"}},
+            "extra_headers entry 0: the name is not a valid HTTP header name",
+            id="crlf-in-name",
+        ),
+        pytest.param(
+            {"extra_headers": {"X-Ok": "v", f"Bearer {HIDDEN}": "v"}},
+            "extra_headers entry 1: the name is not a valid HTTP header name",
+            id="space-in-name",
+        ),
+        pytest.param(
+            {"extra_headers": {"": "v"}}, "extra_headers entry 0: the name", id="empty-name"
+        ),
+        pytest.param(
+            {"extra_headers": [("X-Key", "a"), ("x-key", HIDDEN)]},
+            "extra_headers 'x-key' is given twice",
+            id="duplicate-header",
+        ),
+        pytest.param(
+            {"extra_headers": {"Content-Type": "text/plain"}},
+            "extra_headers 'Content-Type' is a header the SDK sets itself",
+            id="own-header",
+        ),
+        pytest.param(
+            {"extra_headers": {"Authorization": HIDDEN}, "client_auth": "basic"},
+            "extra_headers 'Authorization' is a header the SDK sets itself",
+            id="authorization-with-basic",
+        ),
+        pytest.param(
+            {"extra_fields": {"": HIDDEN}},
+            "extra_fields entry 0: the name is empty or has control characters",
+            id="empty-field-name",
+        ),
+        pytest.param(
+            {"extra_fields": {"ok": "v", "bad\nname": HIDDEN}},
+            "extra_fields entry 1: the name is empty or has control characters",
+            id="control-in-field-name",
+        ),
+        pytest.param(
+            {"extra_fields": [("a", "1"), ("a", HIDDEN)]},
+            "extra_fields 'a' is given twice",
+            id="duplicate-field",
+        ),
+    ],
+)
+def test_bad_extra_headers_and_fields_are_refused_without_quoting_values(
+    overrides: dict[str, Any], problem: str
+) -> None:
+    # Before, these passed construction and aiohttp raised ValueError inside
+    # every token request, forever.
+    with pytest.raises(ConfigError) as caught:
+        make(**overrides)
+    assert problem in str(caught.value)
+    assert HIDDEN not in str(caught.value)
+    assert HIDDEN not in repr(caught.value)
+
+
+def test_valid_extra_headers_and_fields_are_accepted() -> None:
+    provider = make(
+        extra_headers={"X-Api-Key": Secret("k e y"), "ALG-API-VERSION": "1", "X-Empty": ""},
+        extra_fields={"audience": "https://a.example", "assertion": Secret("a\nb")},
+        client_auth="body",
+    )
+    assert ("X-Api-Key", Secret("k e y")) in provider.extra_headers
+    assert 3 == len(provider.extra_headers)
+
+
 def test_all_problems_are_reported_at_once() -> None:
     with pytest.raises(ConfigError) as caught:
         make(client_id="", client_secret="", api=())
@@ -152,6 +246,24 @@ def test_config_error_never_quotes_url_credentials(url: str) -> None:
         make(token_url=url)
     assert "topsecret-pw" not in str(caught.value)
     assert "topsecret-pw" not in repr(caught.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"api": "https://api.example/v1?api_key=topsecret-key"}, id="api-query"),
+        pytest.param({"api": "https://api.example/v1#topsecret-key"}, id="api-fragment"),
+        pytest.param({"api": "http://api.example/v1?key=topsecret-key"}, id="http-api-query"),
+        pytest.param({"token_url": "http://auth.example/t?key=topsecret-key"}, id="http-token"),
+        pytest.param({"token_url": "/token?key=topsecret-key"}, id="relative-token"),
+    ],
+)
+def test_config_error_never_quotes_a_query_or_fragment(overrides: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make(**overrides)
+    assert "topsecret-key" not in str(caught.value)
+    assert "topsecret-key" not in repr(caught.value)
+    assert "example" in str(caught.value) or "/token" in str(caught.value)
 
 
 @pytest.mark.parametrize(

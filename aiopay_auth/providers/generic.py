@@ -26,8 +26,8 @@ def provider(
     refresh_token: str | Secret | None = None,
     client_auth: ClientAuth = "basic",
     encoding: Encoding = "form",
-    extra_fields: Mapping[str, str] | None = None,
-    extra_headers: Mapping[str, str] | None = None,
+    extra_fields: Mapping[str, str | Secret] | None = None,
+    extra_headers: Mapping[str, str | Secret] | None = None,
     default_lifetime: float = 300.0,
     allow_insecure_http: bool = False,
 ) -> Provider:
@@ -50,8 +50,10 @@ def provider(
         refresh_token: A refresh token obtained elsewhere, used first.
         client_auth: ``"basic"`` or ``"body"``.
         encoding: ``"form"`` (the RFC's) or ``"json"``.
-        extra_fields: More body fields for every request.
-        extra_headers: More headers for every token request.
+        extra_fields: More body fields for every request; pass a
+            :class:`~aiopay_auth.Secret` for a credential (API key, assertion).
+        extra_headers: More headers for every token request; a value may
+            be a :class:`~aiopay_auth.Secret` too.
         default_lifetime: Assumed lifetime when ``expires_in`` is absent.
         allow_insecure_http: Allow plain HTTP to non-loopback hosts.
 

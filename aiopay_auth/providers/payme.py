@@ -17,7 +17,7 @@ from yarl import URL
 
 from .._provider import Provider
 from .._secret import Secret
-from ..exceptions import ConfigError, scrub
+from ..exceptions import ConfigError
 
 
 __all__ = [
@@ -51,7 +51,8 @@ def envelope_failure(data: Mapping[str, object]) -> tuple[str, str] | None:
 
     Returns:
         ``None`` for success; ``(code, message)`` when ``success`` is false
-        or ``authorization.meta.status.code`` is not ``"00"``.
+        or ``authorization.meta.status.code`` is not ``"00"``. Both are the
+        provider's text as it came: the parser redacts, then scrubs them.
     """
     status = _dig(data, "authorization", "meta", "status")
     code = status.get("code") if isinstance(status, Mapping) else None
@@ -64,8 +65,8 @@ def envelope_failure(data: Mapping[str, object]) -> tuple[str, str] | None:
         if isinstance(messages, list)
         else []
     )
-    message = scrub("; ".join(texts)) if texts else "success is false"
-    return (scrub(str(code), 16) if code is not None else "success=false", message)
+    message = "; ".join(texts) if texts else "success is false"
+    return (str(code) if code is not None else "success=false", message)
 
 
 def _dig(data: Mapping[str, object], *keys: str) -> object:
