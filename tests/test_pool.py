@@ -1,4 +1,4 @@
-"""FairGate: first come, first served; no place lost to cancellation."""
+"""FairGate and FairPool: first come, first served, per host and per pool; no place lost."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import asyncio
 import aiohttp
 import pytest
 
-from aiopay_auth import ConfigError, FairGate
-from aiopay_auth._pool import gate_for
+from aiopay_auth import ConfigError, FairGate, FairPool
+from aiopay_auth._pool import gates_for
+
+from .helpers import eventually
+from .hostile import Api, serving
 
 
 pytestmark = pytest.mark.anyio
@@ -85,20 +88,91 @@ def test_size_must_be_positive() -> None:
         FairGate(0)
 
 
-async def test_gate_sized_from_the_tighter_connector_limit() -> None:
+async def test_gates_mirror_both_connector_limits() -> None:
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=50, limit_per_host=7)
     ) as session:
         assert session.connector is not None
-        gate = gate_for(session.connector)
-        assert gate is not None
-        assert 7 == gate.size
-        assert gate is gate_for(session.connector)
+        gates = gates_for(session.connector)
+        assert gates is not None
+        assert gates.pool is not None
+        assert 50 == gates.pool.size
+        host = gates.host(("127.0.0.1", 1))
+        assert host is not None
+        assert 7 == host.size
+        assert host is gates.host(("127.0.0.1", 1))
+        assert host is not gates.host(("127.0.0.1", 2))
+        assert gates is gates_for(session.connector)
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=3)
+    ) as session:
+        assert session.connector is not None
+        gates = gates_for(session.connector)
+        assert gates is not None
+        assert gates.pool is None
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=0)
     ) as session:
         assert session.connector is not None
-        assert gate_for(session.connector) is None
+        assert gates_for(session.connector) is None
+
+
+async def test_per_host_limit_gates_each_host_not_the_whole_pool() -> None:
+    # 3 hosts x 2 requests with limit_per_host=2: all 6 are in flight at once.
+    hold = asyncio.Event()
+    async with (
+        serving(3, hold=hold) as apis,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=100, limit_per_host=2), middlewares=[FairPool()]
+        ) as http,
+    ):
+
+        async def one(api: Api) -> int:
+            async with http.get(api.api / "x") as resp:
+                return resp.status
+
+        tasks = [asyncio.create_task(one(api)) for api in apis for _ in range(2)]
+        try:
+            await eventually(lambda: sum(api.in_flight for api in apis) == 6, within=5)
+        finally:
+            hold.set()
+        assert [401] * 6 == await asyncio.gather(*tasks)  # no token: the API says 401
+    assert [2, 2, 2] == [api.max_in_flight for api in apis]
+
+
+async def test_per_host_gate_is_fifo_and_bounded_and_the_pool_gate_still_holds() -> None:
+    hold = asyncio.Event()
+    async with (
+        serving(3, hold=hold) as apis,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=4, limit_per_host=2), middlewares=[FairPool()]
+        ) as http,
+    ):
+        connector = http.connector
+        assert connector is not None
+
+        async def one(api: Api, n: int) -> None:
+            async with http.get(api.api / "x", params={"n": str(n)}) as resp:
+                await resp.read()
+
+        first, second, third = apis
+        tasks = [asyncio.create_task(one(first, n)) for n in range(5)]
+        tasks += [asyncio.create_task(one(second, 10 + n)) for n in range(3)]
+        tasks.append(asyncio.create_task(one(third, 20)))
+        # 2 at the first host, 2 at the second: the pool's 4 places are taken.
+        await eventually(lambda: (first.in_flight, second.in_flight) == (2, 2), within=5)
+        gates = gates_for(connector)
+        assert gates is not None
+        assert gates.pool is not None
+        assert 4 == gates.pool.inside
+        assert 0 == third.in_flight
+        hold.set()
+        await asyncio.gather(*tasks)
+        assert 0 == gates.pool.inside
+        assert 0 == gates.hosts  # idle host gates are dropped
+    assert [2, 2, 1] == [api.max_in_flight for api in apis]
+    assert ["0", "1", "2", "3", "4"] == first.arrivals  # first come, first served
+    assert ["10", "11", "12"] == second.arrivals
 
 
 async def test_cancelled_waiter_dropped_by_a_release_still_raises_cancelled() -> None:

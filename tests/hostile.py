@@ -1,0 +1,183 @@
+"""An independent OAuth 2.0 server and bearer-guarded API for hostile-API tests.
+
+Written from RFC 6749 (§4.4 client credentials, §2.3.1 HTTP Basic client
+authentication, §5.1 the token response) and RFC 6750 (§3 a 401 with
+``WWW-Authenticate: Bearer error="invalid_token"``), not from
+:class:`aiopay_auth.testing.FakeProvider`. It records every request it
+receives (path, ``Authorization``, the whole body), counts requests in
+flight, and plays what a hostile API does: refuse every token, revoke
+tokens, redirect elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+from aiohttp import web
+from yarl import URL
+
+from aiopay_auth import Provider
+from aiopay_auth.providers import generic
+
+
+__all__ = ["Api", "Received", "serving"]
+
+CLIENT_ID = "hostile-client"
+CLIENT_SECRET = "hostile-secret-0123456789"
+
+
+@attrs.frozen
+class Received:
+    """One request the server received."""
+
+    method: str
+    path: str
+    authorization: str | None
+    body: bytes
+
+
+class Api:
+    """A token endpoint at ``/oauth/token`` and an API under ``/api``, on 127.0.0.1.
+
+    ``/api/redirect/<n>`` answers with the redirect set in :attr:`redirects`;
+    every other ``/api/...`` path answers 200 (``{"ok": true}``) to a valid
+    bearer token and 401 otherwise. ``/open/...`` is outside the API and
+    echoes the request's headers.
+
+    Args:
+        lifetime: ``expires_in`` of the tokens it issues.
+        hold: When set, every API request waits for this event before answering.
+    """
+
+    def __init__(self, *, lifetime: float = 60.0, hold: asyncio.Event | None = None) -> None:
+        self.lifetime = lifetime
+        self.hold = hold
+        self.refuse_all = False
+        self.valid: set[str] = set()
+        self.issued: list[str] = []
+        self.token_times: list[float] = []
+        self.received: list[Received] = []
+        self.redirects: dict[str, tuple[int, str]] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.arrivals: list[str] = []
+        self._runner: web.AppRunner | None = None
+        self.base_url = URL()
+
+    @property
+    def token_calls(self) -> int:
+        """Tokens issued."""
+        return len(self.issued)
+
+    @property
+    def api(self) -> URL:
+        """The API's base URL."""
+        return self.base_url / "api"
+
+    def provider(self, name: str = "hostile") -> Provider:
+        """The generic RFC 6749 profile aimed at this server."""
+        return generic.provider(
+            name=name,
+            token_url=self.base_url / "oauth" / "token",
+            api=self.api,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+        )
+
+    def revoke_all(self) -> None:
+        """Refuse every token issued so far; new ones are accepted."""
+        self.valid.clear()
+
+    def api_requests(self) -> list[Received]:
+        """The requests that reached the API (not the token endpoint)."""
+        return [r for r in self.received if r.path.startswith("/api")]
+
+    async def start(self) -> None:
+        """Listen on an ephemeral port of 127.0.0.1."""
+        app = web.Application()
+        app.router.add_post("/oauth/token", self._token)
+        app.router.add_route("*", "/api/{tail:.*}", self._api)
+        app.router.add_route("*", "/open/{tail:.*}", self._open)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        port = server.sockets[0].getsockname()[1]
+        self.base_url = URL(f"http://127.0.0.1:{port}")
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _token(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.received.append(
+            Received(request.method, request.path, request.headers.get("Authorization"), body)
+        )
+        expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        if request.headers.get("Authorization") != f"Basic {expected}":
+            return web.json_response({"error": "invalid_client"}, status=401)
+        form = await request.post()
+        if form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        token = secrets.token_urlsafe(24)
+        self.issued.append(token)
+        self.token_times.append(time.monotonic())
+        self.valid.add(token)
+        return web.json_response(
+            {"access_token": token, "token_type": "Bearer", "expires_in": self.lifetime},
+            headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+        )
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            body = await request.read()
+            authorization = request.headers.get("Authorization")
+            self.received.append(Received(request.method, request.path, authorization, body))
+            self.arrivals.append(request.query.get("n", ""))
+            if self.hold is not None:
+                await self.hold.wait()
+            if request.path in self.redirects:
+                status, location = self.redirects[request.path]
+                return web.Response(status=status, headers={"Location": location})
+            scheme, _, token = (authorization or "").partition(" ")
+            if self.refuse_all or scheme.lower() != "bearer" or token not in self.valid:
+                return web.json_response(
+                    {"error": "invalid_token"},
+                    status=401,
+                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                )
+            return web.json_response({"ok": True, "bytes": len(body)})
+        finally:
+            self.in_flight -= 1
+
+    async def _open(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        authorization = request.headers.get("Authorization")
+        self.received.append(Received(request.method, request.path, authorization, body))
+        return web.json_response({"authorization": authorization})
+
+
+@contextlib.asynccontextmanager
+async def serving(count: int = 1, **options: Any) -> AsyncIterator[list[Api]]:
+    """Start *count* independent servers (each on its own port), close them after."""
+    apis = [Api(**options) for _ in range(count)]
+    try:
+        for api in apis:
+            await api.start()
+        yield apis
+    finally:
+        for api in apis:
+            await api.close()
