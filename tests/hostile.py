@@ -16,7 +16,7 @@ import base64
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import attrs
@@ -53,12 +53,25 @@ class Api:
 
     Args:
         lifetime: ``expires_in`` of the tokens it issues.
-        hold: When set, every API request waits for this event before answering.
+        hold: When set, API requests wait for this event before answering
+            (those that *hold_when* picks, or all).
+        hold_when: Which API requests *hold* applies to.
+        token_hold: When set, the token endpoint waits for this event.
     """
 
-    def __init__(self, *, lifetime: float = 60.0, hold: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        lifetime: float = 60.0,
+        hold: asyncio.Event | None = None,
+        hold_when: Callable[[web.Request], bool] | None = None,
+        token_hold: asyncio.Event | None = None,
+    ) -> None:
         self.lifetime = lifetime
         self.hold = hold
+        self.hold_when = hold_when
+        self.token_hold = token_hold
+        self.unauthorized = 0
         self.refuse_all = False
         self.valid: set[str] = set()
         self.issued: list[str] = []
@@ -81,12 +94,19 @@ class Api:
         """The API's base URL."""
         return self.base_url / "api"
 
-    def provider(self, name: str = "hostile") -> Provider:
-        """The generic RFC 6749 profile aimed at this server."""
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        port = self.base_url.port
+        assert port is not None
+        return port
+
+    def provider(self, name: str = "hostile", api: list[URL] | None = None) -> Provider:
+        """The generic RFC 6749 profile aimed at this server (its API, or *api*)."""
         return generic.provider(
             name=name,
             token_url=self.base_url / "oauth" / "token",
-            api=self.api,
+            api=self.api if api is None else api,
             client_id=CLIENT_ID,
             client_secret=CLIENT_SECRET,
         )
@@ -115,11 +135,16 @@ class Api:
         self.base_url = URL(f"http://127.0.0.1:{port}")
 
     async def close(self) -> None:
-        """Stop listening."""
+        """Stop listening; requests still held are let go first."""
+        for event in (self.hold, self.token_hold):
+            if event is not None:
+                event.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
     async def _token(self, request: web.Request) -> web.Response:
+        if self.token_hold is not None:
+            await self.token_hold.wait()
         body = await request.read()
         self.received.append(
             Received(request.method, request.path, request.headers.get("Authorization"), body)
@@ -142,24 +167,26 @@ class Api:
     async def _api(self, request: web.Request) -> web.StreamResponse:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        seq = len(self.arrivals)
+        self.arrivals.append(request.query.get("n", ""))
         try:
             body = await request.read()
             authorization = request.headers.get("Authorization")
             self.received.append(Received(request.method, request.path, authorization, body))
-            self.arrivals.append(request.query.get("n", ""))
-            if self.hold is not None:
+            if self.hold is not None and (self.hold_when is None or self.hold_when(request)):
                 await self.hold.wait()
             if request.path in self.redirects:
                 status, location = self.redirects[request.path]
                 return web.Response(status=status, headers={"Location": location})
             scheme, _, token = (authorization or "").partition(" ")
             if self.refuse_all or scheme.lower() != "bearer" or token not in self.valid:
+                self.unauthorized += 1
                 return web.json_response(
                     {"error": "invalid_token"},
                     status=401,
                     headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
                 )
-            return web.json_response({"ok": True, "bytes": len(body)})
+            return web.json_response({"ok": True, "bytes": len(body), "seq": seq})
         finally:
             self.in_flight -= 1
 
