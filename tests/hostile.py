@@ -46,9 +46,10 @@ class Received:
 class Api:
     """A token endpoint at ``/oauth/token`` and an API under ``/api``, on 127.0.0.1.
 
-    ``/api/redirect/<n>`` answers with the redirect set in :attr:`redirects`;
-    every other ``/api/...`` path answers 200 (``{"ok": true}``) to a valid
-    bearer token and 401 otherwise. ``/open/...`` is outside the API and
+    A path in :attr:`redirects` answers with that redirect; every other
+    ``/api/...`` path answers 200 (``{"ok": true, "bytes": n, "seq": i}``,
+    *i* the request's arrival index) to a bearer token it issued that has
+    not expired or been revoked, and 401 otherwise. ``/open/...`` is outside the API and
     echoes the request's headers.
 
     Args:
@@ -73,7 +74,7 @@ class Api:
         self.token_hold = token_hold
         self.unauthorized = 0
         self.refuse_all = False
-        self.valid: set[str] = set()
+        self.valid: dict[str, float] = {}  # token -> when it expires (monotonic)
         self.issued: list[str] = []
         self.token_times: list[float] = []
         self.received: list[Received] = []
@@ -158,7 +159,7 @@ class Api:
         token = secrets.token_urlsafe(24)
         self.issued.append(token)
         self.token_times.append(time.monotonic())
-        self.valid.add(token)
+        self.valid[token] = time.monotonic() + self.lifetime
         return web.json_response(
             {"access_token": token, "token_type": "Bearer", "expires_in": self.lifetime},
             headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
@@ -179,7 +180,8 @@ class Api:
                 status, location = self.redirects[request.path]
                 return web.Response(status=status, headers={"Location": location})
             scheme, _, token = (authorization or "").partition(" ")
-            if self.refuse_all or scheme.lower() != "bearer" or token not in self.valid:
+            expires = self.valid.get(token) if scheme.lower() == "bearer" else None
+            if self.refuse_all or expires is None or expires <= time.monotonic():
                 self.unauthorized += 1
                 return web.json_response(
                     {"error": "invalid_token"},
