@@ -17,7 +17,7 @@ from ._token import Token
 from .exceptions import AuthError, TokenUnavailableError
 
 
-__all__ = ["ProviderStats", "TokenHolder"]
+__all__ = ["ProviderStats", "RefusalStreak", "TokenHolder"]
 
 
 @attrs.define(kw_only=True)
