@@ -72,8 +72,8 @@ class BearerAuth:
     A 401 from an API invalidates the token it was sent with (only the
     first 401 per token wakes the refresher), waits for the next token and
     resends the request once. A second 401 is returned to the caller. The
-    resend happens only if the body can be sent again (see
-    :func:`replayable`): a request with a consumed body (an async
+    resend happens only if aiohttp can send the body again (its payload is
+    not ``consumed``): a request with a consumed body (an async
     generator, an unseekable stream) gets the 401 itself, never a resend
     with an empty body; the token is still invalidated, so the next
     request carries a fresh one. When the API refuses fresh tokens too,
