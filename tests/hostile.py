@@ -58,6 +58,10 @@ class Api:
             (those that *hold_when* picks, or all).
         hold_when: Which API requests *hold* applies to.
         token_hold: When set, the token endpoint waits for this event.
+        early_401: Refuse a request with a bad token as soon as its headers
+            are in, without reading its body (RFC 9110 lets a server answer
+            before the request is complete); such requests are counted in
+            :attr:`early_refusals`, not recorded.
     """
 
     def __init__(
@@ -67,12 +71,15 @@ class Api:
         hold: asyncio.Event | None = None,
         hold_when: Callable[[web.Request], bool] | None = None,
         token_hold: asyncio.Event | None = None,
+        early_401: bool = False,
     ) -> None:
         self.lifetime = lifetime
         self.hold = hold
         self.hold_when = hold_when
         self.token_hold = token_hold
         self.unauthorized = 0
+        self.early_401 = early_401
+        self.early_refusals = 0
         self.refuse_all = False
         self.valid: dict[str, float] = {}  # token -> when it expires (monotonic)
         self.issued: list[str] = []
@@ -171,26 +178,35 @@ class Api:
         seq = len(self.arrivals)
         self.arrivals.append(request.query.get("n", ""))
         try:
-            body = await request.read()
             authorization = request.headers.get("Authorization")
+            if self.early_401 and self._refused(authorization):
+                self.early_refusals += 1
+                return self._refuse()
+            body = await request.read()
             self.received.append(Received(request.method, request.path, authorization, body))
             if self.hold is not None and (self.hold_when is None or self.hold_when(request)):
                 await self.hold.wait()
             if request.path in self.redirects:
                 status, location = self.redirects[request.path]
                 return web.Response(status=status, headers={"Location": location})
-            scheme, _, token = (authorization or "").partition(" ")
-            expires = self.valid.get(token) if scheme.lower() == "bearer" else None
-            if self.refuse_all or expires is None or expires <= time.monotonic():
-                self.unauthorized += 1
-                return web.json_response(
-                    {"error": "invalid_token"},
-                    status=401,
-                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-                )
+            if self._refused(authorization):
+                return self._refuse()
             return web.json_response({"ok": True, "bytes": len(body), "seq": seq})
         finally:
             self.in_flight -= 1
+
+    def _refused(self, authorization: str | None) -> bool:
+        scheme, _, token = (authorization or "").partition(" ")
+        expires = self.valid.get(token) if scheme.lower() == "bearer" else None
+        return self.refuse_all or expires is None or expires <= time.monotonic()
+
+    def _refuse(self) -> web.Response:
+        self.unauthorized += 1
+        return web.json_response(
+            {"error": "invalid_token"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
 
     async def _open(self, request: web.Request) -> web.Response:
         body = await request.read()

@@ -74,6 +74,37 @@ async def _check_unreplayable(body: object) -> None:
     assert 2 == api.token_calls
 
 
+async def test_a_401_before_the_body_is_read_never_leads_to_a_truncated_resend() -> None:
+    # The API refuses the token as soon as the headers are in, while the
+    # body is still streaming: resending would send the rest of the
+    # generator (or nothing) as if it were the whole payment.
+    more = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield BODY[:8]
+        await more.wait()
+        yield BODY[8:]
+
+    async with serving(early_401=True) as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        refused = await holder.get()
+        api.revoke_all()
+        async with tokens.session(holder) as http:
+            try:
+                async with http.post(api.api / "pay", data=slow_body()) as resp:
+                    assert 401 == resp.status
+            finally:
+                more.set()
+            async with http.post(api.api / "pay", data=BODY) as resp:
+                assert 200 == resp.status
+            fresh = holder.current
+        assert fresh is not None
+        assert fresh is not refused
+    assert 1 == api.early_refusals
+    # The only request the API took is the whole body, with the new token.
+    assert [(fresh.header, BODY)] == [(r.authorization, r.body) for r in api.api_requests()]
+
+
 def form() -> aiohttp.FormData:
     data = aiohttp.FormData()
     data.add_field("amount", "1250")
