@@ -145,14 +145,13 @@ class BearerAuth:
             # A redirect hop: only the provider the call was stamped for.
             if holder is not previous[1]:
                 holder = None
-        elif holder is not None and _AUTHORIZATION in request.headers:
-            self._strip(request, keep=holder)
-            if _AUTHORIZATION in request.headers:
-                holder = None  # the caller's own header: sent untouched
-            _CALL.set((call, holder))
-            if holder is None:
-                return await handler(request)
         else:
+            if holder is not None and _AUTHORIZATION in request.headers:
+                self._strip(request, keep=holder)
+                if _AUTHORIZATION in request.headers:
+                    # The caller's own header: sent untouched, no 401 recovery.
+                    _CALL.set((call, None))
+                    return await handler(request)
             _CALL.set((call, holder))
         if holder is None:
             self._strip(request)
