@@ -217,6 +217,8 @@ async def test_an_api_refusing_every_token_backs_off_and_recovers_on_its_own(
                 if r.levelno == logging.WARNING
             ]
             assert 1 == len(warnings)  # once per streak
+            shown = [r.getMessage() for r in caplog.records] + [repr(health), repr(holder.refusing)]
+            assert not [t for t in api.issued for text in shown if t in text]  # no token shown
             # The API accepts tokens again: the next answer ends the streak.
             api.refuse_all = False
             async with http.get(api.api / "pay") as resp:
