@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from aiopay_auth import ConfigError, FairGate, FairPool
 from aiopay_auth._pool import gates_for
@@ -191,3 +193,64 @@ async def test_cancelled_waiter_dropped_by_a_release_still_raises_cancelled() ->
     assert 0 == gate.waiting
     assert gate.try_acquire()
     assert not gate.try_acquire()
+
+
+async def test_a_cancelled_request_gives_back_its_host_place_and_drops_an_idle_host_gate() -> None:
+    hold = asyncio.Event()
+    async with (
+        serving(2, hold=hold) as (a, b),
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1, limit_per_host=1), middlewares=[FairPool()]
+        ) as http,
+    ):
+        connector = http.connector
+        assert connector is not None
+        gates = gates_for(connector)
+        assert gates is not None
+        assert gates.pool is not None
+
+        async def one(url: URL) -> int:
+            async with http.get(url) as resp:
+                return resp.status
+
+        first = asyncio.create_task(one(a.api / "x"))
+        await eventually(lambda: a.in_flight == 1)
+        same_host = asyncio.create_task(one(a.api / "y"))  # queued at A's gate
+        other_host = asyncio.create_task(one(b.api / "x"))  # past B's gate, queued at the pool's
+        await eventually(lambda: gates.pool is not None and gates.pool.waiting == 1)
+        assert 2 == gates.hosts
+        same_host.cancel()
+        other_host.cancel()
+        await asyncio.gather(same_host, other_host, return_exceptions=True)
+        assert 1 == gates.hosts  # B's gate, now idle, is gone
+        assert (1, 0) == (gates.pool.inside, gates.pool.waiting)
+        hold.set()
+        assert 401 == await first
+        assert 0 == gates.hosts
+        assert 0 == gates.pool.inside
+    assert 0 == b.in_flight + b.max_in_flight
+
+
+async def test_a_failed_request_gives_its_places_back_and_an_unbounded_pool_is_not_gated() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1, limit_per_host=1), middlewares=[FairPool()]
+    ) as http:
+        assert http.connector is not None
+        gates = gates_for(http.connector)
+        assert gates is not None
+        assert gates.pool is not None
+        for _ in range(2):  # the second would wait forever if the first kept its place
+            with pytest.raises(aiohttp.ClientConnectorError):
+                await http.get(f"http://127.0.0.1:{port}/")
+        assert (0, 0) == (gates.pool.inside, gates.hosts)
+    async with (
+        serving() as (api,),
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0), middlewares=[FairPool()]
+        ) as http,
+        http.get(api.api / "x") as resp,
+    ):
+        assert 401 == resp.status
