@@ -102,6 +102,8 @@ class TokenHolder:
             (read it; only the refresher sets it).
         refusing: The API's current streak of refused tokens, or ``None``
             while it accepts them (read it; see :meth:`invalidate`).
+        policy: The manager's :class:`~aiopay_auth.RefreshPolicy`; its
+            backoff paces new tokens while the API refuses them.
     """
 
     __slots__ = (
