@@ -95,6 +95,15 @@ class Health:
         last_error_kind: Its kind.
         store: A shared token store's state (``"shared"`` or ``"local"``),
             ``None`` without one.
+        refused_tokens: Tokens the API refused (401) for the first time.
+        refusal_streak: Tokens refused in a row with no answer accepted
+            since; 2 or more means the API refuses fresh tokens too, and
+            0 that it accepts them.
+        refusal_backoff: Seconds left during which 401s are handed to
+            callers without a resend or a new token (0 when not backing
+            off).
+        unreplayable: 401s handed to the caller without a resend because
+            the request's body could not be sent again.
     """
 
     provider: str
@@ -112,3 +121,7 @@ class Health:
     last_error: str | None
     last_error_kind: FailureKind | None
     store: str | None = None
+    refused_tokens: int = 0
+    refusal_streak: int = 0
+    refusal_backoff: float = 0.0
+    unreplayable: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 
@@ -9,12 +10,14 @@ import anyio
 import attrs
 
 from ._health import FailureKind, Health, HealthState, failure_kind
+from ._log import log
+from ._policy import RefreshPolicy
 from ._provider import Provider
 from ._token import Token
 from .exceptions import AuthError, TokenUnavailableError
 
 
-__all__ = ["ProviderStats", "TokenHolder"]
+__all__ = ["ProviderStats", "RefusalStreak", "TokenHolder"]
 
 
 @attrs.define(kw_only=True)
@@ -36,6 +39,9 @@ class ProviderStats:
         store: A shared token store's state (``"shared"``, or ``"local"``
             while it fails and the process fetches alone); ``None`` without
             one.
+        refused_tokens: Tokens the API refused (401) for the first time.
+        unreplayable: 401 answers handed to the caller without a resend
+            because the request's body could not be sent again.
     """
 
     fetches: int = 0
@@ -49,6 +55,28 @@ class ProviderStats:
     max_wait: float = 0.0
     last_error: AuthError | None = None
     store: str | None = None
+    refused_tokens: int = 0
+    unreplayable: int = 0
+
+
+@attrs.define
+class RefusalStreak:
+    """Tokens the API refused (401) in a row, with no answer accepted since.
+
+    Attributes:
+        tokens: How many tokens in a row were refused.
+        last: The last token refused, counted once however many 401s it gets.
+        until: While the clock is before this, the API is refusing fresh
+            tokens: 401s are handed to callers, with no resend and no
+            new token.
+    """
+
+    tokens: int = 0
+    last: Token | None = None
+    until: float = 0.0
+
+
+_RNG = random.Random()  # noqa: S311 - jitter, not cryptography
 
 
 class TokenHolder:
@@ -72,6 +100,10 @@ class TokenHolder:
         stats: Counters for this provider.
         fetching: Whether the refresher has a token request in flight
             (read it; only the refresher sets it).
+        refusing: The API's current streak of refused tokens, or ``None``
+            while it accepts them (read it; see :meth:`invalidate`).
+        policy: The manager's :class:`~aiopay_auth.RefreshPolicy`; its
+            backoff paces new tokens while the API refuses them.
     """
 
     __slots__ = (
@@ -83,7 +115,9 @@ class TokenHolder:
         "clock",
         "current",
         "fetching",
+        "policy",
         "provider",
+        "refusing",
         "stats",
         "wait_timeout",
     )
@@ -94,8 +128,11 @@ class TokenHolder:
         *,
         clock: Callable[[], float] = time.monotonic,
         wait_timeout: float = 30.0,
+        policy: RefreshPolicy | None = None,
     ) -> None:
         self.provider = provider
+        self.policy = policy or RefreshPolicy()
+        self.refusing: RefusalStreak | None = None
         self.clock = clock
         self.current: Token | None = None
         self.stats = ProviderStats()
@@ -183,15 +220,61 @@ class TokenHolder:
         still current drops it and wakes the refresher; later reports for the
         same token, or for an older one, do nothing.
 
+        A token refused right after another one was refused (no answer
+        accepted in between) shows that new tokens do not help: the API
+        refuses them all. The holder then keeps the token and backs off for
+        ``policy.backoff(n - 1)`` seconds after the *n*-th refused token in
+        a row (0.5 s doubling up to 30 s with the default policy, with
+        equal jitter); meanwhile :meth:`backing_off` is true and 401s go
+        to callers as they are. The first report after the backoff drops
+        the token as usual, so at most one token call is made per backoff.
+        The streak is logged once at WARNING (``aiopay_auth.api_refusing_tokens``)
+        and ends on the first accepted answer (:meth:`accepted`).
+
         Returns:
             Whether this call invalidated the current token.
         """
         if token is not self.current:
             return False
+        streak = self.refusing
+        if streak is None:
+            streak = self.refusing = RefusalStreak()
+        elif streak.until and self.clock() < streak.until:
+            return False
+        if token is not streak.last:
+            streak.last = token
+            streak.tokens += 1
+            self.stats.refused_tokens += 1
+            if streak.tokens >= 2:
+                delay = self.policy.backoff(streak.tokens - 1, rng=_RNG)
+                streak.until = self.clock() + delay
+                emit = log.warning if streak.tokens == 2 else log.debug
+                emit(
+                    "aiopay_auth.api_refusing_tokens",
+                    provider=self.name,
+                    refused=streak.tokens,
+                    backoff=round(delay, 3),
+                )
+                return False
         self.current = None
         self.stats.invalidations += 1
         self._refresh_needed.set()
         return True
+
+    def backing_off(self) -> bool:
+        """Whether the API refuses fresh tokens and 401s now go to callers as they are."""
+        streak = self.refusing
+        return streak is not None and self.clock() < streak.until
+
+    def accepted(self) -> None:
+        """Report that the API accepted a token (a non-401 answer): the streak ends.
+
+        Call it only while :attr:`refusing` is set; a streak that was logged
+        logs ``aiopay_auth.api_accepting_tokens`` once.
+        """
+        streak, self.refusing = self.refusing, None
+        if streak is not None and streak.tokens >= 2:
+            log.info("aiopay_auth.api_accepting_tokens", provider=self.name, refused=streak.tokens)
 
     # --- the writer's side: the refresher and the manager only -------------
 
@@ -269,6 +352,10 @@ class TokenHolder:
             last_error=None if last is None else str(last),
             last_error_kind=None if last is None else failure_kind(last),
             store=stats.store,
+            refused_tokens=stats.refused_tokens,
+            refusal_streak=0 if self.refusing is None else self.refusing.tokens,
+            refusal_backoff=max(0.0, self.refusing.until - self.clock()) if self.refusing else 0.0,
+            unreplayable=stats.unreplayable,
         )
 
     def _wake(self) -> None:

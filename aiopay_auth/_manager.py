@@ -167,7 +167,9 @@ class TokenManager:
         if provider.name in self._holders:
             msg = f"a provider named {provider.name!r} was already added"
             raise ConfigError(msg, provider=provider.name)
-        holder = TokenHolder(provider, clock=self._clock, wait_timeout=self.policy.wait_timeout)
+        holder = TokenHolder(
+            provider, clock=self._clock, wait_timeout=self.policy.wait_timeout, policy=self.policy
+        )
         source: TokenSource = HttpTokenSource(
             provider, session, timeout=self.policy.fetch_timeout, clock=self._clock
         )

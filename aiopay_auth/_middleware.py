@@ -1,11 +1,25 @@
-"""The aiohttp client middleware that stamps bearer tokens."""
+"""The aiohttp client middleware that stamps bearer tokens.
+
+aiohttp calls a session's middlewares once per redirect hop, each time with
+a new :class:`aiohttp.ClientRequest`, and all hops of one call run in the
+caller's task, one after the other. Every hop's request is handed the same
+per-call list object (``ClientRequest._traces``, made once in
+``ClientSession._request``), and nothing else ties a hop to its call. So
+the middleware remembers, in a context variable, that list and the
+provider the call's first hop was stamped for; a later hop of the same
+call is stamped for that provider only, never for another provider whose
+API the redirect lands on.
+"""
 
 from __future__ import annotations
 
-from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
+import contextvars
+
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs, payload
 from yarl import URL
 
 from ._holder import TokenHolder
+from ._token import Token
 from .exceptions import ConfigError
 
 
@@ -14,6 +28,25 @@ __all__ = ["BearerAuth"]
 _AUTHORIZATION = hdrs.AUTHORIZATION
 
 _Origin = tuple[str, str | None, int | None]
+
+# The current call of this task: its per-call object and the holder its
+# first hop was stamped for (None: not stamped).
+_CALL: contextvars.ContextVar[tuple[object, TokenHolder | None] | None] = contextvars.ContextVar(
+    "aiopay_auth_call", default=None
+)
+
+
+def replayable(request: ClientRequest) -> bool:
+    """Whether *request*'s body, once sent, can be sent again unchanged.
+
+    aiohttp marks a payload ``consumed`` when it cannot be written a second
+    time: an async iterable (a generator, a stream reader) as soon as
+    writing starts, a file object whose position cannot be told or restored,
+    a multipart body with such a part. Bytes, strings, ``json=``, form data
+    and seekable files rewind themselves and stay replayable.
+    """
+    body = request.body
+    return not (isinstance(body, payload.Payload) and body.consumed)
 
 
 class BearerAuth:
@@ -25,11 +58,29 @@ class BearerAuth:
     provider's current token, read from its holder without a lock or an
     await; only when no usable token exists does it wait for the
     refresher's fetch. A URL outside every API gets no token, and a token
-    of ours that an earlier hop carried is stripped.
+    of ours sent there by hand is stripped.
+
+    A redirect hop is stamped only for the provider the call's first hop
+    was stamped for: a redirect from one provider's API to another's
+    carries neither token (nor, when the first hop was not stamped, any).
+
+    An ``Authorization`` header the caller set (``headers=``, ``auth=``,
+    a session default) on an in-scope request is respected: sent untouched,
+    with no 401 recovery. Only one of our own tokens set by hand for
+    another provider's API is stripped and replaced.
 
     A 401 from an API invalidates the token it was sent with (only the
     first 401 per token wakes the refresher), waits for the next token and
-    resends the request once. A second 401 is returned to the caller.
+    resends the request once. A second 401 is returned to the caller. The
+    resend happens only if aiohttp can send the body again (its payload is
+    not ``consumed``): a request with a consumed body (an async
+    generator, an unseekable stream) gets the 401 itself, never a resend
+    with an empty body; the token is still invalidated, so the next
+    request carries a fresh one. When the API refuses fresh tokens too,
+    the holder backs off (see :meth:`TokenHolder.invalidate
+    <aiopay_auth.TokenHolder.invalidate>`) and 401s go to callers with no
+    resend and no new token until the backoff ends; the first accepted
+    answer ends the streak.
 
     One middleware serves any number of providers, so a session that talks
     to several APIs pays for one scope lookup per request. Get one from
@@ -88,6 +139,20 @@ class BearerAuth:
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Stamp *request* if it is in scope, send it, and recover from one 401."""
         holder = self.holder_for(request.url)
+        call: object = getattr(request, "_traces", None)
+        previous = _CALL.get()
+        if call is not None and previous is not None and previous[0] is call:
+            # A redirect hop: only the provider the call was stamped for.
+            if holder is not previous[1]:
+                holder = None
+        else:
+            if holder is not None and _AUTHORIZATION in request.headers:
+                self._strip(request, keep=holder)
+                if _AUTHORIZATION in request.headers:
+                    # The caller's own header: sent untouched, no 401 recovery.
+                    _CALL.set((call, None))
+                    return await handler(request)
+            _CALL.set((call, holder))
         if holder is None:
             self._strip(request)
             return await handler(request)
@@ -97,20 +162,46 @@ class BearerAuth:
         request.headers[_AUTHORIZATION] = token.header
         response = await handler(request)
         if response.status != 401:
+            if holder.refusing is not None:
+                holder.accepted()
+            return response
+        return await self._recover(request, handler, holder, token, response)
+
+    async def _recover(
+        self,
+        request: ClientRequest,
+        handler: ClientHandlerType,
+        holder: TokenHolder,
+        token: Token,
+        response: ClientResponse,
+    ) -> ClientResponse:
+        """Answer a 401: resend once with a new token when that can help."""
+        if holder.backing_off():
+            return response
+        holder.invalidate(token)
+        if not replayable(request):
+            holder.stats.unreplayable += 1
+            return response
+        if holder.backing_off():
             return response
         response.release()
-        holder.invalidate(token)
         token = await holder.get()
         request.headers[_AUTHORIZATION] = token.header
         holder.stats.recoveries += 1
-        return await handler(request)
+        response = await handler(request)
+        if response.status == 401:
+            holder.invalidate(token)  # a fresh token refused too
+        elif holder.refusing is not None:
+            holder.accepted()
+        return response
 
-    def _strip(self, request: ClientRequest) -> None:
+    def _strip(self, request: ClientRequest, keep: TokenHolder | None = None) -> None:
+        """Remove one of our tokens (other than *keep*'s) set by hand on *request*."""
         sent = request.headers.get(_AUTHORIZATION)
         if sent is None:
             return
         for holder in self._holders:
             latest = holder.latest
-            if latest is not None and sent == latest.header:
+            if holder is not keep and latest is not None and sent == latest.header:
                 del request.headers[_AUTHORIZATION]
                 return

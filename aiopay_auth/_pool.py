@@ -7,8 +7,9 @@ saturation that starves some requests for as long as the load lasts, and a
 token stamped before the wait can expire while the request queues.
 
 :class:`FairPool` closes both. It admits at most as many requests as the
-pool has connections, strictly first come first served, and holds each
-admission until the response's connection goes back to the pool. A request
+pool has connections (and, with a per-host limit, at most that many per
+host), strictly first come first served, and holds each admission until
+the response's connection goes back to the pool. A request
 that has passed the gate finds a free connection at once, so a bearer token
 stamped after the gate is sent within moments of being read.
 """
@@ -16,8 +17,10 @@ stamped after the gate is sent within moments of being read.
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from collections import deque
+from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
     from ._middleware import BearerAuth
 
 
-__all__ = ["FairGate", "FairPool"]
+__all__ = ["FairGate", "FairPool", "PoolGates", "gates_for"]
 
 
 class FairGate:
@@ -98,22 +101,64 @@ class FairGate:
         self._free += 1
 
 
-_GATES: weakref.WeakKeyDictionary[aiohttp.BaseConnector, FairGate] = weakref.WeakKeyDictionary()
+class PoolGates:
+    """The admission gates of one connector's pool, mirroring its two limits.
+
+    A request takes a place at its host's gate (``limit_per_host``, per
+    :attr:`aiohttp.ClientRequest.connection_key`, the key aiohttp's own
+    per-host accounting uses), then at the pool's gate (``limit``). Every
+    request takes them in that one order, so no two requests can wait on
+    each other. A host's gate is dropped once nobody holds or awaits it.
+
+    Args:
+        limit: The pool's size; ``0`` for no overall limit.
+        limit_per_host: The per-host size; ``0`` for no per-host limit.
+    """
+
+    __slots__ = ("_hosts", "limit_per_host", "pool")
+
+    def __init__(self, limit: int, limit_per_host: int) -> None:
+        self.pool = FairGate(limit) if limit else None
+        self.limit_per_host = limit_per_host
+        self._hosts: dict[Hashable, FairGate] = {}
+
+    def host(self, key: Hashable) -> FairGate | None:
+        """The gate of *key*'s host, made on first use; ``None`` with no per-host limit."""
+        if not self.limit_per_host:
+            return None
+        gate = self._hosts.get(key)
+        if gate is None:
+            gate = self._hosts[key] = FairGate(self.limit_per_host)
+        return gate
+
+    def drop_idle(self, key: Hashable, gate: FairGate) -> None:
+        """Forget *key*'s gate if nobody holds or awaits a place in it."""
+        if not gate.inside and not gate.waiting and self._hosts.get(key) is gate:
+            del self._hosts[key]
+
+    @property
+    def hosts(self) -> int:
+        """How many hosts have a gate in use."""
+        return len(self._hosts)
 
 
-def gate_for(connector: aiohttp.BaseConnector) -> FairGate | None:
-    """The shared gate of a connector's pool, sized to its limits.
+_GATES: weakref.WeakKeyDictionary[aiohttp.BaseConnector, PoolGates | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def gates_for(connector: aiohttp.BaseConnector) -> PoolGates | None:
+    """The shared gates of a connector's pool, sized to its limits.
 
     ``None`` when the pool is unbounded (``limit=0`` and
     ``limit_per_host=0``), where there is no queue to be fair about.
     """
-    gate = _GATES.get(connector)
-    if gate is None:
-        limits = [n for n in (connector.limit, connector.limit_per_host) if n]
-        if not limits:
-            return None
-        gate = _GATES[connector] = FairGate(min(limits))
-    return gate
+    try:
+        return _GATES[connector]
+    except KeyError:
+        limit, per_host = connector.limit, connector.limit_per_host
+        gates = _GATES[connector] = PoolGates(limit, per_host) if limit or per_host else None
+        return gates
 
 
 class FairPool:
@@ -127,9 +172,10 @@ class FairPool:
             middlewares=[FairPool(), tokens.middleware(provider)],
         )
 
-    The gate is sized from the session's connector (``limit``, or
-    ``limit_per_host`` when that is smaller) and shared by every
-    ``FairPool`` on the same connector. :meth:`TokenManager.session
+    The gates mirror the session's connector: one for the whole pool
+    (``limit``) and, when ``limit_per_host`` is set, one per host, so a
+    busy host never holds back requests to the others. They are shared by
+    every ``FairPool`` on the same connector. :meth:`TokenManager.session
     <aiopay_auth.TokenManager.session>` installs one for you.
 
     Each admission lasts until the response's connection is released
@@ -142,32 +188,53 @@ class FairPool:
             request instead of two. ``TokenManager.session`` does this.
     """
 
-    __slots__ = ("_auth", "_connector", "_gate")
+    __slots__ = ("_auth", "_connector", "_gates")
 
     def __init__(self, auth: BearerAuth | None = None) -> None:
         self._auth = auth
         self._connector: aiohttp.BaseConnector | None = None
-        self._gate: FairGate | None = None
+        self._gates: PoolGates | None = None
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Admit *request* in arrival order, then pass it on."""
         connector = request.session.connector
         if connector is not self._connector:
-            self._gate = gate_for(connector) if connector is not None else None
+            self._gates = gates_for(connector) if connector is not None else None
             self._connector = connector
-        gate, auth = self._gate, self._auth
-        if gate is None:
+        gates, auth = self._gates, self._auth
+        if gates is None:
             return await (handler(request) if auth is None else auth(request, handler))
-        if not gate.try_acquire():
-            await gate.acquire()
+        key = request.connection_key
+        host = gates.host(key)
+        pool = gates.pool
+        if host is not None and not host.try_acquire():
+            try:
+                await host.acquire()
+            except BaseException:
+                gates.drop_idle(key, host)
+                raise
+        if pool is not None and not pool.try_acquire():
+            try:
+                await pool.acquire()
+            except BaseException:
+                _release(gates, key, host, None)
+                raise
         try:
             response = await (handler(request) if auth is None else auth(request, handler))
         except BaseException:
-            gate.release()
+            _release(gates, key, host, pool)
             raise
         connection = response.connection
         if connection is None:
-            gate.release()
+            _release(gates, key, host, pool)
         else:
-            connection.add_callback(gate.release)
+            connection.add_callback(functools.partial(_release, gates, key, host, pool))
         return response
+
+
+def _release(gates: PoolGates, key: Hashable, host: FairGate | None, pool: FairGate | None) -> None:
+    if pool is not None:
+        pool.release()
+    if host is not None:
+        host.release()
+        gates.drop_idle(key, host)

@@ -1,14 +1,19 @@
-"""FairGate: first come, first served; no place lost to cancellation."""
+"""FairGate and FairPool: first come, first served, per host and per pool; no place lost."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import aiohttp
 import pytest
+from yarl import URL
 
-from aiopay_auth import ConfigError, FairGate
-from aiopay_auth._pool import gate_for
+from aiopay_auth import ConfigError, FairGate, FairPool
+from aiopay_auth._pool import gates_for
+
+from .helpers import eventually
+from .hostile import Api, serving
 
 
 pytestmark = pytest.mark.anyio
@@ -85,20 +90,91 @@ def test_size_must_be_positive() -> None:
         FairGate(0)
 
 
-async def test_gate_sized_from_the_tighter_connector_limit() -> None:
+async def test_gates_mirror_both_connector_limits() -> None:
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=50, limit_per_host=7)
     ) as session:
         assert session.connector is not None
-        gate = gate_for(session.connector)
-        assert gate is not None
-        assert 7 == gate.size
-        assert gate is gate_for(session.connector)
+        gates = gates_for(session.connector)
+        assert gates is not None
+        assert gates.pool is not None
+        assert 50 == gates.pool.size
+        host = gates.host(("127.0.0.1", 1))
+        assert host is not None
+        assert 7 == host.size
+        assert host is gates.host(("127.0.0.1", 1))
+        assert host is not gates.host(("127.0.0.1", 2))
+        assert gates is gates_for(session.connector)
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=3)
+    ) as session:
+        assert session.connector is not None
+        gates = gates_for(session.connector)
+        assert gates is not None
+        assert gates.pool is None
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=0)
     ) as session:
         assert session.connector is not None
-        assert gate_for(session.connector) is None
+        assert gates_for(session.connector) is None
+
+
+async def test_per_host_limit_gates_each_host_not_the_whole_pool() -> None:
+    # 3 hosts x 2 requests with limit_per_host=2: all 6 are in flight at once.
+    hold = asyncio.Event()
+    async with (
+        serving(3, hold=hold) as apis,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=100, limit_per_host=2), middlewares=[FairPool()]
+        ) as http,
+    ):
+
+        async def one(api: Api) -> int:
+            async with http.get(api.api / "x") as resp:
+                return resp.status
+
+        tasks = [asyncio.create_task(one(api)) for api in apis for _ in range(2)]
+        try:
+            await eventually(lambda: sum(api.in_flight for api in apis) == 6, within=5)
+        finally:
+            hold.set()
+        assert [401] * 6 == await asyncio.gather(*tasks)  # no token: the API says 401
+    assert [2, 2, 2] == [api.max_in_flight for api in apis]
+
+
+async def test_per_host_gate_is_fifo_and_bounded_and_the_pool_gate_still_holds() -> None:
+    hold = asyncio.Event()
+    async with (
+        serving(3, hold=hold) as apis,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=4, limit_per_host=2), middlewares=[FairPool()]
+        ) as http,
+    ):
+        connector = http.connector
+        assert connector is not None
+
+        async def one(api: Api, n: int) -> None:
+            async with http.get(api.api / "x", params={"n": str(n)}) as resp:
+                await resp.read()
+
+        first, second, third = apis
+        tasks = [asyncio.create_task(one(first, n)) for n in range(5)]
+        tasks += [asyncio.create_task(one(second, 10 + n)) for n in range(3)]
+        tasks.append(asyncio.create_task(one(third, 20)))
+        # 2 at the first host, 2 at the second: the pool's 4 places are taken.
+        await eventually(lambda: (first.in_flight, second.in_flight) == (2, 2), within=5)
+        gates = gates_for(connector)
+        assert gates is not None
+        assert gates.pool is not None
+        assert 4 == gates.pool.inside
+        assert 0 == third.in_flight
+        hold.set()
+        await asyncio.gather(*tasks)
+        assert 0 == gates.pool.inside
+        assert 0 == gates.hosts  # idle host gates are dropped
+    assert [2, 2, 1] == [api.max_in_flight for api in apis]
+    assert ["0", "1", "2", "3", "4"] == first.arrivals  # first come, first served
+    assert ["10", "11", "12"] == second.arrivals
 
 
 async def test_cancelled_waiter_dropped_by_a_release_still_raises_cancelled() -> None:
@@ -117,3 +193,64 @@ async def test_cancelled_waiter_dropped_by_a_release_still_raises_cancelled() ->
     assert 0 == gate.waiting
     assert gate.try_acquire()
     assert not gate.try_acquire()
+
+
+async def test_a_cancelled_request_gives_back_its_host_place_and_drops_an_idle_host_gate() -> None:
+    hold = asyncio.Event()
+    async with (
+        serving(2, hold=hold) as (a, b),
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1, limit_per_host=1), middlewares=[FairPool()]
+        ) as http,
+    ):
+        connector = http.connector
+        assert connector is not None
+        gates = gates_for(connector)
+        assert gates is not None
+        assert gates.pool is not None
+
+        async def one(url: URL) -> int:
+            async with http.get(url) as resp:
+                return resp.status
+
+        first = asyncio.create_task(one(a.api / "x"))
+        await eventually(lambda: a.in_flight == 1)
+        same_host = asyncio.create_task(one(a.api / "y"))  # queued at A's gate
+        other_host = asyncio.create_task(one(b.api / "x"))  # past B's gate, queued at the pool's
+        await eventually(lambda: gates.pool is not None and gates.pool.waiting == 1)
+        assert 2 == gates.hosts
+        same_host.cancel()
+        other_host.cancel()
+        await asyncio.gather(same_host, other_host, return_exceptions=True)
+        assert 1 == gates.hosts  # B's gate, now idle, is gone
+        assert (1, 0) == (gates.pool.inside, gates.pool.waiting)
+        hold.set()
+        assert 401 == await first
+        assert 0 == gates.hosts
+        assert 0 == gates.pool.inside
+    assert 0 == b.in_flight + b.max_in_flight
+
+
+async def test_a_failed_request_gives_its_places_back_and_an_unbounded_pool_is_not_gated() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1, limit_per_host=1), middlewares=[FairPool()]
+    ) as http:
+        assert http.connector is not None
+        gates = gates_for(http.connector)
+        assert gates is not None
+        assert gates.pool is not None
+        for _ in range(2):  # the second would wait forever if the first kept its place
+            with pytest.raises(aiohttp.ClientConnectorError):
+                await http.get(f"http://127.0.0.1:{port}/")
+        assert (0, 0) == (gates.pool.inside, gates.hosts)
+    async with (
+        serving() as (api,),
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0), middlewares=[FairPool()]
+        ) as http,
+        http.get(api.api / "x") as resp,
+    ):
+        assert 401 == resp.status

@@ -1,0 +1,313 @@
+"""The middleware against hostile APIs, served by tests/hostile.py (RFC 6749/6750)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from aiopay_auth import RefreshPolicy, TokenManager
+
+from .hostile import serving
+
+
+pytestmark = pytest.mark.anyio
+
+BODY = b"amount=1250&currency=EUR&order=pay-0001"
+
+
+async def chunks(_: contextlib.ExitStack) -> AsyncIterator[bytes]:
+    for start in range(0, len(BODY), 8):
+        yield BODY[start : start + 8]
+
+
+def pipe_reader(stack: contextlib.ExitStack) -> io.BufferedReader:
+    """An unseekable stream holding BODY (the read end of a pipe)."""
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, BODY)
+    os.close(write_fd)
+    return stack.enter_context(open(read_fd, "rb"))
+
+
+# --- 1. a 401 resend must never lose the body --------------------------------
+
+
+@pytest.mark.parametrize(
+    "make_body", [chunks, pipe_reader], ids=["async-generator", "unseekable-stream"]
+)
+async def test_a_body_that_cannot_be_replayed_gets_the_401_not_an_empty_resend(
+    make_body: Callable[[contextlib.ExitStack], Any],
+) -> None:
+    with contextlib.ExitStack() as stack:
+        await _check_unreplayable(make_body(stack))
+
+
+async def _check_unreplayable(body: object) -> None:
+    async with serving() as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        refused = await holder.get()
+        api.revoke_all()
+        async with tokens.session(holder) as http:
+            async with http.post(api.api / "pay", data=body) as resp:
+                assert 401 == resp.status  # the caller knows the payment was not taken
+            # The refused token was still invalidated: the next request has a fresh one.
+            async with http.post(api.api / "pay", data=BODY) as resp:
+                assert 200 == resp.status
+            fresh = holder.current
+        assert fresh is not None
+        assert fresh is not refused
+        assert 1 == holder.stats.unreplayable
+        assert 0 == holder.stats.recoveries
+        assert 1 == holder.health().unreplayable
+    sent = api.api_requests()
+    assert [BODY, BODY] == [r.body for r in sent]  # never resent empty
+    assert [refused.header, fresh.header] == [r.authorization for r in sent]
+    assert 2 == api.token_calls
+
+
+async def test_a_401_before_the_body_is_read_never_leads_to_a_truncated_resend() -> None:
+    # The API refuses the token as soon as the headers are in, while the
+    # body is still streaming: resending would send the rest of the
+    # generator (or nothing) as if it were the whole payment.
+    more = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield BODY[:8]
+        await more.wait()
+        yield BODY[8:]
+
+    async with serving(early_401=True) as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        refused = await holder.get()
+        api.revoke_all()
+        async with tokens.session(holder) as http:
+            try:
+                async with http.post(api.api / "pay", data=slow_body()) as resp:
+                    assert 401 == resp.status
+            finally:
+                more.set()
+            async with http.post(api.api / "pay", data=BODY) as resp:
+                assert 200 == resp.status
+            fresh = holder.current
+        assert fresh is not None
+        assert fresh is not refused
+    assert 1 == api.early_refusals
+    # The only request the API took is the whole body, with the new token.
+    assert [(fresh.header, BODY)] == [(r.authorization, r.body) for r in api.api_requests()]
+
+
+def form() -> aiohttp.FormData:
+    data = aiohttp.FormData()
+    data.add_field("amount", "1250")
+    data.add_field("currency", "EUR")
+    return data
+
+
+def multipart() -> aiohttp.FormData:
+    data = form()
+    data.add_field("receipt", b"\x00receipt-bytes\xff", filename="receipt.bin")
+    return data
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        lambda _: {"data": BODY},
+        lambda _: {"data": BODY.decode()},
+        lambda _: {"json": {"amount": 1250, "currency": "EUR"}},
+        lambda _: {"data": {"amount": "1250", "currency": "EUR"}},
+        lambda _: {"data": form()},
+        lambda _: {"data": multipart()},
+        lambda _: {"data": io.BytesIO(BODY)},
+        lambda path: {"data": path.open("rb")},
+    ],
+    ids=["bytes", "str", "json", "dict-form", "form-data", "multipart", "bytesio", "file"],
+)
+async def test_a_replayable_body_is_resent_identical_after_a_401(
+    kwargs: Callable[[Path], dict[str, Any]], tmp_path: Path
+) -> None:
+    path = tmp_path / "body.bin"
+    path.write_bytes(BODY)
+    async with serving() as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        refused = await holder.get()
+        api.revoke_all()
+        async with tokens.session(holder) as http:
+            async with http.post(api.api / "pay", **kwargs(path)) as resp:
+                assert 200 == resp.status
+                answer = await resp.json()
+            fresh = holder.current
+        assert fresh is not None
+        assert 1 == holder.stats.recoveries
+        assert 0 == holder.stats.unreplayable
+    first, resend = api.api_requests()
+    assert (first.authorization, resend.authorization) == (refused.header, fresh.header)
+    assert first.body
+    assert first.body == resend.body  # the server got the identical body twice
+    assert len(resend.body) == answer["bytes"]
+
+
+# --- 2. an API that refuses every token -------------------------------------
+
+
+def most_token_calls(policy: RefreshPolicy, window: float) -> int:
+    """The most token calls the documented backoff allows in *window* seconds.
+
+    The first token, the one fetched after its 401, then one more per
+    backoff that has ended; the n-th backoff lasts at least half of
+    ``backoff_initial * backoff_multiplier ** (n - 1)`` (capped at
+    ``backoff_max``), the equal-jitter minimum.
+    """
+    calls, elapsed, attempt = 2, 0.0, 1
+    while True:
+        step = policy.backoff_initial * policy.backoff_multiplier ** (attempt - 1)
+        elapsed += 0.5 * min(step, policy.backoff_max)
+        if elapsed > window:
+            return calls
+        calls += 1
+        attempt += 1
+
+
+def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "aiopay_auth", {}).get("event") == name]
+
+
+async def test_an_api_refusing_every_token_backs_off_and_recovers_on_its_own(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopay_auth")
+    policy = RefreshPolicy()
+    workers, seconds = 20, 3.0
+    async with serving() as (api,), TokenManager(policy=policy) as tokens:
+        api.refuse_all = True
+        holder = tokens.add(api.provider())
+        started = time.monotonic()
+        async with tokens.session(holder, limit=workers) as http:
+            statuses: list[int] = []
+            stop = started + seconds
+
+            async def worker() -> None:
+                while time.monotonic() < stop:
+                    async with http.get(api.api / "pay") as resp:
+                        statuses.append(resp.status)
+
+            await asyncio.gather(*(worker() for _ in range(workers)))
+            window = time.monotonic() - started
+            calls = api.token_calls
+            health = holder.health()
+            # Every caller got the API's 401, none an exception.
+            assert {401} == set(statuses)
+            assert len(statuses) > calls
+            # A bounded, growing backoff: not one token call per 401.
+            assert 3 <= calls <= most_token_calls(policy, window)
+            assert health.refusal_streak >= 2
+            assert calls - 1 <= health.refused_tokens <= calls
+            warnings = [
+                r
+                for r in events(caplog, "aiopay_auth.api_refusing_tokens")
+                if r.levelno == logging.WARNING
+            ]
+            assert 1 == len(warnings)  # once per streak
+            shown = [r.getMessage() for r in caplog.records] + [repr(health), repr(holder.refusing)]
+            assert not [t for t in api.issued for text in shown if t in text]  # no token shown
+            # The API accepts tokens again: the next answer ends the streak.
+            api.refuse_all = False
+            async with http.get(api.api / "pay") as resp:
+                assert 200 == resp.status
+            async with http.get(api.api / "pay") as resp:
+                assert 200 == resp.status
+            recovered = holder.health()
+        assert 0 == recovered.refusal_streak
+        assert 0 == recovered.refusal_backoff
+        assert holder.refusing is None
+    assert 1 == len(events(caplog, "aiopay_auth.api_accepting_tokens"))
+    assert all(r.levelno < logging.ERROR for r in caplog.records)
+
+
+# --- 3. a redirect from one provider's API to another's ---------------------
+
+
+async def test_a_redirect_to_another_providers_api_carries_neither_token() -> None:
+    async with serving(2) as (a, b), TokenManager() as tokens:
+        pay_a = tokens.add(a.provider("a"))
+        pay_b = tokens.add(b.provider("b"))
+        token_a, token_b = await pay_a.get(), await pay_b.get()
+        a.redirects["/api/redirect/307"] = (307, str(b.api / "pay"))
+        a.redirects["/api/redirect/303"] = (303, str(b.api / "pay"))
+        a.redirects["/api/redirect/inside"] = (307, str(a.api / "pay"))
+        async with tokens.session(pay_a, pay_b) as http:
+            async with http.post(a.api / "redirect" / "307", data=BODY) as resp:
+                assert [307] == [r.status for r in resp.history]
+                assert 401 == resp.status  # B refuses a request that carries no token
+            async with http.post(a.api / "redirect" / "303", data=BODY) as resp:
+                assert [303] == [r.status for r in resp.history]
+                assert 401 == resp.status
+            # Within the stamped provider's API, the hop keeps its token.
+            async with http.post(a.api / "redirect" / "inside", data=BODY) as resp:
+                assert 200 == resp.status
+            # The next call of the same task is a call of its own.
+            async with http.get(b.api / "pay") as resp:
+                assert 200 == resp.status
+    assert [(token_a.header, BODY)] * 4 == [(r.authorization, r.body) for r in a.api_requests()]
+    at_b = [(r.method, r.authorization, r.body) for r in b.api_requests()]
+    assert [
+        ("POST", None, BODY),
+        ("GET", None, b""),
+        ("GET", token_b.header, b""),
+    ] == at_b
+    assert 0 == pay_a.stats.invalidations + pay_b.stats.invalidations
+
+
+# --- 4. the caller's own Authorization --------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:The 'auth' parameter is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning")
+async def test_an_explicit_authorization_is_sent_untouched_without_401_recovery() -> None:
+    async with serving() as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        token = await holder.get()
+        async with tokens.session(holder) as http:
+            headers = {"Authorization": "Bearer the-callers-own"}
+            async with http.post(api.api / "pay", data=BODY, headers=headers) as resp:
+                assert 401 == resp.status
+            basic = aiohttp.BasicAuth("user", "pass")
+            async with http.post(api.api / "pay", data=BODY, auth=basic) as resp:
+                assert 401 == resp.status
+        assert holder.current is token  # not invalidated: it was never sent
+        assert 0 == holder.stats.invalidations
+        assert 0 == holder.stats.recoveries
+    sent = [r.authorization for r in api.api_requests()]
+    assert ["Bearer the-callers-own", basic.encode()] == sent  # once each, untouched
+    assert 1 == api.token_calls
+
+
+async def test_our_token_set_by_hand_is_stripped_out_of_scope_and_replaced_in_another_api() -> None:
+    async with serving(2) as (a, b), TokenManager() as tokens:
+        pay_a = tokens.add(a.provider("a"))
+        pay_b = tokens.add(b.provider("b"))
+        token_a, token_b = await pay_a.get(), await pay_b.get()
+        async with tokens.session(pay_a, pay_b) as http:
+            # Out of every API (same origin as A's API): our token is removed.
+            by_hand = {"Authorization": token_a.header}
+            async with http.get(a.base_url / "open" / "echo", headers=by_hand) as resp:
+                assert {"authorization": None} == await resp.json()
+            # B's token by hand on A's API: A's own token goes instead.
+            by_hand = {"Authorization": token_b.header}
+            async with http.get(a.api / "pay", headers=by_hand) as resp:
+                assert 200 == resp.status
+            # A user's own credential for another API is left alone.
+            own = {"Authorization": "Basic b3duOmNyZWRz"}
+            async with http.get(a.base_url / "open" / "echo", headers=own) as resp:
+                assert {"authorization": "Basic b3duOmNyZWRz"} == await resp.json()
+    assert [token_a.header] == [r.authorization for r in a.api_requests()]
+    assert [] == b.api_requests()
