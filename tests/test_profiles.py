@@ -349,8 +349,10 @@ def payme_unknown_environment() -> Provider:
     return payme.provider(environment=environment, client_id="id", client_secret=SECRET)
 
 
-def payme_preproduction_without_audience() -> Provider:
-    return payme.provider(environment="pre-production", client_id="id", client_secret=SECRET)
+def payme_empty_api_version() -> Provider:
+    return payme.provider(
+        environment="production", client_id="id", client_secret=SECRET, api_version=""
+    )
 
 
 def payme_password_without_username() -> Provider:
@@ -431,10 +433,10 @@ def generic_no_api() -> Provider:
             payme_unknown_environment, "Pay-me environment must be one of", "payme", id="env"
         ),
         pytest.param(
-            payme_preproduction_without_audience,
-            "pass audience=",
+            payme_empty_api_version,
+            "api_version must not be empty",
             "payme",
-            id="payme-preprod-no-audience",
+            id="payme-empty-api-version",
         ),
         pytest.param(
             payme_password_without_username,
@@ -535,30 +537,66 @@ def test_vonage_password_grant_and_refresh_token() -> None:
 
 
 @pytest.mark.parametrize(
-    ("environment", "token_url", "audience"),
+    ("environment", "token_url", "audience", "version", "nonce"),
     [
+        # Only Pay-me's v1 pages list development, with the v1 version.
         pytest.param(
             "development",
             "https://auth.wip.alignet.io/token",
             "https://api.dev.alignet.io",
+            "1618440906",
+            "https://auth.wip.alignet.io/nonce",
             id="development",
         ),
+        # docs.pay-me.com/api-de-pagos/autenticacion and the Nonce pages.
         pytest.param(
-            "production", "https://auth.alignet.io/token", "https://api.alignet.io", id="production"
+            "pre-production",
+            "https://auth.preprod.alignet.io/token",
+            "https://api.preprod.alignet.io/",
+            "1709847567",
+            "https://auth.preprod.alignet.io/nonce",
+            id="pre-production",
+        ),
+        pytest.param(
+            "production",
+            "https://auth.alignet.io/token",
+            "https://api.alignet.io/",
+            "1709847567",
+            "https://auth.alignet.io/nonce",
+            id="production",
         ),
     ],
 )
-def test_payme_environments(environment: payme.Environment, token_url: str, audience: str) -> None:
+def test_payme_environments(
+    environment: payme.Environment, token_url: str, audience: str, version: str, nonce: str
+) -> None:
     provider = payme.provider(environment=environment, client_id="id", client_secret=SECRET)
     assert f"payme-{environment}" == provider.name
     assert URL(token_url) == provider.token_url
-    assert (URL(audience),) == provider.api
+    assert (URL(audience), URL(nonce)) == provider.api
+    # The audience goes out byte for byte: the trailing slash is part of it.
     assert ("audience", audience) in provider.extra_fields
     assert ("action", "authorize") in provider.extra_fields
-    assert (("ALG-API-VERSION", "1618440906"),) == provider.extra_headers
+    assert (("ALG-API-VERSION", version),) == provider.extra_headers
     assert "json" == provider.encoding
     assert payme.DEFAULT_SCOPE == provider.scope
     assert provider.envelope is payme.envelope_failure
+    assert provider.in_scope(URL(nonce))
+    assert not provider.in_scope(URL(token_url))
+
+
+def test_payme_current_api_version_is_the_default_and_a_parameter() -> None:
+    assert "1709847567" == payme.API_VERSION
+    assert "1618440906" == payme.API_VERSION_V1
+    provider = payme.provider(
+        environment="production",
+        client_id="id",
+        client_secret=SECRET,
+        api_version=payme.API_VERSION_V1,
+        audience="https://api.alignet.io",
+    )
+    assert (("ALG-API-VERSION", "1618440906"),) == provider.extra_headers
+    assert ("audience", "https://api.alignet.io") in provider.extra_fields
 
 
 def test_payme_preproduction_with_audience() -> None:
@@ -566,11 +604,11 @@ def test_payme_preproduction_with_audience() -> None:
         environment="pre-production",
         client_id="id",
         client_secret=SECRET,
-        audience="https://api.pp.alignet.io",
+        audience="https://api.pp.example",
     )
-    assert URL("https://auth.pp.alignet.io/token") == provider.token_url
-    assert (URL("https://api.pp.alignet.io"),) == provider.api
-    assert ("audience", "https://api.pp.alignet.io") in provider.extra_fields
+    assert URL("https://auth.preprod.alignet.io/token") == provider.token_url
+    assert URL("https://api.pp.example") == provider.api[0]
+    assert ("audience", "https://api.pp.example") in provider.extra_fields
 
 
 def test_payme_overrides() -> None:

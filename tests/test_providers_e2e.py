@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
 from typing import Any
 
 import aiohttp
 import anyio
 import pytest
+from aiohttp import web
 
 from aiopay_auth import RefreshPolicy, TokenManager, TokenUnavailableError
+from aiopay_auth.providers import payme
 from aiopay_auth.testing import Dialect, FakeProvider, provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
+
+from .loopback import serve
 
 
 pytestmark = pytest.mark.anyio
@@ -201,3 +207,57 @@ async def test_requests_the_fake_would_reject_are_visible(
     ):
         assert resp.status >= 400
     assert 1 == len(fake.rejected)
+
+
+# ---------------------------------------------------------------------------
+# Current vendor pages, played by independent loopback servers (tests/loopback.py)
+
+
+async def test_payme_preproduction_speaks_the_current_version_and_audience() -> None:
+    # Written from docs.pay-me.com/api-de-pagos/autenticacion (POST /token,
+    # ALG-API-VERSION 1709847567, client_credentials) and the Nonce pages
+    # (audience https://api.preprod.alignet.io/, bearer token on /nonce).
+    issued: set[str] = set()
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/token":
+            body = json.loads(await request.read())
+            if (
+                request.headers.get("ALG-API-VERSION") != "1709847567"
+                or request.content_type != "application/json"
+                or body.get("grant_type") != "client_credentials"
+                or body.get("audience") != "https://api.preprod.alignet.io/"
+                or (body.get("client_id"), body.get("client_secret")) != ("merchant", "s3cret")
+            ):
+                return web.json_response({"action": "authorize", "success": False})
+            token = secrets.token_urlsafe(16)
+            issued.add(token)
+            return web.json_response(
+                {
+                    "action": "authorize",
+                    "success": True,
+                    "access_token": token,
+                    "expires_in": 3600,
+                    "token_type": "Bearer",
+                    "authorization": {"meta": {"status": {"code": "00"}}},
+                }
+            )
+        if request.headers.get("Authorization", "").removeprefix("Bearer ") in issued:
+            return web.json_response({"success": True})
+        return web.json_response({"error": "invalid_token"}, status=401)
+
+    async with serve(handler) as server:
+        profile = payme.provider(
+            environment="pre-production",
+            client_id="merchant",
+            client_secret="s3cret",
+            token_url=server.url / "token",
+            api=server.url / "nonce",
+        )
+        policy = RefreshPolicy(wait_timeout=5)
+        async with TokenManager(policy=policy) as tokens:
+            holder = tokens.add(profile)
+            async with tokens.session(holder) as http, http.post(server.url / "nonce") as resp:
+                assert 200 == resp.status
+    assert ["/token", "/nonce"] == [seen.path for seen in server.seen]
+    assert 0 == holder.stats.failures
