@@ -481,20 +481,103 @@ def test_provider_modules_reject_bad_config(
 
 
 @pytest.mark.parametrize("region", ["nam", "emea", "apac"])
-def test_vonage_urls_per_region(region: vonage.Region) -> None:
+def test_vonage_urls_per_region_default_to_the_current_gateway(region: vonage.Region) -> None:
+    # docs-vcc.atlassian.net "Resources (Authentication API)": tokens at
+    # https://{region}.cc.vonage.com/Auth/connect/token, APIs on the same base URL.
     provider = vonage.provider(region=region, client_id="id", client_secret=SECRET)
     assert f"vonage-{region}" == provider.name
-    assert URL(f"https://{region}.newvoicemedia.com/auth/connect/token") == provider.token_url
-    assert (URL(f"https://{region}.api.newvoicemedia.com"),) == provider.api
+    assert URL(f"https://{region}.cc.vonage.com/Auth/connect/token") == provider.token_url
+    assert (URL(f"https://{region}.cc.vonage.com"),) == provider.api
     assert "globalpci" == provider.scope
     assert "form" == provider.encoding
     assert "client_credentials" == provider.grant_type
 
 
+@pytest.mark.parametrize("region", ["nam", "emea", "apac"])
+def test_vonage_legacy_gateway_sets_both_urls(region: vonage.Region) -> None:
+    provider = vonage.provider(
+        region=region, client_id="id", client_secret=SECRET, gateway="legacy"
+    )
+    assert URL(f"https://{region}.newvoicemedia.com/auth/connect/token") == provider.token_url
+    assert (URL(f"https://{region}.api.newvoicemedia.com"),) == provider.api
+
+
 def test_vonage_region_helpers() -> None:
-    assert "https://emea.newvoicemedia.com/auth/connect/token" == vonage.token_url_for("emea")
-    assert "https://apac.api.newvoicemedia.com" == vonage.api_base_for("apac")
+    assert "https://emea.cc.vonage.com/Auth/connect/token" == vonage.token_url_for("emea")
+    assert "https://apac.cc.vonage.com" == vonage.api_base_for("apac")
+    assert "https://emea.newvoicemedia.com/auth/connect/token" == vonage.token_url_for(
+        "emea", "legacy"
+    )
+    assert "https://apac.api.newvoicemedia.com" == vonage.api_base_for("apac", "legacy")
     assert ("nam", "emea", "apac") == vonage.REGIONS
+    assert ("cc", "legacy") == vonage.GATEWAYS
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        pytest.param(
+            {"gateway": "legacy", "token_url": "https://emea.cc.vonage.com/Auth/connect/token"},
+            "token_url is overridden to https://emea.cc.vonage.com but api stays on the "
+            "legacy gateway's https://emea.api.newvoicemedia.com: pass both token_url= and "
+            "api=, or choose gateway=",
+            id="legacy-token_url-moved-to-cc",
+        ),
+        pytest.param(
+            {"token_url": "https://emea.newvoicemedia.com/auth/connect/token"},
+            "token_url is overridden to https://emea.newvoicemedia.com but api stays on the "
+            "cc gateway's https://emea.cc.vonage.com",
+            id="cc-token_url-moved-to-legacy",
+        ),
+        pytest.param(
+            {"token_url": "https://sandbox.example/token?key=topsecret-key"},
+            "token_url is overridden to https://sandbox.example but api stays",
+            id="token_url-to-a-sandbox",
+        ),
+        pytest.param(
+            {"api": "https://emea.api.newvoicemedia.com"},
+            "api is overridden to https://emea.api.newvoicemedia.com but token_url stays on "
+            "the cc gateway's https://emea.cc.vonage.com",
+            id="api-moved-to-legacy",
+        ),
+        pytest.param(
+            {"api": ["https://emea.cc.vonage.com/v2", "https://other.example"]},
+            "api is overridden to https://other.example",
+            id="one-of-several-api-moved",
+        ),
+        pytest.param(
+            {"gateway": "new"}, "VCC gateway must be one of ('cc', 'legacy')", id="gateway"
+        ),
+    ],
+)
+def test_vonage_refuses_a_token_url_and_api_on_different_gateways(
+    overrides: dict[str, Any], problem: str
+) -> None:
+    # Before: the token came from one host and was stamped only on the other
+    # gateway's API, so every Payment API call went out bare and got a 401.
+    with pytest.raises(ConfigError) as caught:
+        vonage.provider(region="emea", client_id="id", client_secret=SECRET, **overrides)
+    assert problem in str(caught.value)
+    assert "topsecret-key" not in str(caught.value)
+
+
+def test_vonage_override_on_the_gateways_own_host_is_accepted() -> None:
+    moved_path = vonage.provider(
+        region="nam",
+        client_id="id",
+        client_secret=SECRET,
+        api="https://nam.cc.vonage.com/globalpci",
+    )
+    assert (URL("https://nam.cc.vonage.com/globalpci"),) == moved_path.api
+    legacy = vonage.provider(
+        region="nam",
+        client_id="id",
+        client_secret=SECRET,
+        gateway="legacy",
+        token_url="https://nam.newvoicemedia.com/auth/connect/token",
+        api=(u for u in ["https://nam.api.newvoicemedia.com/v1"]),  # any iterable, once
+    )
+    assert (URL("https://nam.api.newvoicemedia.com/v1"),) == legacy.api
 
 
 def test_vonage_overrides() -> None:

@@ -12,8 +12,8 @@ import anyio
 import pytest
 from aiohttp import web
 
-from aiopay_auth import RefreshPolicy, TokenManager, TokenUnavailableError
-from aiopay_auth.providers import payme
+from aiopay_auth import ConfigError, RefreshPolicy, TokenManager, TokenUnavailableError
+from aiopay_auth.providers import payme, vonage
 from aiopay_auth.testing import Dialect, FakeProvider, provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
@@ -261,3 +261,43 @@ async def test_payme_preproduction_speaks_the_current_version_and_audience() -> 
                 assert 200 == resp.status
     assert ["/token", "/nonce"] == [seen.path for seen in server.seen]
     assert 0 == holder.stats.failures
+
+
+async def test_vonage_token_url_moved_alone_is_refused_before_any_call() -> None:
+    # Written from VCC's "Resources (Authentication API)" page: one origin
+    # serves /Auth/connect/token (form body, client credentials, scope
+    # globalpci; token_type "bearer", expires_in 7200) and the APIs.
+    issued: set[str] = set()
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/Auth/connect/token":
+            form = await request.post()
+            if (form.get("grant_type"), form.get("scope")) != ("client_credentials", "globalpci"):
+                return web.json_response({"error": "invalid_request"}, status=400)
+            token = secrets.token_urlsafe(16)
+            issued.add(token)
+            body = {"access_token": token, "expires_in": 7200, "token_type": "bearer"}
+            return web.json_response(body)
+        if request.headers.get("Authorization", "").removeprefix("Bearer ") in issued:
+            return web.json_response({"ok": True})
+        return web.json_response({"error": "invalid_token"}, status=401)
+
+    async with serve(handler) as server:
+        token_url = server.url / "Auth/connect/token"
+        creds: dict[str, Any] = {"client_id": "vcc-client", "client_secret": "vcc-secret"}
+        # Before: the profile was built, its token was fetched here, and the
+        # Payment API calls to this origin went out bare and got 401s.
+        with pytest.raises(ConfigError, match="api stays on the cc gateway"):
+            vonage.provider(region="emea", token_url=token_url, **creds)
+        assert [] == server.seen
+
+        profile = vonage.provider(region="emea", token_url=token_url, api=server.url, **creds)
+        async with TokenManager() as tokens:
+            holder = tokens.add(profile)
+            async with (
+                tokens.session(holder) as http,
+                http.post(server.url / "globalpci/v1/session") as resp,
+            ):
+                assert 200 == resp.status
+    assert ["/Auth/connect/token", "/globalpci/v1/session"] == [s.path for s in server.seen]
+    assert 0 == holder.stats.recoveries
