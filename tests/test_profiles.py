@@ -383,6 +383,37 @@ def oro_credentials_in_url() -> Provider:
     return oro.provider(app_url="https://u:p@shop.example", client_id="id", client_secret=SECRET)
 
 
+def oro_username_without_password() -> Provider:
+    return oro.provider(
+        app_url="https://shop.example",
+        client_id="id",
+        client_secret=SECRET,
+        application="storefront",
+        username="buyer@example.com",
+    )
+
+
+def oro_password_without_username() -> Provider:
+    return oro.provider(
+        app_url="https://shop.example",
+        client_id="id",
+        client_secret=SECRET,
+        application="storefront",
+        password=PASSWORD,
+    )
+
+
+def oro_empty_username() -> Provider:
+    return oro.provider(
+        app_url="https://shop.example",
+        client_id="id",
+        client_secret=SECRET,
+        application="storefront",
+        username="",
+        password=PASSWORD,
+    )
+
+
 def generic_basic_json() -> Provider:
     return generic.provider(
         name="g",
@@ -456,6 +487,24 @@ def generic_no_api() -> Provider:
         pytest.param(oro_http, "plain http", "oro-backoffice", id="oro-http"),
         pytest.param(
             oro_credentials_in_url, "must not carry credentials", "oro-backoffice", id="oro-creds"
+        ),
+        pytest.param(
+            oro_username_without_password,
+            "the password grant needs username and password",
+            "oro-storefront",
+            id="oro-username-only",
+        ),
+        pytest.param(
+            oro_password_without_username,
+            "the password grant needs username and password",
+            "oro-storefront",
+            id="oro-password-only",
+        ),
+        pytest.param(
+            oro_empty_username,
+            "the password grant needs username and password",
+            "oro-storefront",
+            id="oro-empty-username",
         ),
         pytest.param(
             generic_basic_json,
@@ -765,6 +814,27 @@ def test_oro_profiles() -> None:
     assert "json" == backoffice.encoding
 
 
+def test_oro_storefront_customer_user_password_grant() -> None:
+    # doc.oroinc.com "Manage Customer User OAuth Applications": client
+    # credentials or password; "Password Grant Type: Generate Token": a JSON
+    # body with grant_type password, client_id, client_secret, username, password.
+    provider = oro.provider(
+        app_url="https://shop.example",
+        client_id="id",
+        client_secret=SECRET,
+        application="storefront",
+        username="buyer@example.com",
+        password=PASSWORD,
+    )
+    assert "password" == provider.grant_type
+    assert "buyer@example.com" == provider.username
+    assert provider.password is not None
+    assert PASSWORD == provider.password.reveal()
+    assert (URL("https://shop.example/api"),) == provider.api
+    assert ("json", "body") == (provider.encoding, provider.client_auth)
+    assert "client_credentials" == oro_provider("storefront").grant_type
+
+
 def test_oro_custom_paths() -> None:
     provider = oro.provider(
         app_url="https://crm.example/",
@@ -834,7 +904,14 @@ def all_profiles() -> list[Provider]:
             username="merchant",
             password=PASSWORD,
         ),
-        oro.provider(app_url="https://shop.example", client_id="id", client_secret=SECRET),
+        oro.provider(
+            app_url="https://shop.example",
+            client_id="id",
+            client_secret=SECRET,
+            application="storefront",
+            username="buyer",
+            password=PASSWORD,
+        ),
         generic.provider(
             name="g",
             token_url="https://auth.example/token",

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from aiopay_auth import ConfigError, RefreshPolicy, TokenManager, TokenUnavailableError
-from aiopay_auth.providers import payme, vonage
+from aiopay_auth.providers import oro, payme, vonage
 from aiopay_auth.testing import Dialect, FakeProvider, provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
@@ -301,3 +301,70 @@ async def test_vonage_token_url_moved_alone_is_refused_before_any_call() -> None
                 assert 200 == resp.status
     assert ["/Auth/connect/token", "/globalpci/v1/session"] == [s.path for s in server.seen]
     assert 0 == holder.stats.recoveries
+
+
+async def test_oro_storefront_customer_user_password_grant_and_refresh() -> None:
+    # Written from doc.oroinc.com "Password Grant Type: Generate Token" and
+    # "Password Grant Type: Refresh Token" (JSON bodies to /oauth2-token; a
+    # refresh token with each access token), and the storefront API at /api.
+    user_login = ("buyer@example.com", "pw 1")
+    grants: list[str] = []
+    refresh_tokens: set[str] = set()
+    issued: set[str] = set()
+
+    def issue() -> web.Response:
+        access, refresh = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+        issued.add(access)
+        refresh_tokens.add(refresh)
+        body = {
+            "token_type": "Bearer",
+            "expires_in": 1,
+            "access_token": access,
+            "refresh_token": refresh,
+        }
+        return web.json_response(body)
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/oauth2-token":
+            body = json.loads(await request.read())
+            grants.append(body.get("grant_type"))
+            client_ok = (body.get("client_id"), body.get("client_secret")) == ("shop", "s3cret")
+            user = (body.get("username"), body.get("password"))
+            if client_ok and body.get("grant_type") == "password" and user == user_login:
+                return issue()
+            spent = body.get("refresh_token")
+            if client_ok and body.get("grant_type") == "refresh_token" and spent in refresh_tokens:
+                refresh_tokens.discard(spent)
+                return issue()
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        if request.path.startswith("/api/") and (
+            request.headers.get("Authorization", "").removeprefix("Bearer ") in issued
+        ):
+            return web.json_response({"data": []})
+        return web.json_response({"error": "invalid_token"}, status=401)
+
+    async with serve(handler) as server:
+        profile = oro.provider(
+            app_url=server.url,
+            client_id="shop",
+            client_secret="s3cret",
+            application="storefront",
+            username=user_login[0],
+            password=user_login[1],
+        )
+        async with TokenManager() as tokens:
+            holder = tokens.add(profile)
+            headers = {"Accept": oro.API_ACCEPT}
+            async with (
+                tokens.session(holder, headers=headers) as http,
+                http.get(server.url / "api/products") as resp,
+            ):
+                assert 200 == resp.status
+            first = holder.current
+            deadline = time.monotonic() + 5
+            while holder.current is first and time.monotonic() < deadline:
+                await holder.get()
+                await anyio.sleep(0.05)
+            assert holder.current is not first
+    assert ["password", "refresh_token"] == grants[:2]
+    assert 0 == holder.stats.failures
