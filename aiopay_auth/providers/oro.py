@@ -20,6 +20,7 @@ from yarl import URL
 from .._provider import Provider
 from .._secret import Secret
 from ..exceptions import ConfigError
+from ._grant import primary_grant
 
 
 __all__ = ["API_ACCEPT", "Application", "provider"]
@@ -77,9 +78,7 @@ def provider(
         api=f"{base}/{path.strip('/')}",
         client_id=client_id,
         client_secret=client_secret,
-        grant_type=(
-            "password" if username is not None or password is not None else "client_credentials"
-        ),
+        grant_type=primary_grant(username, password),
         username=username,
         password=password,
         client_auth="body",

@@ -22,6 +22,7 @@ from yarl import URL
 from .._provider import Provider
 from .._secret import Secret
 from ..exceptions import ConfigError
+from ._grant import primary_grant
 
 
 __all__ = [
@@ -172,7 +173,7 @@ def provider(
         api=api or (audience, facts.nonce_url),
         client_id=client_id,
         client_secret=client_secret,
-        grant_type="password" if username or password else "client_credentials",
+        grant_type=primary_grant(username, password),
         username=username,
         password=password,
         scope=scope,

@@ -24,6 +24,7 @@ from yarl import URL
 from .._provider import ClientAuth, Provider
 from .._secret import Secret
 from ..exceptions import ConfigError
+from ._grant import primary_grant
 
 
 __all__ = [
@@ -183,7 +184,7 @@ def provider(
         api=defaults[1] if apis is None else apis,
         client_id=client_id,
         client_secret=client_secret,
-        grant_type="password" if username or password else "client_credentials",
+        grant_type=primary_grant(username, password),
         username=username,
         password=password,
         refresh_token=refresh_token,
