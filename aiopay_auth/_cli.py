@@ -381,13 +381,6 @@ def build_profile(args: argparse.Namespace, env: Mapping[str, str]) -> Provider:
         if getattr(args, option) is None:
             msg = f"{kind} needs {wanted}"
             raise UsageError(msg)
-    if (
-        kind == "payme"
-        and args.audience is None
-        and payme.ENVIRONMENTS[args.environment][1] is None
-    ):
-        msg = f"payme {args.environment} needs --audience (Pay-me does not publish it)"
-        raise UsageError(msg)
     creds = _credentials(env, password_grant=kind in _PASSWORD_GRANT)
     client: dict[str, Any] = {"client_id": creds.client_id, "client_secret": creds.client_secret}
     user: dict[str, Any] = {"username": creds.username, "password": creds.password}

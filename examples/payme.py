@@ -13,8 +13,11 @@ from aiopay_auth.testing import FakeProvider
 
 
 async def main() -> None:
-    for environment, (token_url, audience) in payme.ENVIRONMENTS.items():
-        print(f"{environment:>14}: {token_url} audience={audience}")
+    for environment, facts in payme.ENVIRONMENTS.items():
+        print(
+            f"{environment:>14}: {facts.token_url} audience={facts.audience}"
+            f" ALG-API-VERSION={facts.api_version}"
+        )
 
     async with FakeProvider("payme", lifetime=1.0) as fake:
         pay = payme.provider(

@@ -1,8 +1,10 @@
 """Vonage Contact Center (VCC) Payment API: a region, and HTTP Basic.
 
 VCC runs one identity server per account region. The profile derives the
-token URL and the API origin from the region; ``token_url=`` and ``api=``
-point it at a loopback fake here.
+token URL and the API origin from the region and the gateway (the current
+``cc.vonage.com`` one by default, or the legacy ``newvoicemedia.com``);
+``token_url=`` and ``api=`` point it at a loopback fake here. They move
+together: overriding only one of them to another host is a ConfigError.
 """
 
 import asyncio
@@ -13,9 +15,11 @@ from aiopay_auth.testing import FakeProvider
 
 
 async def main() -> None:
-    for region in vonage.REGIONS:
-        token_url = vonage.token_url_for(region)
-        print(f"{region:>4}: {token_url} -> {vonage.api_base_for(region)}")
+    for gateway in vonage.GATEWAYS:
+        for region in vonage.REGIONS:
+            token_url = vonage.token_url_for(region, gateway)
+            api = vonage.api_base_for(region, gateway)
+            print(f"{gateway:>6} {region:>4}: {token_url} -> {api}")
 
     async with FakeProvider("vonage", lifetime=7200) as fake:
         pay = vonage.provider(

@@ -460,7 +460,6 @@ async def test_token_wrong_secret_fails_with_the_providers_error_and_no_secret(
     [
         (["cm", "--region", "emea"], "--region applies only to vonage"),
         (["vonage"], "vonage needs --region"),
-        (["payme", "--environment", "pre-production"], "needs --audience"),
         (["oro"], "oro needs --app-url"),
         (["generic"], "generic needs --token-url"),
         (["generic", "--token-url", "not a url"], "token_url must be an absolute http(s) URL"),

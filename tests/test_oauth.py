@@ -320,7 +320,7 @@ def test_cm_request() -> None:
 def test_vonage_request_body_auth(region: vonage.Region) -> None:
     provider = vonage.provider(region=region, client_id="vcc-id", client_secret=TRICKY_SECRET)
     request = build_token_request(provider)
-    assert URL(f"https://{region}.newvoicemedia.com/auth/connect/token") == request.url
+    assert URL(f"https://{region}.cc.vonage.com/Auth/connect/token") == request.url
     assert {
         "grant_type": "client_credentials",
         "scope": "globalpci",
@@ -392,7 +392,7 @@ def test_payme_client_credentials_request() -> None:
     provider = payme.provider(environment="production", client_id="pm", client_secret="s")
     body = body_of(build_token_request(provider))
     assert "client_credentials" == body["grant_type"]
-    assert "https://api.alignet.io" == body["audience"]
+    assert "https://api.alignet.io/" == body["audience"]
     assert "username" not in body
     assert "password" not in body
 

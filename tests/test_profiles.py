@@ -349,8 +349,10 @@ def payme_unknown_environment() -> Provider:
     return payme.provider(environment=environment, client_id="id", client_secret=SECRET)
 
 
-def payme_preproduction_without_audience() -> Provider:
-    return payme.provider(environment="pre-production", client_id="id", client_secret=SECRET)
+def payme_empty_api_version() -> Provider:
+    return payme.provider(
+        environment="production", client_id="id", client_secret=SECRET, api_version=""
+    )
 
 
 def payme_password_without_username() -> Provider:
@@ -379,6 +381,37 @@ def oro_http() -> Provider:
 
 def oro_credentials_in_url() -> Provider:
     return oro.provider(app_url="https://u:p@shop.example", client_id="id", client_secret=SECRET)
+
+
+def oro_username_without_password() -> Provider:
+    return oro.provider(
+        app_url="https://shop.example",
+        client_id="id",
+        client_secret=SECRET,
+        application="storefront",
+        username="buyer@example.com",
+    )
+
+
+def oro_password_without_username() -> Provider:
+    return oro.provider(
+        app_url="https://shop.example",
+        client_id="id",
+        client_secret=SECRET,
+        application="storefront",
+        password=PASSWORD,
+    )
+
+
+def oro_empty_username() -> Provider:
+    return oro.provider(
+        app_url="https://shop.example",
+        client_id="id",
+        client_secret=SECRET,
+        application="storefront",
+        username="",
+        password=PASSWORD,
+    )
 
 
 def generic_basic_json() -> Provider:
@@ -431,10 +464,10 @@ def generic_no_api() -> Provider:
             payme_unknown_environment, "Pay-me environment must be one of", "payme", id="env"
         ),
         pytest.param(
-            payme_preproduction_without_audience,
-            "pass audience=",
+            payme_empty_api_version,
+            "api_version must not be empty",
             "payme",
-            id="payme-preprod-no-audience",
+            id="payme-empty-api-version",
         ),
         pytest.param(
             payme_password_without_username,
@@ -454,6 +487,24 @@ def generic_no_api() -> Provider:
         pytest.param(oro_http, "plain http", "oro-backoffice", id="oro-http"),
         pytest.param(
             oro_credentials_in_url, "must not carry credentials", "oro-backoffice", id="oro-creds"
+        ),
+        pytest.param(
+            oro_username_without_password,
+            "the password grant needs username and password",
+            "oro-storefront",
+            id="oro-username-only",
+        ),
+        pytest.param(
+            oro_password_without_username,
+            "the password grant needs username and password",
+            "oro-storefront",
+            id="oro-password-only",
+        ),
+        pytest.param(
+            oro_empty_username,
+            "the password grant needs username and password",
+            "oro-storefront",
+            id="oro-empty-username",
         ),
         pytest.param(
             generic_basic_json,
@@ -479,20 +530,103 @@ def test_provider_modules_reject_bad_config(
 
 
 @pytest.mark.parametrize("region", ["nam", "emea", "apac"])
-def test_vonage_urls_per_region(region: vonage.Region) -> None:
+def test_vonage_urls_per_region_default_to_the_current_gateway(region: vonage.Region) -> None:
+    # docs-vcc.atlassian.net "Resources (Authentication API)": tokens at
+    # https://{region}.cc.vonage.com/Auth/connect/token, APIs on the same base URL.
     provider = vonage.provider(region=region, client_id="id", client_secret=SECRET)
     assert f"vonage-{region}" == provider.name
-    assert URL(f"https://{region}.newvoicemedia.com/auth/connect/token") == provider.token_url
-    assert (URL(f"https://{region}.api.newvoicemedia.com"),) == provider.api
+    assert URL(f"https://{region}.cc.vonage.com/Auth/connect/token") == provider.token_url
+    assert (URL(f"https://{region}.cc.vonage.com"),) == provider.api
     assert "globalpci" == provider.scope
     assert "form" == provider.encoding
     assert "client_credentials" == provider.grant_type
 
 
+@pytest.mark.parametrize("region", ["nam", "emea", "apac"])
+def test_vonage_legacy_gateway_sets_both_urls(region: vonage.Region) -> None:
+    provider = vonage.provider(
+        region=region, client_id="id", client_secret=SECRET, gateway="legacy"
+    )
+    assert URL(f"https://{region}.newvoicemedia.com/auth/connect/token") == provider.token_url
+    assert (URL(f"https://{region}.api.newvoicemedia.com"),) == provider.api
+
+
 def test_vonage_region_helpers() -> None:
-    assert "https://emea.newvoicemedia.com/auth/connect/token" == vonage.token_url_for("emea")
-    assert "https://apac.api.newvoicemedia.com" == vonage.api_base_for("apac")
+    assert "https://emea.cc.vonage.com/Auth/connect/token" == vonage.token_url_for("emea")
+    assert "https://apac.cc.vonage.com" == vonage.api_base_for("apac")
+    assert "https://emea.newvoicemedia.com/auth/connect/token" == vonage.token_url_for(
+        "emea", "legacy"
+    )
+    assert "https://apac.api.newvoicemedia.com" == vonage.api_base_for("apac", "legacy")
     assert ("nam", "emea", "apac") == vonage.REGIONS
+    assert ("cc", "legacy") == vonage.GATEWAYS
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        pytest.param(
+            {"gateway": "legacy", "token_url": "https://emea.cc.vonage.com/Auth/connect/token"},
+            "token_url is overridden to https://emea.cc.vonage.com but api stays on the "
+            "legacy gateway's https://emea.api.newvoicemedia.com: pass both token_url= and "
+            "api=, or choose gateway=",
+            id="legacy-token_url-moved-to-cc",
+        ),
+        pytest.param(
+            {"token_url": "https://emea.newvoicemedia.com/auth/connect/token"},
+            "token_url is overridden to https://emea.newvoicemedia.com but api stays on the "
+            "cc gateway's https://emea.cc.vonage.com",
+            id="cc-token_url-moved-to-legacy",
+        ),
+        pytest.param(
+            {"token_url": "https://sandbox.example/token?key=topsecret-key"},
+            "token_url is overridden to https://sandbox.example but api stays",
+            id="token_url-to-a-sandbox",
+        ),
+        pytest.param(
+            {"api": "https://emea.api.newvoicemedia.com"},
+            "api is overridden to https://emea.api.newvoicemedia.com but token_url stays on "
+            "the cc gateway's https://emea.cc.vonage.com",
+            id="api-moved-to-legacy",
+        ),
+        pytest.param(
+            {"api": ["https://emea.cc.vonage.com/v2", "https://other.example"]},
+            "api is overridden to https://other.example",
+            id="one-of-several-api-moved",
+        ),
+        pytest.param(
+            {"gateway": "new"}, "VCC gateway must be one of ('cc', 'legacy')", id="gateway"
+        ),
+    ],
+)
+def test_vonage_refuses_a_token_url_and_api_on_different_gateways(
+    overrides: dict[str, Any], problem: str
+) -> None:
+    # Before: the token came from one host and was stamped only on the other
+    # gateway's API, so every Payment API call went out bare and got a 401.
+    with pytest.raises(ConfigError) as caught:
+        vonage.provider(region="emea", client_id="id", client_secret=SECRET, **overrides)
+    assert problem in str(caught.value)
+    assert "topsecret-key" not in str(caught.value)
+
+
+def test_vonage_override_on_the_gateways_own_host_is_accepted() -> None:
+    moved_path = vonage.provider(
+        region="nam",
+        client_id="id",
+        client_secret=SECRET,
+        api="https://nam.cc.vonage.com/globalpci",
+    )
+    assert (URL("https://nam.cc.vonage.com/globalpci"),) == moved_path.api
+    legacy = vonage.provider(
+        region="nam",
+        client_id="id",
+        client_secret=SECRET,
+        gateway="legacy",
+        token_url="https://nam.newvoicemedia.com/auth/connect/token",
+        api=(u for u in ["https://nam.api.newvoicemedia.com/v1"]),  # any iterable, once
+    )
+    assert (URL("https://nam.api.newvoicemedia.com/v1"),) == legacy.api
 
 
 def test_vonage_overrides() -> None:
@@ -535,30 +669,66 @@ def test_vonage_password_grant_and_refresh_token() -> None:
 
 
 @pytest.mark.parametrize(
-    ("environment", "token_url", "audience"),
+    ("environment", "token_url", "audience", "version", "nonce"),
     [
+        # Only Pay-me's v1 pages list development, with the v1 version.
         pytest.param(
             "development",
             "https://auth.wip.alignet.io/token",
             "https://api.dev.alignet.io",
+            "1618440906",
+            "https://auth.wip.alignet.io/nonce",
             id="development",
         ),
+        # docs.pay-me.com/api-de-pagos/autenticacion and the Nonce pages.
         pytest.param(
-            "production", "https://auth.alignet.io/token", "https://api.alignet.io", id="production"
+            "pre-production",
+            "https://auth.preprod.alignet.io/token",
+            "https://api.preprod.alignet.io/",
+            "1709847567",
+            "https://auth.preprod.alignet.io/nonce",
+            id="pre-production",
+        ),
+        pytest.param(
+            "production",
+            "https://auth.alignet.io/token",
+            "https://api.alignet.io/",
+            "1709847567",
+            "https://auth.alignet.io/nonce",
+            id="production",
         ),
     ],
 )
-def test_payme_environments(environment: payme.Environment, token_url: str, audience: str) -> None:
+def test_payme_environments(
+    environment: payme.Environment, token_url: str, audience: str, version: str, nonce: str
+) -> None:
     provider = payme.provider(environment=environment, client_id="id", client_secret=SECRET)
     assert f"payme-{environment}" == provider.name
     assert URL(token_url) == provider.token_url
-    assert (URL(audience),) == provider.api
+    assert (URL(audience), URL(nonce)) == provider.api
+    # The audience goes out byte for byte: the trailing slash is part of it.
     assert ("audience", audience) in provider.extra_fields
     assert ("action", "authorize") in provider.extra_fields
-    assert (("ALG-API-VERSION", "1618440906"),) == provider.extra_headers
+    assert (("ALG-API-VERSION", version),) == provider.extra_headers
     assert "json" == provider.encoding
     assert payme.DEFAULT_SCOPE == provider.scope
     assert provider.envelope is payme.envelope_failure
+    assert provider.in_scope(URL(nonce))
+    assert not provider.in_scope(URL(token_url))
+
+
+def test_payme_current_api_version_is_the_default_and_a_parameter() -> None:
+    assert "1709847567" == payme.API_VERSION
+    assert "1618440906" == payme.API_VERSION_V1
+    provider = payme.provider(
+        environment="production",
+        client_id="id",
+        client_secret=SECRET,
+        api_version=payme.API_VERSION_V1,
+        audience="https://api.alignet.io",
+    )
+    assert (("ALG-API-VERSION", "1618440906"),) == provider.extra_headers
+    assert ("audience", "https://api.alignet.io") in provider.extra_fields
 
 
 def test_payme_preproduction_with_audience() -> None:
@@ -566,11 +736,11 @@ def test_payme_preproduction_with_audience() -> None:
         environment="pre-production",
         client_id="id",
         client_secret=SECRET,
-        audience="https://api.pp.alignet.io",
+        audience="https://api.pp.example",
     )
-    assert URL("https://auth.pp.alignet.io/token") == provider.token_url
-    assert (URL("https://api.pp.alignet.io"),) == provider.api
-    assert ("audience", "https://api.pp.alignet.io") in provider.extra_fields
+    assert URL("https://auth.preprod.alignet.io/token") == provider.token_url
+    assert URL("https://api.pp.example") == provider.api[0]
+    assert ("audience", "https://api.pp.example") in provider.extra_fields
 
 
 def test_payme_overrides() -> None:
@@ -644,6 +814,27 @@ def test_oro_profiles() -> None:
     assert "json" == backoffice.encoding
 
 
+def test_oro_storefront_customer_user_password_grant() -> None:
+    # doc.oroinc.com "Manage Customer User OAuth Applications": client
+    # credentials or password; "Password Grant Type: Generate Token": a JSON
+    # body with grant_type password, client_id, client_secret, username, password.
+    provider = oro.provider(
+        app_url="https://shop.example",
+        client_id="id",
+        client_secret=SECRET,
+        application="storefront",
+        username="buyer@example.com",
+        password=PASSWORD,
+    )
+    assert "password" == provider.grant_type
+    assert "buyer@example.com" == provider.username
+    assert provider.password is not None
+    assert PASSWORD == provider.password.reveal()
+    assert (URL("https://shop.example/api"),) == provider.api
+    assert ("json", "body") == (provider.encoding, provider.client_auth)
+    assert "client_credentials" == oro_provider("storefront").grant_type
+
+
 def test_oro_custom_paths() -> None:
     provider = oro.provider(
         app_url="https://crm.example/",
@@ -713,7 +904,14 @@ def all_profiles() -> list[Provider]:
             username="merchant",
             password=PASSWORD,
         ),
-        oro.provider(app_url="https://shop.example", client_id="id", client_secret=SECRET),
+        oro.provider(
+            app_url="https://shop.example",
+            client_id="id",
+            client_secret=SECRET,
+            application="storefront",
+            username="buyer",
+            password=PASSWORD,
+        ),
         generic.provider(
             name="g",
             token_url="https://auth.example/token",

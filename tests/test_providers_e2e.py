@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
 from typing import Any
 
 import aiohttp
 import anyio
 import pytest
+from aiohttp import web
 
-from aiopay_auth import RefreshPolicy, TokenManager, TokenUnavailableError
+from aiopay_auth import ConfigError, RefreshPolicy, TokenManager, TokenUnavailableError
+from aiopay_auth.providers import oro, payme, vonage
 from aiopay_auth.testing import Dialect, FakeProvider, provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
+
+from .loopback import serve
 
 
 pytestmark = pytest.mark.anyio
@@ -201,3 +207,164 @@ async def test_requests_the_fake_would_reject_are_visible(
     ):
         assert resp.status >= 400
     assert 1 == len(fake.rejected)
+
+
+# ---------------------------------------------------------------------------
+# Current vendor pages, played by independent loopback servers (tests/loopback.py)
+
+
+async def test_payme_preproduction_speaks_the_current_version_and_audience() -> None:
+    # Written from docs.pay-me.com/api-de-pagos/autenticacion (POST /token,
+    # ALG-API-VERSION 1709847567, client_credentials) and the Nonce pages
+    # (audience https://api.preprod.alignet.io/, bearer token on /nonce).
+    issued: set[str] = set()
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/token":
+            body = json.loads(await request.read())
+            if (
+                request.headers.get("ALG-API-VERSION") != "1709847567"
+                or request.content_type != "application/json"
+                or body.get("grant_type") != "client_credentials"
+                or body.get("audience") != "https://api.preprod.alignet.io/"
+                or (body.get("client_id"), body.get("client_secret")) != ("merchant", "s3cret")
+            ):
+                return web.json_response({"action": "authorize", "success": False})
+            token = secrets.token_urlsafe(16)
+            issued.add(token)
+            return web.json_response(
+                {
+                    "action": "authorize",
+                    "success": True,
+                    "access_token": token,
+                    "expires_in": 3600,
+                    "token_type": "Bearer",
+                    "authorization": {"meta": {"status": {"code": "00"}}},
+                }
+            )
+        if request.headers.get("Authorization", "").removeprefix("Bearer ") in issued:
+            return web.json_response({"success": True})
+        return web.json_response({"error": "invalid_token"}, status=401)
+
+    async with serve(handler) as server:
+        profile = payme.provider(
+            environment="pre-production",
+            client_id="merchant",
+            client_secret="s3cret",
+            token_url=server.url / "token",
+            api=server.url / "nonce",
+        )
+        policy = RefreshPolicy(wait_timeout=5)
+        async with TokenManager(policy=policy) as tokens:
+            holder = tokens.add(profile)
+            async with tokens.session(holder) as http, http.post(server.url / "nonce") as resp:
+                assert 200 == resp.status
+    assert ["/token", "/nonce"] == [seen.path for seen in server.seen]
+    assert 0 == holder.stats.failures
+
+
+async def test_vonage_token_url_moved_alone_is_refused_before_any_call() -> None:
+    # Written from VCC's "Resources (Authentication API)" page: one origin
+    # serves /Auth/connect/token (form body, client credentials, scope
+    # globalpci; token_type "bearer", expires_in 7200) and the APIs.
+    issued: set[str] = set()
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/Auth/connect/token":
+            form = await request.post()
+            if (form.get("grant_type"), form.get("scope")) != ("client_credentials", "globalpci"):
+                return web.json_response({"error": "invalid_request"}, status=400)
+            token = secrets.token_urlsafe(16)
+            issued.add(token)
+            body = {"access_token": token, "expires_in": 7200, "token_type": "bearer"}
+            return web.json_response(body)
+        if request.headers.get("Authorization", "").removeprefix("Bearer ") in issued:
+            return web.json_response({"ok": True})
+        return web.json_response({"error": "invalid_token"}, status=401)
+
+    async with serve(handler) as server:
+        token_url = server.url / "Auth/connect/token"
+        creds: dict[str, Any] = {"client_id": "vcc-client", "client_secret": "vcc-secret"}
+        # Before: the profile was built, its token was fetched here, and the
+        # Payment API calls to this origin went out bare and got 401s.
+        with pytest.raises(ConfigError, match="api stays on the cc gateway"):
+            vonage.provider(region="emea", token_url=token_url, **creds)
+        assert [] == server.seen
+
+        profile = vonage.provider(region="emea", token_url=token_url, api=server.url, **creds)
+        async with TokenManager() as tokens:
+            holder = tokens.add(profile)
+            async with (
+                tokens.session(holder) as http,
+                http.post(server.url / "globalpci/v1/session") as resp,
+            ):
+                assert 200 == resp.status
+    assert ["/Auth/connect/token", "/globalpci/v1/session"] == [s.path for s in server.seen]
+    assert 0 == holder.stats.recoveries
+
+
+async def test_oro_storefront_customer_user_password_grant_and_refresh() -> None:
+    # Written from doc.oroinc.com "Password Grant Type: Generate Token" and
+    # "Password Grant Type: Refresh Token" (JSON bodies to /oauth2-token; a
+    # refresh token with each access token), and the storefront API at /api.
+    user_login = ("buyer@example.com", "pw 1")
+    grants: list[str] = []
+    refresh_tokens: set[str] = set()
+    issued: set[str] = set()
+
+    def issue() -> web.Response:
+        access, refresh = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+        issued.add(access)
+        refresh_tokens.add(refresh)
+        body = {
+            "token_type": "Bearer",
+            "expires_in": 1,
+            "access_token": access,
+            "refresh_token": refresh,
+        }
+        return web.json_response(body)
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/oauth2-token":
+            body = json.loads(await request.read())
+            grants.append(body.get("grant_type"))
+            client_ok = (body.get("client_id"), body.get("client_secret")) == ("shop", "s3cret")
+            user = (body.get("username"), body.get("password"))
+            if client_ok and body.get("grant_type") == "password" and user == user_login:
+                return issue()
+            spent = body.get("refresh_token")
+            if client_ok and body.get("grant_type") == "refresh_token" and spent in refresh_tokens:
+                refresh_tokens.discard(spent)
+                return issue()
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        if request.path.startswith("/api/") and (
+            request.headers.get("Authorization", "").removeprefix("Bearer ") in issued
+        ):
+            return web.json_response({"data": []})
+        return web.json_response({"error": "invalid_token"}, status=401)
+
+    async with serve(handler) as server:
+        profile = oro.provider(
+            app_url=server.url,
+            client_id="shop",
+            client_secret="s3cret",
+            application="storefront",
+            username=user_login[0],
+            password=user_login[1],
+        )
+        async with TokenManager() as tokens:
+            holder = tokens.add(profile)
+            headers = {"Accept": oro.API_ACCEPT}
+            async with (
+                tokens.session(holder, headers=headers) as http,
+                http.get(server.url / "api/products") as resp,
+            ):
+                assert 200 == resp.status
+            first = holder.current
+            deadline = time.monotonic() + 5
+            while holder.current is first and time.monotonic() < deadline:
+                await holder.get()
+                await anyio.sleep(0.05)
+            assert holder.current is not first
+    assert ["password", "refresh_token"] == grants[:2]
+    assert 0 == holder.stats.failures

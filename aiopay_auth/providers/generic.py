@@ -8,6 +8,7 @@ from yarl import URL
 
 from .._provider import ClientAuth, Encoding, Provider
 from .._secret import Secret
+from ._grant import primary_grant
 
 
 __all__ = ["provider"]
@@ -66,7 +67,7 @@ def provider(
         api=api,
         client_id=client_id,
         client_secret=client_secret,
-        grant_type="password" if username or password else "client_credentials",
+        grant_type=primary_grant(username, password),
         username=username,
         password=password,
         refresh_token=refresh_token,

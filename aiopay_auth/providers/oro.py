@@ -1,7 +1,10 @@
 """OroCommerce, OroCRM and OroPlatform.
 
-Client credentials in a JSON body to the application's ``/oauth2-token``.
-Back-office and storefront tokens are not interchangeable: add one
+Client credentials, or the password grant, in a JSON body to the
+application's ``/oauth2-token``. Storefront integrations use a customer
+user OAuth application with either grant; the password grant takes the
+customer user's login and returns a refresh token, which later refreshes
+use. Back-office and storefront tokens are not interchangeable: add one
 provider for each, and each is stamped only on its own API's paths
 (``/admin/api`` for the back office by default, ``/api`` for the
 storefront). Oro API requests should also send
@@ -17,6 +20,7 @@ from yarl import URL
 from .._provider import Provider
 from .._secret import Secret
 from ..exceptions import ConfigError
+from ._grant import primary_grant
 
 
 __all__ = ["API_ACCEPT", "Application", "provider"]
@@ -34,6 +38,8 @@ def provider(
     client_id: str,
     client_secret: str | Secret,
     application: Application = "backoffice",
+    username: str | None = None,
+    password: str | Secret | None = None,
     backoffice_path: str = "/admin/api",
     storefront_path: str = "/api",
     name: str | None = None,
@@ -45,6 +51,10 @@ def provider(
         client_id: The OAuth application's client id.
         client_secret: Its client secret.
         application: ``"backoffice"`` or ``"storefront"``.
+        username: For an OAuth application with the password grant (a
+            storefront customer user's, or a back-office user's): the login.
+        password: Its password. Give both or neither: with them the
+            password grant is used, without them client credentials.
         backoffice_path: Path of the back-office API (follows the
             back-office URL prefix, ``/admin`` by default).
         storefront_path: Path of the storefront API.
@@ -52,6 +62,10 @@ def provider(
 
     Returns:
         The profile.
+
+    Raises:
+        ConfigError: Unknown application, only one of *username* and
+            *password*, or a bad URL.
     """
     if application not in ("backoffice", "storefront"):
         msg = f"Oro application must be 'backoffice' or 'storefront', not {application!r}"
@@ -64,7 +78,9 @@ def provider(
         api=f"{base}/{path.strip('/')}",
         client_id=client_id,
         client_secret=client_secret,
-        grant_type="client_credentials",
+        grant_type=primary_grant(username, password),
+        username=username,
+        password=password,
         client_auth="body",
         encoding="json",
     )

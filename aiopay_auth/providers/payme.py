@@ -1,30 +1,37 @@
 """Pay-me / Alignet.
 
 A JSON body with ``action: "authorize"``, the ``ALG-API-VERSION`` header,
-an ``audience``, and the password grant (or client credentials). With the
+an ``audience``, and client credentials (the flow Pay-me's current
+authentication page describes) or the password grant. With the
 ``offline_access`` scope the response carries a refresh token, which the
 SDK uses for later refreshes, falling back to the primary grant when the
 refresh is refused. Responses come in an envelope: ``success: false`` or
 status code ``01`` is a failure even with HTTP 200.
+
+The token is sent to the environment's API (its audience) and to its
+Nonce API on the auth host, which Pay-me Flex needs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from yarl import URL
 
 from .._provider import Provider
 from .._secret import Secret
 from ..exceptions import ConfigError
+from ._grant import primary_grant
 
 
 __all__ = [
     "API_VERSION",
+    "API_VERSION_V1",
     "DEFAULT_SCOPE",
     "ENVIRONMENTS",
     "Environment",
+    "EnvironmentInfo",
     "envelope_failure",
     "provider",
 ]
@@ -32,15 +39,48 @@ __all__ = [
 Environment = Literal["development", "pre-production", "production"]
 """Pay-me's environments."""
 
-ENVIRONMENTS: Mapping[str, tuple[str, str | None]] = {
-    "development": ("https://auth.wip.alignet.io/token", "https://api.dev.alignet.io"),
-    "pre-production": ("https://auth.pp.alignet.io/token", None),
-    "production": ("https://auth.alignet.io/token", "https://api.alignet.io"),
-}
-"""Each environment's token URL and API audience (``None`` when not published; pass your own)."""
+API_VERSION = "1709847567"
+"""The current ``ALG-API-VERSION`` (pre-production and production)."""
 
-API_VERSION = "1618440906"
-"""The ``ALG-API-VERSION`` header value Pay-me requires."""
+API_VERSION_V1 = "1618440906"
+"""The version on Pay-me's older v1 pages, the only ones that list development."""
+
+
+class EnvironmentInfo(NamedTuple):
+    """What Pay-me's pages publish for one environment."""
+
+    token_url: str
+    """The token endpoint."""
+    audience: str
+    """The ``audience`` to ask for, byte for byte (the trailing slash matters)."""
+    api_version: str
+    """The ``ALG-API-VERSION`` header value the environment's page documents."""
+    nonce_url: str
+    """The Nonce API (Pay-me Flex), which takes the bearer token too."""
+
+
+ENVIRONMENTS: Mapping[str, EnvironmentInfo] = {
+    # Only the v1 pages list development, with their own version and audience.
+    "development": EnvironmentInfo(
+        "https://auth.wip.alignet.io/token",
+        "https://api.dev.alignet.io",
+        API_VERSION_V1,
+        "https://auth.wip.alignet.io/nonce",
+    ),
+    "pre-production": EnvironmentInfo(
+        "https://auth.preprod.alignet.io/token",
+        "https://api.preprod.alignet.io/",
+        API_VERSION,
+        "https://auth.preprod.alignet.io/nonce",
+    ),
+    "production": EnvironmentInfo(
+        "https://auth.alignet.io/token",
+        "https://api.alignet.io/",
+        API_VERSION,
+        "https://auth.alignet.io/nonce",
+    ),
+}
+"""Each environment's token URL, audience, API version and Nonce API."""
 
 DEFAULT_SCOPE = "create:token post:charges offline_access"
 """Scope asked for by default; ``offline_access`` makes Pay-me issue a refresh token."""
@@ -87,6 +127,7 @@ def provider(
     password: str | Secret | None = None,
     scope: str = DEFAULT_SCOPE,
     audience: str | None = None,
+    api_version: str | None = None,
     name: str | None = None,
     token_url: str | URL | None = None,
     api: str | URL | Iterable[str | URL] | None = None,
@@ -101,42 +142,44 @@ def provider(
         password: Its password; with *username* the password grant is used,
             without both, client credentials.
         scope: Space-separated from ``create:token``, ``post:charges``,
-            ``delete:charges``, ``offline_access``.
-        audience: The API audience; defaults to the environment's. Pay-me
-            does not publish the pre-production audience, so it must be
-            given there.
+            ``get:charges``, ``delete:charges``, ``offline_access``.
+        audience: The API audience; defaults to the environment's.
+        api_version: The ``ALG-API-VERSION`` header; defaults to the
+            environment's (:data:`API_VERSION` for pre-production and
+            production, :data:`API_VERSION_V1` for development).
         name: Label for logs and statistics; ``payme-{environment}`` by default.
         token_url: Override the token endpoint.
         api: Override the API base(s) the token may be sent to; defaults
-            to the audience.
+            to the audience and the environment's Nonce API.
 
     Returns:
         The profile.
 
     Raises:
-        ConfigError: Unknown environment, or no audience for pre-production.
+        ConfigError: Unknown environment, or an empty ``api_version``.
     """
     if environment not in ENVIRONMENTS:
         msg = f"Pay-me environment must be one of {tuple(ENVIRONMENTS)}, not {environment!r}"
         raise ConfigError(msg, provider="payme")
-    default_url, default_audience = ENVIRONMENTS[environment]
-    audience = audience or default_audience
-    if audience is None:
-        msg = f"Pay-me {environment}: pass audience= (and api= if it differs)"
+    facts = ENVIRONMENTS[environment]
+    version = facts.api_version if api_version is None else api_version
+    if not version:
+        msg = f"Pay-me {environment}: api_version must not be empty"
         raise ConfigError(msg, provider="payme")
+    audience = audience or facts.audience
     return Provider(
         name=name or f"payme-{environment}",
-        token_url=token_url or default_url,
-        api=api or audience,
+        token_url=token_url or facts.token_url,
+        api=api or (audience, facts.nonce_url),
         client_id=client_id,
         client_secret=client_secret,
-        grant_type="password" if username or password else "client_credentials",
+        grant_type=primary_grant(username, password),
         username=username,
         password=password,
         scope=scope,
         client_auth="body",
         encoding="json",
         extra_fields={"action": "authorize", "audience": audience},
-        extra_headers={"ALG-API-VERSION": API_VERSION},
+        extra_headers={"ALG-API-VERSION": version},
         envelope=envelope_failure,
     )
