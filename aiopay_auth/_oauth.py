@@ -20,6 +20,7 @@ from yarl import URL
 
 from ._provider import Provider
 from ._secret import Secret
+from ._status import retryable_status
 from ._token import Token
 from .exceptions import TokenResponseError, scrub
 
@@ -211,15 +212,24 @@ def parse_retry_after(value: str | None, *, wall_now: float) -> float | None:
     return max(0.0, when.timestamp() - wall_now)
 
 
-def _retryable_status(status: int) -> bool:
-    return status in (408, 425, 429) or status >= 500
+_NOT_JSON = object()
+_JSON_NAMES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
 def _decode(body: bytes) -> object:
+    """The JSON value of *body*, or ``_NOT_JSON`` (JSON ``null`` decodes to ``None``)."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
+        return _NOT_JSON
+
+
+def _not_an_object(data: object) -> str:
+    if data is _NOT_JSON:
+        return "not JSON"
+    if data is None:
+        return "JSON null, not a JSON object"
+    return f"a JSON {_JSON_NAMES.get(type(data), 'value')}, not a JSON object"
 
 
 def _text(value: object, redact: Callable[[str], str]) -> str | None:
@@ -307,10 +317,10 @@ def parse_token_response(
         elif error in _UNHEALABLE:
             retryable = False
         else:
-            retryable = _retryable_status(status)
+            retryable = retryable_status(status)
         detail = f": {error}" if error else ""
         detail += f" ({description})" if description else ""
-        if not error and data is None and body:
+        if not error and data is _NOT_JSON and body:
             detail = f": {scrub(redact(body.decode('utf-8', 'replace')), 80)}"
         raise fail(
             f"token endpoint answered HTTP {status}{detail}",
@@ -319,8 +329,7 @@ def parse_token_response(
             description=description,
         )
     if not isinstance(data, dict):
-        what = "not JSON" if data is None else "not a JSON object"
-        raise fail(f"token response is {what}", retryable=True)
+        raise fail(f"token response is {_not_an_object(data)}", retryable=True)
     if provider.envelope is not None:
         failure = provider.envelope(data)
         if failure is not None:

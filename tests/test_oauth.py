@@ -14,6 +14,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from aiopay_auth import Provider
+from aiopay_auth._health import failure_kind
 from aiopay_auth._oauth import (
     MAX_LIFETIME,
     MAX_RESPONSE_BYTES,
@@ -26,7 +27,7 @@ from aiopay_auth._oauth import (
 )
 from aiopay_auth._secret import Secret
 from aiopay_auth._token import Token
-from aiopay_auth.exceptions import TokenResponseError
+from aiopay_auth.exceptions import TokenResponseError, scrub
 from aiopay_auth.providers import cm, generic, oro, payme, vonage
 
 
@@ -1110,3 +1111,73 @@ def test_refresh_token_quoted_back_is_redacted() -> None:
         )
     assert "rt-short" not in str(info.value)
     assert "rt-short" not in (info.value.description or "")
+
+
+# ---------------------------------------------------------------------------
+# one status rule; provider text made safe to print
+
+
+@pytest.mark.parametrize("status", [0, *range(100, 1000)])
+def test_retryability_and_failure_kind_follow_one_status_rule(status: int) -> None:
+    # Without an OAuth error code, the status alone decides both; a retryable
+    # status is never "rejected" and a "rejected" one is never retried.
+    err = parse_error(make_provider(), body=b"", status=status)
+    if 200 <= status < 300:
+        return
+    kind = failure_kind(err)
+    assert err.retryable == (kind != "rejected"), kind
+    expected = {429: "throttled", 408: "server_error", 425: "server_error"}.get(status)
+    if expected is None:
+        if 400 <= status < 500 or 100 <= status < 400:
+            expected = "rejected"
+        elif 500 <= status < 600:
+            expected = "server_error"
+        else:
+            expected = "bad_response"  # not an HTTP status at all
+    assert expected == kind
+
+
+@pytest.mark.parametrize(
+    "char",
+    [
+        *"\x00\x07\x08\x1b\x7f\x80\x85\x9b\x9f",
+        *"\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069",
+        "\u061c",  # Arabic letter mark
+        "\ufeff",  # zero-width no-break space
+        "\ud800",  # a lone surrogate, as a JSON "\\ud800" escape decodes
+    ],
+    ids=lambda c: f"U+{ord(c):04X}",
+)
+def test_scrub_replaces_controls_and_bidi_characters(char: str) -> None:
+    scrubbed = scrub(f"before{char}after {char}x")
+    assert char not in scrubbed
+    # NEL (U+0085) is whitespace, and whitespace runs become one space.
+    assert ("before after x" if char.isspace() else "before?after ?x") == scrubbed
+    assert scrubbed.isprintable()
+
+
+def test_scrub_keeps_ordinary_non_ascii_text() -> None:
+    assert "clave inválida — 無効 ✓" == scrub("clave\tinválida\n— 無効 ✓")
+
+
+def test_control_characters_in_an_error_never_reach_the_message() -> None:
+    body = {"error": "invalid_request\x1b[2J", "error_description": "a\u202eb\x85c\u2066d"}
+    err = parse_error(make_provider(), body=body, status=400)
+    for text in (str(err), err.description or "", err.error or ""):
+        assert text.isprintable(), repr(text)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(b"null", "token response is JSON null, not a JSON object", id="null"),
+        pytest.param(b"[1]", "token response is a JSON array, not a JSON object", id="array"),
+        pytest.param(b'"x"', "token response is a JSON string, not a JSON object", id="string"),
+        pytest.param(b"7", "token response is a JSON number, not a JSON object", id="number"),
+        pytest.param(b"{trunc", "token response is not JSON", id="not-json"),
+    ],
+)
+def test_a_2xx_body_that_is_not_an_object_says_what_it_is(body: bytes, expected: str) -> None:
+    err = parse_error(make_provider(), body=body, status=200)
+    assert err.message == expected
+    assert err.retryable

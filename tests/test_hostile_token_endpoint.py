@@ -1,0 +1,269 @@
+"""Hostile token endpoints, written from RFC 6749 §5.1/§5.2 and RFC 9112, not from FakeProvider.
+
+Two kinds of independent servers on 127.0.0.1: a plain ``aiohttp.web`` app
+whose token handler each test sets, and a raw asyncio TCP server that
+answers with whatever bytes a test gives it (broken HTTP included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import unicodedata
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import anyio
+import pytest
+from aiohttp import web
+
+from aiopay_auth import Provider, RefreshPolicy, TokenManager, TokenUnavailableError
+from aiopay_auth._fetch import HttpTokenSource
+from aiopay_auth._health import failure_kind
+from aiopay_auth.exceptions import AuthError, TokenRequestError, TokenResponseError
+from aiopay_auth.providers import generic
+
+
+pytestmark = pytest.mark.anyio
+
+CLIENT_ID = "hostile-client"
+CLIENT_SECRET = "hostile-client-secret-0123456789"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def make_provider(base: str, **overrides: object) -> Provider:
+    kwargs: dict[str, object] = {
+        "name": "hostile",
+        "token_url": f"{base}/token",
+        "api": f"{base}/api",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+    }
+    kwargs.update(overrides)
+    return generic.provider(**kwargs)  # type: ignore[arg-type]
+
+
+def token_json(access_token: str, expires_in: object, **extra: object) -> web.Response:
+    """An RFC 6749 §5.1 success: JSON, no-store, no-cache."""
+    body = {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in}
+    body.update(extra)
+    return web.json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+def oauth_error(status: int, error: str, description: str | None = None) -> web.Response:
+    """An RFC 6749 §5.2 error answer."""
+    body = {"error": error}
+    if description is not None:
+        body["error_description"] = description
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+class WebEndpoint:
+    """A plain aiohttp.web token endpoint (and a guarded API) on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.handler: Handler | None = None
+        self.calls: list[float] = []  # time.monotonic() of each token request
+        self.base = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _token(self, request: web.Request) -> web.StreamResponse:
+        self.calls.append(time.monotonic())
+        await request.read()
+        assert self.handler is not None
+        return await self.handler(request)
+
+    async def start(self, app: web.Application | None = None) -> None:
+        app = app or web.Application()
+        app.router.add_post("/token", self._token)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture(name="endpoint")
+async def _endpoint() -> AsyncIterator[WebEndpoint]:
+    server = WebEndpoint()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+class RawEndpoint:
+    """A raw TCP server: reads one request, writes ``answer`` bytes, then closes or aborts."""
+
+    def __init__(self) -> None:
+        self.answer: bytes = b""
+        self.abort = False
+        self.connections = 0
+        self.base = ""
+        self._server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            writer.write(self.answer)
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            if self.abort:
+                writer.transport.abort()
+            else:
+                writer.close()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.base = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+@pytest.fixture(name="raw")
+async def _raw() -> AsyncIterator[RawEndpoint]:
+    server = RawEndpoint()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def fetch_once(provider: Provider, *, timeout: float = 5.0) -> AuthError:
+    """Ask once through the SDK's HTTP token source; return the typed error it raised."""
+    async with aiohttp.ClientSession() as session:
+        source = HttpTokenSource(provider, session, timeout=timeout)
+        with pytest.raises(AuthError) as caught:
+            await source.fetch(None)
+    return caught.value
+
+
+def invisible(text: str) -> list[str]:
+    """The characters of *text* that are controls or invisible format characters."""
+    return [ch for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Cs")]
+
+
+# --------------------------------------------------------------------------- not HTTP vs dropped
+
+NOT_HTTP = {
+    "garbage-status-line": b"GARBAGE\r\n\r\n",
+    "json-without-status-line": b'{"access_token":"x","token_type":"Bearer"}',
+    "header-without-colon": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nNo Colon Here\r\n\r\n{}",
+    "bad-content-length": b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}",
+    "bad-chunk-size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n",
+    "bad-gzip-body": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nabcd",
+}
+
+
+@pytest.mark.parametrize("answer", list(NOT_HTTP.values()), ids=list(NOT_HTTP))
+async def test_an_answer_that_is_not_http_is_a_bad_response(
+    raw: RawEndpoint, answer: bytes
+) -> None:
+    raw.answer = answer
+    err = await fetch_once(make_provider(raw.base))
+    assert isinstance(err, TokenResponseError), repr(err)
+    assert err.retryable
+    assert "bad_response" == failure_kind(err)
+    assert "malformed HTTP" in str(err)
+
+
+DROPPED = {
+    "closed-before-answer": (b"", False),
+    "reset-before-answer": (b"", True),
+    "closed-mid-body": (b'HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{"access_', False),
+    "closed-mid-chunked-body": (
+        b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n{"access_',
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize(("answer", "abort"), list(DROPPED.values()), ids=list(DROPPED))
+async def test_a_dropped_connection_is_a_connection_failure(
+    raw: RawEndpoint, answer: bytes, abort: bool
+) -> None:
+    raw.answer, raw.abort = answer, abort
+    err = await fetch_once(make_provider(raw.base))
+    assert isinstance(err, TokenRequestError), repr(err)
+    assert "connection" == failure_kind(err)
+
+
+async def test_425_too_early_is_retryable_and_classified_as_a_server_error(
+    endpoint: WebEndpoint,
+) -> None:
+    async def too_early(_: web.Request) -> web.Response:
+        return web.Response(status=425, text="too early")
+
+    endpoint.handler = too_early
+    err = await fetch_once(make_provider(endpoint.base))
+    assert isinstance(err, TokenResponseError)
+    assert err.retryable
+    assert "server_error" == failure_kind(err)
+
+
+# --------------------------------------------------------------------------- provider text
+
+HOSTILE_TEXT = (
+    "bad\x1b[2J\x1b]0;title\x07 \u202ereversed\u202c \u2066iso\u2069 \u200emark\u200f"
+    " c1\x85\x9b end\x00\x7f"
+)
+
+
+async def test_control_and_bidi_characters_never_reach_messages_or_health(
+    endpoint: WebEndpoint,
+) -> None:
+    async def refuse(_: web.Request) -> web.Response:
+        return oauth_error(400, "invalid_request", HOSTILE_TEXT)
+
+    endpoint.handler = refuse
+    policy = RefreshPolicy(wait_timeout=5)
+    async with TokenManager(policy=policy) as tokens:
+        holder = tokens.add(make_provider(endpoint.base))
+        with pytest.raises(TokenUnavailableError) as caught:
+            await holder.get()
+        health = holder.health()
+    err = caught.value
+    assert health.last_error is not None
+    for text in (str(err), str(err.last_error), health.last_error):
+        assert "reversed" in text  # the words survive...
+        assert [] == invisible(text)  # ...the controls and bidi marks do not
+
+
+async def test_a_json_null_body_is_reported_as_null_not_as_not_json(
+    endpoint: WebEndpoint,
+) -> None:
+    async def null(_: web.Request) -> web.Response:
+        return web.Response(text="null", content_type="application/json")
+
+    endpoint.handler = null
+    err = await fetch_once(make_provider(endpoint.base))
+    assert isinstance(err, TokenResponseError)
+    assert "JSON null" in str(err)
+    assert "not JSON" not in str(err)
+    assert "bad_response" == failure_kind(err)
+
+
+# Unused-import guard for helpers used by later tests in this module.
+_ = (json, anyio, token_json)
