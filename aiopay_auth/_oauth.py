@@ -28,6 +28,7 @@ from .exceptions import TokenResponseError, scrub
 __all__ = [
     "MAX_LIFETIME",
     "MAX_RESPONSE_BYTES",
+    "MIN_LIFETIME",
     "TokenRequest",
     "basic_credentials",
     "build_token_request",
@@ -38,6 +39,14 @@ __all__ = [
 
 MAX_LIFETIME = 86400.0
 """The longest lifetime believed, in seconds; larger ``expires_in`` values are cut to it."""
+
+MIN_LIFETIME = 0.2
+"""The shortest lifetime usable, in seconds; a shorter ``expires_in`` is a malformed answer.
+
+Twice the default :attr:`RefreshPolicy.min_fetch_interval
+<aiopay_auth.RefreshPolicy.min_fetch_interval>`, so that such a token can
+still be refreshed at half its life.
+"""
 
 MAX_RESPONSE_BYTES = 64 * 1024
 """Token responses larger than this are refused unread."""
@@ -153,6 +162,9 @@ def lifetime_from(value: object, default: float) -> float:
     * a positive number, or a string of digits: that many seconds;
     * above :data:`MAX_LIFETIME` (one day): cut to one day, so a token
       is re-fetched at least daily whatever the provider claims;
+    * below :data:`MIN_LIFETIME` (0.2 s): too short to use, so
+      :class:`ValueError` (the response is malformed), rather than a
+      token the refresher would have to replace at once;
     * zero, negative, not finite, a boolean, or anything else:
       :class:`ValueError` (the response is malformed).
 
@@ -182,6 +194,9 @@ def lifetime_from(value: object, default: float) -> float:
         raise ValueError(msg)
     if not math.isfinite(seconds) or seconds <= 0:
         msg = "expires_in must be a positive number of seconds"
+        raise ValueError(msg)
+    if seconds < MIN_LIFETIME:
+        msg = f"expires_in of {seconds:.3g} s is too short to use (under {MIN_LIFETIME:g} s)"
         raise ValueError(msg)
     return min(seconds, MAX_LIFETIME)
 

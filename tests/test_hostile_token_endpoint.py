@@ -8,7 +8,8 @@ answers with whatever bytes a test gives it (broken HTTP included).
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import itertools
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +19,16 @@ import anyio
 import pytest
 from aiohttp import web
 
-from aiopay_auth import Provider, RefreshPolicy, TokenManager, TokenUnavailableError
+from aiopay_auth import (
+    Provider,
+    RefreshPolicy,
+    Secret,
+    Token,
+    TokenHolder,
+    TokenManager,
+    TokenSource,
+    TokenUnavailableError,
+)
 from aiopay_auth._fetch import HttpTokenSource
 from aiopay_auth._health import failure_kind
 from aiopay_auth.exceptions import AuthError, TokenRequestError, TokenResponseError
@@ -265,5 +275,118 @@ async def test_a_json_null_body_is_reported_as_null_not_as_not_json(
     assert "bad_response" == failure_kind(err)
 
 
-# Unused-import guard for helpers used by later tests in this module.
-_ = (json, anyio, token_json)
+# --------------------------------------------------------------------------- no spin
+
+
+class Recording:
+    """A token source wrapper that notes when each token request starts."""
+
+    def __init__(self, inner: TokenSource) -> None:
+        self.inner = inner
+        self.starts: list[float] = []
+
+    async def fetch(self, refresh_token: Secret | None) -> Token:
+        self.starts.append(time.monotonic())
+        return await self.inner.fetch(refresh_token)
+
+
+@pytest.mark.parametrize("expires_in", [1e-6, 0.001, 0.05])
+async def test_a_lifetime_too_short_to_use_is_a_bad_response_backed_off(
+    endpoint: WebEndpoint, expires_in: float
+) -> None:
+    async def tiny(_: web.Request) -> web.Response:
+        return token_json(f"tok-{len(endpoint.calls)}", expires_in)
+
+    endpoint.handler = tiny
+    policy = RefreshPolicy()
+    window = 1.0
+    async with TokenManager(policy=policy) as tokens:
+        started = time.monotonic()
+        holder = tokens.add(make_provider(endpoint.base))
+        with pytest.raises(TokenUnavailableError) as caught:
+            await holder.get(timeout=window)  # no usable token ever comes
+    elapsed = time.monotonic() - started
+    # Today's code asked about 600 times a second here. The floor proves at
+    # most elapsed / min_fetch_interval + 1; the backoff keeps it far lower.
+    assert len(endpoint.calls) <= elapsed / policy.min_fetch_interval + 1
+    assert len(endpoint.calls) <= 4  # 0, then backoff 0.25-0.5 s, then 0.5-1 s later
+    assert "too short to use" in str(caught.value)
+    assert {"bad_response": len(endpoint.calls)} == holder.health().failures_by_kind
+
+
+async def _answer_same_token(endpoint: WebEndpoint, _: web.Request) -> web.Response:
+    return token_json("always-the-same", 0.2)
+
+
+async def _answer_503_retry_after_0(endpoint: WebEndpoint, _: web.Request) -> web.Response:
+    return web.json_response(
+        {"error": "temporarily_unavailable"}, status=503, headers={"Retry-After": "0"}
+    )
+
+
+async def _answer_tiny_lifetime(endpoint: WebEndpoint, _: web.Request) -> web.Response:
+    return token_json(f"tok-{len(endpoint.calls)}", 0.001)
+
+
+async def _answer_tokens_the_api_refuses(endpoint: WebEndpoint, _: web.Request) -> web.Response:
+    return token_json(f"tok-{len(endpoint.calls)}", 60)
+
+
+SCENARIOS = {
+    "same-token-short-life": _answer_same_token,
+    "503-retry-after-0": _answer_503_retry_after_0,
+    "tiny-lifetime": _answer_tiny_lifetime,
+    "401-on-every-api-request": _answer_tokens_the_api_refuses,
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+async def test_no_answer_drives_token_requests_faster_than_the_floor(scenario: str) -> None:
+    async def refuse_all(_: web.Request) -> web.Response:
+        return web.Response(
+            status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        )
+
+    app = web.Application()
+    app.router.add_get("/api/pay", refuse_all)
+    endpoint = WebEndpoint()
+    await endpoint.start(app)
+    answer = SCENARIOS[scenario]
+
+    async def handler(request: web.Request) -> web.Response:
+        return await answer(endpoint, request)
+
+    endpoint.handler = handler
+    # Backoff out of the way: only the floor stands between the server and a spin.
+    policy = RefreshPolicy(backoff_initial=0.001, backoff_max=0.001, min_fetch_interval=0.1)
+    recorders: list[Recording] = []
+
+    def record(_: TokenHolder, inner: TokenSource) -> Recording:
+        recorders.append(Recording(inner))
+        return recorders[0]
+
+    window = 1.0
+    try:
+        async with TokenManager(policy=policy, token_source=record) as tokens:
+            holder = tokens.add(make_provider(endpoint.base))
+            http = tokens.session(holder, limit=10)
+
+            async def worker() -> None:
+                with contextlib.suppress(TokenUnavailableError):
+                    while True:
+                        async with http.get(f"{endpoint.base}/api/pay") as resp:
+                            await resp.read()
+
+            async with anyio.create_task_group() as tg:
+                if scenario.startswith("401"):
+                    for _ in range(10):
+                        tg.start_soon(worker)
+                await anyio.sleep(window)
+                tg.cancel_scope.cancel()
+    finally:
+        await endpoint.stop()
+    starts = recorders[0].starts
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(starts) >= 3, starts  # it kept asking...
+    assert min(gaps) >= policy.min_fetch_interval  # ...never faster than the floor
+    assert len(endpoint.calls) <= window / policy.min_fetch_interval + 2

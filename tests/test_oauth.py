@@ -18,6 +18,7 @@ from aiopay_auth._health import failure_kind
 from aiopay_auth._oauth import (
     MAX_LIFETIME,
     MAX_RESPONSE_BYTES,
+    MIN_LIFETIME,
     TokenRequest,
     basic_credentials,
     build_token_request,
@@ -436,7 +437,7 @@ def test_oro_request(app_url: str, expected_url: str, application: oro.Applicati
         pytest.param(" 42 ", 42.0, id="padded-string"),
         pytest.param("+7", 7.0, id="plus-sign"),
         pytest.param(None, DEFAULT_LIFETIME, id="missing"),
-        pytest.param(0.001, 0.001, id="tiny"),
+        pytest.param(MIN_LIFETIME, MIN_LIFETIME, id="shortest-usable"),
         pytest.param(86400, MAX_LIFETIME, id="one-day"),
         pytest.param(86401, MAX_LIFETIME, id="just-over"),
         pytest.param(10**12, MAX_LIFETIME, id="huge-int"),
@@ -469,6 +470,10 @@ def test_lifetime_from(value: object, expected: float) -> None:
         pytest.param(math.nan, id="nan"),
         pytest.param(math.inf, id="inf"),
         pytest.param(-math.inf, id="-inf"),
+        pytest.param(1e-6, id="1e-6-too-short"),
+        pytest.param(0.001, id="1ms-too-short"),
+        pytest.param(0.05, id="50ms-too-short"),
+        pytest.param(math.nextafter(MIN_LIFETIME, 0.0), id="just-under-the-floor"),
     ],
 )
 def test_lifetime_from_rejects(value: object) -> None:
@@ -597,6 +602,7 @@ def test_expires_in_missing_uses_default_lifetime() -> None:
         pytest.param(b"Infinity", id="infinity"),
         pytest.param(b"-Infinity", id="minus-infinity"),
         pytest.param(b"1e400", id="overflowing-float"),
+        pytest.param(b"0.001", id="too-short-to-use"),
     ],
 )
 def test_expires_in_rejected_retryable(raw_expires_in: bytes) -> None:

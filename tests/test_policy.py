@@ -231,6 +231,30 @@ def test_backoff_custom_policy() -> None:
 
 
 # ---------------------------------------------------------------------------
+# the floor between two token requests
+
+
+def test_min_fetch_interval_default_is_documented() -> None:
+    assert 0.1 == DEFAULT.min_fetch_interval  # at most 10 token requests a second
+
+
+@pytest.mark.parametrize(
+    ("last_start", "now", "expected"),
+    [
+        pytest.param(None, 5.0, 0.0, id="first-request"),
+        pytest.param(5.0, 5.0, 0.1, id="right-after"),
+        pytest.param(5.0, 5.04, 0.06, id="partway"),
+        pytest.param(5.0, 5.1, 0.0, id="exactly-at-the-floor"),
+        pytest.param(5.0, 9.0, 0.0, id="long-after"),
+    ],
+)
+def test_fetch_wait_holds_a_request_until_the_floor(
+    last_start: float | None, now: float, expected: float
+) -> None:
+    assert expected == pytest.approx(DEFAULT.fetch_wait(last_start=last_start, now=now))
+
+
+# ---------------------------------------------------------------------------
 # validation
 
 POSITIVE_FIELDS = [
@@ -242,6 +266,7 @@ POSITIVE_FIELDS = [
     "unhealable_retry",
     "fetch_timeout",
     "wait_timeout",
+    "min_fetch_interval",
 ]
 
 
