@@ -7,12 +7,11 @@ answers with whatever bytes a test gives it (broken HTTP included).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 import anyio
@@ -32,72 +31,11 @@ from aiopay_auth import (
 from aiopay_auth._fetch import HttpTokenSource
 from aiopay_auth._health import failure_kind
 from aiopay_auth.exceptions import AuthError, TokenRequestError, TokenResponseError
-from aiopay_auth.providers import generic
+
+from .endpoints import RawEndpoint, WebEndpoint, make_provider, oauth_error, token_json
 
 
 pytestmark = pytest.mark.anyio
-
-CLIENT_ID = "hostile-client"
-CLIENT_SECRET = "hostile-client-secret-0123456789"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def make_provider(base: str, **overrides: object) -> Provider:
-    kwargs: dict[str, object] = {
-        "name": "hostile",
-        "token_url": f"{base}/token",
-        "api": f"{base}/api",
-        "client_id": CLIENT_ID,
-        "client_secret": CLIENT_SECRET,
-    }
-    kwargs.update(overrides)
-    return generic.provider(**kwargs)  # type: ignore[arg-type]
-
-
-def token_json(access_token: str, expires_in: object, **extra: object) -> web.Response:
-    """An RFC 6749 §5.1 success: JSON, no-store, no-cache."""
-    body = {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in}
-    body.update(extra)
-    return web.json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
-
-
-def oauth_error(status: int, error: str, description: str | None = None) -> web.Response:
-    """An RFC 6749 §5.2 error answer."""
-    body = {"error": error}
-    if description is not None:
-        body["error_description"] = description
-    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
-
-
-class WebEndpoint:
-    """A plain aiohttp.web token endpoint (and a guarded API) on 127.0.0.1."""
-
-    def __init__(self) -> None:
-        self.handler: Handler | None = None
-        self.calls: list[float] = []  # time.monotonic() of each token request
-        self.base = ""
-        self._runner: web.AppRunner | None = None
-
-    async def _token(self, request: web.Request) -> web.StreamResponse:
-        self.calls.append(time.monotonic())
-        await request.read()
-        assert self.handler is not None
-        return await self.handler(request)
-
-    async def start(self, app: web.Application | None = None) -> None:
-        app = app or web.Application()
-        app.router.add_post("/token", self._token)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.base = f"http://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 @pytest.fixture(name="endpoint")
@@ -108,47 +46,6 @@ async def _endpoint() -> AsyncIterator[WebEndpoint]:
         yield server
     finally:
         await server.stop()
-
-
-class RawEndpoint:
-    """A raw TCP server: reads one request, writes ``answer`` bytes, then closes or aborts."""
-
-    def __init__(self) -> None:
-        self.answer: bytes = b""
-        self.abort = False
-        self.connections = 0
-        self.base = ""
-        self._server: asyncio.Server | None = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
-            writer.write(self.answer)
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            if self.abort:
-                writer.transport.abort()
-            else:
-                writer.close()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        self.base = f"http://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
 
 @pytest.fixture(name="raw")
@@ -342,15 +239,9 @@ SCENARIOS = {
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 async def test_no_answer_drives_token_requests_faster_than_the_floor(scenario: str) -> None:
-    async def refuse_all(_: web.Request) -> web.Response:
-        return web.Response(
-            status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
-        )
-
-    app = web.Application()
-    app.router.add_get("/api/pay", refuse_all)
     endpoint = WebEndpoint()
-    await endpoint.start(app)
+    endpoint.api_status = 401
+    await endpoint.start()
     answer = SCENARIOS[scenario]
 
     async def handler(request: web.Request) -> web.Response:
