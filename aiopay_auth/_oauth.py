@@ -29,6 +29,7 @@ __all__ = [
     "MAX_LIFETIME",
     "MAX_RESPONSE_BYTES",
     "MIN_LIFETIME",
+    "WHOLE_SECOND",
     "TokenRequest",
     "basic_credentials",
     "build_token_request",
@@ -39,6 +40,9 @@ __all__ = [
 
 MAX_LIFETIME = 86400.0
 """The longest lifetime believed, in seconds; larger ``expires_in`` values are cut to it."""
+
+WHOLE_SECOND = 1.0
+"""Seconds given up from a whole-second ``expires_in`` of 2 or more (see :func:`lifetime_from`)."""
 
 MIN_LIFETIME = 0.2
 """The shortest lifetime usable, in seconds; a shorter ``expires_in`` is a malformed answer.
@@ -159,7 +163,16 @@ def lifetime_from(value: object, default: float) -> float:
     The rule:
 
     * missing or ``null``: *default* (the provider's ``default_lifetime``);
-    * a positive number, or a string of digits: that many seconds;
+    * a whole number of seconds *N* (a JSON integer, or a string of
+      digits): *N* - 1 seconds, and 1 second for *N* = 1. A server that
+      counts in whole seconds often floors its clock when it issues
+      (``exp = floor(now) + N``), so the token may live only a little
+      more than *N* - 1 seconds: one second is given up to be sure. A
+      1-second token cannot be made safe that way; it is taken as 1 s,
+      and such a server may expire it at any time within that second
+      (see docs/faults.md);
+    * a number with a decimal point (a JSON float): that many seconds,
+      exactly;
     * above :data:`MAX_LIFETIME` (one day): cut to one day, so a token
       is re-fetched at least daily whatever the provider claims;
     * below :data:`MIN_LIFETIME` (0.2 s): too short to use, so
@@ -181,11 +194,12 @@ def lifetime_from(value: object, default: float) -> float:
     if isinstance(value, bool):
         msg = "expires_in is a boolean"
         raise ValueError(msg)
+    whole = True
     if isinstance(value, int):
         # float() of a huge JSON integer overflows; clamp first, the checks below still apply.
         seconds = float(max(-1, min(value, 2 * int(MAX_LIFETIME))))
     elif isinstance(value, float):
-        seconds = value
+        seconds, whole = value, False
     elif isinstance(value, str) and (digits := _DIGITS.fullmatch(value)):
         # Only the digits: int() refuses some of the spaces \s matches ("\x1f").
         seconds = float(int(digits.group(1)))
@@ -195,6 +209,8 @@ def lifetime_from(value: object, default: float) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         msg = "expires_in must be a positive number of seconds"
         raise ValueError(msg)
+    if whole and seconds >= 2:
+        seconds -= WHOLE_SECOND  # the issue time may have been floored to the second
     if seconds < MIN_LIFETIME:
         msg = f"expires_in of {seconds:.3g} s is too short to use (under {MIN_LIFETIME:g} s)"
         raise ValueError(msg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import time
 import unicodedata
 from collections.abc import AsyncIterator
@@ -281,3 +282,86 @@ async def test_no_answer_drives_token_requests_faster_than_the_floor(scenario: s
     assert len(starts) >= 3, starts  # it kept asking...
     assert min(gaps) >= policy.min_fetch_interval  # ...never faster than the floor
     assert len(endpoint.calls) <= window / policy.min_fetch_interval + 2
+
+
+# --------------------------------------------------------------------------- whole-second expiry
+
+
+class FlooringServer:
+    """A token server that counts in whole seconds, as many do.
+
+    It issues ``exp = floor(time.time()) + ttl`` and says ``expires_in: ttl``
+    (RFC 6749 §5.1), so a token lives anywhere in ``(ttl - 1, ttl]``. Its API
+    refuses a token at or after ``exp`` with 401 (RFC 6750 §3.1). It keeps
+    one live token per client: while one is live, the token endpoint answers
+    503 ``temporarily_unavailable``, so the SDK must use each token up to
+    what it believes is the end of its life. It also answers 503 when the
+    second's fraction is outside [0.3, 0.9): the slack between the SDK's
+    belief and ``exp`` is then at least 0.1 s, so the count below measures
+    the lifetime rule, not a request in flight across the expiry instant (a
+    race no lifetime rule can remove).
+    """
+
+    def __init__(self, endpoint: WebEndpoint, ttl: int) -> None:
+        self.ttl = ttl
+        self.expiry: dict[str, float] = {}
+        self.latest_exp = 0.0
+        self.issued = 0
+        self.api_ok = 0
+        self.api_refused_expired = 0
+        endpoint.handler = self.token
+
+    async def token(self, _: web.Request) -> web.Response:
+        now = time.time()
+        if now < self.latest_exp or not 0.3 <= now % 1 < 0.9:
+            return oauth_error(503, "temporarily_unavailable")
+        self.issued += 1
+        access_token = f"floored-{self.issued}-{now:.3f}"
+        self.latest_exp = self.expiry[access_token] = math.floor(now) + self.ttl
+        return token_json(access_token, self.ttl)
+
+    async def api(self, request: web.Request) -> web.Response:
+        scheme, _, access_token = request.headers.get("Authorization", "").partition(" ")
+        exp = self.expiry.get(access_token)
+        if scheme != "Bearer" or exp is None:
+            return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})
+        if time.time() >= exp:
+            self.api_refused_expired += 1
+            challenge = 'Bearer error="invalid_token", error_description="expired"'
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+        self.api_ok += 1
+        return web.Response(text="ok")
+
+
+@pytest.mark.parametrize("ttl", [2, 3])
+async def test_whole_second_expiry_from_a_flooring_server_is_never_overstated(ttl: int) -> None:
+    endpoint = WebEndpoint()
+    server = FlooringServer(endpoint, ttl)
+    app = web.Application()
+    app.router.add_get("/pay/{tail:.*}", server.api)
+    await endpoint.start(app)
+    policy = RefreshPolicy(backoff_initial=0.05, backoff_max=0.2, wait_timeout=10)
+    try:
+        async with TokenManager(policy=policy) as tokens:
+            holder = tokens.add(make_provider(endpoint.base, api=f"{endpoint.base}/pay"))
+            http = tokens.session(holder, limit=20)
+
+            async def worker(n: int) -> None:
+                while True:
+                    async with http.get(f"{endpoint.base}/pay/{n}") as resp:
+                        await resp.read()
+                    await anyio.sleep(0.01)
+
+            async with anyio.create_task_group() as tg:
+                for n in range(8):
+                    tg.start_soon(worker, n)
+                # Three tokens: two whole cycles of use up to the believed expiry.
+                with anyio.fail_after(6 * ttl + 5):
+                    while server.issued < 3:  # noqa: ASYNC110 - polling a plain server counter
+                        await anyio.sleep(0.05)
+                tg.cancel_scope.cancel()
+    finally:
+        await endpoint.stop()
+    assert server.api_ok > 100
+    assert 0 == server.api_refused_expired
+    assert 0 == holder.stats.recoveries

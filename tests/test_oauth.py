@@ -431,14 +431,20 @@ def test_oro_request(app_url: str, expected_url: str, application: oro.Applicati
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        pytest.param(3600, 3600.0, id="int"),
+        # Whole seconds: one is given up, as the issue time may have been floored.
+        pytest.param(3600, 3599.0, id="int"),
+        pytest.param(2, 1.0, id="int-2"),
+        pytest.param(1, 1.0, id="int-1-kept"),
         pytest.param(3600.5, 3600.5, id="float"),
-        pytest.param("3600", 3600.0, id="digit-string"),
-        pytest.param(" 42 ", 42.0, id="padded-string"),
-        pytest.param("+7", 7.0, id="plus-sign"),
+        pytest.param(3600.0, 3600.0, id="float-is-exact"),
+        pytest.param(1.5, 1.5, id="float-1.5"),
+        pytest.param("3600", 3599.0, id="digit-string"),
+        pytest.param(" 42 ", 41.0, id="padded-string"),
+        pytest.param("+7", 6.0, id="plus-sign"),
+        pytest.param("1", 1.0, id="digit-string-1"),
         pytest.param(None, DEFAULT_LIFETIME, id="missing"),
         pytest.param(MIN_LIFETIME, MIN_LIFETIME, id="shortest-usable"),
-        pytest.param(86400, MAX_LIFETIME, id="one-day"),
+        pytest.param(86400, MAX_LIFETIME - 1, id="one-day"),
         pytest.param(86401, MAX_LIFETIME, id="just-over"),
         pytest.param(10**12, MAX_LIFETIME, id="huge-int"),
         pytest.param(10**400, MAX_LIFETIME, id="int-too-big-for-float"),
@@ -521,7 +527,7 @@ def test_parse_success_rfc6749_example() -> None:
     )
     assert "2YotnFZFEjr1zCsicMWpAA" == token.access_token
     assert "Bearer 2YotnFZFEjr1zCsicMWpAA" == token.header
-    assert 3600.0 == token.lifetime
+    assert 3599.0 == token.lifetime  # whole seconds: one given up
     assert Secret("tGzv3JOkF0XG5Qx2TlKWIA") == token.refresh_token
     assert isinstance(token.refresh_token, Secret)
     assert "read write" == token.scope
@@ -566,11 +572,11 @@ def test_token_type_rejected_not_retryable(token_type: object) -> None:
 @pytest.mark.parametrize(
     ("expires_in", "expected"),
     [
-        pytest.param(3600, 3600.0, id="int"),
+        pytest.param(3600, 3599.0, id="int"),
         pytest.param(7200.0, 7200.0, id="float"),
         pytest.param(0.5, 0.5, id="sub-second"),
-        pytest.param("3600", 3600.0, id="string"),
-        pytest.param(" 42 ", 42.0, id="padded-string"),
+        pytest.param("3600", 3599.0, id="string"),
+        pytest.param(" 42 ", 41.0, id="padded-string"),
         pytest.param(None, DEFAULT_LIFETIME, id="null"),
         pytest.param(10**12, MAX_LIFETIME, id="huge-capped"),
         pytest.param(10**400, MAX_LIFETIME, id="beyond-float-capped"),
@@ -668,11 +674,11 @@ def test_scope_captured(scope: object, expected: str | None) -> None:
 @pytest.mark.parametrize(
     ("issued_at", "expires_in", "expected_expires_at"),
     [
-        pytest.param(1000.0, 3600, 4600.0, id="hour"),
+        pytest.param(1000.0, 3600, 4599.0, id="hour"),
         pytest.param(0.0, 1, 1.0, id="zero-clock"),
         pytest.param(0.125, 0.5, 0.625, id="fractions"),
         pytest.param(5e5, 10**9, 5e5 + MAX_LIFETIME, id="capped"),
-        pytest.param(-250.0, 300, 50.0, id="negative-monotonic"),
+        pytest.param(-250.0, 300, 49.0, id="negative-monotonic"),
     ],
 )
 def test_expiry_counts_from_issued_at(
@@ -948,7 +954,7 @@ def test_payme_envelope_failure(
 def test_payme_envelope_success() -> None:
     token = parse(payme_provider(), body=payme_body(success=True, code="00"))
     assert "pm-access" == token.access_token
-    assert 86400.0 == token.lifetime
+    assert 86399.0 == token.lifetime
     assert Secret("pm-refresh") == token.refresh_token
     assert "create:token post:charges offline_access" == token.scope
 
