@@ -136,3 +136,31 @@ async def test_the_holder_fails_at_once_on_an_unhealable_error_whatever_the_orde
             await holder.get()
     assert not caught.value.retryable
     assert caught.value.__cause__ is caught.value.last_error
+
+
+# --------------------------------------------------------------------------- retry before half-life
+
+
+async def test_a_transient_failure_is_retried_before_half_the_remaining_life(
+    endpoint: WebEndpoint,
+) -> None:
+    """The backoff (2.5-5 s here) would outlive the token; the rule brings the retry in."""
+
+    async def token(_: web.Request) -> web.Response:
+        if len(endpoint.calls) == 1:
+            return token_json("tok-1", 2.0)  # exact: refreshed 0.9-1.0 s after issue
+        return web.json_response({"error": "server_error"}, status=503)
+
+    endpoint.handler = token
+    policy = RefreshPolicy(backoff_initial=5.0, backoff_max=5.0)
+    async with TokenManager(policy=policy) as tokens:
+        holder = tokens.add(make_provider(endpoint.base))
+        served = await holder.get()
+        await eventually(lambda: len(endpoint.calls) >= 3, within=3)
+        assert served is holder.usable() or served.expires_at <= time.monotonic()
+    failed_at, retried_at = endpoint.calls[1], endpoint.calls[2]
+    half_of_remaining = (served.expires_at - failed_at) / 2
+    assert half_of_remaining < 0.6  # the refresh point: about 1 s left of 2
+    # Scheduling slack for a loaded machine, far below the 2.5 s backoff floor.
+    assert retried_at - failed_at <= half_of_remaining + 0.3
+    assert retried_at < served.expires_at
