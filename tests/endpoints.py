@@ -92,7 +92,11 @@ class WebEndpoint:
 
 
 class RawEndpoint:
-    """A raw TCP server: reads one request, writes ``answer`` bytes, then closes or aborts."""
+    """A raw TCP server: reads one request, writes ``answer`` bytes, then closes or aborts.
+
+    Each ``@@@@`` in the answer becomes the connection's number (four
+    digits, so lengths do not change): a way to hand out a new token each time.
+    """
 
     def __init__(self) -> None:
         self.answer: bytes = b""
@@ -111,7 +115,7 @@ class RawEndpoint:
                 if name.strip().lower() == b"content-length":
                     length = int(value)
             await reader.readexactly(length)
-            writer.write(self.answer)
+            writer.write(self.answer.replace(b"@@@@", b"%04d" % (self.connections % 10000)))
             await writer.drain()
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
