@@ -121,7 +121,8 @@ class TokenResponseError(TokenEndpointError):
     Args:
         message: What was wrong with the answer.
         provider: The provider's name.
-        status: The HTTP status of the answer.
+        status: The HTTP status of the answer; ``0`` when the answer was
+            not HTTP and no status line could be read.
         error: The OAuth ``error`` code (RFC 6749 §5.2) or the provider's own
             status code, when the answer carried one.
         description: The provider's own explanation, scrubbed and truncated.
