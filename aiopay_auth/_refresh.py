@@ -132,10 +132,12 @@ class Refresher:
     async def _ask(self, refresh_token: Secret | None) -> Token:
         """Start one token request, never sooner than the policy's floor after the last."""
         holder, policy = self._holder, self._policy
-        # A loop, not one sleep: a timer may fire a hair early, the floor may not.
-        while wait := policy.fetch_wait(last_start=self._last_start, now=holder.clock()):  # noqa: ASYNC110
+        # On the event loop's clock, the one sleeps run on (an injected
+        # holder clock may stand still). A loop, not one sleep: a timer may
+        # fire a hair early, the floor may not.
+        while wait := policy.fetch_wait(last_start=self._last_start, now=anyio.current_time()):  # noqa: ASYNC110
             await anyio.sleep(wait)
-        self._last_start = holder.clock()
+        self._last_start = anyio.current_time()
         holder.stats.fetches += 1
         return await self._source.fetch(refresh_token)
 

@@ -164,3 +164,17 @@ async def test_a_transient_failure_is_retried_before_half_the_remaining_life(
     # Scheduling slack for a loaded machine, far below the 2.5 s backoff floor.
     assert retried_at - failed_at <= half_of_remaining + 0.3
     assert retried_at < served.expires_at
+
+
+async def test_the_floor_runs_on_real_time_even_with_an_injected_clock_standing_still(
+    endpoint: WebEndpoint,
+) -> None:
+    async def unavailable(_: web.Request) -> web.Response:
+        return web.json_response({"error": "temporarily_unavailable"}, status=503)
+
+    endpoint.handler = unavailable
+    policy = RefreshPolicy(backoff_initial=0.05, backoff_max=0.05)
+    async with TokenManager(policy=policy, clock=lambda: 1000.0) as tokens:
+        tokens.add(make_provider(endpoint.base))
+        # Each retry waits for the floor on the event loop's clock, not the frozen one.
+        await eventually(lambda: len(endpoint.calls) >= 3, within=3)
