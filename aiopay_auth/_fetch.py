@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import aiohttp
+from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
 
 from ._oauth import MAX_RESPONSE_BYTES, build_token_request, parse_token_response
 from ._provider import Provider
@@ -59,6 +60,8 @@ class HttpTokenSource:
         provider = self._provider
         request = build_token_request(provider, refresh_token=refresh_token)
         issued_at = self._clock()
+        origin = request.url.origin()
+        status = 0  # until a status line has been read
         try:
             async with self._session.post(
                 request.url,
@@ -77,10 +80,18 @@ class HttpTokenSource:
                     )
                 body = await _read_limited(resp)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if _not_http(exc):
+                # The endpoint answered, but not in HTTP: a bad response, not a lost connection.
+                raise TokenResponseError(
+                    f"token endpoint {origin} answered with malformed HTTP",
+                    provider=provider.name,
+                    status=status,
+                    retryable=True,
+                ) from exc
             what = (
                 "timed out" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
             )
-            msg = f"token request to {request.url.origin()} {what}"
+            msg = f"token request to {origin} {what}"
             raise TokenRequestError(msg, provider=provider.name) from exc
         return parse_token_response(
             provider,
@@ -91,6 +102,22 @@ class HttpTokenSource:
             wall_now=time.time(),
             refresh_token=refresh_token,
         )
+
+
+def _not_http(exc: BaseException) -> bool:
+    """Whether aiohttp failed because the answer is not valid HTTP.
+
+    A garbled status line, header or framing is a ``ClientResponseError``
+    (the connection errors derive from ``ClientConnectionError`` instead);
+    a body that cannot be decoded (bad gzip) is a ``ClientPayloadError``
+    caused by anything but running out of data, which is a dropped
+    connection (``ContentLengthError``, ``TransferEncodingError``).
+    """
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return True
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return not isinstance(exc.__cause__, ContentLengthError | TransferEncodingError)
+    return False
 
 
 async def _read_limited(resp: aiohttp.ClientResponse) -> bytes:

@@ -7,6 +7,7 @@ from typing import Literal
 
 import attrs
 
+from ._status import classify_status
 from .exceptions import AuthError, TokenRequestError, TokenResponseError
 
 
@@ -40,11 +41,13 @@ FailureKind = Literal[
 What kind of failure a fetch met:
 
 * ``timeout``: no answer in time (connect or read);
-* ``connection``: refused, reset or dropped;
+* ``connection``: refused, reset or dropped (also mid-body);
 * ``throttled``: HTTP 429;
-* ``server_error``: HTTP 5xx or 408;
-* ``bad_response``: a 2xx answer that is not a usable token (not JSON,
-  truncated, no ``access_token``, bad ``expires_in``);
+* ``server_error``: HTTP 5xx, 408 or 425;
+* ``bad_response``: an answer that is not HTTP (a garbled status line or
+  headers, a broken chunked or compressed body), or a 2xx answer that is
+  not a usable token (not JSON, truncated, no ``access_token``, bad
+  ``expires_in``);
 * ``provider_failure``: a 2xx answer whose envelope or ``error`` field
   says the request failed (Pay-me ``success: false``);
 * ``rejected``: any other 4xx, such as ``invalid_client``;
@@ -58,14 +61,12 @@ def failure_kind(error: AuthError) -> FailureKind:
     if isinstance(error, TokenRequestError):
         return "timeout" if isinstance(error.__cause__, TimeoutError) else "connection"
     if isinstance(error, TokenResponseError):
-        status = error.status
-        if status == 429:
-            return "throttled"
-        if status >= 500 or status == 408:
-            return "server_error"
-        if 200 <= status < 300:
+        status = classify_status(error.status)
+        if status == "success":
             return "provider_failure" if error.error else "bad_response"
-        return "rejected"
+        if status == "not_http":
+            return "bad_response"
+        return status
     return "unexpected"
 
 

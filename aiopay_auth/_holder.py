@@ -188,8 +188,9 @@ class TokenHolder:
         try:
             with anyio.fail_after(self.wait_timeout if timeout is None else timeout):
                 while True:
-                    if self._failure is not None:
-                        raise self._unavailable(self._failure.message, self._failure)
+                    failure = self._failure
+                    if failure is not None:
+                        raise self._unavailable(failure.message, failure) from failure
                     changed = self._changed
                     await changed.wait()
                     token = self.usable()
@@ -293,8 +294,10 @@ class TokenHolder:
     def _record_failure(self, error: AuthError) -> None:
         """Note a failed fetch (refresher only).
 
-        An error that cannot heal is handed to every waiter at once when no
-        usable token is left; a retryable one leaves them waiting for the
+        An error that cannot heal fails every waiter at once, whatever the
+        order of events: when no usable token is left now, or later, when
+        the token still served expires or is invalidated; only a published
+        token clears it. A retryable error leaves waiters waiting for the
         next attempt, up to their wait bound.
         """
         stats = self.stats
@@ -303,8 +306,8 @@ class TokenHolder:
         kind = failure_kind(error)
         stats.failures_by_kind[kind] = stats.failures_by_kind.get(kind, 0) + 1
         stats.last_error = error
-        if not error.retryable and self.usable() is None:
-            self._failure = error
+        self._failure = None if error.retryable else error
+        if self._failure is not None:
             self._wake()
 
     async def _wait_refresh_needed(self, delay: float) -> None:

@@ -20,6 +20,7 @@ from yarl import URL
 
 from ._provider import Provider, reveal
 from ._secret import Redactor, Secret
+from ._status import retryable_status
 from ._token import Token
 from .exceptions import TokenResponseError
 
@@ -27,6 +28,8 @@ from .exceptions import TokenResponseError
 __all__ = [
     "MAX_LIFETIME",
     "MAX_RESPONSE_BYTES",
+    "MIN_LIFETIME",
+    "WHOLE_SECOND",
     "TokenRequest",
     "basic_credentials",
     "build_token_request",
@@ -37,6 +40,17 @@ __all__ = [
 
 MAX_LIFETIME = 86400.0
 """The longest lifetime believed, in seconds; larger ``expires_in`` values are cut to it."""
+
+WHOLE_SECOND = 1.0
+"""Seconds given up from a whole-second ``expires_in`` of 2 or more (see :func:`lifetime_from`)."""
+
+MIN_LIFETIME = 0.2
+"""The shortest lifetime usable, in seconds; a shorter ``expires_in`` is a malformed answer.
+
+Twice the default :attr:`RefreshPolicy.min_fetch_interval
+<aiopay_auth.RefreshPolicy.min_fetch_interval>`, so that such a token can
+still be refreshed at half its life.
+"""
 
 MAX_RESPONSE_BYTES = 64 * 1024
 """Token responses larger than this are refused unread."""
@@ -149,9 +163,21 @@ def lifetime_from(value: object, default: float) -> float:
     The rule:
 
     * missing or ``null``: *default* (the provider's ``default_lifetime``);
-    * a positive number, or a string of digits: that many seconds;
+    * a whole number of seconds *N* (a JSON integer, or a string of
+      digits): *N* - 1 seconds, and 1 second for *N* = 1. A server that
+      counts in whole seconds often floors its clock when it issues
+      (``exp = floor(now) + N``), so the token may live only a little
+      more than *N* - 1 seconds: one second is given up to be sure. A
+      1-second token cannot be made safe that way; it is taken as 1 s,
+      and such a server may expire it at any time within that second
+      (see docs/faults.md);
+    * a number with a decimal point (a JSON float): that many seconds,
+      exactly;
     * above :data:`MAX_LIFETIME` (one day): cut to one day, so a token
       is re-fetched at least daily whatever the provider claims;
+    * below :data:`MIN_LIFETIME` (0.2 s): too short to use, so
+      :class:`ValueError` (the response is malformed), rather than a
+      token the refresher would have to replace at once;
     * zero, negative, not finite, a boolean, or anything else:
       :class:`ValueError` (the response is malformed).
 
@@ -168,11 +194,12 @@ def lifetime_from(value: object, default: float) -> float:
     if isinstance(value, bool):
         msg = "expires_in is a boolean"
         raise ValueError(msg)
+    whole = True
     if isinstance(value, int):
         # float() of a huge JSON integer overflows; clamp first, the checks below still apply.
         seconds = float(max(-1, min(value, 2 * int(MAX_LIFETIME))))
     elif isinstance(value, float):
-        seconds = value
+        seconds, whole = value, False
     elif isinstance(value, str) and (digits := _DIGITS.fullmatch(value)):
         # Only the digits: int() refuses some of the spaces \s matches ("\x1f").
         seconds = float(int(digits.group(1)))
@@ -181,6 +208,11 @@ def lifetime_from(value: object, default: float) -> float:
         raise ValueError(msg)
     if not math.isfinite(seconds) or seconds <= 0:
         msg = "expires_in must be a positive number of seconds"
+        raise ValueError(msg)
+    if whole and seconds >= 2:
+        seconds -= WHOLE_SECOND  # the issue time may have been floored to the second
+    if seconds < MIN_LIFETIME:
+        msg = f"expires_in of {seconds:.3g} s is too short to use (under {MIN_LIFETIME:g} s)"
         raise ValueError(msg)
     return min(seconds, MAX_LIFETIME)
 
@@ -211,15 +243,24 @@ def parse_retry_after(value: str | None, *, wall_now: float) -> float | None:
     return max(0.0, when.timestamp() - wall_now)
 
 
-def _retryable_status(status: int) -> bool:
-    return status in (408, 425, 429) or status >= 500
+_NOT_JSON = object()
+_JSON_NAMES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
 def _decode(body: bytes) -> object:
+    """The JSON value of *body*, or ``_NOT_JSON`` (JSON ``null`` decodes to ``None``)."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
+        return _NOT_JSON
+
+
+def _not_an_object(data: object) -> str:
+    if data is _NOT_JSON:
+        return "not JSON"
+    if data is None:
+        return "JSON null, not a JSON object"
+    return f"a JSON {_JSON_NAMES.get(type(data), 'value')}, not a JSON object"
 
 
 def _text(value: object, redact: Redactor) -> str | None:
@@ -300,10 +341,10 @@ def parse_token_response(
         elif error in _UNHEALABLE:
             retryable = False
         else:
-            retryable = _retryable_status(status)
+            retryable = retryable_status(status)
         detail = f": {error}" if error else ""
         detail += f" ({description})" if description else ""
-        if not error and data is None and body:
+        if not error and data is _NOT_JSON and body:
             detail = f": {redact.quote(body.decode('utf-8', 'replace'), 80)}"
         raise fail(
             f"token endpoint answered HTTP {status}{detail}",
@@ -312,8 +353,7 @@ def parse_token_response(
             description=description,
         )
     if not isinstance(data, dict):
-        what = "not JSON" if data is None else "not a JSON object"
-        raise fail(f"token response is {what}", retryable=True)
+        raise fail(f"token response is {_not_an_object(data)}", retryable=True)
     if provider.envelope is not None:
         failure = provider.envelope(data)
         if failure is not None:

@@ -11,8 +11,6 @@ from .exceptions import ConfigError
 
 __all__ = ["RefreshPolicy"]
 
-_MIN_RETRY = 0.01
-
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
@@ -56,6 +54,12 @@ class RefreshPolicy:
     (itself capped at ``retry_after_max``). Errors that cannot heal
     (``invalid_client`` …) are retried every ``unhealable_retry`` seconds.
 
+    Whatever a server answers (a tiny lifetime, the same token again,
+    errors with ``Retry-After: 0``, 401s on every request), two token
+    requests of one provider never start less than ``min_fetch_interval``
+    apart: at most ``1 / min_fetch_interval`` token requests per second
+    (10 with the default).
+
     Attributes:
         margin_fraction: Part of the lifetime left when refreshing.
         min_margin: Floor of the margin, in seconds.
@@ -69,6 +73,9 @@ class RefreshPolicy:
         fetch_timeout: Bound on one token request, in seconds.
         wait_timeout: How long a request waits for a token when none is
             usable before it fails with :class:`~aiopay_auth.TokenUnavailableError`.
+        min_fetch_interval: The least time, in seconds, between the starts
+            of two token requests of one provider: the floor under every
+            other delay.
     """
 
     margin_fraction: float = attrs.field(default=0.25, validator=_fraction)
@@ -82,6 +89,7 @@ class RefreshPolicy:
     unhealable_retry: float = attrs.field(default=60.0, validator=_positive)
     fetch_timeout: float = attrs.field(default=10.0, validator=_positive)
     wait_timeout: float = attrs.field(default=30.0, validator=_positive)
+    min_fetch_interval: float = attrs.field(default=0.1, validator=_positive)
 
     def margin(self, lifetime: float) -> float:
         """Seconds before expiry at which a token of *lifetime* is refreshed (before jitter)."""
@@ -124,7 +132,8 @@ class RefreshPolicy:
             retryable: False for errors that cannot heal.
             remaining: Seconds of life left in the token still being served,
                 if any. A retryable failure is then retried no later than
-                halfway to its expiry (never sooner than 10 ms), so that a
+                halfway to its expiry (never sooner than
+                ``min_fetch_interval``), so that a
                 short token is not lost to one long backoff; a
                 ``Retry-After`` still wins.
 
@@ -144,5 +153,20 @@ class RefreshPolicy:
         if retry_after is not None:
             return max(delay, min(retry_after, self.retry_after_max))
         if retryable and remaining is not None and remaining > 0:
-            delay = min(delay, max(remaining / 2, _MIN_RETRY))
+            delay = min(delay, max(remaining / 2, self.min_fetch_interval))
         return delay
+
+    def fetch_wait(self, *, last_start: float | None, now: float) -> float:
+        """Seconds to hold a token request so that it starts ``min_fetch_interval`` after the last.
+
+        Args:
+            last_start: When the provider's previous token request started
+                (monotonic), ``None`` before the first.
+            now: The current monotonic time.
+
+        Returns:
+            A delay, zero when the request may start now.
+        """
+        if last_start is None:
+            return 0.0
+        return max(0.0, last_start + self.min_fetch_interval - now)

@@ -54,6 +54,7 @@ class Refresher:
         self._policy = policy
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._refresh_token: Secret | None = holder.provider.refresh_token
+        self._last_start: float | None = None
 
     async def run(self) -> None:
         """Run until cancelled."""
@@ -129,15 +130,26 @@ class Refresher:
             remaining=None if token is None else token.remaining(holder.clock()),
         )
 
+    async def _ask(self, refresh_token: Secret | None) -> Token:
+        """Start one token request, never sooner than the policy's floor after the last."""
+        holder, policy = self._holder, self._policy
+        # On the event loop's clock, the one sleeps run on (an injected
+        # holder clock may stand still). A loop, not one sleep: a timer may
+        # fire a hair early, the floor may not.
+        while wait := policy.fetch_wait(last_start=self._last_start, now=anyio.current_time()):  # noqa: ASYNC110
+            await anyio.sleep(wait)
+        self._last_start = anyio.current_time()
+        holder.stats.fetches += 1
+        return await self._source.fetch(refresh_token)
+
     async def _fetch(self) -> Token:
         holder = self._holder
         refresh_token = self._refresh_token
-        holder.stats.fetches += 1
         if refresh_token is None:
-            token = await self._source.fetch(None)
+            token = await self._ask(None)
         else:
             try:
-                token = await self._source.fetch(refresh_token)
+                token = await self._ask(refresh_token)
             except TokenResponseError as err:
                 if err.retryable:
                     raise
@@ -150,8 +162,7 @@ class Refresher:
                     status=err.status,
                 )
                 self._refresh_token = None
-                holder.stats.fetches += 1
-                token = await self._source.fetch(None)
+                token = await self._ask(None)
         if token.refresh_token is not None:
             self._refresh_token = token.refresh_token
         return token

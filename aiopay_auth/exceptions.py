@@ -43,9 +43,15 @@ def scrub(text: str, limit: int = _QUOTE_LIMIT) -> str:
 
     Returns:
         One line, at most *limit* characters, with long token-like runs
-        replaced by ``[redacted]``.
+        replaced by ``[redacted]`` and every character that is not
+        printable replaced by ``?``: C0 and C1 controls (ESC, so no
+        terminal escape sequence), bidirectional and other invisible
+        format characters (U+200E/F, U+202A-202E, U+2066-2069, ...) and
+        lone surrogates. Runs of whitespace become one space.
     """
     flat = " ".join(text.split())
+    if not flat.isprintable():
+        flat = "".join(ch if ch.isprintable() else "?" for ch in flat)
     flat = _SECRETISH.sub("[redacted]", flat)
     if len(flat) > limit:
         flat = flat[: limit - 1] + "…"
@@ -115,7 +121,8 @@ class TokenResponseError(TokenEndpointError):
     Args:
         message: What was wrong with the answer.
         provider: The provider's name.
-        status: The HTTP status of the answer.
+        status: The HTTP status of the answer; ``0`` when the answer was
+            not HTTP and no status line could be read.
         error: The OAuth ``error`` code (RFC 6749 §5.2) or the provider's own
             status code, when the answer carried one.
         description: The provider's own explanation, scrubbed and truncated.

@@ -14,9 +14,11 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from aiopay_auth import Provider
+from aiopay_auth._health import failure_kind
 from aiopay_auth._oauth import (
     MAX_LIFETIME,
     MAX_RESPONSE_BYTES,
+    MIN_LIFETIME,
     TokenRequest,
     basic_credentials,
     build_token_request,
@@ -26,7 +28,7 @@ from aiopay_auth._oauth import (
 )
 from aiopay_auth._secret import Secret
 from aiopay_auth._token import Token
-from aiopay_auth.exceptions import TokenResponseError
+from aiopay_auth.exceptions import TokenResponseError, scrub
 from aiopay_auth.providers import cm, generic, oro, payme, vonage
 
 
@@ -429,14 +431,20 @@ def test_oro_request(app_url: str, expected_url: str, application: oro.Applicati
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        pytest.param(3600, 3600.0, id="int"),
+        # Whole seconds: one is given up, as the issue time may have been floored.
+        pytest.param(3600, 3599.0, id="int"),
+        pytest.param(2, 1.0, id="int-2"),
+        pytest.param(1, 1.0, id="int-1-kept"),
         pytest.param(3600.5, 3600.5, id="float"),
-        pytest.param("3600", 3600.0, id="digit-string"),
-        pytest.param(" 42 ", 42.0, id="padded-string"),
-        pytest.param("+7", 7.0, id="plus-sign"),
+        pytest.param(3600.0, 3600.0, id="float-is-exact"),
+        pytest.param(1.5, 1.5, id="float-1.5"),
+        pytest.param("3600", 3599.0, id="digit-string"),
+        pytest.param(" 42 ", 41.0, id="padded-string"),
+        pytest.param("+7", 6.0, id="plus-sign"),
+        pytest.param("1", 1.0, id="digit-string-1"),
         pytest.param(None, DEFAULT_LIFETIME, id="missing"),
-        pytest.param(0.001, 0.001, id="tiny"),
-        pytest.param(86400, MAX_LIFETIME, id="one-day"),
+        pytest.param(MIN_LIFETIME, MIN_LIFETIME, id="shortest-usable"),
+        pytest.param(86400, MAX_LIFETIME - 1, id="one-day"),
         pytest.param(86401, MAX_LIFETIME, id="just-over"),
         pytest.param(10**12, MAX_LIFETIME, id="huge-int"),
         pytest.param(10**400, MAX_LIFETIME, id="int-too-big-for-float"),
@@ -468,6 +476,10 @@ def test_lifetime_from(value: object, expected: float) -> None:
         pytest.param(math.nan, id="nan"),
         pytest.param(math.inf, id="inf"),
         pytest.param(-math.inf, id="-inf"),
+        pytest.param(1e-6, id="1e-6-too-short"),
+        pytest.param(0.001, id="1ms-too-short"),
+        pytest.param(0.05, id="50ms-too-short"),
+        pytest.param(math.nextafter(MIN_LIFETIME, 0.0), id="just-under-the-floor"),
     ],
 )
 def test_lifetime_from_rejects(value: object) -> None:
@@ -515,7 +527,7 @@ def test_parse_success_rfc6749_example() -> None:
     )
     assert "2YotnFZFEjr1zCsicMWpAA" == token.access_token
     assert "Bearer 2YotnFZFEjr1zCsicMWpAA" == token.header
-    assert 3600.0 == token.lifetime
+    assert 3599.0 == token.lifetime  # whole seconds: one given up
     assert Secret("tGzv3JOkF0XG5Qx2TlKWIA") == token.refresh_token
     assert isinstance(token.refresh_token, Secret)
     assert "read write" == token.scope
@@ -560,11 +572,11 @@ def test_token_type_rejected_not_retryable(token_type: object) -> None:
 @pytest.mark.parametrize(
     ("expires_in", "expected"),
     [
-        pytest.param(3600, 3600.0, id="int"),
+        pytest.param(3600, 3599.0, id="int"),
         pytest.param(7200.0, 7200.0, id="float"),
         pytest.param(0.5, 0.5, id="sub-second"),
-        pytest.param("3600", 3600.0, id="string"),
-        pytest.param(" 42 ", 42.0, id="padded-string"),
+        pytest.param("3600", 3599.0, id="string"),
+        pytest.param(" 42 ", 41.0, id="padded-string"),
         pytest.param(None, DEFAULT_LIFETIME, id="null"),
         pytest.param(10**12, MAX_LIFETIME, id="huge-capped"),
         pytest.param(10**400, MAX_LIFETIME, id="beyond-float-capped"),
@@ -596,6 +608,7 @@ def test_expires_in_missing_uses_default_lifetime() -> None:
         pytest.param(b"Infinity", id="infinity"),
         pytest.param(b"-Infinity", id="minus-infinity"),
         pytest.param(b"1e400", id="overflowing-float"),
+        pytest.param(b"0.001", id="too-short-to-use"),
     ],
 )
 def test_expires_in_rejected_retryable(raw_expires_in: bytes) -> None:
@@ -661,11 +674,11 @@ def test_scope_captured(scope: object, expected: str | None) -> None:
 @pytest.mark.parametrize(
     ("issued_at", "expires_in", "expected_expires_at"),
     [
-        pytest.param(1000.0, 3600, 4600.0, id="hour"),
+        pytest.param(1000.0, 3600, 4599.0, id="hour"),
         pytest.param(0.0, 1, 1.0, id="zero-clock"),
         pytest.param(0.125, 0.5, 0.625, id="fractions"),
         pytest.param(5e5, 10**9, 5e5 + MAX_LIFETIME, id="capped"),
-        pytest.param(-250.0, 300, 50.0, id="negative-monotonic"),
+        pytest.param(-250.0, 300, 49.0, id="negative-monotonic"),
     ],
 )
 def test_expiry_counts_from_issued_at(
@@ -941,7 +954,7 @@ def test_payme_envelope_failure(
 def test_payme_envelope_success() -> None:
     token = parse(payme_provider(), body=payme_body(success=True, code="00"))
     assert "pm-access" == token.access_token
-    assert 86400.0 == token.lifetime
+    assert 86399.0 == token.lifetime
     assert Secret("pm-refresh") == token.refresh_token
     assert "create:token post:charges offline_access" == token.scope
 
@@ -1110,3 +1123,73 @@ def test_refresh_token_quoted_back_is_redacted() -> None:
         )
     assert "rt-short" not in str(info.value)
     assert "rt-short" not in (info.value.description or "")
+
+
+# ---------------------------------------------------------------------------
+# one status rule; provider text made safe to print
+
+
+@pytest.mark.parametrize("status", [0, *range(100, 1000)])
+def test_retryability_and_failure_kind_follow_one_status_rule(status: int) -> None:
+    # Without an OAuth error code, the status alone decides both; a retryable
+    # status is never "rejected" and a "rejected" one is never retried.
+    err = parse_error(make_provider(), body=b"", status=status)
+    if 200 <= status < 300:
+        return
+    kind = failure_kind(err)
+    assert err.retryable == (kind != "rejected"), kind
+    expected = {429: "throttled", 408: "server_error", 425: "server_error"}.get(status)
+    if expected is None:
+        if 400 <= status < 500 or 100 <= status < 400:
+            expected = "rejected"
+        elif 500 <= status < 600:
+            expected = "server_error"
+        else:
+            expected = "bad_response"  # not an HTTP status at all
+    assert expected == kind
+
+
+@pytest.mark.parametrize(
+    "char",
+    [
+        *"\x00\x07\x08\x1b\x7f\x80\x85\x9b\x9f",
+        *"\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069",
+        "\u061c",  # Arabic letter mark
+        "\ufeff",  # zero-width no-break space
+        "\ud800",  # a lone surrogate, as a JSON "\\ud800" escape decodes
+    ],
+    ids=lambda c: f"U+{ord(c):04X}",
+)
+def test_scrub_replaces_controls_and_bidi_characters(char: str) -> None:
+    scrubbed = scrub(f"before{char}after {char}x")
+    assert char not in scrubbed
+    # NEL (U+0085) is whitespace, and whitespace runs become one space.
+    assert ("before after x" if char.isspace() else "before?after ?x") == scrubbed
+    assert scrubbed.isprintable()
+
+
+def test_scrub_keeps_ordinary_non_ascii_text() -> None:
+    assert "clave inválida — 無効 ✓" == scrub("clave\tinválida\n— 無効 ✓")
+
+
+def test_control_characters_in_an_error_never_reach_the_message() -> None:
+    body = {"error": "invalid_request\x1b[2J", "error_description": "a\u202eb\x85c\u2066d"}
+    err = parse_error(make_provider(), body=body, status=400)
+    for text in (str(err), err.description or "", err.error or ""):
+        assert text.isprintable(), repr(text)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(b"null", "token response is JSON null, not a JSON object", id="null"),
+        pytest.param(b"[1]", "token response is a JSON array, not a JSON object", id="array"),
+        pytest.param(b'"x"', "token response is a JSON string, not a JSON object", id="string"),
+        pytest.param(b"7", "token response is a JSON number, not a JSON object", id="number"),
+        pytest.param(b"{trunc", "token response is not JSON", id="not-json"),
+    ],
+)
+def test_a_2xx_body_that_is_not_an_object_says_what_it_is(body: bytes, expected: str) -> None:
+    err = parse_error(make_provider(), body=body, status=200)
+    assert err.message == expected
+    assert err.retryable

@@ -231,6 +231,79 @@ def test_backoff_custom_policy() -> None:
 
 
 # ---------------------------------------------------------------------------
+# a transient failure is retried no later than halfway to the served token's expiry
+
+
+@pytest.mark.parametrize(
+    ("attempt", "remaining", "expected"),
+    [
+        pytest.param(5, 2.0, 1.0, id="backoff-8s-brought-in-to-half-of-2s"),
+        pytest.param(1, 0.6, 0.3, id="backoff-0.5s-brought-in-to-half-of-0.6s"),
+        pytest.param(7, 50.0, 25.0, id="backoff-30s-brought-in-to-half-of-50s"),
+        pytest.param(5, 100.0, 8.0, id="half-is-later-than-the-backoff"),
+        pytest.param(5, 0.1, 0.1, id="never-sooner-than-the-floor"),
+        pytest.param(5, 0.0, 8.0, id="expired-token-ignored"),
+        pytest.param(5, -3.0, 8.0, id="negative-ignored"),
+        pytest.param(5, None, 8.0, id="no-token-served"),
+    ],
+)
+def test_backoff_retries_no_later_than_halfway_to_expiry(
+    attempt: int, remaining: float | None, expected: float
+) -> None:
+    assert expected == DEFAULT.backoff(attempt, rng=FixedRandom(1.0), remaining=remaining)
+
+
+def test_halfway_rule_floor_is_min_fetch_interval() -> None:
+    policy = RefreshPolicy(min_fetch_interval=0.25)
+    assert 0.25 == policy.backoff(5, rng=FixedRandom(1.0), remaining=0.1)
+
+
+def test_halfway_rule_yields_to_retry_after_and_to_unhealable_errors() -> None:
+    # The provider's Retry-After still wins...
+    assert 3.0 == DEFAULT.backoff(1, rng=FixedRandom(1.0), retry_after=3.0, remaining=2.0)
+    # ...and an error that cannot heal keeps its slow cadence.
+    assert 60.0 == DEFAULT.backoff(5, rng=FixedRandom(1.0), retryable=False, remaining=2.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    attempt=st.integers(1, 10**6),
+    seed=st.integers(0, 2**64),
+    remaining=st.floats(1e-6, 1e6),
+)
+def test_backoff_never_outlives_half_the_served_token(
+    attempt: int, seed: int, remaining: float
+) -> None:
+    delay = DEFAULT.backoff(attempt, rng=random.Random(seed), remaining=remaining)
+    assert delay <= max(remaining / 2, DEFAULT.min_fetch_interval)
+    assert delay >= min(DEFAULT.min_fetch_interval, DEFAULT.backoff_initial / 2)
+
+
+# ---------------------------------------------------------------------------
+# the floor between two token requests
+
+
+def test_min_fetch_interval_default_is_documented() -> None:
+    assert 0.1 == DEFAULT.min_fetch_interval  # at most 10 token requests a second
+
+
+@pytest.mark.parametrize(
+    ("last_start", "now", "expected"),
+    [
+        pytest.param(None, 5.0, 0.0, id="first-request"),
+        pytest.param(5.0, 5.0, 0.1, id="right-after"),
+        pytest.param(5.0, 5.04, 0.06, id="partway"),
+        pytest.param(5.0, 5.1, 0.0, id="exactly-at-the-floor"),
+        pytest.param(5.0, 9.0, 0.0, id="long-after"),
+    ],
+)
+def test_fetch_wait_holds_a_request_until_the_floor(
+    last_start: float | None, now: float, expected: float
+) -> None:
+    assert expected == pytest.approx(DEFAULT.fetch_wait(last_start=last_start, now=now))
+
+
+# ---------------------------------------------------------------------------
 # validation
 
 POSITIVE_FIELDS = [
@@ -242,6 +315,7 @@ POSITIVE_FIELDS = [
     "unhealable_retry",
     "fetch_timeout",
     "wait_timeout",
+    "min_fetch_interval",
 ]
 
 
