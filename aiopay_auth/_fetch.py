@@ -87,12 +87,12 @@ class HttpTokenSource:
                     provider=provider.name,
                     status=status,
                     retryable=True,
-                ) from exc
+                ) from _without_frames(exc)
             what = (
                 "timed out" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
             )
             msg = f"token request to {origin} {what}"
-            raise TokenRequestError(msg, provider=provider.name) from exc
+            raise TokenRequestError(msg, provider=provider.name) from _without_frames(exc)
         return parse_token_response(
             provider,
             status=status,
@@ -102,6 +102,23 @@ class HttpTokenSource:
             wall_now=time.time(),
             refresh_token=refresh_token,
         )
+
+
+def _without_frames(exc: BaseException) -> BaseException:
+    """Drop the tracebacks of *exc* and of what it chains, and return it.
+
+    aiohttp's frames hold the request body (the client secret, the
+    password) in their locals; a cause kept with them would hand those to
+    any renderer that shows locals when the application logs our error.
+    The type and the message stay.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+    return exc
 
 
 def _not_http(exc: BaseException) -> bool:

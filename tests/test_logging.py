@@ -12,6 +12,7 @@ import pytest
 import structlog
 
 from aiopay_auth import (
+    AuthError,
     RefreshPolicy,
     Secret,
     Token,
@@ -223,3 +224,37 @@ async def test_a_crash_is_logged_without_locals_even_by_a_renderer_that_shows_th
     assert "exception" not in crash
     assert 1 == len(records)
     assert records[0].exc_info is None
+
+
+async def test_an_error_chain_formatted_with_locals_carries_no_secret() -> None:
+    # A raw endpoint that drops every connection after reading the request:
+    # aiohttp fails inside frames whose locals hold the request body. An
+    # application logging the TokenUnavailableError with locals shown (or
+    # any renderer walking __cause__) must still print no secret.
+    import traceback
+
+    from aiopay_auth._oauth import basic_credentials
+
+    from .endpoints import CLIENT_ID, CLIENT_SECRET, RawEndpoint, make_provider
+
+    raw = RawEndpoint()
+    raw.abort = True
+    await raw.start()
+    try:
+        async with TokenManager() as tokens:
+            holder = tokens.add(make_provider(raw.base))
+            with pytest.raises(TokenUnavailableError) as caught:
+                await holder.get(timeout=0.5)
+    finally:
+        await raw.stop()
+    err = caught.value
+    assert isinstance(err.__cause__, AuthError)  # the chain is there to walk
+    assert err.__cause__.__cause__ is not None
+    # From the last failure down (this test's own frame holds the secret).
+    shown = "".join(
+        traceback.TracebackException.from_exception(err.__cause__, capture_locals=True).format()
+    )
+    assert "ServerDisconnected" in shown
+    assert CLIENT_SECRET not in shown
+    # The provider authenticates with HTTP Basic: the header is a secret too.
+    assert basic_credentials(CLIENT_ID, CLIENT_SECRET).removeprefix("Basic ") not in shown
