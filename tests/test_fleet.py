@@ -59,7 +59,7 @@ async def test_two_workers_fetch_one_token_per_lifetime(
 ) -> None:
     fake = await fake_provider("cm", lifetime=1.0)
     async with AsyncExitStack() as stack:
-        fleet = Fleet(stack, RedisFleet(client))
+        fleet = Fleet(stack, RedisFleet(client, unencrypted=True))
         holders = [await fleet.worker(fake) for _ in range(3)]
         for holder in holders:
             await holder.get()
@@ -87,7 +87,7 @@ async def test_keys_hold_no_secret_and_tokens_are_encrypted(
         token = await holder.get()
         assert token.refresh_token is not None
         keys = [k.decode() if isinstance(k, bytes) else k for k in await client.keys("*")]
-        assert keys == [f"aiopay_auth:{fleet_key(holder.provider)}:token"]
+        assert keys == [f"aiopay_auth:{{{fleet_key(holder.provider)}}}:token"]
         stored = await client.get(keys[0])
         ttl = await client.pttl(keys[0])
     assert isinstance(stored, bytes)
@@ -105,7 +105,7 @@ async def test_bad_configuration_is_refused(client: redis.asyncio.Redis) -> None
     with pytest.raises(ConfigError, match="Fernet key"):
         RedisFleet(client, encryption_key="not a key")
     with pytest.raises(ConfigError, match="positive"):
-        RedisFleet(client, lease_ttl=0)
+        RedisFleet(client, unencrypted=True, lease_ttl=0)
 
 
 async def test_rotating_refresh_token_is_never_spent_twice(
@@ -114,7 +114,7 @@ async def test_rotating_refresh_token_is_never_spent_twice(
     # Pay-me rotates refresh tokens: a spent one is refused with invalid_grant.
     fake = await fake_provider("payme", lifetime=0.8)
     async with AsyncExitStack() as stack:
-        fleet = Fleet(stack, RedisFleet(client))
+        fleet = Fleet(stack, RedisFleet(client, unencrypted=True))
         holders = [await fleet.worker(fake) for _ in range(3)]
         for holder in holders:
             await holder.get()
@@ -131,7 +131,7 @@ async def test_redis_down_falls_back_then_rejoins(
     client = redis.asyncio.Redis.from_url(redis_server.url, socket_connect_timeout=0.2)
     try:
         async with AsyncExitStack() as stack:
-            fleet = Fleet(stack, RedisFleet(client, redis_timeout=0.3))
+            fleet = Fleet(stack, RedisFleet(client, unencrypted=True, redis_timeout=0.3))
             holders = [await fleet.worker(fake) for _ in range(2)]
             for holder in holders:
                 await holder.get()
