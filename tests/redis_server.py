@@ -48,10 +48,13 @@ def client_for(
             host="127.0.0.1", port=port, socket_connect_timeout=connect_timeout
         )
     if kind == "sentinel":
-        sentinel = redis.asyncio.sentinel.Sentinel(
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             [("127.0.0.1", port)], socket_connect_timeout=connect_timeout
         )
-        return sentinel.master_for(SENTINEL_SERVICE, socket_connect_timeout=connect_timeout)
+        primary: redis.asyncio.Redis = sentinel.master_for(
+            SENTINEL_SERVICE, socket_connect_timeout=connect_timeout
+        )
+        return primary
     return redis.asyncio.Redis(host="127.0.0.1", port=port, socket_connect_timeout=connect_timeout)
 
 
@@ -64,6 +67,19 @@ def _binary(name: str) -> str:
         )
         raise RuntimeError(msg)
     return binary
+
+
+async def close_client(client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster) -> None:
+    """Close *client* and its connections (a Sentinel's client does not own its pool)."""
+    import redis.asyncio.cluster
+
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        await client.aclose()
+        return
+    await client.aclose(close_connection_pool=True)
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in manager.sentinels if manager is not None else []:
+        await sentinel.aclose()  # the connections that asked where the primary is
 
 
 class RedisServer:
@@ -326,12 +342,37 @@ class RedisSentinelServers:
         shutil.rmtree(self.sentinel_dir, ignore_errors=True)
 
 
+_MONITORING = frozenset({"info", "ping", "publish", "subscribe", "cluster"})
+"""Commands a Sentinel (or these tests' stats reads) send on their own."""
+
+
 def _sum_stats(nodes: list[RedisServer]) -> dict[str, int]:
-    totals = {"total_connections_received": 0, "total_commands_processed": 0}
+    """Connections received, commands processed, and client commands but monitoring.
+
+    ``client_commands`` leaves out what a Sentinel sends by itself (PING, INFO,
+    its hello PUBLISH) and the tests' own INFO reads; the fleet never sends
+    those, but its waiting members SUBSCRIBE on a single server, so that one is
+    counted apart, as ``subscribes``.
+    """
+    totals = {
+        "total_connections_received": 0,
+        "total_commands_processed": 0,
+        "client_commands": 0,
+        "subscribes": 0,
+    }
     for node in nodes:
         info = node.info("stats")
-        for name in totals:
+        for name in ("total_connections_received", "total_commands_processed"):
             totals[name] += int(info[name])
+        for line in _call(node.port, "INFO", "commandstats").decode().splitlines():
+            if not line.startswith("cmdstat_"):
+                continue
+            name, _, fields = line[len("cmdstat_") :].partition(":")
+            calls = int(fields.split(",")[0].split("=")[1])
+            if name == "subscribe":
+                totals["subscribes"] += calls
+            if name.split("|")[0] not in _MONITORING:
+                totals["client_commands"] += calls
     return totals
 
 
