@@ -183,7 +183,9 @@ class RedisClusterServers:
 
     kind: Kind = "cluster"
 
-    def __init__(self, masters: int = 3, node_timeout_ms: int = 1000) -> None:
+    def __init__(
+        self, masters: int = 3, node_timeout_ms: int = 1000, extra: tuple[str, ...] = ()
+    ) -> None:
         self.cli = _binary("redis-cli")
         self.nodes: list[RedisServer] = []
         for port in _free_cluster_ports(masters):
@@ -192,6 +194,7 @@ class RedisClusterServers:
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(node_timeout_ms),
+                *extra,
             )
             # fmt: on
             self.nodes.append(RedisServer(port=port, extra=extra))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -25,7 +25,7 @@ from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
 from .conftest import RedisSetup
 from .helpers import eventually
-from .redis_server import RedisServer, client_for, close_client
+from .redis_server import RedisClusterServers, RedisServer, client_for, close_client
 
 
 pytestmark = pytest.mark.anyio
@@ -491,3 +491,45 @@ async def test_a_redis_node_stopped_and_restarted_members_fetch_locally_then_rej
         await eventually(lambda: sum(s.shared_hits for s in fleet.sources) > hits, within=8)
     assert 0 == sum(h.stats.failures for h in holders)
     assert 0 == fake.api_unauthorized
+
+
+@pytest.fixture(name="cluster_without_sharded_pubsub", scope="module")
+def _cluster_without_sharded_pubsub() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster whose nodes lack SPUBLISH and SSUBSCRIBE, as before Redis 7.0."""
+    unsharded = ("--rename-command", "SPUBLISH", "", "--rename-command", "SSUBSCRIBE", "")
+    cluster = RedisClusterServers(extra=unsharded)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+async def test_a_cluster_without_sharded_pubsub_gets_plain_pubsub(
+    fake_provider: FakeProviderFactory, cluster_without_sharded_pubsub: RedisClusterServers
+) -> None:
+    # Waiters subscribe with plain SUBSCRIBE, and the store script announces
+    # with PUBLISH: the fleet stays shared, announcements still arrive.
+    cluster = cluster_without_sharded_pubsub
+    fake = await fake_provider("cm", lifetime=30)
+    fake.token_delay = 0.5
+    client = client_for("cluster", cluster.client_port)
+    try:
+        before = await anyio.to_thread.run_sync(cluster.stats)
+        async with AsyncExitStack() as stack:
+            fleet = Fleet(stack, RedisFleet(client, unencrypted=True, poll_interval=10.0))
+            holders = [await fleet.worker(fake) for _ in range(3)]
+            started = time.monotonic()
+            with anyio.fail_after(8):
+                tokens = [await holder.get() for holder in holders]
+            elapsed = time.monotonic() - started
+            stores = {h.health().store for h in holders}
+        after = await anyio.to_thread.run_sync(cluster.stats)
+    finally:
+        await close_client(client)
+    assert {"shared"} == stores
+    assert 1 == fake.token_calls
+    assert len({t.access_token for t in tokens}) == 1
+    assert after["subscribes"] - before["subscribes"] >= 2  # the two waiters
+    # A 10 s poll interval: the waiters woke on the announcement, not on a poll.
+    assert elapsed < 5.0

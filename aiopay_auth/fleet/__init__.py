@@ -80,7 +80,10 @@ FleetState = Literal["shared", "local"]
 _STORE = """
 if redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  redis.call(ARGV[5], KEYS[3], ARGV[4])
+  -- SPUBLISH on a cluster of Redis 7+; a server without it gets PUBLISH.
+  if not pcall(redis.call, ARGV[5], KEYS[3], ARGV[4]) then
+    redis.call('PUBLISH', KEYS[3], ARGV[4])
+  end
   return 1
 end
 return 0

@@ -1,9 +1,11 @@
 """Waiting for another process's refresh: one subscription, a real sleep between polls.
 
 Redis Cluster gets sharded pub/sub (``SSUBSCRIBE``, Redis 7.0+), which
-stays on the node that owns the credential's slot; a single server or a
-Sentinel-fronted primary gets plain ``SUBSCRIBE``. When the subscription
-cannot be made, waiting falls back to sleeping between polls: slower to
+stays on the node that owns the credential's slot, and plain ``SUBSCRIBE``
+where the server has no sharded pub/sub (the store script then publishes
+with ``PUBLISH``, which a cluster broadcasts); a single server or a
+Sentinel-fronted primary gets plain ``SUBSCRIBE``. When no subscription
+can be made, waiting falls back to sleeping between polls: slower to
 notice, never busier.
 """
 
@@ -57,24 +59,51 @@ class Announcements:
         cls, client: Redis | RedisCluster, channel: str, *, timeout: float
     ) -> AsyncIterator[Announcements | None]:
         """Subscribe to *channel*; yields ``None`` (poll by sleeping) if that fails."""
-        sharded = is_cluster(client)
-        pubsub: Any = client.pubsub()
-        subscribed = False
+        pubsubs: list[Any] = []
+        found: Announcements | None = None
         try:
-            with anyio.fail_after(timeout):
-                if sharded:
-                    await pubsub.ssubscribe(channel)
-                else:
-                    await pubsub.subscribe(channel)
-            subscribed = True
-        except Exception:  # any failure means: poll without it
-            subscribed = False
-        try:
-            yield cls(pubsub, sharded=sharded) if subscribed else None
+            for sharded in (True, False) if is_cluster(client) else (False,):
+                pubsub: Any = client.pubsub()
+                pubsubs.append(pubsub)
+                found = cls(pubsub, sharded=sharded)
+                try:
+                    with anyio.fail_after(timeout):
+                        await found.subscribe(channel)
+                except Exception:  # no sharded pub/sub, or no Redis: try the next way
+                    found = None
+                if found is not None:
+                    break
+            yield found
         finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                with anyio.fail_after(timeout):
-                    await pubsub.aclose()
+            for pubsub in pubsubs:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    with anyio.fail_after(timeout):
+                        await pubsub.aclose()
+
+    async def subscribe(self, channel: str) -> None:
+        """Subscribe, and wait for the server's confirmation (or its error)."""
+        if self._sharded:
+            await self._pubsub.ssubscribe(channel)
+        else:
+            await self._pubsub.subscribe(channel)
+        # redis-py sends the command without reading the answer: read it here,
+        # so that a server without the command is found out now, not mid-wait.
+        while True:
+            message = await self._next(ignore_subscribe_messages=False, timeout=1.0)
+            kind = message.get("type") if message is not None else None
+            if isinstance(kind, bytes):
+                kind = kind.decode()
+            if isinstance(kind, str) and kind.endswith("subscribe"):
+                return
+
+    async def _next(self, *, ignore_subscribe_messages: bool, timeout: float) -> Any:
+        if self._sharded:
+            return await self._pubsub.get_sharded_message(
+                ignore_subscribe_messages=ignore_subscribe_messages, timeout=timeout
+            )
+        return await self._pubsub.get_message(
+            ignore_subscribe_messages=ignore_subscribe_messages, timeout=timeout
+        )
 
     async def wait(self, seconds: float) -> bool:
         """Wait up to *seconds* for an announcement; ``True`` if one came.
@@ -83,14 +112,7 @@ class Announcements:
         """
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
-            if self._sharded:
-                message = await self._pubsub.get_sharded_message(
-                    ignore_subscribe_messages=True, timeout=left
-                )
-            else:
-                message = await self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=left
-                )
+            message = await self._next(ignore_subscribe_messages=True, timeout=left)
             if message is not None:
                 return True
             # A confirmation, or a reader that returned early: never spin.
