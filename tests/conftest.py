@@ -1,4 +1,4 @@
-"""Shared fixtures: the asyncio backend, a real redis-server."""
+"""Shared fixtures: the asyncio backend, real Redis set-ups on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from .redis_server import RedisServer
+from .redis_server import RedisClusterServers, RedisSentinelServers, RedisServer
+
+
+RedisSetup = RedisServer | RedisClusterServers | RedisSentinelServers
 
 
 @pytest.fixture(name="anyio_backend", scope="session")
@@ -23,4 +26,46 @@ def _redis_server() -> Iterator[RedisServer]:
     try:
         yield server
     finally:
-        server.stop()
+        server.shutdown()
+
+
+@pytest.fixture(name="redis_cluster", scope="module")
+def _redis_cluster() -> Iterator[RedisClusterServers]:
+    """A 3-master Redis Cluster on 127.0.0.1 for the tests of one module."""
+    cluster = RedisClusterServers()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture(name="redis_sentinel", scope="module")
+def _redis_sentinel() -> Iterator[RedisSentinelServers]:
+    """A primary fronted by a Sentinel on 127.0.0.1 for the tests of one module."""
+    servers = RedisSentinelServers()
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.shutdown()
+
+
+@pytest.fixture(name="redis_setup", params=["single", "cluster", "sentinel"])
+def _redis_setup(request: pytest.FixtureRequest) -> RedisSetup:
+    """Each Redis set-up in turn, emptied, every node running."""
+    name = {"single": "redis_server", "cluster": "redis_cluster", "sentinel": "redis_sentinel"}
+    setup: RedisSetup = request.getfixturevalue(name[request.param])
+    for node in _nodes(setup):
+        if node.process is None:  # an earlier test failed while it was stopped
+            setup.restart_node(node)
+    setup.flushall()
+    return setup
+
+
+def _nodes(setup: RedisSetup) -> list[RedisServer]:
+    if isinstance(setup, RedisClusterServers):
+        return setup.nodes
+    if isinstance(setup, RedisSentinelServers):
+        return [setup.primary]
+    return [setup]

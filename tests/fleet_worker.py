@@ -2,14 +2,18 @@
 
 Run from the repository root::
 
-    python -m tests.fleet_worker --redis redis://127.0.0.1:6379/0 --dialect cm \\
+    python -m tests.fleet_worker --redis-kind single --redis-port 6379 --dialect cm \\
         --token-url http://127.0.0.1:PORT/oauth/token --api http://127.0.0.1:PORT/api \\
         --seconds 30 --concurrency 100 --pool 20
 
 It runs a :class:`~aiopay_auth.TokenManager` whose token source is
 :meth:`RedisFleet.wrap <aiopay_auth.fleet.RedisFleet.wrap>`, and a fan of
 *concurrency* tasks that loop POST requests to the fake API through
-``tokens.session(holder, limit=pool)`` for *seconds* seconds. The
+``tokens.session(holder, limit=pool)`` for *seconds* seconds. Repeat
+``--token-url`` and ``--api`` for several credentials (one fake provider
+each): the loops are dealt out between them. ``--redis-kind`` is
+``single``, ``cluster`` (the port of any node) or ``sentinel`` (the
+Sentinel's port). The
 credentials are a :class:`~aiopay_auth.testing.FakeProvider`'s defaults,
 so none travels on the command line; a Fernet key, when wanted, comes in
 the ``AIOPAY_FLEET_KEY`` environment variable.
@@ -38,16 +42,19 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
 import anyio
-import redis.asyncio
+import attrs
 
 from aiopay_auth import Provider, RefreshPolicy, TokenHolder, TokenManager
 from aiopay_auth.fleet import RedisFleet, SharedTokenSource
 from aiopay_auth.providers import cm, payme
 from aiopay_auth.testing import FakeProvider
+
+from .redis_server import client_for, close_client
 
 
 KEY_ENV = "AIOPAY_FLEET_KEY"
@@ -104,42 +111,46 @@ class Tally:
 
 
 class Worker:
-    """The state one process reports on."""
+    """The state one process reports on: its credentials' holders, summed."""
 
-    def __init__(self, holder: TokenHolder, source: SharedTokenSource) -> None:
-        self.holder = holder
-        self.source = source
+    def __init__(self, holders: list[TokenHolder], sources: list[SharedTokenSource]) -> None:
+        self.holders = holders
+        self.sources = sources
         self.tally = Tally()
         self.started = time.monotonic()
         self.stop = anyio.Event()
 
     def figures(self) -> dict[str, Any]:
-        holder, source, tally = self.holder, self.source, self.tally
-        stats = holder.stats
+        holders, sources, tally = self.holders, self.sources, self.tally
+        stores = {holder.health().store for holder in holders}
         return {
             "pid": os.getpid(),
             "t": round(time.monotonic() - self.started, 3),
             "requests": tally.requests,
             "failed": tally.failed,
-            "http_fetches": source.http_fetches,
-            "shared_hits": source.shared_hits,
-            "store": holder.health().store,
-            "has_token": holder.usable() is not None,
-            "fetches": stats.fetches,
-            "failures": stats.failures,
-            "refreshes": stats.refreshes,
-            "tokens_used": stats.refreshes + (holder.latest is not None),
+            "http_fetches": sum(source.http_fetches for source in sources),
+            "shared_hits": sum(source.shared_hits for source in sources),
+            "store": stores.pop() if len(stores) == 1 else "mixed",
+            "has_token": all(holder.usable() is not None for holder in holders),
+            "fetches": sum(holder.stats.fetches for holder in holders),
+            "failures": sum(holder.stats.failures for holder in holders),
+            "refreshes": sum(holder.stats.refreshes for holder in holders),
+            "tokens_used": sum(h.stats.refreshes + (h.latest is not None) for h in holders),
         }
 
     def figures_at_end(self) -> dict[str, Any]:
-        stats, tally = self.holder.stats, self.tally
+        holders, tally = self.holders, self.tally
+        kinds: dict[str, int] = {}
+        for holder in holders:
+            for kind, count in holder.stats.failures_by_kind.items():
+                kinds[kind] = kinds.get(kind, 0) + count
         return {
             **self.figures(),
             "statuses": dict(sorted(tally.statuses.items())),
             "errors": tally.errors,
-            "failures_by_kind": dict(stats.failures_by_kind),
-            "recoveries": stats.recoveries,
-            "max_wait": round(stats.max_wait, 3),
+            "failures_by_kind": kinds,
+            "recoveries": sum(holder.stats.recoveries for holder in holders),
+            "max_wait": round(max(holder.stats.max_wait for holder in holders), 3),
         }
 
 
@@ -164,7 +175,8 @@ async def request_loop(http: aiohttp.ClientSession, url: str, worker: Worker) ->
 
 async def first_token(worker: Worker) -> None:
     try:
-        await worker.holder.get()
+        for holder in worker.holders:
+            await holder.get()
     except Exception as exc:  # reported, not raised: the summary tells the rest
         emit("token_failed", error=f"{type(exc).__name__}: {exc}"[:200])
     else:
@@ -200,11 +212,19 @@ async def stop_after(worker: Worker, seconds: float) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    provider = build_provider(args.dialect, args.token_url, args.api)
-    client = redis.asyncio.Redis.from_url(args.redis, socket_connect_timeout=0.5)
+    if len(args.token_url) != len(args.api):
+        msg = "give one --api for each --token-url"
+        raise SystemExit(msg)
+    providers = [
+        attrs.evolve(build_provider(args.dialect, token_url, api), name=f"{args.dialect}-{i}")
+        for i, (token_url, api) in enumerate(zip(args.token_url, args.api, strict=True))
+    ]
+    client = client_for(args.redis_kind, args.redis_port)
+    key = os.environ.get(KEY_ENV) or None
     fleet = RedisFleet(
         client,
-        encryption_key=os.environ.get(KEY_ENV) or None,
+        encryption_key=key,
+        unencrypted=key is None,
         lease_ttl=args.lease_ttl,
         redis_timeout=args.redis_timeout,
     )
@@ -216,16 +236,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return source
 
     policy = RefreshPolicy(backoff_initial=0.05, backoff_max=0.5, fetch_timeout=args.fetch_timeout)
-    url = args.api.rstrip("/") + "/payments"
+    urls = [api.rstrip("/") + "/payments" for api in args.api]
     try:
-        async with TokenManager(policy=policy, token_source=wrap) as tokens:
-            holder = tokens.add(provider)
-            worker = Worker(holder, sources[0])
+        # Connect before serving, as a service checks its Redis at start-up: a
+        # cluster client learns the slot map here, not inside the first bounded
+        # fleet operation. (Redis down at start-up is fine: the fleet goes local.)
+        with contextlib.suppress(Exception), anyio.move_on_after(10):
+            await client.ping()
+        async with (
+            TokenManager(policy=policy, token_source=wrap) as tokens,
+            AsyncExitStack() as stack,
+        ):
+            holders = [tokens.add(provider) for provider in providers]
+            worker = Worker(holders, sources)
             timeout = aiohttp.ClientTimeout(total=30)
-            async with (
-                tokens.session(holder, limit=args.pool, timeout=timeout) as http,
-                anyio.create_task_group() as helpers,
-            ):
+            sessions = [
+                await stack.enter_async_context(
+                    tokens.session(holder, limit=args.pool, timeout=timeout)
+                )
+                for holder in holders
+            ]
+            async with anyio.create_task_group() as helpers:
                 emit("started", pid=os.getpid())
                 helpers.start_soon(first_token, worker)
                 helpers.start_soon(stop_after, worker, args.seconds)
@@ -234,20 +265,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if args.stdin_control:
                     helpers.start_soon(watch_stdin, worker)
                 async with anyio.create_task_group() as fan:
-                    for _ in range(args.concurrency):
-                        fan.start_soon(request_loop, http, url, worker)
+                    for i in range(args.concurrency):
+                        n = i % len(sessions)
+                        fan.start_soon(request_loop, sessions[n], urls[n], worker)
                 helpers.cancel_scope.cancel()
             return worker.figures_at_end()
     finally:
-        await client.aclose()
+        await close_client(client)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.fleet_worker", description=__doc__)
-    parser.add_argument("--redis", required=True, metavar="URL", help="the fleet's Redis")
+    parser.add_argument("--redis-kind", choices=("single", "cluster", "sentinel"), default="single")
+    parser.add_argument("--redis-port", required=True, type=int, help="server, node or Sentinel")
     parser.add_argument("--dialect", choices=("cm", "payme"), default="cm")
-    parser.add_argument("--token-url", required=True, metavar="URL")
-    parser.add_argument("--api", required=True, metavar="URL", help="the fake API's base")
+    parser.add_argument("--token-url", required=True, metavar="URL", action="append")
+    parser.add_argument("--api", required=True, metavar="URL", action="append", help="API base")
     parser.add_argument("--seconds", type=float, default=10.0, help="longest run")
     parser.add_argument("--concurrency", type=int, default=20, help="request loops")
     parser.add_argument("--pool", type=int, default=10, help="connections to the API")

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from .redis_server import RedisServer
+from .redis_server import (
+    SENTINEL_SERVICE,
+    RedisClusterServers,
+    RedisSentinelServers,
+    RedisServer,
+)
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +93,15 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "both workers use the same token: True",
         "store: shared shared",
     ),
+    "fleet_cluster.py": (
+        "both workers use the same token: True",
+        "token, lease and channel in one slot: True",
+        "store: shared shared",
+    ),
+    "fleet_sentinel.py": (
+        "both workers use the same token: True",
+        "store: shared shared",
+    ),
 }
 
 INCLUDE = re.compile(r"```\{literalinclude\}\s+(\S+)")
@@ -102,7 +116,17 @@ def command(script: str) -> list[str]:
 
 
 @pytest.mark.parametrize("script", sorted(EXPECTED))
-def test_example_runs_and_prints_what_the_docs_say(script: str, redis_server: RedisServer) -> None:
+def test_example_runs_and_prints_what_the_docs_say(
+    script: str, request: pytest.FixtureRequest, redis_server: RedisServer
+) -> None:
+    env = {**os.environ, "REDIS_URL": redis_server.url}
+    if script == "fleet_cluster.py":  # the cluster and Sentinel start only for their example
+        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        env["REDIS_CLUSTER_URL"] = cluster.url
+    if script == "fleet_sentinel.py":
+        sentinel: RedisSentinelServers = request.getfixturevalue("redis_sentinel")
+        env["REDIS_SENTINEL"] = f"127.0.0.1:{sentinel.sentinel_port}"
+        env["REDIS_SENTINEL_SERVICE"] = SENTINEL_SERVICE
     result = subprocess.run(  # noqa: S603 - our own interpreter and scripts
         command(script),
         cwd=ROOT,
@@ -110,7 +134,7 @@ def test_example_runs_and_prints_what_the_docs_say(script: str, redis_server: Re
         text=True,
         timeout=TIMEOUT,
         check=False,
-        env={**os.environ, "REDIS_URL": redis_server.url},
+        env=env,
     )
     assert 0 == result.returncode, result.stdout + result.stderr
     assert "" == result.stderr

@@ -11,49 +11,65 @@ the manager in every worker process::
     async with TokenManager(token_source=fleet.wrap) as tokens:
         ...
 
+The client may be a ``redis.asyncio.Redis`` (a single server, or a
+Sentinel's ``master_for(...)``) or a ``redis.asyncio.cluster.RedisCluster``.
+
 How it works: each process keeps its own refresher and lock-free holder,
 so the request hot path never touches Redis. When a refresher needs a new
 token, it first looks in Redis for a token newer than the one it holds.
 If there is none, it takes a lease (``SET NX PX`` with a random fencing
 value); only the lease holder asks the provider, stores the token with a
 TTL equal to its remaining life, announces it on a pub/sub channel and
-releases the lease (compare-and-delete). The others wait for that
-announcement (polling as a fallback) and pick the new token up. A refresh
-token is always read from Redis right before it is used and the new one is
-written back only while the lease is still held, so a rotated refresh
-token is never spent twice.
+releases the lease (compare-and-delete). The others hold one subscription
+for the whole wait, and look in Redis once per ``poll_interval`` as a
+fallback. A refresh token is always read from Redis right before it is
+used and the new one is written back only while the lease is still held,
+so a rotated refresh token is never spent twice.
 
-When Redis is down or slow, each process fetches for itself: degraded, but
-never blocked. It logs the change once and rejoins when Redis answers again.
-Keys are derived from the provider profile and client identity, never from a
-secret. Stored tokens are encrypted when an ``encryption_key`` (a Fernet key)
-is given; without one, anyone who can read the Redis keys can read the tokens.
+Every key of one credential carries the same hash tag,
+``{prefix}:{<fleet_key>}:…``, so a Redis Cluster keeps them in one slot
+and the Lua scripts may touch them all.
+
+A stored entry is believed only if a provider's answer with the same
+content would be (token text, lifetime rule, one-day cap) and its
+wall-clock times are plausible on this host; otherwise it is absent, and
+the next lease holder overwrites it.
+
+When Redis is down, slow, or answers anything the fleet does not
+understand, each process fetches for itself: degraded, but never blocked.
+It logs the change once and rejoins when Redis answers again. Keys are
+derived from the provider profile and client identity, never from a
+secret. Stored tokens are encrypted and authenticated with an
+``encryption_key`` (a Fernet key). Without one (``unencrypted=True``, an
+explicit choice), anyone who can read the keys reads the tokens, and
+anyone who can write them can make the fleet use a token of their choice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import secrets
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-import attrs
 
-from ._fetch import TokenSource
-from ._holder import TokenHolder
-from ._log import log
-from ._provider import Provider
-from ._secret import Secret
-from ._token import Token
-from .exceptions import ConfigError
+from .._fetch import TokenSource
+from .._holder import TokenHolder
+from .._log import log
+from .._provider import Provider
+from .._secret import Secret
+from .._token import Token
+from ..exceptions import ConfigError
+from ._entry import Entry, EntryRefused, entry_from_json, entry_to_json
+from ._wait import Announcements, publish_command
 
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
 
 __all__ = ["FleetState", "RedisFleet", "SharedTokenSource", "fleet_key"]
@@ -64,7 +80,10 @@ FleetState = Literal["shared", "local"]
 _STORE = """
 if redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  redis.call('PUBLISH', KEYS[3], ARGV[4])
+  -- SPUBLISH on a cluster of Redis 7+; a server without it gets PUBLISH.
+  if not pcall(redis.call, ARGV[5], KEYS[3], ARGV[4]) then
+    redis.call('PUBLISH', KEYS[3], ARGV[4])
+  end
   return 1
 end
 return 0
@@ -82,7 +101,7 @@ def fleet_key(provider: Provider) -> str:
 
     A hash of the token URL, client id, username, scope and grant: two
     processes with the same credential share tokens; nothing secret goes
-    into the key.
+    into the key. In the keys it is wrapped in a hash tag (``{…}``).
     """
     identity = "\n".join(
         [
@@ -97,91 +116,111 @@ def fleet_key(provider: Provider) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
-@attrs.frozen
-class _Entry:
-    """A token as stored in Redis: wall-clock times, so any host can read it."""
-
-    access_token: str = attrs.field(repr=False)
-    token_type: str
-    issued_wall: float
-    expires_wall: float
-    refresh_token: str | None = attrs.field(repr=False)
-    scope: str | None
-
-    def to_token(self, *, clock: float, wall: float) -> Token:
-        return Token.bearer(
-            self.access_token,
-            issued_at=clock - (wall - self.issued_wall),
-            lifetime=self.expires_wall - self.issued_wall,
-            token_type=self.token_type,
-            refresh_token=Secret(self.refresh_token) if self.refresh_token else None,
-            scope=self.scope,
-        )
-
-    @classmethod
-    def of(cls, token: Token, *, clock: float, wall: float, refresh_token: str | None) -> _Entry:
-        issued_wall = wall - (clock - token.issued_at)
-        return cls(
-            access_token=token.access_token,
-            token_type=token.token_type,
-            issued_wall=issued_wall,
-            expires_wall=issued_wall + token.lifetime,
-            refresh_token=refresh_token,
-            scope=token.scope,
-        )
-
-
 class RedisFleet:
     """Shares tokens between the processes of a fleet; plug :meth:`wrap` into the manager.
 
     Args:
-        redis: A ``redis.asyncio.Redis`` client (``decode_responses`` off).
-        prefix: Prefix of every key this fleet uses.
+        redis: A ``redis.asyncio.Redis`` client (``decode_responses`` off),
+            a Sentinel's ``master_for(...)`` client, or a
+            ``redis.asyncio.cluster.RedisCluster``.
+        prefix: Prefix of every key this fleet uses (no ``{`` or ``}``).
         encryption_key: A Fernet key (``cryptography.fernet.Fernet.generate_key()``)
-            to encrypt stored tokens; needs the ``cryptography`` package.
+            that encrypts and authenticates stored tokens; needs the
+            ``cryptography`` package.
+        unencrypted: Must be ``True`` to run without an ``encryption_key``:
+            then whoever can read the Redis keys can read the tokens, and
+            whoever can write them can substitute tokens.
         lease_ttl: Seconds a refresh lease lasts; longer than a token request
             may take (the manager's ``fetch_timeout``).
         redis_timeout: Bound on each Redis operation, in seconds; past it the
             process fetches for itself.
-        poll_interval: How often a process waiting for another's refresh
-            looks in Redis when no announcement came, in seconds.
+        poll_interval: How long a process waiting for another's refresh
+            sleeps between two looks in Redis, in seconds (an announcement
+            wakes it sooner).
+        clock_tolerance: How far in this host's future a stored token's issue
+            time may lie (clock skew between hosts), in seconds; an entry
+            beyond it is treated as absent.
+        wall_clock: This host's wall clock (``time.time``); injectable for tests.
+
+    Raises:
+        ConfigError: A bad key, a non-positive bound, braces in the prefix,
+            or neither ``encryption_key`` nor ``unencrypted=True``.
     """
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         prefix: str = "aiopay_auth",
         encryption_key: bytes | str | None = None,
+        unencrypted: bool = False,
         lease_ttl: float = 15.0,
         redis_timeout: float = 0.5,
         poll_interval: float = 0.05,
+        clock_tolerance: float = 1.0,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if lease_ttl <= 0 or redis_timeout <= 0 or poll_interval <= 0:
             msg = "lease_ttl, redis_timeout and poll_interval must be positive"
+            raise ConfigError(msg)
+        if clock_tolerance < 0:
+            msg = "clock_tolerance must not be negative"
+            raise ConfigError(msg)
+        if "{" in prefix or "}" in prefix:
+            msg = "prefix must not hold '{' or '}' (the keys' hash tag is the fleet key)"
+            raise ConfigError(msg)
+        if encryption_key is None and not unencrypted:
+            msg = (
+                "RedisFleet needs an encryption_key (a Fernet key); to store tokens in "
+                "plain text, which lets anyone with Redis write access substitute "
+                "tokens, pass unencrypted=True"
+            )
+            raise ConfigError(msg)
+        if encryption_key is not None and unencrypted:
+            msg = "give either an encryption_key or unencrypted=True, not both"
             raise ConfigError(msg)
         self.redis = redis
         self.prefix = prefix
         self.lease_ttl = lease_ttl
         self.redis_timeout = redis_timeout
         self.poll_interval = poll_interval
+        self.clock_tolerance = clock_tolerance
+        self.wall_clock = wall_clock
+        self._publish = publish_command(redis)
         self._encrypt, self._decrypt = _codec(encryption_key)
 
     def wrap(self, holder: TokenHolder, inner: TokenSource) -> SharedTokenSource:
         """The ``token_source`` seam of :class:`~aiopay_auth.TokenManager`."""
         return SharedTokenSource(self, holder, inner)
 
-    def encode(self, entry: _Entry) -> bytes:
-        """Serialize (and encrypt, with a key) one stored token."""
-        return self._encrypt(json.dumps(attrs.asdict(entry)).encode())
+    def keys(self, provider: Provider) -> tuple[str, str, str]:
+        """The token key, lease key and channel of *provider*'s credential (one slot)."""
+        base = f"{self.prefix}:{{{fleet_key(provider)}}}"
+        return f"{base}:token", f"{base}:lease", f"{base}:events"
 
-    def decode(self, raw: bytes) -> _Entry | None:
-        """Read one stored token; ``None`` if it cannot be read (wrong key, old format)."""
+    def encode(self, entry: Entry) -> bytes:
+        """Serialize (and encrypt, with a key) one stored token."""
+        return self._encrypt(entry_to_json(entry))
+
+    def decode(self, raw: bytes) -> Entry | None:
+        """Read one stored token; ``None`` if it is not to be believed.
+
+        That is: it does not decrypt with this key, is not the format, fails
+        the checks a provider's answer must pass, or its times are implausible
+        on this host's clock (see ``clock_tolerance``).
+        """
         try:
-            data = json.loads(self._decrypt(raw))
-            return _Entry(**data)
-        except (ValueError, TypeError, KeyError):
+            return self.read(raw)
+        except EntryRefused:
             return None
+
+    def read(self, raw: bytes) -> Entry:
+        """Like :meth:`decode`, but raises ``ValueError`` saying why an entry is refused."""
+        try:
+            plain = self._decrypt(raw)
+        except ValueError as exc:
+            raise EntryRefused(str(exc)) from None
+        return entry_from_json(plain, wall=self.wall_clock(), tolerance=self.clock_tolerance)
 
 
 def _codec(key: bytes | str | None) -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]:
@@ -217,20 +256,20 @@ class SharedTokenSource:
         state: ``"shared"`` or ``"local"`` (Redis failed; fetching alone).
         http_fetches: Token requests this process sent to the provider.
         shared_hits: Tokens this process took from Redis instead.
+        refused_entries: Stored entries read and not believed (see
+            :meth:`RedisFleet.decode`).
     """
 
     def __init__(self, fleet: RedisFleet, holder: TokenHolder, inner: TokenSource) -> None:
         self._fleet = fleet
         self._holder = holder
         self._inner = inner
-        base = f"{fleet.prefix}:{fleet_key(holder.provider)}"
-        self._key = f"{base}:token"
-        self._lease = f"{base}:lease"
-        self._channel = f"{base}:events"
+        self._key, self._lease, self._channel = fleet.keys(holder.provider)
         self.state: FleetState = "shared"
         holder.stats.store = self.state
         self.http_fetches = 0
         self.shared_hits = 0
+        self.refused_entries = 0
 
     async def fetch(self, refresh_token: Secret | None) -> Token:
         """Return a token newer than the holder's, from Redis or from the provider."""
@@ -249,22 +288,53 @@ class SharedTokenSource:
         return token
 
     async def _shared_fetch(self, refresh_token: Secret | None, stale: Token | None) -> Token:
+        shared = self._newer_than(await self._load(), stale)
+        if shared is not None:
+            self.shared_hits += 1
+            return shared
+        fence = await self._take_lease()
+        if fence is not None:
+            return await self._refresh_under_lease(fence, refresh_token, stale)
+        return await self._wait_for_holder(refresh_token, stale)
+
+    async def _wait_for_holder(self, refresh_token: Secret | None, stale: Token | None) -> Token:
+        """Another process holds the lease: wait on one subscription, polling between."""
         fleet = self._fleet
         deadline = time.monotonic() + 2 * fleet.lease_ttl
-        while True:
-            shared = self._newer_than(await self._load(), stale)
-            if shared is not None:
-                self.shared_hits += 1
-                return shared
-            fence = secrets.token_hex(16)
-            if await self._redis(
-                fleet.redis.set(self._lease, fence, nx=True, px=_ms(fleet.lease_ttl))
-            ):
-                return await self._refresh_under_lease(fence, refresh_token, stale)
-            if time.monotonic() > deadline:
-                # The lease holder neither finished nor released: fetch alone.
-                raise _RedisDown("no token from the lease holder in time")
-            await self._wait_for_announcement()
+        async with Announcements.open(
+            fleet.redis, self._channel, timeout=fleet.redis_timeout
+        ) as announcements:
+            while True:
+                if time.monotonic() > deadline:
+                    # The lease holder neither finished nor released: fetch alone.
+                    raise _RedisDown("no token from the lease holder in time")
+                await self._pause(announcements)
+                shared = self._newer_than(await self._load(), stale)
+                if shared is not None:
+                    self.shared_hits += 1
+                    return shared
+                fence = await self._take_lease()
+                if fence is not None:
+                    return await self._refresh_under_lease(fence, refresh_token, stale)
+
+    async def _pause(self, announcements: Announcements | None) -> None:
+        """One poll interval, cut short by an announcement."""
+        interval = self._fleet.poll_interval
+        if announcements is not None:
+            try:
+                await announcements.wait(interval)
+            except Exception:  # a broken subscription: the GET that follows tells
+                await anyio.sleep(interval)
+            return
+        await anyio.sleep(interval)
+
+    async def _take_lease(self) -> str | None:
+        fence = secrets.token_hex(16)
+        fleet = self._fleet
+        taken = await self._redis(
+            fleet.redis.set(self._lease, fence, nx=True, px=_ms(fleet.lease_ttl))
+        )
+        return fence if taken else None
 
     async def _refresh_under_lease(
         self, fence: str, refresh_token: Secret | None, stale: Token | None
@@ -282,13 +352,14 @@ class SharedTokenSource:
             self.http_fetches += 1
             token = await self._inner.fetch(refresh_token)
             keep = token.refresh_token or refresh_token
-            entry = _Entry.of(
+            wall = fleet.wall_clock()
+            entry = Entry.of(
                 token,
                 clock=self._holder.clock(),
-                wall=time.time(),
+                wall=wall,
                 refresh_token=keep.reveal() if keep else None,
             )
-            ttl = _ms(entry.expires_wall - time.time())
+            ttl = _ms(entry.expires_wall - wall)
             if ttl > 0:
                 try:
                     await self._redis(
@@ -302,6 +373,7 @@ class SharedTokenSource:
                             fleet.encode(entry),
                             ttl,
                             "published",
+                            fleet._publish,
                         )
                     )
                 except _RedisDown as down:
@@ -313,47 +385,38 @@ class SharedTokenSource:
             with anyio.CancelScope(shield=True), contextlib.suppress(_RedisDown):
                 await self._redis(fleet.redis.eval(_RELEASE, 1, self._lease, fence))
 
-    def _newer_than(self, entry: _Entry | None, stale: Token | None) -> Token | None:
+    def _newer_than(self, entry: Entry | None, stale: Token | None) -> Token | None:
         """The stored token as this process's token, if it is newer than *stale*."""
         if entry is None:
             return None
-        now_wall = time.time()
-        if entry.expires_wall <= now_wall:
-            return None
         if stale is not None and entry.access_token == stale.access_token:
             return None
-        token = entry.to_token(clock=self._holder.clock(), wall=now_wall)
+        token = entry.to_token(clock=self._holder.clock(), wall=self._fleet.wall_clock())
         if stale is not None and token.issued_at <= stale.issued_at:
             return None
         return token
 
-    async def _load(self) -> _Entry | None:
+    async def _load(self) -> Entry | None:
         raw = await self._redis(self._fleet.redis.get(self._key))
-        return None if raw is None else self._fleet.decode(raw)
-
-    async def _wait_for_announcement(self) -> None:
-        """Sleep until the lease holder announces a token, or one poll interval."""
-        fleet = self._fleet
-        pubsub = fleet.redis.pubsub()
+        if raw is None:
+            return None
         try:
-            await self._redis(pubsub.subscribe(self._channel))
-            await self._redis(
-                pubsub.get_message(ignore_subscribe_messages=True, timeout=fleet.poll_interval)
-            )
-        finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(_RedisDown):
-                await self._redis(pubsub.aclose())  # type: ignore[no-untyped-call]
+            return self._fleet.read(raw)
+        except EntryRefused as refused:
+            self.refused_entries += 1
+            emit = log.warning if self.refused_entries == 1 else log.debug
+            emit("aiopay_auth.fleet_entry_refused", provider=self._holder.name, reason=str(refused))
+            return None
 
     async def _redis(self, operation: Any) -> Any:
+        """Await one Redis operation; any failure of it means Redis trouble."""
         try:
             with anyio.fail_after(self._fleet.redis_timeout):
                 return await operation
         except TimeoutError:
             raise _RedisDown("redis timed out") from None
-        except Exception as exc:
-            if _is_redis_error(exc):
-                raise _RedisDown(f"redis failed ({type(exc).__name__})") from None
-            raise
+        except Exception as exc:  # whatever Redis says that we do not know
+            raise _RedisDown(f"redis failed ({type(exc).__name__})") from None
 
     def _set_state(self, state: FleetState, *, reason: str | None = None) -> None:
         if state == self.state:
@@ -372,12 +435,6 @@ class _RedisDown(Exception):
         super().__init__(reason)
         self.reason = reason
         self.token: Token | None = None  # a token fetched before Redis failed
-
-
-def _is_redis_error(exc: BaseException) -> bool:
-    from redis.exceptions import RedisError  # noqa: PLC0415 - optional dependency
-
-    return isinstance(exc, RedisError | OSError)
 
 
 def _ms(seconds: float) -> int:
