@@ -42,7 +42,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "emea: https://emea.newvoicemedia.com/auth/connect/token",
         "token request headers: ['Accept', 'Authorization', 'Content-Type']",
         "payment request: 200",
-        "vonage-emea: token_type='bearer' lifetime=7200s",
+        "vonage-emea: token_type='bearer' lifetime=7199s",
     ),
     "payme.py": (
         "first token has a refresh token: True",
@@ -67,7 +67,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "refresh_policy.py": (
         "      1 s token: refreshed   0.5 s before expiry",
         "   3600 s token: refreshed 600.0 s before expiry",
-        "live token: refresh due 2940 to 3000 s",
+        "live token: refresh due 2939 to 2999 s",
     ),
     "logging_stdlib.py": (
         "DEBUG   aiopay_auth.token_fetched provider='cm' fingerprint=",
