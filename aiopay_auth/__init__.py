@@ -15,6 +15,7 @@ from ._holder import ProviderStats, TokenHolder
 from ._log import use_structlog
 from ._manager import TokenManager
 from ._middleware import BearerAuth
+from ._network import Network
 from ._oauth import TokenRequest, build_token_request, parse_token_response
 from ._policy import RefreshPolicy
 from ._pool import FairGate, FairPool
@@ -27,6 +28,7 @@ from .exceptions import (
     TokenEndpointError,
     TokenRequestError,
     TokenResponseError,
+    TokenTLSError,
     TokenUnavailableError,
 )
 
@@ -40,6 +42,7 @@ __all__ = [
     "FairPool",
     "Health",
     "HealthState",
+    "Network",
     "Provider",
     "ProviderStats",
     "RefreshPolicy",
@@ -52,6 +55,7 @@ __all__ = [
     "TokenRequestError",
     "TokenResponseError",
     "TokenSource",
+    "TokenTLSError",
     "TokenUnavailableError",
     "build_token_request",
     "parse_token_response",

@@ -8,11 +8,12 @@ from typing import Protocol
 
 import aiohttp
 
+from ._network import Network, tls_problem
 from ._oauth import MAX_RESPONSE_BYTES, build_token_request, parse_token_response
 from ._provider import Provider
 from ._secret import Secret
 from ._token import Token
-from .exceptions import TokenRequestError, TokenResponseError
+from .exceptions import TokenRequestError, TokenResponseError, TokenTLSError
 
 
 __all__ = ["HttpTokenSource", "TokenSource"]
@@ -39,6 +40,8 @@ class HttpTokenSource:
             middlewares).
         timeout: Bound on the whole request, in seconds.
         clock: The monotonic clock tokens' times are on.
+        network: Its connect and read bounds apply within *timeout* (the
+            proxy and TLS setup live on *session*).
     """
 
     def __init__(
@@ -48,10 +51,11 @@ class HttpTokenSource:
         *,
         timeout: float,
         clock: Callable[[], float] = time.monotonic,
+        network: Network | None = None,
     ) -> None:
         self._provider = provider
         self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = (network or Network()).timeout(total=timeout)
         self._clock = clock
 
     async def fetch(self, refresh_token: Secret | None) -> Token:
@@ -77,6 +81,9 @@ class HttpTokenSource:
                     )
                 body = await _read_limited(resp)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if (problem := tls_problem(exc)) is not None:
+                msg = f"TLS with {request.url.origin()} failed: {problem}"
+                raise TokenTLSError(msg, provider=provider.name) from exc
             what = (
                 "timed out" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
             )

@@ -7,7 +7,7 @@ from typing import Literal
 
 import attrs
 
-from .exceptions import AuthError, TokenRequestError, TokenResponseError
+from .exceptions import AuthError, TokenRequestError, TokenResponseError, TokenTLSError
 
 
 __all__ = ["FailureKind", "Health", "HealthState", "failure_kind"]
@@ -29,6 +29,7 @@ Where a provider stands:
 FailureKind = Literal[
     "timeout",
     "connection",
+    "tls",
     "throttled",
     "server_error",
     "bad_response",
@@ -41,6 +42,8 @@ What kind of failure a fetch met:
 
 * ``timeout``: no answer in time (connect or read);
 * ``connection``: refused, reset or dropped;
+* ``tls``: TLS refused (certificate not trusted, client certificate
+  missing or refused): :class:`~aiopay_auth.exceptions.TokenTLSError`;
 * ``throttled``: HTTP 429;
 * ``server_error``: HTTP 5xx or 408;
 * ``bad_response``: a 2xx answer that is not a usable token (not JSON,
@@ -55,6 +58,8 @@ What kind of failure a fetch met:
 
 def failure_kind(error: AuthError) -> FailureKind:
     """Classify a fetch failure (see :data:`FailureKind`)."""
+    if isinstance(error, TokenTLSError):
+        return "tls"
     if isinstance(error, TokenRequestError):
         return "timeout" if isinstance(error.__cause__, TimeoutError) else "connection"
     if isinstance(error, TokenResponseError):

@@ -1,0 +1,181 @@
+"""How sessions reach the network: proxy, environment, TLS, timeouts.
+
+One frozen value object, :class:`Network`, used by the token endpoint's
+session (``TokenManager(network=...)``) and by API sessions
+(``tokens.session(..., network=...)``), and the one rule that recognises a
+TLS failure in an aiohttp error (:func:`tls_problem`). No I/O here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import ssl
+from typing import Any
+
+import aiohttp
+import attrs
+from yarl import URL
+
+from .exceptions import ConfigError, scrub
+
+
+__all__ = ["Network", "checked_network", "tls_problem"]
+
+# "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: ... (_ssl.c:1006)"
+_SSL_NOISE = re.compile(r"^\[[A-Z]+: [A-Z0-9_]+\]\s*|\s*\(_ssl\.c:\d+\)$")
+
+
+def _proxy(value: str | URL | None) -> URL | None:
+    if value is None or isinstance(value, URL):
+        return value
+    if not isinstance(value, str):  # for untyped callers
+        msg = "network: proxy must be a URL string or None"  # type: ignore[unreachable]
+        raise ConfigError(msg)
+    return URL(value)
+
+
+def _shown_proxy(value: URL | None) -> str:
+    # The proxy URL may carry a user and password: show where it goes, nothing more.
+    if value is None:
+        return "None"
+    if not value.is_absolute():
+        return "'<not an absolute URL>'"
+    return repr(f"{value.scheme}://{value.host}:{value.port}")
+
+
+def _timeout_problem(name: str, value: float | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{name} must be a number of seconds or None"
+    if not math.isfinite(value) or value <= 0:
+        return f"{name} must be a positive, finite number of seconds or None"
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class Network:
+    """How a session reaches its servers: proxy, environment, TLS, timeouts.
+
+    Give one to :class:`~aiopay_auth.TokenManager` (``network=``) for the
+    token endpoints, and to :meth:`TokenManager.session
+    <aiopay_auth.TokenManager.session>` (``network=``) for an API. The two
+    are separate on purpose: the token endpoint and the API may sit behind
+    different proxies or want different client certificates.
+
+    Attributes:
+        proxy: An ``http://`` forward proxy URL (HTTPS goes through it with
+            ``CONNECT``). It may carry ``user:password@``; they are sent as
+            ``Proxy-Authorization`` and never shown: ``repr()`` and errors
+            show only the scheme, host and port.
+        trust_env: Read ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY`` (and
+            ``~/.netrc``) from the environment, as aiohttp's ``trust_env``
+            does. An explicit *proxy* wins over the environment.
+        ssl: The :class:`ssl.SSLContext` for HTTPS: a private CA
+            (``load_verify_locations``), a client certificate
+            (``load_cert_chain``, for mTLS). It must verify certificates
+            (``CERT_REQUIRED``). ``None``: the system's default trust.
+        connect_timeout: Seconds to get a connection (DNS, TCP, proxy, TLS
+            handshake, and any wait for a free pooled connection), or
+            ``None`` for no bound of its own.
+        read_timeout: Seconds the server may stay silent while an answer
+            is awaited or read, or ``None`` for no bound of its own.
+    """
+
+    proxy: URL | None = attrs.field(default=None, converter=_proxy, repr=_shown_proxy)
+    trust_env: bool = False
+    ssl: ssl.SSLContext | None = None
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        problems = [p for p in self._problems() if p]
+        if problems:
+            raise ConfigError("network: " + "; ".join(problems))
+
+    def _problems(self) -> list[str | None]:
+        problems: list[str | None] = []
+        proxy = self.proxy
+        if proxy is not None and (
+            not proxy.is_absolute() or proxy.scheme != "http" or not proxy.host
+        ):
+            problems.append("proxy must be an absolute http:// URL (host and port)")
+        elif proxy is not None and (
+            proxy.path not in ("", "/") or proxy.query_string or proxy.fragment
+        ):
+            problems.append("proxy must not have a path, query or fragment")
+        trust_env: object = self.trust_env
+        if not isinstance(trust_env, bool):
+            problems.append("trust_env must be True or False")
+        context: object = self.ssl  # untyped callers pass True, False, paths
+        if context is not None and not isinstance(context, ssl.SSLContext):
+            problems.append("ssl must be an ssl.SSLContext or None")
+        elif isinstance(context, ssl.SSLContext) and context.verify_mode != ssl.CERT_REQUIRED:
+            problems.append("ssl must verify the server's certificate (verify_mode CERT_REQUIRED)")
+        problems.append(_timeout_problem("connect_timeout", self.connect_timeout))
+        problems.append(_timeout_problem("read_timeout", self.read_timeout))
+        return problems
+
+    def connector(self, *, limit: int, limit_per_host: int = 0) -> aiohttp.TCPConnector:
+        """A connection pool of *limit* connections using this TLS setup."""
+        return aiohttp.TCPConnector(
+            limit=limit,
+            limit_per_host=limit_per_host,
+            ssl=True if self.ssl is None else self.ssl,
+        )
+
+    def session_options(self) -> dict[str, Any]:
+        """The :class:`aiohttp.ClientSession` arguments for the proxy and the environment."""
+        options: dict[str, Any] = {"trust_env": self.trust_env}
+        if self.proxy is not None:
+            # aiohttp sends a user and password in the proxy URL as
+            # Proxy-Authorization (its proxy_auth= is deprecated).
+            options["proxy"] = self.proxy
+        return options
+
+    @property
+    def has_timeouts(self) -> bool:
+        """Whether a connect or read bound is set."""
+        return self.connect_timeout is not None or self.read_timeout is not None
+
+    def timeout(self, total: float | None) -> aiohttp.ClientTimeout:
+        """A :class:`aiohttp.ClientTimeout` with this object's bounds under *total*."""
+        return aiohttp.ClientTimeout(
+            total=total, connect=self.connect_timeout, sock_read=self.read_timeout
+        )
+
+
+def checked_network(value: object, *, provider: str | None = None) -> Network | None:
+    """*value* when it is a :class:`Network` or ``None``; a ConfigError otherwise."""
+    if value is None or isinstance(value, Network):
+        return value
+    msg = f"network must be an aiopay_auth.Network, not {type(value).__name__}"
+    raise ConfigError(msg, provider=provider)
+
+
+def tls_problem(exc: BaseException) -> str | None:
+    """What TLS refused, if *exc* (or what it was raised from) is a TLS failure.
+
+    A TLS failure is a configuration problem (an untrusted CA, a hostname
+    that does not match, a client certificate missing or refused) that
+    asking again will not fix. Returns OpenSSL's words for it, such as
+    ``"certificate verify failed: unable to get local issuer certificate"``
+    or ``"tlsv13 alert certificate required"``, or ``None`` when *exc* is
+    not a TLS failure.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        # aiohttp's wrappers subclass the ssl errors without their details:
+        # read the ssl module's own error they were raised from.
+        if isinstance(current, ssl.SSLError) and not isinstance(current, aiohttp.ClientError):
+            if isinstance(current, ssl.SSLCertVerificationError):
+                reason = current.verify_message or "certificate verify failed"
+                return scrub(f"certificate verify failed: {reason}", 160)
+            if not isinstance(current, ssl.SSLZeroReturnError | ssl.SSLEOFError):
+                text = _SSL_NOISE.sub("", current.strerror or "")
+                return scrub(text or str(current.reason or "TLS error"), 160)
+        current = current.__cause__ or current.__context__
+    return None

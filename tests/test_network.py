@@ -1,0 +1,129 @@
+"""``Network``: validation, the connect and read bounds, and how ``session()`` takes it."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from aiopay_auth import Network, Provider, TokenManager
+from aiopay_auth._fetch import HttpTokenSource
+from aiopay_auth.exceptions import ConfigError, TokenRequestError
+from aiopay_auth.testing import blackhole
+
+from .loopback import serve
+
+
+pytestmark = pytest.mark.anyio
+
+
+def unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"proxy": "socks5://u:hunter2-pw@127.0.0.1:1080"}, "proxy"),
+        ({"proxy": "http://u:hunter2-pw@127.0.0.1:3128/path?key=hunter2-pw"}, "proxy"),
+        ({"proxy": "127.0.0.1:3128"}, "proxy"),
+        ({"proxy": 3128}, "proxy"),
+        ({"trust_env": "yes"}, "trust_env"),
+        ({"ssl": True}, "ssl"),
+        ({"ssl": unverified()}, "ssl"),
+        ({"connect_timeout": 0}, "connect_timeout"),
+        ({"read_timeout": float("inf")}, "read_timeout"),
+        ({"read_timeout": "5"}, "read_timeout"),
+    ],
+)
+def test_bad_network_options_are_refused_naming_the_field(
+    kwargs: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Network(**kwargs)
+    assert field in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_proxy_password_never_shows() -> None:
+    network = Network(proxy="http://user:hunter2-pw@proxy.internal:3128")
+    assert "hunter2" not in repr(network)
+    assert "proxy='http://proxy.internal:3128'" in repr(network)
+
+
+async def test_read_timeout_bounds_a_silent_token_endpoint_within_the_fetch_timeout() -> None:
+    release = asyncio.Event()
+
+    async def silent(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(status=500)
+
+    read_timeout, fetch_timeout = 0.2, 20.0
+    async with (
+        serve(silent) as server,
+        TokenManager(network=Network(read_timeout=read_timeout)) as tokens,
+    ):
+        provider = Provider(
+            name="slow",
+            token_url=server.url / "token",
+            api=server.url,
+            client_id="c",
+            client_secret="s",
+        )
+        source = HttpTokenSource(
+            provider,
+            tokens._token_session,  # type: ignore[arg-type]
+            timeout=fetch_timeout,
+            network=Network(read_timeout=read_timeout),
+        )
+        started = time.monotonic()
+        with pytest.raises(TokenRequestError, match="timed out"):
+            await source.fetch(None)
+        elapsed = time.monotonic() - started
+        release.set()
+    # Bounded by the read timeout, not the 20 s fetch timeout.
+    assert read_timeout <= elapsed < fetch_timeout / 2
+
+
+async def test_connect_timeout_bounds_an_api_request_on_session_network() -> None:
+    connect_timeout = 0.2
+    with blackhole() as url:
+        async with TokenManager() as tokens:
+            http = tokens.session(network=Network(connect_timeout=connect_timeout))
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await http.get(url)
+            elapsed = time.monotonic() - started
+    # aiohttp's own default would wait 30 s for the socket to connect.
+    assert connect_timeout <= elapsed < 10
+
+
+@pytest.mark.parametrize(
+    ("network", "kwargs"),
+    [
+        (Network(proxy="http://127.0.0.1:3128"), {"proxy": "http://127.0.0.1:3129"}),
+        (Network(trust_env=True), {"trust_env": False}),
+        (Network(read_timeout=1), {"timeout": None}),
+    ],
+)
+async def test_session_refuses_an_option_given_twice(
+    network: Network, kwargs: dict[str, Any]
+) -> None:
+    async with TokenManager() as tokens:
+        with pytest.raises(ConfigError, match=next(iter(kwargs))):
+            tokens.session(network=network, **kwargs)
+
+
+async def test_network_must_be_a_network() -> None:
+    with pytest.raises(ConfigError, match=r"network must be an aiopay_auth\.Network"):
+        TokenManager(network="http://proxy")  # type: ignore[arg-type]
+    async with TokenManager() as tokens:
+        with pytest.raises(ConfigError, match=r"network must be an aiopay_auth\.Network"):
+            tokens.session(network={"proxy": "http://proxy"})  # type: ignore[arg-type]
