@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._assertion import ClientAssertion
 from ._fetch import TokenSource
 from ._health import FailureKind, Health, HealthState
 from ._holder import ProviderStats, TokenHolder
@@ -36,6 +37,7 @@ from .exceptions import (
 __all__ = [
     "AuthError",
     "BearerAuth",
+    "ClientAssertion",
     "ConfigError",
     "FailureKind",
     "FairGate",

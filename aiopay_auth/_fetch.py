@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -61,7 +62,9 @@ class HttpTokenSource:
     async def fetch(self, refresh_token: Secret | None) -> Token:
         """Send one token request and parse its answer."""
         provider = self._provider
-        request = build_token_request(provider, refresh_token=refresh_token)
+        request = build_token_request(
+            provider, refresh_token=refresh_token, now=time.time(), jti=secrets.token_urlsafe(18)
+        )
         issued_at = self._clock()
         try:
             async with self._session.post(
