@@ -24,6 +24,14 @@ __all__ = ["Network", "checked_network", "tls_problem"]
 
 # "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: ... (_ssl.c:1006)"
 _SSL_NOISE = re.compile(r"^\[[A-Z]+: [A-Z0-9_]+\]\s*|\s*\(_ssl\.c:\d+\)$")
+_SSL_REASON = re.compile(r"^\[[A-Z]+: ([A-Z0-9_]+)\]")
+# OpenSSL reason codes of a TLS set-up that cannot work as configured.
+_SETUP_FAILURE = re.compile(
+    r"CERTIFICATE|UNKNOWN_CA|HANDSHAKE_FAILURE|ACCESS_DENIED|PROTOCOL_VERSION|"
+    r"UNSUPPORTED_PROTOCOL|NO_PROTOCOLS_AVAILABLE|NO_SHARED_CIPHER|NO_CIPHERS_AVAILABLE|"
+    r"INSUFFICIENT_SECURITY|WRONG_VERSION_NUMBER|KEY_TOO_SMALL|MD_TOO_WEAK|"
+    r"NO_SUITABLE_SIGNATURE_ALGORITHM"
+)
 
 
 def _proxy(value: str | URL | None) -> URL | None:
@@ -155,14 +163,17 @@ def checked_network(value: object, *, provider: str | None = None) -> Network | 
 
 
 def tls_problem(exc: BaseException) -> str | None:
-    """What TLS refused, if *exc* (or what it was raised from) is a TLS failure.
+    """What TLS refused, if *exc* (or what it was raised from) is a TLS set-up failure.
 
-    A TLS failure is a configuration problem (an untrusted CA, a hostname
-    that does not match, a client certificate missing or refused) that
-    asking again will not fix. Returns OpenSSL's words for it, such as
+    A TLS set-up failure is a configuration problem that asking again will
+    not fix: the server's certificate does not verify (an untrusted CA, a
+    name that does not match), a client certificate is missing or refused,
+    no protocol version or cipher in common, or TLS spoken to a port that
+    does not speak it. Returns OpenSSL's words for it, such as
     ``"certificate verify failed: unable to get local issuer certificate"``
-    or ``"tlsv13 alert certificate required"``, or ``None`` when *exc* is
-    not a TLS failure.
+    or ``"tlsv13 alert certificate required"``. Returns ``None`` for
+    anything else, including TLS errors an unreliable network can cause
+    (a bad record MAC, an unexpected EOF), which stay retryable.
     """
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -172,10 +183,13 @@ def tls_problem(exc: BaseException) -> str | None:
         # read the ssl module's own error they were raised from.
         if isinstance(current, ssl.SSLError) and not isinstance(current, aiohttp.ClientError):
             if isinstance(current, ssl.SSLCertVerificationError):
-                reason = current.verify_message or "certificate verify failed"
+                # Set by the ssl module's C code; absent on an error made in Python.
+                reason = getattr(current, "verify_message", None) or "certificate verify failed"
                 return scrub(f"certificate verify failed: {reason}", 160)
-            if not isinstance(current, ssl.SSLZeroReturnError | ssl.SSLEOFError):
-                text = _SSL_NOISE.sub("", current.strerror or "")
-                return scrub(text or str(current.reason or "TLS error"), 160)
+            text = current.strerror or (str(current.args[1]) if len(current.args) > 1 else "")
+            match = _SSL_REASON.match(text)
+            code = getattr(current, "reason", None) or (match.group(1) if match else "")
+            if _SETUP_FAILURE.search(code):
+                return scrub(_SSL_NOISE.sub("", text) or code, 160)
         current = current.__cause__ or current.__context__
     return None

@@ -10,13 +10,16 @@ from __future__ import annotations
 import ssl
 import time
 
+import aiohttp
 import pytest
 import trustme
 from aiohttp import web
 
 from aiopay_auth import Network, Provider, TokenManager
+from aiopay_auth._network import tls_problem
 from aiopay_auth.exceptions import TokenTLSError, TokenUnavailableError
 
+from .loopback import serve
 from .tls_servers import alerting_tls_server, client_context, serve_tls, server_context
 
 
@@ -131,3 +134,45 @@ async def test_a_provider_can_have_its_own_network() -> None:
         )
         assert "tok-1" == (await first.get(timeout=AT_ONCE)).access_token
         assert "tok-1" == (await second.get(timeout=AT_ONCE)).access_token
+
+
+async def test_tls_spoken_to_a_plain_http_port_is_a_typed_tls_error() -> None:
+    async with serve(token) as plain:
+        https = plain.url.with_scheme("https")
+        async with TokenManager() as tokens:
+            holder = tokens.add(provider(https))
+            with pytest.raises(TokenUnavailableError) as caught:
+                await holder.get(timeout=AT_ONCE)
+    err = caught.value.last_error
+    assert isinstance(err, TokenTLSError)
+    assert "wrong version number" in str(err)
+
+
+def ssl_error(text: str) -> ssl.SSLError:
+    return ssl.SSLError(1, text)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (
+            ssl_error("[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required"),
+            "tlsv13 alert certificate required",
+        ),
+        (
+            ssl_error(
+                "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure (_ssl.c:1)"
+            ),
+            "sslv3 alert handshake failure",
+        ),
+        # What an unreliable network can cause stays a retryable connection failure.
+        (ssl_error("[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] decryption failed"), None),
+        (ssl.SSLEOFError(8, "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred"), None),
+        (ConnectionResetError(104, "Connection reset by peer"), None),
+        (TimeoutError(), None),
+    ],
+)
+def test_only_tls_set_up_failures_count_as_tls(exc: BaseException, expected: str | None) -> None:
+    wrapped = aiohttp.ClientOSError(*exc.args)
+    wrapped.__cause__ = exc
+    assert expected == tls_problem(exc) == tls_problem(wrapped)
