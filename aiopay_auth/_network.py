@@ -17,6 +17,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
+from ._secret import Secret
 from .exceptions import ConfigError, scrub
 
 
@@ -75,8 +76,10 @@ class Network:
     Attributes:
         proxy: An ``http://`` forward proxy URL (HTTPS goes through it with
             ``CONNECT``). It may carry ``user:password@``; they are sent as
-            ``Proxy-Authorization`` and never shown: ``repr()`` and errors
-            show only the scheme, host and port.
+            ``Proxy-Authorization`` and never shown: they are kept apart
+            as a :class:`~aiopay_auth.Secret`, this attribute holds the URL
+            without them, and ``repr()`` and errors show only the scheme,
+            host and port.
         trust_env: Read ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY`` (and
             ``~/.netrc``) from the environment, as aiohttp's ``trust_env``
             does. An explicit *proxy* wins over the environment.
@@ -96,11 +99,17 @@ class Network:
     ssl: ssl.SSLContext | None = None
     connect_timeout: float | None = None
     read_timeout: float | None = None
+    # The proxy URL with its user and password, when it has them.
+    _proxy_secret: Secret | None = attrs.field(default=None, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         problems = [p for p in self._problems() if p]
         if problems:
             raise ConfigError("network: " + "; ".join(problems))
+        proxy = self.proxy
+        if proxy is not None and (proxy.user is not None or proxy.password is not None):
+            object.__setattr__(self, "_proxy_secret", Secret(str(proxy)))
+            object.__setattr__(self, "proxy", proxy.with_user(None))
 
     def _problems(self) -> list[str | None]:
         problems: list[str | None] = []
@@ -136,9 +145,11 @@ class Network:
     def session_options(self) -> dict[str, Any]:
         """The :class:`aiohttp.ClientSession` arguments for the proxy and the environment."""
         options: dict[str, Any] = {"trust_env": self.trust_env}
-        if self.proxy is not None:
+        if self._proxy_secret is not None:
             # aiohttp sends a user and password in the proxy URL as
             # Proxy-Authorization (its proxy_auth= is deprecated).
+            options["proxy"] = URL(self._proxy_secret.reveal())
+        elif self.proxy is not None:
             options["proxy"] = self.proxy
         return options
 

@@ -7,6 +7,7 @@ import ssl
 import time
 from typing import Any
 
+import attrs
 import pytest
 from aiohttp import web
 
@@ -54,8 +55,10 @@ def test_bad_network_options_are_refused_naming_the_field(
 
 def test_the_proxy_password_never_shows() -> None:
     network = Network(proxy="http://user:hunter2-pw@proxy.internal:3128")
-    assert "hunter2" not in repr(network)
+    assert "hunter2" not in repr(network) + str(attrs.asdict(network)) + str(network.proxy)
     assert "proxy='http://proxy.internal:3128'" in repr(network)
+    assert "hunter2-pw" == network.session_options()["proxy"].password
+    assert network != Network(proxy="http://user:other-pw@proxy.internal:3128")
 
 
 async def test_read_timeout_bounds_a_silent_token_endpoint_within_the_fetch_timeout() -> None:
