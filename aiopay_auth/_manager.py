@@ -117,11 +117,8 @@ class TokenManager:
         return self
 
     def _new_token_session(self, network: Network) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
-            connector=network.connector(limit=self._token_pool_size),
-            middlewares=(),
-            raise_for_status=False,
-            **network.session_options(),
+        return network.client_session(
+            limit=self._token_pool_size, middlewares=(), raise_for_status=False
         )
 
     async def _run(self, started: anyio.Event) -> None:
@@ -302,10 +299,8 @@ class TokenManager:
             session_kwargs = _with_network(network, session_kwargs)
         # One middleware layer: admission, then stamping, in one call.
         pool = FairPool(self.middleware(*holders) if holders else None)
-        session = aiohttp.ClientSession(
-            connector=(network or Network()).connector(limit=limit, limit_per_host=0),
-            middlewares=(pool,),
-            **session_kwargs,
+        session = (network or Network()).client_session(
+            limit=limit, limit_per_host=0, middlewares=(pool,), **session_kwargs
         )
         self._sessions = [s for s in self._sessions if not s.closed]
         self._sessions.append(session)
@@ -331,7 +326,7 @@ class TokenManager:
 
 def _with_network(network: Network, session_kwargs: dict[str, Any]) -> dict[str, Any]:
     """*session_kwargs* plus *network*'s options; refuses to take two answers to one question."""
-    options = network.session_options()
+    options: dict[str, Any] = {}
     taken = {"proxy", "proxy_auth", "trust_env"} | ({"timeout"} if network.has_timeouts else set())
     clash = sorted(taken & session_kwargs.keys())
     if clash:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import ssl
+import warnings
 from typing import Any
 
 import aiohttp
@@ -134,24 +135,35 @@ class Network:
         problems.append(_timeout_problem("read_timeout", self.read_timeout))
         return problems
 
-    def connector(self, *, limit: int, limit_per_host: int = 0) -> aiohttp.TCPConnector:
-        """A connection pool of *limit* connections using this TLS setup."""
-        return aiohttp.TCPConnector(
+    def client_session(
+        self, *, limit: int, limit_per_host: int = 0, **options: Any
+    ) -> aiohttp.ClientSession:
+        """An :class:`aiohttp.ClientSession` reaching servers this way.
+
+        Its pool holds *limit* connections (*limit_per_host* per host, 0:
+        no per-host limit), with this TLS setup; the proxy, its credentials
+        and ``trust_env`` are the session's defaults. *options* go to
+        :class:`aiohttp.ClientSession` as they are.
+        """
+        connector = aiohttp.TCPConnector(
             limit=limit,
             limit_per_host=limit_per_host,
             ssl=True if self.ssl is None else self.ssl,
         )
-
-    def session_options(self) -> dict[str, Any]:
-        """The :class:`aiohttp.ClientSession` arguments for the proxy and the environment."""
-        options: dict[str, Any] = {"trust_env": self.trust_env}
-        if self._proxy_secret is not None:
-            # aiohttp sends a user and password in the proxy URL as
-            # Proxy-Authorization (its proxy_auth= is deprecated).
-            options["proxy"] = URL(self._proxy_secret.reveal())
-        elif self.proxy is not None:
-            options["proxy"] = self.proxy
-        return options
+        options = {"trust_env": self.trust_env, **options}
+        if self.proxy is not None:
+            options["proxy"] = self.proxy  # never with its password: see below
+        if self._proxy_secret is None:
+            return aiohttp.ClientSession(connector=connector, **options)
+        secret = URL(self._proxy_secret.reveal())
+        # aiohttp quotes the proxy URL in its errors (a 407 on CONNECT), so
+        # the credentials go apart, as proxy_auth: the only way a session
+        # can default them. aiohttp 3.12+ deprecates it for per-request
+        # proxy_headers, which a session cannot default.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            auth = aiohttp.BasicAuth(secret.user or "", secret.password or "")
+            return aiohttp.ClientSession(connector=connector, proxy_auth=auth, **options)
 
     @property
     def has_timeouts(self) -> bool:

@@ -57,7 +57,6 @@ def test_the_proxy_password_never_shows() -> None:
     network = Network(proxy="http://user:hunter2-pw@proxy.internal:3128")
     assert "hunter2" not in repr(network) + str(attrs.asdict(network)) + str(network.proxy)
     assert "proxy='http://proxy.internal:3128'" in repr(network)
-    assert "hunter2-pw" == network.session_options()["proxy"].password
     assert network != Network(proxy="http://user:other-pw@proxy.internal:3128")
 
 

@@ -7,7 +7,9 @@ proxy's password never shows in a repr, an error or a log line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import traceback
 
 import pytest
 import trustme
@@ -120,21 +122,35 @@ async def test_trust_env_takes_https_proxy_and_honours_no_proxy(
         assert 1 == len(proxy.tunnels)
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
 async def test_a_proxy_refusing_our_credentials_never_shows_them(
-    caplog: pytest.LogCaptureFixture,
+    scheme: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # http: the proxy's 407 is the token endpoint's answer; https: aiohttp's
+    # CONNECT fails, and its error (chained as the cause) quotes the proxy URL.
     caplog.set_level(logging.DEBUG, logger="aiopay_auth")
-    async with (
-        serve(answer) as server,
-        forward_proxy((PROXY_USER, "the-right-one")) as proxy,
-    ):
-        network = Network(proxy=proxy.url.with_user(PROXY_USER).with_password(PROXY_PASSWORD))
-        async with TokenManager(network=network) as tokens:
-            holder = tokens.add(provider(server.url))
-            with pytest.raises(TokenUnavailableError) as caught:
-                await holder.get(timeout=AT_ONCE)
+    ca = trustme.CA()
+    server_cm = serve(answer) if scheme == "http" else None
+    async with contextlib.AsyncExitStack() as stack:
+        if server_cm is not None:
+            base = (await stack.enter_async_context(server_cm)).url
+        else:
+            base = await stack.enter_async_context(
+                serve_tls({"/token": answer}, server_context(ca))
+            )
+        proxy = await stack.enter_async_context(forward_proxy((PROXY_USER, "the-right-one")))
+        network = Network(
+            proxy=proxy.url.with_user(PROXY_USER).with_password(PROXY_PASSWORD),
+            ssl=client_context(ca),
+        )
+        tokens = await stack.enter_async_context(TokenManager(network=network))
+        holder = tokens.add(provider(base))
+        with pytest.raises(TokenUnavailableError) as caught:
+            await holder.get(timeout=AT_ONCE)
     assert 1 <= proxy.refused
-    assert [] == server.seen  # nothing got past the proxy
-    assert "407" in str(caught.value.last_error)
-    shown = str(caught.value) + repr(caught.value.last_error) + caplog.text
+    assert [] == proxy.forwarded + proxy.tunnels  # nothing got past the proxy
+    err = caught.value.last_error
+    assert err is not None
+    assert "407" in str(err) + str(err.__cause__)
+    shown = "".join(traceback.format_exception(caught.value)) + caplog.text
     assert PROXY_PASSWORD not in shown
