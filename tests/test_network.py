@@ -10,12 +10,13 @@ from typing import Any
 import attrs
 import pytest
 from aiohttp import web
+from yarl import URL
 
-from aiopay_auth import Network, Provider, TokenManager
-from aiopay_auth._fetch import HttpTokenSource
-from aiopay_auth.exceptions import ConfigError, TokenRequestError
+from aiopay_auth import Network, Provider, RefreshPolicy, TokenManager
+from aiopay_auth.exceptions import ConfigError
 from aiopay_auth.testing import blackhole
 
+from .helpers import eventually
 from .loopback import serve
 
 
@@ -60,6 +61,24 @@ def test_the_proxy_password_never_shows() -> None:
     assert network != Network(proxy="http://user:other-pw@proxy.internal:3128")
 
 
+async def first_failure(tokens: TokenManager, provider: Provider) -> tuple[float, str]:
+    """Seconds until the provider's first token call failed, and its error."""
+    holder = tokens.add(provider)
+    started = time.monotonic()
+    await eventually(lambda: holder.health().failures >= 1, within=FETCH_TIMEOUT)
+    return time.monotonic() - started, str(holder.health().last_error)
+
+
+def slow_provider(url: URL) -> Provider:
+    return Provider(
+        name="slow", token_url=url / "token", api=url / "api", client_id="c", client_secret="s"
+    )
+
+
+FETCH_TIMEOUT = 20.0
+POLICY = RefreshPolicy(fetch_timeout=FETCH_TIMEOUT)
+
+
 async def test_read_timeout_bounds_a_silent_token_endpoint_within_the_fetch_timeout() -> None:
     release = asyncio.Event()
 
@@ -67,31 +86,22 @@ async def test_read_timeout_bounds_a_silent_token_endpoint_within_the_fetch_time
         await release.wait()
         return web.Response(status=500)
 
-    read_timeout, fetch_timeout = 0.2, 20.0
-    async with (
-        serve(silent) as server,
-        TokenManager(network=Network(read_timeout=read_timeout)) as tokens,
-    ):
-        provider = Provider(
-            name="slow",
-            token_url=server.url / "token",
-            api=server.url,
-            client_id="c",
-            client_secret="s",
-        )
-        source = HttpTokenSource(
-            provider,
-            tokens._token_session,  # type: ignore[arg-type]
-            timeout=fetch_timeout,
-            network=Network(read_timeout=read_timeout),
-        )
-        started = time.monotonic()
-        with pytest.raises(TokenRequestError, match="timed out"):
-            await source.fetch(None)
-        elapsed = time.monotonic() - started
+    network = Network(read_timeout=0.2)
+    async with serve(silent) as server, TokenManager(policy=POLICY, network=network) as tokens:
+        elapsed, error = await first_failure(tokens, slow_provider(server.url))
         release.set()
     # Bounded by the read timeout, not the 20 s fetch timeout.
-    assert read_timeout <= elapsed < fetch_timeout / 2
+    assert "timed out" in error
+    assert 0.2 <= elapsed < FETCH_TIMEOUT / 2
+
+
+async def test_connect_timeout_bounds_a_token_endpoint_nobody_answers() -> None:
+    network = Network(connect_timeout=0.2)
+    with blackhole() as url:
+        async with TokenManager(policy=POLICY, network=network) as tokens:
+            elapsed, error = await first_failure(tokens, slow_provider(url))
+    assert "timed out" in error
+    assert 0.2 <= elapsed < FETCH_TIMEOUT / 2
 
 
 async def test_connect_timeout_bounds_an_api_request_on_session_network() -> None:
