@@ -100,17 +100,21 @@ class Network:
     ssl: ssl.SSLContext | None = None
     connect_timeout: float | None = None
     read_timeout: float | None = None
-    # The proxy URL with its user and password, when it has them.
-    _proxy_secret: Secret | None = attrs.field(default=None, init=False, repr=False)
+    # The proxy URL with its user and password, when it has them. Set from
+    # *proxy*; an argument only so that attrs.evolve() carries it over.
+    _proxy_secret: Secret | None = attrs.field(default=None, repr=False, alias="_proxy_secret")
 
     def __attrs_post_init__(self) -> None:
         problems = [p for p in self._problems() if p]
         if problems:
             raise ConfigError("network: " + "; ".join(problems))
-        proxy = self.proxy
+        proxy, secret = self.proxy, self._proxy_secret
         if proxy is not None and (proxy.user is not None or proxy.password is not None):
-            object.__setattr__(self, "_proxy_secret", Secret(str(proxy)))
-            object.__setattr__(self, "proxy", proxy.with_user(None))
+            secret, proxy = Secret(str(proxy)), proxy.with_user(None)
+        elif secret is not None and URL(secret.reveal()).with_user(None) != proxy:
+            secret = None  # evolve() moved the proxy elsewhere: its credentials stay behind
+        object.__setattr__(self, "proxy", proxy)
+        object.__setattr__(self, "_proxy_secret", secret)
 
     def _problems(self) -> list[str | None]:
         problems: list[str | None] = []

@@ -59,6 +59,11 @@ def test_the_proxy_password_never_shows() -> None:
     assert "hunter2" not in repr(network) + str(attrs.asdict(network)) + str(network.proxy)
     assert "proxy='http://proxy.internal:3128'" in repr(network)
     assert network != Network(proxy="http://user:other-pw@proxy.internal:3128")
+    # evolve() keeps the credentials with their proxy, never takes them elsewhere.
+    assert network == attrs.evolve(network, read_timeout=None)
+    assert attrs.evolve(network, read_timeout=5)._proxy_secret == network._proxy_secret
+    moved = attrs.evolve(network, proxy="http://other.internal:3128")
+    assert moved._proxy_secret is None
 
 
 async def first_failure(tokens: TokenManager, provider: Provider) -> tuple[float, str]:
