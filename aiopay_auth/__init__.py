@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._assertion import ClientAssertion
 from ._fetch import TokenSource
 from ._health import FailureKind, Health, HealthState
 from ._holder import ProviderStats, TokenHolder
 from ._log import use_structlog
 from ._manager import TokenManager
 from ._middleware import BearerAuth
+from ._network import Network
 from ._oauth import TokenRequest, build_token_request, parse_token_response
 from ._policy import RefreshPolicy
 from ._pool import FairGate, FairPool
@@ -27,6 +29,7 @@ from .exceptions import (
     TokenEndpointError,
     TokenRequestError,
     TokenResponseError,
+    TokenTLSError,
     TokenUnavailableError,
 )
 
@@ -34,12 +37,14 @@ from .exceptions import (
 __all__ = [
     "AuthError",
     "BearerAuth",
+    "ClientAssertion",
     "ConfigError",
     "FailureKind",
     "FairGate",
     "FairPool",
     "Health",
     "HealthState",
+    "Network",
     "Provider",
     "ProviderStats",
     "RefreshPolicy",
@@ -52,6 +57,7 @@ __all__ = [
     "TokenRequestError",
     "TokenResponseError",
     "TokenSource",
+    "TokenTLSError",
     "TokenUnavailableError",
     "build_token_request",
     "parse_token_response",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -9,11 +10,12 @@ from typing import Protocol
 import aiohttp
 from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
 
+from ._network import Network, tls_problem
 from ._oauth import MAX_RESPONSE_BYTES, build_token_request, parse_token_response
 from ._provider import Provider
 from ._secret import Secret
 from ._token import Token
-from .exceptions import TokenRequestError, TokenResponseError
+from .exceptions import TokenRequestError, TokenResponseError, TokenTLSError
 
 
 __all__ = ["HttpTokenSource", "TokenSource"]
@@ -40,6 +42,8 @@ class HttpTokenSource:
             middlewares).
         timeout: Bound on the whole request, in seconds.
         clock: The monotonic clock tokens' times are on.
+        network: Its connect and read bounds apply within *timeout* (the
+            proxy and TLS setup live on *session*).
     """
 
     def __init__(
@@ -49,16 +53,19 @@ class HttpTokenSource:
         *,
         timeout: float,
         clock: Callable[[], float] = time.monotonic,
+        network: Network | None = None,
     ) -> None:
         self._provider = provider
         self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = (network or Network()).timeout(total=timeout)
         self._clock = clock
 
     async def fetch(self, refresh_token: Secret | None) -> Token:
         """Send one token request and parse its answer."""
         provider = self._provider
-        request = build_token_request(provider, refresh_token=refresh_token)
+        request = build_token_request(
+            provider, refresh_token=refresh_token, now=time.time(), jti=secrets.token_urlsafe(18)
+        )
         issued_at = self._clock()
         origin = request.url.origin()
         status = 0  # until a status line has been read
@@ -80,6 +87,9 @@ class HttpTokenSource:
                     )
                 body = await _read_limited(resp)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if (problem := tls_problem(exc)) is not None:
+                msg = f"TLS with {origin} failed: {problem}"
+                raise TokenTLSError(msg, provider=provider.name) from _without_frames(exc)
             if _not_http(exc):
                 # The endpoint answered, but not in HTTP: a bad response, not a lost connection.
                 raise TokenResponseError(

@@ -8,7 +8,7 @@ from typing import Literal
 import attrs
 
 from ._status import classify_status
-from .exceptions import AuthError, TokenRequestError, TokenResponseError
+from .exceptions import AuthError, TokenRequestError, TokenResponseError, TokenTLSError
 
 
 __all__ = ["FailureKind", "Health", "HealthState", "failure_kind"]
@@ -30,6 +30,7 @@ Where a provider stands:
 FailureKind = Literal[
     "timeout",
     "connection",
+    "tls",
     "throttled",
     "server_error",
     "bad_response",
@@ -42,6 +43,8 @@ What kind of failure a fetch met:
 
 * ``timeout``: no answer in time (connect or read);
 * ``connection``: refused, reset or dropped (also mid-body);
+* ``tls``: TLS refused (certificate not trusted, client certificate
+  missing or refused): :class:`~aiopay_auth.exceptions.TokenTLSError`;
 * ``throttled``: HTTP 429;
 * ``server_error``: HTTP 5xx, 408 or 425;
 * ``bad_response``: an answer that is not HTTP (a garbled status line or
@@ -58,6 +61,8 @@ What kind of failure a fetch met:
 
 def failure_kind(error: AuthError) -> FailureKind:
     """Classify a fetch failure (see :data:`FailureKind`)."""
+    if isinstance(error, TokenTLSError):
+        return "tls"
     if isinstance(error, TokenRequestError):
         return "timeout" if isinstance(error.__cause__, TimeoutError) else "connection"
     if isinstance(error, TokenResponseError):

@@ -17,6 +17,7 @@ from ._fetch import HttpTokenSource, TokenSource
 from ._holder import TokenHolder
 from ._log import log
 from ._middleware import BearerAuth
+from ._network import Network, checked_network
 from ._policy import RefreshPolicy
 from ._pool import FairPool
 from ._provider import Provider
@@ -52,6 +53,7 @@ class TokenManager:
     Token requests travel on a session of their own, with its own
     connection pool and no middlewares, so a request fan that saturates the
     API pool can never delay a refresh, and no token call is ever stamped.
+    Its proxy, TLS setup and connect/read bounds come from *network*.
 
     Args:
         policy: Refresh, backoff and timeout rules for every provider.
@@ -62,6 +64,11 @@ class TokenManager:
             provider's holder and the default source (which fetches over
             HTTP) and returns the source to use. The seam for a shared token
             store such as :meth:`aiopay_auth.fleet.RedisFleet.wrap`.
+        network: How token requests reach the token endpoints: proxy,
+            ``trust_env``, an :class:`ssl.SSLContext` (private CA, client
+            certificate for mTLS), connect and read bounds (within
+            ``policy.fetch_timeout``). Default: direct, system CAs.
+            :meth:`add` can give one provider its own.
     """
 
     def __init__(
@@ -72,7 +79,9 @@ class TokenManager:
         rng: random.Random | None = None,
         token_pool_size: int = 10,
         token_source: Callable[[TokenHolder, TokenSource], TokenSource] | None = None,
+        network: Network | None = None,
     ) -> None:
+        network = checked_network(network)
         self.policy = policy or RefreshPolicy()
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -80,7 +89,10 @@ class TokenManager:
         self._wrap_source = token_source
         self._holders: dict[str, TokenHolder] = {}
         self._sessions: list[aiohttp.ClientSession] = []
+        self._network = network or Network()
         self._token_session: aiohttp.ClientSession | None = None
+        # Sessions for providers added with a network of their own.
+        self._token_sessions: dict[Network, aiohttp.ClientSession] = {}
         self._task_group: TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
@@ -91,11 +103,7 @@ class TokenManager:
         if self._runner is not None or self._closed:
             msg = "a TokenManager can be entered only once"
             raise ConfigError(msg)
-        self._token_session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._token_pool_size),
-            middlewares=(),
-            raise_for_status=False,
-        )
+        self._token_session = self._new_token_session(self._network)
         started = anyio.Event()
         self._runner = asyncio.get_running_loop().create_task(
             self._run(started), name="aiopay_auth runner"
@@ -107,6 +115,11 @@ class TokenManager:
             await self.aclose()
             raise
         return self
+
+    def _new_token_session(self, network: Network) -> aiohttp.ClientSession:
+        return network.client_session(
+            limit=self._token_pool_size, middlewares=(), raise_for_status=False
+        )
 
     async def _run(self, started: anyio.Event) -> None:
         # The refreshers live in their own task, so an exception or a
@@ -140,11 +153,13 @@ class TokenManager:
                 await session.close()
             if self._token_session is not None:
                 await self._token_session.close()
+            for token_session in self._token_sessions.values():
+                await token_session.close()
             log.debug("aiopay_auth.manager_closed", providers=len(self._holders))
 
     # --- providers --------------------------------------------------------
 
-    def add(self, provider: Provider) -> TokenHolder:
+    def add(self, provider: Provider, *, network: Network | None = None) -> TokenHolder:
         """Start keeping *provider*'s token fresh.
 
         Returns at once: the first token is fetched in the background, and
@@ -154,6 +169,10 @@ class TokenManager:
 
         Args:
             provider: The provider profile (see :mod:`aiopay_auth.providers`).
+            network: This provider's own way to its token endpoint (another
+                proxy, its own client certificate), instead of the
+                manager's *network*; providers given equal ones share a
+                session.
 
         Returns:
             The provider's token holder: pass it to :meth:`middleware` or
@@ -167,11 +186,20 @@ class TokenManager:
         if provider.name in self._holders:
             msg = f"a provider named {provider.name!r} was already added"
             raise ConfigError(msg, provider=provider.name)
+        network = checked_network(network, provider=provider.name)
+        if network is not None and network != self._network:
+            if network not in self._token_sessions:
+                self._token_sessions[network] = self._new_token_session(network)
+            session = self._token_sessions[network]
         holder = TokenHolder(
             provider, clock=self._clock, wait_timeout=self.policy.wait_timeout, policy=self.policy
         )
         source: TokenSource = HttpTokenSource(
-            provider, session, timeout=self.policy.fetch_timeout, clock=self._clock
+            provider,
+            session,
+            timeout=self.policy.fetch_timeout,
+            clock=self._clock,
+            network=network or self._network,
         )
         if self._wrap_source is not None:
             source = self._wrap_source(holder, source)
@@ -226,6 +254,7 @@ class TokenManager:
         self,
         *holders: TokenHolder,
         limit: int = 100,
+        network: Network | None = None,
         **session_kwargs: Any,
     ) -> aiohttp.ClientSession:
         """A pooled aiohttp session that stamps the given providers' tokens.
@@ -241,9 +270,16 @@ class TokenManager:
             holders: The providers whose tokens to stamp (each only on its
                 own API).
             limit: Connections in the pool: the most requests in flight.
+            network: How the API is reached: proxy, ``trust_env``, an
+                :class:`ssl.SSLContext` (a private CA; the client
+                certificate a certificate-bound token needs), connect and
+                read bounds (under aiohttp's default total of 5 minutes).
+                Default: direct, system CAs.
             session_kwargs: Passed to :class:`aiohttp.ClientSession`
                 (``timeout``, ``headers``, ``raise_for_status``, …); not
-                ``connector`` or ``middlewares``.
+                ``connector`` or ``middlewares``; with *network*, not
+                ``proxy``, ``proxy_auth`` or ``trust_env`` (nor ``timeout``
+                when *network* sets a bound).
 
         Returns:
             The session.
@@ -258,12 +294,13 @@ class TokenManager:
         if limit < 1:
             msg = f"limit must be at least 1, not {limit}"
             raise ConfigError(msg)
+        network = checked_network(network)
+        if network is not None:
+            session_kwargs = _with_network(network, session_kwargs)
         # One middleware layer: admission, then stamping, in one call.
         pool = FairPool(self.middleware(*holders) if holders else None)
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0),
-            middlewares=(pool,),
-            **session_kwargs,
+        session = (network or Network()).client_session(
+            limit=limit, limit_per_host=0, middlewares=(pool,), **session_kwargs
         )
         self._sessions = [s for s in self._sessions if not s.closed]
         self._sessions.append(session)
@@ -285,3 +322,17 @@ class TokenManager:
         if self._holders.get(holder.name) is not holder:
             msg = f"provider {holder.name!r} was not added to this manager"
             raise ConfigError(msg, provider=holder.name)
+
+
+def _with_network(network: Network, session_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """*session_kwargs* plus *network*'s options; refuses to take two answers to one question."""
+    options: dict[str, Any] = {}
+    taken = {"proxy", "proxy_auth", "trust_env"} | ({"timeout"} if network.has_timeouts else set())
+    clash = sorted(taken & session_kwargs.keys())
+    if clash:
+        msg = f"session(): pass {', '.join(clash)} through network=, not as well"
+        raise ConfigError(msg)
+    if network.has_timeouts:
+        default = aiohttp.ClientTimeout()  # aiohttp's own default total, kept
+        options["timeout"] = network.timeout(total=default.total)
+    return {**session_kwargs, **options}

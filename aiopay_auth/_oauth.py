@@ -18,6 +18,7 @@ from urllib.parse import quote_plus, urlencode
 import attrs
 from yarl import URL
 
+from ._client_auth import client_auth_fields
 from ._provider import Provider, reveal
 from ._secret import Redactor, Secret
 from ._status import retryable_status
@@ -104,13 +105,23 @@ def basic_credentials(client_id: str, client_secret: str) -> str:
     return "Basic " + base64.b64encode(raw.encode()).decode("ascii")
 
 
-def build_token_request(provider: Provider, *, refresh_token: Secret | None = None) -> TokenRequest:
+def build_token_request(
+    provider: Provider,
+    *,
+    refresh_token: Secret | None = None,
+    now: float | None = None,
+    jti: str | None = None,
+) -> TokenRequest:
     """Build the token request for a provider's primary grant or a refresh.
 
     Args:
         provider: The provider profile.
         refresh_token: When given, ask with the ``refresh_token`` grant
             (RFC 6749 §6) instead of the primary grant.
+        now: Wall-clock time (``time.time()``); needed for a signed client
+            assertion (``private_key_jwt``, ``client_secret_jwt``).
+        jti: A value never used before; needed for a signed client
+            assertion, so that each request carries a fresh one.
 
     Returns:
         The request to send.
@@ -138,8 +149,7 @@ def build_token_request(provider: Provider, *, refresh_token: Secret | None = No
             )
         )
     else:
-        fields["client_id"] = provider.client_id
-        fields["client_secret"] = provider.client_secret.reveal()
+        fields.update(client_auth_fields(provider, now=now, jti=jti))
     for key, value in provider.extra_fields:
         fields.setdefault(key, reveal(value))
     if provider.encoding == "json":

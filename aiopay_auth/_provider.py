@@ -10,6 +10,7 @@ from typing import Literal
 import attrs
 from yarl import URL
 
+from ._assertion import ClientAssertion, assertion_problems
 from ._secret import Secret
 from .exceptions import ConfigError
 
@@ -27,8 +28,25 @@ __all__ = [
 Grant = Literal["client_credentials", "password"]
 """The grant a provider is first asked with; ``refresh_token`` follows on its own."""
 
-ClientAuth = Literal["body", "basic"]
-"""Where the client id and secret go: in the request body, or HTTP Basic (RFC 6749 §2.3.1)."""
+ClientAuth = Literal[
+    "body",
+    "basic",
+    "private_key_jwt",
+    "client_secret_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+]
+"""
+How the client authenticates to the token endpoint:
+
+* ``body``: id and secret as body fields; ``basic``: HTTP Basic (RFC 6749 §2.3.1);
+* ``private_key_jwt``: a JWT signed with the client's private key;
+  ``client_secret_jwt``: one signed (HS256) with the client secret
+  (RFC 7523 §2.2, OIDC Core §9; needs ``pip install 'aiopay-auth[jwt]'``);
+* ``tls_client_auth`` / ``self_signed_tls_client_auth``: the client
+  certificate on the TLS connection (RFC 8705 §2), set up with
+  :class:`~aiopay_auth.Network` ``(ssl=...)``; the body carries only the id.
+"""
 
 Encoding = Literal["form", "json"]
 """How the token request body is encoded."""
@@ -47,7 +65,16 @@ Extra = tuple[tuple[str, str | Secret], ...]
 """Extra header or body-field pairs; a :class:`Secret` value is a credential."""
 
 _GRANTS = ("client_credentials", "password")
-_AUTHS = ("body", "basic")
+_AUTHS = (
+    "body",
+    "basic",
+    "private_key_jwt",
+    "client_secret_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+)
+# The methods that send the client secret itself, or sign with it.
+_SECRET_AUTHS = ("body", "basic", "client_secret_jwt")
 _ENCODINGS = ("form", "json")
 # RFC 9110 §5.1: a field name is a token; §5.5: a value is visible ASCII,
 # with spaces and tabs inside. Anything else (CR, LF, NUL, non-ASCII) could
@@ -121,12 +148,20 @@ class Provider:
             only when its URL has one of these origins and starts with that
             origin's prefix at a path-segment boundary.
         client_id: The client identifier.
-        client_secret: The client secret.
+        client_secret: The client secret; not needed (and not sent) with
+            ``private_key_jwt`` or the TLS methods.
         grant_type: The primary grant, ``client_credentials`` or ``password``.
         username: Resource owner name for the password grant.
         password: Resource owner password for the password grant.
         scope: The scope to ask for, space-separated, if any.
-        client_auth: ``"body"`` (id and secret as body fields) or ``"basic"``.
+        client_auth: How the client authenticates (see :data:`ClientAuth`):
+            ``"body"``, ``"basic"``, ``"private_key_jwt"``,
+            ``"client_secret_jwt"``, ``"tls_client_auth"`` or
+            ``"self_signed_tls_client_auth"``.
+        assertion: How signed client assertions are made
+            (:class:`~aiopay_auth.ClientAssertion`): required with
+            ``private_key_jwt`` (the private key), optional with
+            ``client_secret_jwt``.
         encoding: ``"form"`` (``application/x-www-form-urlencoded``) or ``"json"``.
         extra_fields: More body fields sent with every grant. Pass a
             :class:`Secret` value for a credential (an API key, an
@@ -149,12 +184,13 @@ class Provider:
     token_url: URL = attrs.field(converter=_url)
     api: tuple[URL, ...] = attrs.field(converter=_scopes)
     client_id: str
-    client_secret: Secret = attrs.field(converter=_secret)
+    client_secret: Secret = attrs.field(default=Secret(""), converter=_secret)
     grant_type: Grant = "client_credentials"
     username: str | None = None
     password: Secret | None = attrs.field(default=None, converter=_opt_secret)
     scope: str | None = None
     client_auth: ClientAuth = "body"
+    assertion: ClientAssertion | None = None
     encoding: Encoding = "form"
     extra_fields: Extra = attrs.field(default=(), converter=_pairs, repr=_names_only)
     extra_headers: Extra = attrs.field(default=(), converter=_pairs, repr=_names_only)
@@ -174,12 +210,14 @@ class Provider:
             yield "name must not be empty"
         if not self.client_id:
             yield "client_id must not be empty"
-        if not self.client_secret:
-            yield "client_secret must not be empty"
         if self.grant_type not in _GRANTS:
             yield f"grant_type must be one of {_GRANTS}, not {self.grant_type!r}"
         if self.client_auth not in _AUTHS:
             yield f"client_auth must be one of {_AUTHS}, not {self.client_auth!r}"
+        elif self.client_auth in _SECRET_AUTHS and not self.client_secret:
+            yield "client_secret must not be empty"
+        else:
+            yield from assertion_problems(self.client_auth, self.assertion, self.client_secret)
         if self.encoding not in _ENCODINGS:
             yield f"encoding must be one of {_ENCODINGS}, not {self.encoding!r}"
         if self.client_auth == "basic" and self.encoding == "json":
@@ -227,7 +265,8 @@ class Provider:
 
     def secrets(self) -> tuple[Secret, ...]:
         """Every credential this profile holds: to be sent, never shown."""
-        held = (self.client_secret, self.password, self.refresh_token)
+        key = self.assertion.key if self.assertion is not None else None
+        held = (self.client_secret, self.password, self.refresh_token, key)
         extras = (v for _, v in self.extra_fields + self.extra_headers if isinstance(v, Secret))
         return tuple(s for s in (*held, *extras) if s)
 

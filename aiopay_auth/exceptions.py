@@ -6,6 +6,7 @@ All of them derive from one root, so ``except AuthError`` catches them all::
     ├── ConfigError            (also a ValueError) bad configuration or call
     ├── TokenEndpointError     fetching a token failed
     │   ├── TokenRequestError  no usable answer: connect/read failure, timeout
+    │   ├── TokenTLSError      TLS refused: untrusted CA, client certificate missing
     │   └── TokenResponseError the endpoint answered, and the answer says no
     └── TokenUnavailableError  a caller waited for a token and none came
 
@@ -25,6 +26,7 @@ __all__ = [
     "TokenEndpointError",
     "TokenRequestError",
     "TokenResponseError",
+    "TokenTLSError",
     "TokenUnavailableError",
 ]
 
@@ -113,6 +115,22 @@ class TokenRequestError(TokenEndpointError):
 
     def __init__(self, message: str, *, provider: str | None = None) -> None:
         super().__init__(message, provider=provider, retryable=True)
+
+
+class TokenTLSError(TokenEndpointError):
+    """TLS with the token endpoint failed: a configuration problem, not an outage.
+
+    The server's certificate did not verify against the trusted CAs (or its
+    name did not match), or the server refused the client certificate or its
+    absence (mTLS). The message names what TLS said, such as
+    ``certificate verify failed: ...`` or ``tlsv13 alert certificate
+    required``; the ``ssl`` error is chained as ``__cause__``. Never
+    retryable: waiters fail at once, and the refresher asks again only at
+    the slow cadence for errors that cannot heal.
+    """
+
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
+        super().__init__(message, provider=provider, retryable=False)
 
 
 class TokenResponseError(TokenEndpointError):

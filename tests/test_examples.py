@@ -102,6 +102,25 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "both workers use the same token: True",
         "store: shared shared",
     ),
+    "network.py": (
+        "payment: 200 {'stamped': True}",
+        "system CAs only: TokenTLSError",
+        "failed: certificate verify failed: ",
+        "kind=tls",
+        "proxy: Network(proxy='http://proxy.internal:3128'",
+        "password shown: False",
+    ),
+    "client_assertions.py": (
+        "key shown: False",
+        "assertion: alg=RS256 kid=k-2026 iss=merchant-7 lifetime=60s",
+        "tokens: tok-1 tok-2",
+        "distinct jti: 2",
+    ),
+    "mtls.py": (
+        "token request fields: ['client_id', 'grant_type']",
+        "API with the certificate: 200",
+        "API without the certificate: 401",
+    ),
 }
 
 INCLUDE = re.compile(r"```\{literalinclude\}\s+(\S+)")

@@ -1,0 +1,222 @@
+"""How sessions reach the network: proxy, environment, TLS, timeouts.
+
+One frozen value object, :class:`Network`, used by the token endpoint's
+session (``TokenManager(network=...)``) and by API sessions
+(``tokens.session(..., network=...)``), and the one rule that recognises a
+TLS failure in an aiohttp error (:func:`tls_problem`). No I/O here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import ssl
+import warnings
+from typing import Any
+
+import aiohttp
+import attrs
+from yarl import URL
+
+from ._secret import Secret
+from .exceptions import ConfigError, scrub
+
+
+__all__ = ["Network", "checked_network", "tls_problem"]
+
+# "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: ... (_ssl.c:1006)"
+_SSL_NOISE = re.compile(r"^\[[A-Z]+: [A-Z0-9_]+\]\s*|\s*\(_ssl\.c:\d+\)$")
+_SSL_REASON = re.compile(r"^\[[A-Z]+: ([A-Z0-9_]+)\]")
+# OpenSSL reason codes of a TLS set-up that cannot work as configured.
+_SETUP_FAILURE = re.compile(
+    r"CERTIFICATE|UNKNOWN_CA|HANDSHAKE_FAILURE|ACCESS_DENIED|PROTOCOL_VERSION|"
+    r"UNSUPPORTED_PROTOCOL|NO_PROTOCOLS_AVAILABLE|NO_SHARED_CIPHER|NO_CIPHERS_AVAILABLE|"
+    r"INSUFFICIENT_SECURITY|WRONG_VERSION_NUMBER|KEY_TOO_SMALL|MD_TOO_WEAK|"
+    r"NO_SUITABLE_SIGNATURE_ALGORITHM"
+)
+
+
+def _proxy(value: str | URL | None) -> URL | None:
+    if value is None or isinstance(value, URL):
+        return value
+    if not isinstance(value, str):  # for untyped callers
+        msg = "network: proxy must be a URL string or None"  # type: ignore[unreachable]
+        raise ConfigError(msg)
+    return URL(value)
+
+
+def _shown_proxy(value: URL | None) -> str:
+    # The proxy URL may carry a user and password: show where it goes, nothing more.
+    if value is None:
+        return "None"
+    if not value.is_absolute():
+        return "'<not an absolute URL>'"
+    return repr(f"{value.scheme}://{value.host}:{value.port}")
+
+
+def _timeout_problem(name: str, value: float | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{name} must be a number of seconds or None"
+    if not math.isfinite(value) or value <= 0:
+        return f"{name} must be a positive, finite number of seconds or None"
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class Network:
+    """How a session reaches its servers: proxy, environment, TLS, timeouts.
+
+    Give one to :class:`~aiopay_auth.TokenManager` (``network=``) for the
+    token endpoints, and to :meth:`TokenManager.session
+    <aiopay_auth.TokenManager.session>` (``network=``) for an API. The two
+    are separate on purpose: the token endpoint and the API may sit behind
+    different proxies or want different client certificates.
+
+    Attributes:
+        proxy: An ``http://`` forward proxy URL (HTTPS goes through it with
+            ``CONNECT``). It may carry ``user:password@``; they are sent as
+            ``Proxy-Authorization`` and never shown: they are kept apart
+            as a :class:`~aiopay_auth.Secret`, this attribute holds the URL
+            without them, and ``repr()`` and errors show only the scheme,
+            host and port.
+        trust_env: Read ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY`` (and
+            ``~/.netrc``) from the environment, as aiohttp's ``trust_env``
+            does. An explicit *proxy* wins over the environment.
+        ssl: The :class:`ssl.SSLContext` for HTTPS: a private CA
+            (``load_verify_locations``), a client certificate
+            (``load_cert_chain``, for mTLS). It must verify certificates
+            (``CERT_REQUIRED``). ``None``: the system's default trust.
+        connect_timeout: Seconds to get a connection (DNS, TCP, proxy, TLS
+            handshake, and any wait for a free pooled connection), or
+            ``None`` for no bound of its own.
+        read_timeout: Seconds the server may stay silent while an answer
+            is awaited or read, or ``None`` for no bound of its own.
+    """
+
+    proxy: URL | None = attrs.field(default=None, converter=_proxy, repr=_shown_proxy)
+    trust_env: bool = False
+    ssl: ssl.SSLContext | None = None
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
+    # The proxy URL with its user and password, when it has them. Set from
+    # *proxy*; an argument only so that attrs.evolve() carries it over.
+    _proxy_secret: Secret | None = attrs.field(default=None, repr=False, alias="_proxy_secret")
+
+    def __attrs_post_init__(self) -> None:
+        problems = [p for p in self._problems() if p]
+        if problems:
+            raise ConfigError("network: " + "; ".join(problems))
+        proxy, secret = self.proxy, self._proxy_secret
+        if proxy is not None and (proxy.user is not None or proxy.password is not None):
+            secret, proxy = Secret(str(proxy)), proxy.with_user(None)
+        elif secret is not None and URL(secret.reveal()).with_user(None) != proxy:
+            secret = None  # evolve() moved the proxy elsewhere: its credentials stay behind
+        object.__setattr__(self, "proxy", proxy)
+        object.__setattr__(self, "_proxy_secret", secret)
+
+    def _problems(self) -> list[str | None]:
+        problems: list[str | None] = []
+        proxy = self.proxy
+        if proxy is not None and (
+            not proxy.is_absolute() or proxy.scheme != "http" or not proxy.host
+        ):
+            problems.append("proxy must be an absolute http:// URL (host and port)")
+        elif proxy is not None and (
+            proxy.path not in ("", "/") or proxy.query_string or proxy.fragment
+        ):
+            problems.append("proxy must not have a path, query or fragment")
+        trust_env: object = self.trust_env
+        if not isinstance(trust_env, bool):
+            problems.append("trust_env must be True or False")
+        context: object = self.ssl  # untyped callers pass True, False, paths
+        if context is not None and not isinstance(context, ssl.SSLContext):
+            problems.append("ssl must be an ssl.SSLContext or None")
+        elif isinstance(context, ssl.SSLContext) and context.verify_mode != ssl.CERT_REQUIRED:
+            problems.append("ssl must verify the server's certificate (verify_mode CERT_REQUIRED)")
+        problems.append(_timeout_problem("connect_timeout", self.connect_timeout))
+        problems.append(_timeout_problem("read_timeout", self.read_timeout))
+        return problems
+
+    def client_session(
+        self, *, limit: int, limit_per_host: int = 0, **options: Any
+    ) -> aiohttp.ClientSession:
+        """An :class:`aiohttp.ClientSession` reaching servers this way.
+
+        Its pool holds *limit* connections (*limit_per_host* per host, 0:
+        no per-host limit), with this TLS setup; the proxy, its credentials
+        and ``trust_env`` are the session's defaults. *options* go to
+        :class:`aiohttp.ClientSession` as they are.
+        """
+        connector = aiohttp.TCPConnector(
+            limit=limit,
+            limit_per_host=limit_per_host,
+            ssl=True if self.ssl is None else self.ssl,
+        )
+        options = {"trust_env": self.trust_env, **options}
+        if self.proxy is not None:
+            options["proxy"] = self.proxy  # never with its password: see below
+        if self._proxy_secret is None:
+            return aiohttp.ClientSession(connector=connector, **options)
+        secret = URL(self._proxy_secret.reveal())
+        # aiohttp quotes the proxy URL in its errors (a 407 on CONNECT), so
+        # the credentials go apart, as proxy_auth: the only way a session
+        # can default them. aiohttp 3.12+ deprecates it for per-request
+        # proxy_headers, which a session cannot default.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            auth = aiohttp.BasicAuth(secret.user or "", secret.password or "")
+            return aiohttp.ClientSession(connector=connector, proxy_auth=auth, **options)
+
+    @property
+    def has_timeouts(self) -> bool:
+        """Whether a connect or read bound is set."""
+        return self.connect_timeout is not None or self.read_timeout is not None
+
+    def timeout(self, total: float | None) -> aiohttp.ClientTimeout:
+        """A :class:`aiohttp.ClientTimeout` with this object's bounds under *total*."""
+        return aiohttp.ClientTimeout(
+            total=total, connect=self.connect_timeout, sock_read=self.read_timeout
+        )
+
+
+def checked_network(value: object, *, provider: str | None = None) -> Network | None:
+    """*value* when it is a :class:`Network` or ``None``; a ConfigError otherwise."""
+    if value is None or isinstance(value, Network):
+        return value
+    msg = f"network must be an aiopay_auth.Network, not {type(value).__name__}"
+    raise ConfigError(msg, provider=provider)
+
+
+def tls_problem(exc: BaseException) -> str | None:
+    """What TLS refused, if *exc* (or what it was raised from) is a TLS set-up failure.
+
+    A TLS set-up failure is a configuration problem that asking again will
+    not fix: the server's certificate does not verify (an untrusted CA, a
+    name that does not match), a client certificate is missing or refused,
+    no protocol version or cipher in common, or TLS spoken to a port that
+    does not speak it. Returns OpenSSL's words for it, such as
+    ``"certificate verify failed: unable to get local issuer certificate"``
+    or ``"tlsv13 alert certificate required"``. Returns ``None`` for
+    anything else, including TLS errors an unreliable network can cause
+    (a bad record MAC, an unexpected EOF), which stay retryable.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        # aiohttp's wrappers subclass the ssl errors without their details:
+        # read the ssl module's own error they were raised from.
+        if isinstance(current, ssl.SSLError) and not isinstance(current, aiohttp.ClientError):
+            if isinstance(current, ssl.SSLCertVerificationError):
+                # Set by the ssl module's C code; absent on an error made in Python.
+                reason = getattr(current, "verify_message", None) or "certificate verify failed"
+                return scrub(f"certificate verify failed: {reason}", 160)
+            text = current.strerror or (str(current.args[1]) if len(current.args) > 1 else "")
+            match = _SSL_REASON.match(text)
+            code = getattr(current, "reason", None) or (match.group(1) if match else "")
+            if _SETUP_FAILURE.search(code):
+                return scrub(_SSL_NOISE.sub("", text) or code, 160)
+        current = current.__cause__ or current.__context__
+    return None
