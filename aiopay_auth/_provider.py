@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Literal
+from typing import Literal, get_args
 
 import attrs
 from yarl import URL
@@ -64,18 +64,12 @@ redacts the provider's secrets from it first, then scrubs and cuts it.
 Extra = tuple[tuple[str, str | Secret], ...]
 """Extra header or body-field pairs; a :class:`Secret` value is a credential."""
 
-_GRANTS = ("client_credentials", "password")
-_AUTHS = (
-    "body",
-    "basic",
-    "private_key_jwt",
-    "client_secret_jwt",
-    "tls_client_auth",
-    "self_signed_tls_client_auth",
-)
+# The allowed values, read off the Literal types: one copy of each list.
+_GRANTS: tuple[str, ...] = get_args(Grant)
+_AUTHS: tuple[str, ...] = get_args(ClientAuth)
 # The methods that send the client secret itself, or sign with it.
 _SECRET_AUTHS = ("body", "basic", "client_secret_jwt")
-_ENCODINGS = ("form", "json")
+_ENCODINGS: tuple[str, ...] = get_args(Encoding)
 # RFC 9110 §5.1: a field name is a token; §5.5: a value is visible ASCII,
 # with spaces and tabs inside. Anything else (CR, LF, NUL, non-ASCII) could
 # split the request or make aiohttp refuse every token request.
