@@ -17,8 +17,9 @@ With ``--fleet N`` (:func:`run_fleet_demo`) it starts a ``redis-server``
 on a free loopback port and N worker processes instead, each with its own
 manager wrapped by :class:`~aiopay_auth.fleet.RedisFleet` and its share of
 the workers and the pool. The report then sets the token requests the
-fleet sent beside what per-process fetching would have cost: the tokens
-each process used, every one of which a process on its own fetches itself.
+fleet sent beside what per-process fetching would have cost: the token
+requests each process's refreshers made (answered by the provider or from
+Redis), every one of which a process on its own sends to the provider.
 
 The pure parts (building the summary, the table, the JSON form, the
 progress line, the exit status) are plain functions, tested directly.
@@ -939,9 +940,11 @@ class FleetRow:
     Attributes:
         provider: The provider's name.
         shared_hits: Tokens the processes took from Redis instead of fetching them.
-        alone: Tokens the processes used, counted once per process that used
-            each: what per-process fetching would have cost, since a process
-            on its own fetches every token it uses.
+        alone: Token requests the processes' refreshers made, each answered
+            by the provider or from Redis: what per-process fetching would
+            have cost, since a process on its own sends every one of them to
+            the provider. Counted like the fleet's fetches (when sent), so a
+            fetch cut short at the end counts in both.
         stores: Each process's store state at the end (``"shared"``, or
             ``"local"`` if Redis had failed it).
     """
@@ -1077,7 +1080,7 @@ def format_fleet_table(fleet: FleetSummary) -> str:
     )
     lines.append(
         "  per process = what per-process fetching would have cost: "
-        "every token each process used, fetched by itself."
+        "every token request each process made, sent by itself."
     )
     fetched, alone = fleet.fleet_fetches, fleet.alone
     saving = f" ({alone / fetched:.1f}x fewer)" if fetched else ""
@@ -1124,10 +1127,11 @@ class _FleetResult:
 def serve_fleet_worker(conn: Connection, job: _FleetJob) -> None:
     """A fleet worker process: run *job* when told to go, report, exit.
 
-    Sends ``("ready", None)`` once its providers are added (their first
-    tokens are on the way), runs on ``"go"`` until the duration is over or
-    ``"stop"`` comes, sending ``("progress", (requests, failed,
-    token_fetches))`` now and then, and ends with ``("result",
+    Sends ``("ready", None)`` once started; on ``"go"`` adds its providers
+    and runs until the duration is over or ``"stop"`` comes, sending
+    ``("progress", (requests, failed, token_fetches))`` now and then. Then
+    sends ``("finished", None)``, keeps its tokens fresh until ``"stop"``
+    (sent once every process is finished), and ends with ``("result",
     _FleetResult)``. Ctrl-C is left to the parent, as for the servers'
     process; if the parent goes away, the worker stops.
 
@@ -1161,12 +1165,16 @@ async def _fleet_worker(conn: Connection, job: _FleetJob) -> None:
 
     try:
         async with TokenManager(token_source=wrap) as tokens:
+            conn.send(("ready", None))
+            go = await _receive(conn) == "go"
+            # Every process adds its providers on "go" and keeps them until all
+            # are finished (below), so that the refreshers of the fleet run over
+            # the same span: none fetches alone while the others start or stop.
             holders = tuple(tokens.add(lane.provider) for lane in job.lanes)
             run = _Run(job.lanes, holders)
+            run.stopping = not go
             timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT)
             async with tokens.session(*holders, limit=job.pool, timeout=timeout) as http:
-                conn.send(("ready", None))
-                run.stopping = await _receive(conn) != "go"
                 run.started = time.monotonic()
                 run.deadline = run.started + job.duration
                 async with anyio.create_task_group() as helpers:
@@ -1177,6 +1185,9 @@ async def _fleet_worker(conn: Connection, job: _FleetJob) -> None:
                             workers.start_soon(_worker, http, run, job.first_worker + offset)
                     helpers.cancel_scope.cancel()
                 elapsed = time.monotonic() - run.started
+            conn.send(("finished", None))
+            while await _receive(conn) != "stop":
+                pass
             await tokens.aclose()
     finally:
         await client.aclose()
@@ -1193,7 +1204,7 @@ async def _fleet_worker(conn: Connection, job: _FleetJob) -> None:
             FleetRow(
                 provider=lane.provider.name,
                 shared_hits=source.shared_hits,
-                alone=stats.refreshes + (holder.latest is not None),
+                alone=source.http_fetches + source.shared_hits,
                 stores=(stats.store or "local",),
             )
         )
@@ -1233,6 +1244,7 @@ class _FleetProcess:
         _start_deaf_to_ctrl_c(self._process)
         child_conn.close()  # so that the child's exit reads as end-of-file here
         self.ready = anyio.Event()
+        self.finished = anyio.Event()
         self.done = anyio.Event()
         self.figures: tuple[int, int, int] = (0, 0, 0)  # requests, failed, token fetches
         self.result: _FleetResult | None = None
@@ -1245,6 +1257,8 @@ class _FleetProcess:
                 kind, payload = await _receive(self._conn)
                 if kind == "ready":
                     self.ready.set()
+                elif kind == "finished":
+                    self.finished.set()
                 elif kind == "progress":
                     self.figures = payload
                 elif kind == "result":
@@ -1254,6 +1268,7 @@ class _FleetProcess:
             return
         finally:
             self.ready.set()  # a worker that died starting up must not be waited for
+            self.finished.set()
             self.done.set()
 
     def send(self, message: str) -> None:
@@ -1457,6 +1472,9 @@ async def run_fleet_demo(
                     async with anyio.create_task_group() as reporting:
                         if progress is not None:
                             reporting.start_soon(_report_progress, run, progress, live)
+                        for member in members:
+                            await member.finished.wait()
+                        run.broadcast("stop")  # all together, once all are finished
                         for member in members:
                             await member.done.wait()
                         reporting.cancel_scope.cancel()

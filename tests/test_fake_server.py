@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +15,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from aiopay_auth.testing._server import FakeProvider, Scripted
+from aiopay_auth.testing._server import Dialect, FakeProvider, Scripted
 
 
 pytestmark = pytest.mark.anyio
@@ -555,10 +556,42 @@ async def test_api_rejects_missing_unknown_expired_and_revoked(
         assert provider.api_calls == 7
 
 
-async def test_expires_in_rounds_up_whole_seconds(session: aiohttp.ClientSession) -> None:
-    async with FakeProvider("cm", lifetime=2.2) as provider:
-        _, body = await post_form(session, provider.token_url, cc_form(provider))
-        assert body["expires_in"] == 3 and isinstance(body["expires_in"], int)
+class ManualClock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("lifetime", [2.2, 0.2, 1.5, 1, 3600.0, 86400.25])
+@pytest.mark.parametrize("dialect", ["cm", "payme"])
+async def test_enforced_expiry_is_exactly_the_reported_expires_in(
+    session: aiohttp.ClientSession, dialect: Dialect, lifetime: float
+) -> None:
+    # The fake is the ground truth of every "0 expired" figure: the token must
+    # die at issue time + the very number the answer reported, not a rounded one.
+    clock = ManualClock()
+    async with FakeProvider(dialect, lifetime=lifetime, clock=clock) as provider:
+        if dialect == "payme":
+            status, body = await post_json(
+                session, provider.token_url, payme_body(provider), headers=PAYME_HEADERS
+            )
+        else:
+            status, body = await post_form(session, provider.token_url, cc_form(provider))
+        assert status == 200
+        reported = body["expires_in"]
+        assert reported == lifetime
+        assert isinstance(reported, int) == float(lifetime).is_integer()
+        token, url = body["access_token"], provider.api_base / "thing"
+        issued = clock.now
+        clock.now = math.nextafter(issued + reported, 0.0)  # the last instant it lives
+        assert await call_api(session, url, token) == 200
+        clock.now = issued + reported
+        assert await call_api(session, url, token) == 401
+        assert (provider.api_expired, provider.api_unauthorized) == (1, 1)
 
 
 async def test_reset_counters(session: aiohttp.ClientSession) -> None:

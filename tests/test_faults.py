@@ -2,11 +2,14 @@
 The fault matrix: every token-endpoint fault against every provider dialect.
 
 Each case runs a real manager against the strict loopback fake with logging
-at DEBUG, injects one fault into the proactive refresh, and asserts what a
-worker would observe: the old token keeps serving, the failure is counted
-by kind, recovery comes before expiry with exactly one extra token call (or
-after ``Retry-After``), and no secret or token appears in any log line,
-repr or error message.
+at DEBUG, sends real API requests through the manager's session the whole
+time, injects one fault into the proactive refresh (and holds the retry at
+the server), and asserts what a worker would observe, by the server's
+counts: the old token keeps serving through the fault, no request fails,
+none is refused as expired and none waits for a token; the failure is
+counted by kind, recovery comes with exactly one extra token call (after
+``Retry-After`` if one was sent), and no secret or token appears in any log
+line, repr or error message.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp
 import anyio
 import pytest
+from yarl import URL
 
 from aiopay_auth import FailureKind, RefreshPolicy, TokenManager, TokenUnavailableError
 from aiopay_auth.testing import Dialect, FakeProvider, Scripted, blackhole, provider_for
@@ -34,6 +39,13 @@ FETCH_TIMEOUT = 0.3
 POLICY = RefreshPolicy(
     fetch_timeout=FETCH_TIMEOUT, backoff_initial=0.05, backoff_max=0.2, wait_timeout=5
 )
+
+
+# What a retry at the asked instant may take beyond it: the 429 call before the
+# wait, the retry itself and the event loop's wake-up, on a loaded machine.
+# Well under the 1 s resolution of an HTTP-date, so that an error of a whole
+# second shows.
+RETRY_SLACK = 0.5
 
 
 def _http_date(seconds_ahead: int) -> str:
@@ -148,41 +160,85 @@ def fault_for(name: str) -> tuple[Scripted, FailureKind, float]:
     return factory(), kind, retry_after
 
 
+class Traffic:
+    """Workers sending real API requests through the manager's session (FairPool and
+    BearerAuth), recording the ``Authorization`` each response answered."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: URL) -> None:
+        self.http = http
+        self.url = url
+        self.carried: list[str | None] = []
+        self.statuses: list[int] = []
+        self.stop = anyio.Event()
+
+    async def worker(self) -> None:
+        while not self.stop.is_set():
+            async with self.http.get(self.url) as response:
+                await response.read()
+                self.statuses.append(response.status)
+                self.carried.append(response.request_info.headers.get("Authorization"))
+            await anyio.sleep(0.005)
+
+
+# The retry after the fault is held this long at the server: the old token
+# must keep serving real requests for at least this long.
+HOLD = 0.2
+
+
 @pytest.mark.parametrize(("dialect", "fault"), MATRIX)
 async def test_transient_fault_keeps_serving_and_recovers(
     fake_provider: FakeProviderFactory, logs: Collect, dialect: Dialect, fault: str
 ) -> None:
     scripted, kind, retry_after = fault_for(fault)
-    # Long enough that a retry after Retry-After still lands before expiry.
-    lifetime = 1.2 + 2.5 * retry_after
+    # The refresh starts at half the lifetime at the latest; the fault (at most
+    # the fetch timeout), the backoff or Retry-After, and the held retry must
+    # fit in the other half, with 0.25 s to spare.
+    lifetime = 2 * (FETCH_TIMEOUT + POLICY.backoff_initial + retry_after + HOLD) + 0.5
     fake = await fake_provider(dialect, lifetime=lifetime)
     async with TokenManager(policy=POLICY) as tokens:
         holder = tokens.add(provider_for(fake))
         first = await holder.get()
         waits = holder.stats.waits
-        fake.queue(scripted)
-        await eventually(lambda: holder.stats.failures == 1, within=lifetime + 1)
-        failed_at = time.monotonic()
-        # The failed refresh did not disturb the token being served.
-        assert first is holder.usable()
-        assert "degraded" == holder.state
-        assert {kind: 1} == holder.stats.failures_by_kind
-        health = holder.health()
-        assert kind == health.last_error_kind
-        assert health.expires_in is not None
-        assert health.expires_in > 0
-        await eventually(lambda: holder.current is not first, within=lifetime)
-        recovered_at = time.monotonic()
-        second = holder.current
-        assert second is not None
+        async with tokens.session(holder, limit=4) as http:
+            traffic = Traffic(http, fake.api_base / "charges")
+            async with anyio.create_task_group() as tg:
+                for _ in range(2):
+                    tg.start_soon(traffic.worker)
+                fake.queue(scripted)
+                fake.token_delay = HOLD  # the retry (unscripted) is held
+                await eventually(lambda: holder.stats.failures == 1, within=lifetime + 1)
+                failed_at = time.monotonic()
+                served_before = len(traffic.carried)
+                # The failed refresh did not disturb the token being served.
+                assert first is holder.usable()
+                assert "degraded" == holder.state
+                assert {kind: 1} == holder.stats.failures_by_kind
+                health = holder.health()
+                assert kind == health.last_error_kind
+                assert health.expires_in is not None
+                assert health.expires_in > 0
+                await eventually(lambda: holder.current is not first, within=lifetime)
+                recovered_at = time.monotonic()
+                second = holder.current
+                assert second is not None
+                # Real requests went on through the fault on the old token...
+                assert first.header in traffic.carried[served_before:]
+                # ...and onto the new one.
+                renewed, renewed_at = second.header, second.issued_at
+                await eventually(lambda: renewed in traffic.carried, within=lifetime)
+                traffic.stop.set()
         assert "fresh" == holder.health().state
-        # Recovered before the first token expired: no request ever waited.
-        assert second.issued_at < first.expires_at
+        # Recovered before the first token expired, by the server's clock: it
+        # refused nothing, every request succeeded, and none waited for a token.
+        assert (0, 0) == (fake.api_expired, fake.api_unauthorized)
+        assert len(traffic.statuses) == traffic.statuses.count(200) == fake.api_calls
+        assert renewed_at < first.expires_at
         assert waits == holder.stats.waits
+        assert 0 == holder.stats.recoveries
         if retry_after:
             assert recovered_at - failed_at >= retry_after - 0.05
         else:
-            assert recovered_at - failed_at < 0.5
+            assert recovered_at - failed_at < 0.5 + HOLD
         texts = [repr(holder), repr(holder.stats), str(holder.stats), repr(first)]
     assert 3 == fake.token_calls  # first fetch, the fault, one retry
     assert [] == fake.rejected
@@ -221,18 +277,24 @@ async def test_bad_credentials_fail_every_waiter_at_once_without_storming(
         assert err.last_error is not None
         assert "invalid_client" in str(err)
         assert "failing" == holder.state
-        # A slow, bounded cadence while it stays broken: no storm...
-        await anyio.sleep(1.0)
+        # A slow, bounded cadence while it stays broken: no storm. It keeps
+        # retrying, and the retries come at least unhealable_retry / 2 apart
+        # (equal jitter), so the k-th call arrives no sooner than
+        # started + (k - 1) * unhealable_retry / 2.
+        await eventually(lambda: fake.token_calls >= 3, within=3 * policy.unhealable_retry + 1)
         calls = fake.token_calls
-        assert 2 <= calls <= 7
-        # ...logged once at WARNING, the repeats only at DEBUG...
-        failed = [level for level, event in logs.events if event == "aiopay_auth.fetch_failed"]
-        assert calls == len(failed)
-        assert ["WARNING"] + ["DEBUG"] * (calls - 1) == failed
-        # ...and a credential fixed at the provider is picked up.
+        elapsed = time.monotonic() - started
+        assert calls <= 1 + elapsed / (policy.unhealable_retry / 2)
+        # A credential fixed at the provider is picked up...
         fake.client_secret = right_secret
         await eventually(lambda: holder.usable() is not None, within=1)
         assert "fresh" == holder.health().state
+        # ...and, now that no call can be in flight (the next one is the
+        # refresh of a 60 s token), every refused call was logged: once at
+        # WARNING, the repeats only at DEBUG; then one call succeeded.
+        failed = [level for level, event in logs.events if event == "aiopay_auth.fetch_failed"]
+        assert fake.token_calls == len(failed) + 1
+        assert ["WARNING"] + ["DEBUG"] * (len(failed) - 1) == failed
     assert ("INFO", "aiopay_auth.recovered") in logs.events
     assert_no_secrets(fake, [*logs.lines, *(str(r) for r in results)])
 
@@ -323,15 +385,26 @@ async def test_retry_after_is_honoured_over_the_backoff(
     fake_provider: FakeProviderFactory, dialect: Dialect, form: str
 ) -> None:
     fake = await fake_provider(dialect, lifetime=60)
-    # An HTTP-date has whole seconds: two seconds ahead is 1 to 2 s away.
+    # An HTTP-date has whole seconds: "two seconds ahead" names the start of
+    # a second 1 to 2 s away, so the wait it asks for depends on the phase.
+    # Derive it from the instant the date actually names.
+    wall_started = time.time()
     value = "1" if form == "seconds" else _http_date(2)
+    asked = 1.0
+    if form == "http-date":
+        named = email.utils.parsedate_to_datetime(value).timestamp()
+        asked = named - wall_started
+        assert 1.0 < asked < 2.01
     fake.queue(Scripted(status=429, headers={"Retry-After": value}))
     async with TokenManager(policy=POLICY) as tokens:
         holder = tokens.add(provider_for(fake))
-        started = time.monotonic()
         await holder.get()
-        elapsed = time.monotonic() - started
-    assert 0.95 <= elapsed < 2.5
+        elapsed = time.time() - wall_started
+    # Never sooner than asked (5 ms allowed for the wall clock's slew against
+    # the monotonic one the SDK sleeps on), and no whole second later than
+    # asked: the wait is taken from the instant named, not rounded up or
+    # counted twice.
+    assert asked - 0.005 <= elapsed <= asked + RETRY_SLACK
     assert 2 == fake.token_calls
     assert {"throttled": 1} == holder.stats.failures_by_kind
 

@@ -31,7 +31,6 @@ import base64
 import binascii
 import contextlib
 import json
-import math
 import random
 import secrets
 import time
@@ -189,6 +188,16 @@ def _json_response(
     )
 
 
+def _wire_lifetime(lifetime: float) -> int | float:
+    """The ``expires_in`` reported for a lifetime, exactly the value enforced.
+
+    A JSON integer when the lifetime is whole (as real servers send), else the same float,
+    which JSON carries exactly (``repr`` round-trips), so client and server agree to the bit.
+    """
+    seconds = float(lifetime)
+    return int(seconds) if seconds.is_integer() else seconds
+
+
 def _same(given: str, expected: str) -> bool:
     return secrets.compare_digest(given.encode(), expected.encode())
 
@@ -265,6 +274,11 @@ class FakeProvider:
     Attributes:
         dialect: The provider dialect spoken.
         lifetime: Seconds each newly issued access token lives (may be fractional). Mutable.
+            The token response reports it exactly as ``expires_in`` (a JSON integer when it
+            is whole, else the same float) and the API refuses the token from ``issue time +
+            expires_in`` on :attr:`clock`: what the client is told is what is enforced.
+        clock: The monotonic clock (seconds) that times issued tokens; ``time.monotonic``
+            unless a test injects one to check expiry at an exact instant.
         token_delay: Seconds every unscripted token call waits before it is handled, to
             simulate a slow endpoint that still answers normally. Mutable; 0 by default.
         client_id: The accepted client id (for ``"oro"``: the back-office client).
@@ -304,12 +318,14 @@ class FakeProvider:
         issue_refresh_tokens: bool | None = None,
         rotate_refresh_tokens: bool = True,
         audience: str = "https://api.dev.alignet.io",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Configure the provider; nothing is bound until :meth:`start`.
 
         Args:
             dialect: Which provider to impersonate.
-            lifetime: Seconds each issued access token lives (fractions allowed).
+            lifetime: Seconds each issued access token lives (fractions allowed), reported
+                exactly as ``expires_in`` and enforced from the moment of issue.
             client_id: The accepted client id (``"oro"``: the back-office client).
             client_secret: The accepted client secret (shared by both ``"oro"`` clients).
             username: The accepted username for the password grant.
@@ -318,6 +334,7 @@ class FakeProvider:
             issue_refresh_tokens: ``None`` for the dialect default, or force on/off.
             rotate_refresh_tokens: Whether refresh tokens are single use.
             audience: ``"payme"`` only: the ``audience`` the token request must name.
+            clock: Monotonic clock timing token expiry (``time.monotonic`` by default).
 
         Raises:
             ValueError: If ``dialect`` is unknown.
@@ -335,6 +352,7 @@ class FakeProvider:
         self.issue_refresh_tokens = issue_refresh_tokens
         self.rotate_refresh_tokens = rotate_refresh_tokens
         self.audience = audience
+        self.clock = clock
 
         self.token_calls = 0
         self.tokens_issued = 0
@@ -582,7 +600,7 @@ class FakeProvider:
             if authorization is not None and authorization[:7].lower() == "bearer ":
                 info = access.get(authorization[7:].strip())
                 if info is not None:
-                    if info.expires_at > time.monotonic():
+                    if info.expires_at > self.clock():
                         if info.kind == kind:
                             return web.Response(
                                 text=json.dumps({"ok": True, "path": request.path}),
@@ -808,12 +826,12 @@ class FakeProvider:
         return info.kind, False
 
     def _issue(self, kind: str, client_id: str, *, with_refresh: bool) -> dict[str, Any]:
-        lifetime = self.lifetime
+        expires_in = _wire_lifetime(self.lifetime)
         access_token = secrets.token_urlsafe(32)
-        self._access[access_token] = _Access(time.monotonic() + lifetime, kind)
+        # The one rule: the token dies at issue time + exactly what the answer reports.
+        self._access[access_token] = _Access(self.clock() + expires_in, kind)
         self.issued_tokens.add(access_token)
         self.tokens_issued += 1
-        expires_in: float = float(lifetime) if lifetime < 1 else math.ceil(lifetime)
         payload: dict[str, Any] = {
             "access_token": access_token,
             "expires_in": expires_in,
