@@ -110,6 +110,8 @@ MUTANT_TESTS: dict[str, list[str]] = {
     "_manager": ["tests/test_manager.py", "tests/test_api.py"],
     "fleet": ["tests/test_fleet.py"],
 }
+# Modules that are packages: every file of theirs is mutated.
+MUTANT_PATHS = {"fleet": "aiopay_auth/fleet/*"}
 MUTANT_DEFAULT = [module for module in MUTANT_TESTS if module != "fleet"]
 
 
@@ -144,7 +146,7 @@ def mutants(session: nox.Session) -> None:
         (tree / "setup.cfg").write_text(
             "[mutmut]\n"
             "source_paths = aiopay_auth\n"
-            f"only_mutate = aiopay_auth/{module}.py\n"
+            f"only_mutate = {MUTANT_PATHS.get(module, f'aiopay_auth/{module}.py')}\n"
             "also_copy = tests\n"
             # A mutant that makes a test hang (waiting out a 30 s bound) is cut
             # at 3 x (its tests' clean time + 1 s) and counted as caught.
