@@ -124,6 +124,9 @@ def _failure(exc: BaseException, provider: str, origin: str, status: int) -> Tok
         )
     timed_out = isinstance(exc, TimeoutError)
     what = "timed out" if timed_out else f"failed ({type(exc).__name__})"
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        # The proxy refused the tunnel (407, 403, 502): only its status is quoted.
+        what = f"failed ({type(exc).__name__}: the proxy answered HTTP {int(exc.status)})"
     return TokenRequestError(
         f"token request to {origin} {what}", provider=provider, timed_out=timed_out
     )
@@ -136,8 +139,11 @@ def _not_http(exc: BaseException) -> bool:
     (the connection errors derive from ``ClientConnectionError`` instead);
     a body that cannot be decoded (bad gzip) is a ``ClientPayloadError``
     caused by anything but running out of data, which is a dropped
-    connection (``ContentLengthError``, ``TransferEncodingError``).
+    connection (``ContentLengthError``, ``TransferEncodingError``). A
+    proxy refusing ``CONNECT`` (``ClientHttpProxyError``) answered in HTTP.
     """
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return False  # a proxy refusing the tunnel answered in valid HTTP
     if isinstance(exc, aiohttp.ClientResponseError):
         return True
     if isinstance(exc, aiohttp.ClientPayloadError):
