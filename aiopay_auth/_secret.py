@@ -94,6 +94,7 @@ _JSON_SIMPLE = {
     "r": "\r",
     "t": "\t",
 }
+_URLSAFE = str.maketrans("-_", "+/")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{4,}={0,2}")
 
 
@@ -114,20 +115,26 @@ def _json_unescaped(match: re.Match[str]) -> str:
     return chr(int(code, 16)) if code else _JSON_SIMPLE[simple]
 
 
-def _decodings(text: str) -> Iterator[str]:
-    """*text* decoded each way a secret may have been encoded in it."""
+def _decodings(text: str, shortest: int) -> Iterator[str]:
+    """*text* decoded each way a secret may have been encoded in it.
+
+    Base64 runs shorter than *shortest* characters (the encoding of the
+    shortest secret) cannot hold one and are not decoded.
+    """
     yield text
     yield unquote(text)  # percent-decoding is case-insensitive
     yield unquote_plus(text)
     yield _JSON_ESCAPE.sub(_json_unescaped, text)
     for run in _BASE64_RUN.findall(text):
         stripped = run.rstrip("=")
+        if len(stripped) < shortest:
+            continue
+        # One alphabet: URL-safe base64 read as standard base64.
+        stripped = stripped.translate(_URLSAFE)
         for start in range(4):  # the run may begin with letters that are not base64 of ours
             part = stripped[start:]
-            padded = part + "=" * (-len(part) % 4)
-            for decode in (base64.b64decode, base64.urlsafe_b64decode):
-                with contextlib.suppress(binascii.Error, ValueError):
-                    yield decode(padded).decode("utf-8", "replace")
+            with contextlib.suppress(binascii.Error, ValueError):
+                yield base64.b64decode(part + "=" * (-len(part) % 4)).decode("utf-8", "replace")
 
 
 @final
@@ -151,7 +158,7 @@ class Redactor:
         secrets: The secrets to hide; ``None`` and empty ones are skipped.
     """
 
-    __slots__ = ("_forms", "_values")
+    __slots__ = ("_forms", "_shortest", "_values")
 
     def __init__(self, secrets: Iterable[Secret | None]) -> None:
         forms: set[str] = set()
@@ -164,6 +171,8 @@ class Redactor:
         # Longest first, so a secret that contains another is replaced whole.
         self._forms: tuple[str, ...] = tuple(sorted(forms, key=len, reverse=True))
         self._values: frozenset[str] = frozenset(values)
+        # Unpadded base64 of n bytes takes ceil(4n / 3) characters.
+        self._shortest = min((-(-4 * len(v.encode()) // 3) for v in values), default=0)
 
     def quote(self, text: str, limit: int | None = None) -> str:
         """Return *text* with the secrets replaced, then scrubbed and cut to *limit*.
@@ -183,7 +192,10 @@ class Redactor:
         return scrub(text) if limit is None else scrub(text, limit)
 
     def _still_quotes_a_secret(self, text: str) -> bool:
-        return any(value in decoded for decoded in _decodings(text) for value in self._values)
+        if not self._values:
+            return False
+        decodings = _decodings(text, self._shortest)
+        return any(value in decoded for decoded in decodings for value in self._values)
 
     def __repr__(self) -> str:
         return f"Redactor({len(self._forms)} forms)"
