@@ -15,7 +15,12 @@ from ._oauth import MAX_RESPONSE_BYTES, build_token_request, parse_token_respons
 from ._provider import Provider
 from ._secret import Secret
 from ._token import Token
-from .exceptions import TokenRequestError, TokenResponseError, TokenTLSError
+from .exceptions import (
+    TokenEndpointError,
+    TokenRequestError,
+    TokenResponseError,
+    TokenTLSError,
+)
 
 
 __all__ = ["HttpTokenSource", "TokenSource"]
@@ -69,6 +74,7 @@ class HttpTokenSource:
         issued_at = self._clock()
         origin = request.url.origin()
         status = 0  # until a status line has been read
+        failure: TokenEndpointError | None = None
         try:
             async with self._session.post(
                 request.url,
@@ -87,22 +93,12 @@ class HttpTokenSource:
                     )
                 body = await _read_limited(resp)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            if (problem := tls_problem(exc)) is not None:
-                msg = f"TLS with {origin} failed: {problem}"
-                raise TokenTLSError(msg, provider=provider.name) from _without_frames(exc)
-            if _not_http(exc):
-                # The endpoint answered, but not in HTTP: a bad response, not a lost connection.
-                raise TokenResponseError(
-                    f"token endpoint {origin} answered with malformed HTTP",
-                    provider=provider.name,
-                    status=status,
-                    retryable=True,
-                ) from _without_frames(exc)
-            what = (
-                "timed out" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
-            )
-            msg = f"token request to {origin} {what}"
-            raise TokenRequestError(msg, provider=provider.name) from _without_frames(exc)
+            failure = _failure(exc, provider.name, str(origin), status)
+        if failure is not None:
+            # Raised outside the except block: aiohttp's error is neither the
+            # cause nor the context (its message may quote raw response bytes,
+            # its repr the request headers).
+            raise failure
         return parse_token_response(
             provider,
             status=status,
@@ -114,21 +110,26 @@ class HttpTokenSource:
         )
 
 
-def _without_frames(exc: BaseException) -> BaseException:
-    """Drop the tracebacks of *exc* and of what it chains, and return it.
-
-    aiohttp's frames hold the request body (the client secret, the
-    password) in their locals; a cause kept with them would hand those to
-    any renderer that shows locals when the application logs our error.
-    The type and the message stay.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        current.__traceback__ = None
-        current = current.__cause__ or current.__context__
-    return exc
+def _failure(exc: BaseException, provider: str, origin: str, status: int) -> TokenEndpointError:
+    """Our typed error for aiohttp's *exc*, naming its type, never quoting it."""
+    if (problem := tls_problem(exc)) is not None:
+        return TokenTLSError(f"TLS with {origin} failed: {problem}", provider=provider)
+    if _not_http(exc):
+        # The endpoint answered, but not in HTTP: a bad response, not a lost connection.
+        return TokenResponseError(
+            f"token endpoint {origin} answered with malformed HTTP ({type(exc).__name__})",
+            provider=provider,
+            status=status,
+            retryable=True,
+        )
+    timed_out = isinstance(exc, TimeoutError)
+    what = "timed out" if timed_out else f"failed ({type(exc).__name__})"
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        # The proxy refused the tunnel (407, 403, 502): only its status is quoted.
+        what = f"failed ({type(exc).__name__}: the proxy answered HTTP {int(exc.status)})"
+    return TokenRequestError(
+        f"token request to {origin} {what}", provider=provider, timed_out=timed_out
+    )
 
 
 def _not_http(exc: BaseException) -> bool:
@@ -138,8 +139,11 @@ def _not_http(exc: BaseException) -> bool:
     (the connection errors derive from ``ClientConnectionError`` instead);
     a body that cannot be decoded (bad gzip) is a ``ClientPayloadError``
     caused by anything but running out of data, which is a dropped
-    connection (``ContentLengthError``, ``TransferEncodingError``).
+    connection (``ContentLengthError``, ``TransferEncodingError``). A
+    proxy refusing ``CONNECT`` (``ClientHttpProxyError``) answered in HTTP.
     """
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return False  # a proxy refusing the tunnel answered in valid HTTP
     if isinstance(exc, aiohttp.ClientResponseError):
         return True
     if isinstance(exc, aiohttp.ClientPayloadError):

@@ -64,7 +64,7 @@ def failure_kind(error: AuthError) -> FailureKind:
     if isinstance(error, TokenTLSError):
         return "tls"
     if isinstance(error, TokenRequestError):
-        return "timeout" if isinstance(error.__cause__, TimeoutError) else "connection"
+        return "timeout" if error.timed_out else "connection"
     if isinstance(error, TokenResponseError):
         status = classify_status(error.status)
         if status == "success":

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import hashlib
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from typing import Final, final
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 from .exceptions import scrub
 
@@ -74,13 +78,78 @@ class Secret:
         return (Secret, (self._value,))
 
 
+WITHHELD = "[provider text withheld: it quoted a credential]"
+"""What :meth:`Redactor.quote` returns for text that still decodes to a secret."""
+
+# JavaScript's encodeURIComponent leaves these unescaped.
+_URI_COMPONENT_SAFE = "-_.!~*'()"
+_JSON_ESCAPE = re.compile(r'\\(?:u([0-9A-Fa-f]{4})|(["\\/bfnrt]))')
+_JSON_SIMPLE = {
+    '"': '"',
+    "\\": "\\",
+    "/": "/",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+}
+_URLSAFE = str.maketrans("-_", "+/")
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{4,}={0,2}")
+
+
+def _encodings(value: str) -> set[str]:
+    """The forms *value* travels in, or is echoed in, as plain text."""
+    raw = value.encode()
+    percent = {quote(value, safe=""), quote(value, safe=_URI_COMPONENT_SAFE), quote_plus(value)}
+    forms = {value, *percent, *(form.lower() for form in percent)}
+    for form in (json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]):
+        forms |= {form, form.replace("/", "\\/")}
+    for encoded in (base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()):
+        forms |= {encoded, encoded.rstrip("=")}
+    return forms
+
+
+def _json_unescaped(match: re.Match[str]) -> str:
+    code, simple = match.groups()
+    return chr(int(code, 16)) if code else _JSON_SIMPLE[simple]
+
+
+def _decodings(text: str, shortest: int) -> Iterator[str]:
+    """*text* decoded each way a secret may have been encoded in it.
+
+    Base64 runs shorter than *shortest* characters (the encoding of the
+    shortest secret) cannot hold one and are not decoded.
+    """
+    yield text
+    yield unquote(text)  # percent-decoding is case-insensitive
+    yield unquote_plus(text)
+    yield _JSON_ESCAPE.sub(_json_unescaped, text)
+    for run in _BASE64_RUN.findall(text):
+        stripped = run.rstrip("=")
+        if len(stripped) < shortest:
+            continue
+        # One alphabet: URL-safe base64 read as standard base64.
+        stripped = stripped.translate(_URLSAFE)
+        for start in range(4):  # the run may begin with letters that are not base64 of ours
+            part = stripped[start:]
+            with contextlib.suppress(binascii.Error, ValueError):
+                yield base64.b64decode(part + "=" * (-len(part) % 4)).decode("utf-8", "replace")
+
+
 @final
 class Redactor:
-    """Quotes provider-supplied text safely: the one place that does it.
+    r"""Quotes provider-supplied text safely: the one place that does it.
 
     :meth:`quote` first replaces every given secret, in each form it
-    travels in (as is, form-encoded, percent-encoded, JSON-escaped), and
-    only then flattens, scrubs and cuts the text with
+    travels in or may be echoed in (as is; form-encoded; percent-encoded in
+    upper or lower case, also as JavaScript's ``encodeURIComponent`` does;
+    JSON-escaped, also with ``\/`` and ``\uXXXX``; base64, standard and
+    URL-safe, with or without padding). Then it checks what is left:
+    decoded each of those ways (percent-decoding case-insensitively, ``+``
+    as a space, JSON unescaping, every base64-looking run), if a secret
+    still shows, the whole text is replaced by :data:`WITHHELD`. Only then
+    does it flatten, scrub and cut the text with
     :func:`~aiopay_auth.exceptions.scrub`. Redacting after the cut would
     miss a secret cut in half or one with spaces, so the order is fixed
     here rather than left to each caller.
@@ -89,16 +158,21 @@ class Redactor:
         secrets: The secrets to hide; ``None`` and empty ones are skipped.
     """
 
-    __slots__ = ("_forms",)
+    __slots__ = ("_forms", "_shortest", "_values")
 
     def __init__(self, secrets: Iterable[Secret | None]) -> None:
         forms: set[str] = set()
+        values: set[str] = set()
         for secret in secrets:
             if secret:
                 value = secret.reveal()
-                forms |= {value, quote_plus(value), quote(value, safe=""), json.dumps(value)[1:-1]}
+                values |= {value, quote_plus(value)}  # Basic credentials are form-encoded
+                forms |= _encodings(value)
         # Longest first, so a secret that contains another is replaced whole.
         self._forms: tuple[str, ...] = tuple(sorted(forms, key=len, reverse=True))
+        self._values: frozenset[str] = frozenset(values)
+        # Unpadded base64 of n bytes takes ceil(4n / 3) characters.
+        self._shortest = min((-(-4 * len(v.encode()) // 3) for v in values), default=0)
 
     def quote(self, text: str, limit: int | None = None) -> str:
         """Return *text* with the secrets replaced, then scrubbed and cut to *limit*.
@@ -108,11 +182,20 @@ class Redactor:
             limit: The most characters kept; :func:`scrub`'s default when ``None``.
 
         Returns:
-            One line that is safe to put in an error or a log.
+            One line that is safe to put in an error or a log:
+            :data:`WITHHELD` when the text still decodes to a secret.
         """
         for form in self._forms:
             text = text.replace(form, "[redacted]")
+        if self._still_quotes_a_secret(text):
+            return WITHHELD
         return scrub(text) if limit is None else scrub(text, limit)
+
+    def _still_quotes_a_secret(self, text: str) -> bool:
+        if not self._values:
+            return False
+        decodings = _decodings(text, self._shortest)
+        return any(value in decoded for decoded in decodings for value in self._values)
 
     def __repr__(self) -> str:
         return f"Redactor({len(self._forms)} forms)"

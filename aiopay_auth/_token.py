@@ -15,8 +15,8 @@ class Token:
     """One access token as issued by a provider, ready to stamp on requests.
 
     Tokens compare by identity: two fetches that return the same string are
-    still two tokens, each with its own expiry. Neither the access token nor
-    the refresh token appears in ``repr()``.
+    still two tokens, each with its own expiry. Neither the access token,
+    the refresh token nor the provider's ``scope`` text appears in ``repr()``.
 
     Attributes:
         access_token: The bearer token text. Never log it.
@@ -27,7 +27,8 @@ class Token:
             monotonic clock (``time.monotonic()`` unless a clock is injected).
         expires_at: When it stops being usable, on the same clock.
         refresh_token: A refresh token issued with it, if any.
-        scope: The scope the provider granted, if it said.
+        scope: The scope the provider granted, if it said. Provider text
+            that may echo a credential: kept verbatim, so not in ``repr()``.
         fingerprint: A short non-reversible label, safe to log.
     """
 
@@ -37,7 +38,7 @@ class Token:
     issued_at: float
     expires_at: float
     refresh_token: Secret | None = attrs.field(default=None, repr=False)
-    scope: str | None = None
+    scope: str | None = attrs.field(default=None, repr=False)
     fingerprint: str
 
     @classmethod

@@ -28,6 +28,7 @@ __all__ = [
     "TokenResponseError",
     "TokenTLSError",
     "TokenUnavailableError",
+    "without_frames",
 ]
 
 _QUOTE_LIMIT = 200
@@ -58,6 +59,27 @@ def scrub(text: str, limit: int = _QUOTE_LIMIT) -> str:
     if len(flat) > limit:
         flat = flat[: limit - 1] + "…"
     return flat
+
+
+def without_frames(error: BaseException) -> BaseException:
+    """Drop the tracebacks of *error* and of everything it chains; return it.
+
+    The one rule for an error that is kept (``stats.last_error``, a failure
+    handed to waiters, a ``__cause__``): the frames it was raised through
+    hold the request body and the raw answer (which may echo a secret) in
+    their locals, and a renderer that shows locals would print them. The
+    type, the message and the attributes stay.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return error
 
 
 class AuthError(Exception):
@@ -109,12 +131,27 @@ class TokenEndpointError(AuthError):
 class TokenRequestError(TokenEndpointError):
     """The token endpoint could not be reached or did not answer in time.
 
-    The underlying ``aiohttp`` or OS error is chained as ``__cause__``.
-    Always retryable.
+    The message names the underlying error's type (``failed
+    (ServerDisconnectedError)``) or says ``timed out``. That error is not
+    chained (neither ``__cause__`` nor ``__context__``): aiohttp's messages
+    may quote raw response bytes (a server echoing our request body) and
+    its ``repr()`` shows the request headers (Basic credentials). Always
+    retryable.
+
+    Args:
+        message: What went wrong, in words.
+        provider: The provider's name.
+        timed_out: Whether no answer came in time (connect or read), as
+            opposed to a refused, reset or dropped connection.
     """
 
-    def __init__(self, message: str, *, provider: str | None = None) -> None:
+    timed_out: bool
+
+    def __init__(
+        self, message: str, *, provider: str | None = None, timed_out: bool = False
+    ) -> None:
         super().__init__(message, provider=provider, retryable=True)
+        self.timed_out = timed_out
 
 
 class TokenTLSError(TokenEndpointError):
@@ -124,7 +161,8 @@ class TokenTLSError(TokenEndpointError):
     name did not match), or the server refused the client certificate or its
     absence (mTLS). The message names what TLS said, such as
     ``certificate verify failed: ...`` or ``tlsv13 alert certificate
-    required``; the ``ssl`` error is chained as ``__cause__``. Never
+    required``. The ``ssl`` error is not chained, for the reason given
+    at :class:`TokenRequestError`. Never
     retryable: waiters fail at once, and the refresher asks again only at
     the slow cadence for errors that cannot heal.
     """
@@ -181,7 +219,8 @@ class TokenUnavailableError(AuthError):
         message: What happened, in words.
         provider: The provider's name.
         last_error: The last failure of the token endpoint, if any; also
-            chained as ``__cause__``.
+            chained as ``__cause__``, without its traceback (its frames'
+            locals held the raw answer).
         retryable: Whether waiting again later can help.
     """
 

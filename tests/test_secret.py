@@ -127,6 +127,46 @@ def test_token_repr_hides_access_token_header_and_refresh_token() -> None:
         assert token.fingerprint in shown  # what *is* shown tells tokens apart
 
 
+def test_token_repr_hides_the_provider_supplied_scope() -> None:
+    # Red team s20: a hostile endpoint echoes the client secret in `scope`.
+    token = make_token(scope=f"payments {VALUE}")
+    assert token.scope == f"payments {VALUE}"  # kept verbatim for the application
+    for shown in (repr(token), str(token)):
+        assert VALUE not in shown
+        assert "payments" not in shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(f"x {VALUE.upper()}", id="no-secret-case-differs"),
+        pytest.param("ordinary words, 42% off, a+b", id="ordinary"),
+    ],
+)
+def test_redactor_leaves_text_without_a_secret_alone(text: str) -> None:
+    from aiopay_auth._secret import Redactor
+
+    assert Redactor([Secret(VALUE)]).quote(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param('{"s": "' + "".join(f"\\u{ord(c):04X}" for c in "pa/ss") + '"}', id="json-u"),
+        pytest.param("x pa%2Fss%2", id="broken-percent-still-decodes"),
+        pytest.param("x cGEvc3M=", id="base64"),
+        pytest.param("x Q1cGEvc3M=", id="base64-misaligned"),
+        pytest.param("x pa%2f%73s", id="mixed-percent"),
+    ],
+)
+def test_redactor_withholds_text_that_still_decodes_to_a_secret(text: str) -> None:
+    from aiopay_auth._secret import WITHHELD, Redactor
+
+    quoted = Redactor([Secret("pa/ss")]).quote(text)
+    assert "pa/ss" not in quoted
+    assert quoted == WITHHELD or "[redacted]" in quoted
+
+
 def test_token_bearer_fields() -> None:
     token = make_token(token_type="bearer")
     assert f"Bearer {ACCESS}" == token.header
