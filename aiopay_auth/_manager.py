@@ -13,6 +13,7 @@ import aiohttp
 import anyio
 from anyio.abc import TaskGroup
 
+from ._check import callable_or_none, count, instance_of
 from ._fetch import HttpTokenSource, TokenSource
 from ._holder import TokenHolder
 from ._log import log
@@ -82,10 +83,16 @@ class TokenManager:
         network: Network | None = None,
     ) -> None:
         network = checked_network(network)
+        if policy is not None:
+            instance_of("TokenManager policy", policy, RefreshPolicy)
+        if rng is not None:
+            instance_of("TokenManager rng", rng, random.Random)
         self.policy = policy or RefreshPolicy()
+        callable_or_none("TokenManager clock", clock)
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._token_pool_size = token_pool_size
+        self._token_pool_size = count("TokenManager token_pool_size", token_pool_size, minimum=0)
+        callable_or_none("TokenManager token_source", token_source)
         self._wrap_source = token_source
         self._holders: dict[str, TokenHolder] = {}
         self._sessions: list[aiohttp.ClientSession] = []
@@ -182,6 +189,7 @@ class TokenManager:
             ConfigError: The manager is not open, or a provider of that
                 name was already added.
         """
+        instance_of("add() provider", provider, Provider)
         tg, session = self._open("add providers", provider=provider.name)
         if provider.name in self._holders:
             msg = f"a provider named {provider.name!r} was already added"
@@ -291,9 +299,9 @@ class TokenManager:
         if "connector" in session_kwargs or "middlewares" in session_kwargs:
             msg = "session() builds its own connector and middlewares"
             raise ConfigError(msg)
-        if limit < 1:
-            msg = f"limit must be at least 1, not {limit}"
-            raise ConfigError(msg)
+        count("session() limit", limit, minimum=1)
+        if "timeout" in session_kwargs:
+            instance_of("session() timeout", session_kwargs["timeout"], aiohttp.ClientTimeout)
         network = checked_network(network)
         if network is not None:
             session_kwargs = _with_network(network, session_kwargs)
@@ -319,6 +327,7 @@ class TokenManager:
         return tg, session
 
     def _check_holder(self, holder: TokenHolder) -> None:
+        instance_of("a holder", holder, TokenHolder)
         if self._holders.get(holder.name) is not holder:
             msg = f"provider {holder.name!r} was not added to this manager"
             raise ConfigError(msg, provider=holder.name)

@@ -18,6 +18,7 @@ import contextvars
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs, payload
 from yarl import URL
 
+from ._check import instance_of
 from ._holder import TokenHolder
 from ._token import Token
 from .exceptions import ConfigError
@@ -99,6 +100,8 @@ class BearerAuth:
         if not holders:
             msg = "BearerAuth needs at least one token holder"
             raise ConfigError(msg)
+        for holder in holders:
+            instance_of("BearerAuth holders", holder, TokenHolder)
         self._holders = holders
         routes: dict[_Origin, list[tuple[str, str, TokenHolder]]] = {}
         for holder in holders:

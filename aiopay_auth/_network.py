@@ -154,6 +154,24 @@ class Network:
             limit_per_host=limit_per_host,
             ssl=True if self.ssl is None else self.ssl,
         )
+        try:
+            return self._client_session(connector, **options)
+        except (TypeError, ValueError) as exc:
+            # The connector is fresh, holds no connection: closing it marks
+            # the half-built session closed, so none warns of being unclosed.
+            connector._close()  # the synchronous close (no connection to wait for)
+            # aiohttp's own words may quote a value (a header, a proxy):
+            # name the arguments and the error type only, chain nothing.
+            given = ", ".join(sorted(options)) or "none"
+            msg = (
+                f"aiohttp.ClientSession refused an argument ({type(exc).__name__}); "
+                f"arguments given: {given}"
+            )
+        raise ConfigError(msg)
+
+    def _client_session(
+        self, connector: aiohttp.TCPConnector, **options: Any
+    ) -> aiohttp.ClientSession:
         options = {"trust_env": self.trust_env, **options}
         if self.proxy is not None:
             options["proxy"] = self.proxy  # never with its password: see below

@@ -6,27 +6,28 @@ import random
 
 import attrs
 
+from ._check import number
 from .exceptions import ConfigError
 
 
 __all__ = ["RefreshPolicy"]
 
 
-def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        msg = f"RefreshPolicy.{attribute.name} must be positive, not {value!r}"
+def _positive(_: object, attribute: attrs.Attribute[float], value: object) -> None:
+    number(f"RefreshPolicy.{attribute.name}", value)
+
+
+def _at_least_one(_: object, attribute: attrs.Attribute[float], value: object) -> None:
+    what = f"RefreshPolicy.{attribute.name}"
+    if not number(what, value) >= 1:
+        msg = f"{what} must be at least 1, not {value!r}"
         raise ConfigError(msg)
 
 
-def _at_least_one(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value >= 1:
-        msg = f"RefreshPolicy.{attribute.name} must be at least 1, not {value!r}"
-        raise ConfigError(msg)
-
-
-def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not 0 <= value < 1:
-        msg = f"RefreshPolicy.{attribute.name} must be in [0, 1), not {value!r}"
+def _fraction(_: object, attribute: attrs.Attribute[float], value: object) -> None:
+    what = f"RefreshPolicy.{attribute.name}"
+    if not 0 <= number(what, value, positive=False) < 1:
+        msg = f"{what} must be in [0, 1), not {value!r}"
         raise ConfigError(msg)
 
 

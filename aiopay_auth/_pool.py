@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 
-from .exceptions import ConfigError
+from ._check import count
 
 
 if TYPE_CHECKING:
@@ -49,10 +49,7 @@ class FairGate:
     __slots__ = ("_free", "_waiters", "size")
 
     def __init__(self, size: int) -> None:
-        if size < 1:
-            msg = f"FairGate size must be at least 1, not {size}"
-            raise ConfigError(msg)
-        self.size = size
+        self.size = size = count("FairGate size", size, minimum=1)
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
 
@@ -118,8 +115,9 @@ class PoolGates:
     __slots__ = ("_hosts", "limit_per_host", "pool")
 
     def __init__(self, limit: int, limit_per_host: int) -> None:
+        limit = count("limit", limit, minimum=0)
         self.pool = FairGate(limit) if limit else None
-        self.limit_per_host = limit_per_host
+        self.limit_per_host = count("limit_per_host", limit_per_host, minimum=0)
         self._hosts: dict[Hashable, FairGate] = {}
 
     def host(self, key: Hashable) -> FairGate | None:

@@ -11,6 +11,7 @@ import attrs
 from yarl import URL
 
 from ._assertion import ClientAssertion, assertion_problems
+from ._check import callable_or_none, instance_of, number
 from ._secret import Secret
 from .exceptions import ConfigError
 
@@ -92,23 +93,79 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def _url(value: str | URL) -> URL:
-    return value if isinstance(value, URL) else URL(value)
+def _url(what: str, value: object) -> URL:
+    if isinstance(value, URL):
+        return value
+    text = instance_of(f"Provider {what}", value, str)
+    try:
+        return URL(text)
+    except ValueError:
+        msg = f"Provider {what} is not a valid URL"
+        raise ConfigError(msg) from None
 
 
-def _secret(value: str | Secret) -> Secret:
-    return value if isinstance(value, Secret) else Secret(value)
+def _secret(what: str, value: object) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    return Secret(instance_of(f"Provider {what}", value, str))
 
 
-def _opt_secret(value: str | Secret | None) -> Secret | None:
-    return None if value is None else _secret(value)
+def _pairs(what: str, value: object) -> Extra:
+    # Name the entry by its place or name, never its value: it may be a credential.
+    if isinstance(value, Mapping):
+        items: Iterable[object] = value.items()
+    elif isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        msg = f"Provider {what} must be a mapping or (name, value) pairs, not a {_kind(value)}"
+        raise ConfigError(msg)
+    else:
+        items = value
+    pairs: list[tuple[str, str | Secret]] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            msg = f"Provider {what} entry {index} must be a (name, value) pair"
+            raise ConfigError(msg)
+        name = instance_of(f"Provider {what} entry {index} name", item[0], str)
+        entry = item[1]
+        if not isinstance(entry, str | Secret):
+            msg = (
+                f"Provider {what} {name!r}: the value must be a str or Secret, not a {_kind(entry)}"
+            )
+            raise ConfigError(msg)
+        pairs.append((name, entry))
+    return tuple(pairs)
 
 
-def _pairs(
+# Named converters, one per field (the attrs mypy plugin reads their argument types).
+def _token_url(value: str | URL) -> URL:
+    return _url("token_url", value)
+
+
+def _client_secret(value: str | Secret) -> Secret:
+    return _secret("client_secret", value)
+
+
+def _password(value: str | Secret | None) -> Secret | None:
+    return None if value is None else _secret("password", value)
+
+
+def _refresh_token(value: str | Secret | None) -> Secret | None:
+    return None if value is None else _secret("refresh_token", value)
+
+
+def _extra_fields(
     value: Mapping[str, str | Secret] | Iterable[tuple[str, str | Secret]],
 ) -> Extra:
-    items = value.items() if isinstance(value, Mapping) else value
-    return tuple((str(k), v if isinstance(v, Secret) else str(v)) for k, v in items)
+    return _pairs("extra_fields", value)
+
+
+def _extra_headers(
+    value: Mapping[str, str | Secret] | Iterable[tuple[str, str | Secret]],
+) -> Extra:
+    return _pairs("extra_headers", value)
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
 
 
 def _names_only(pairs: Extra) -> str:
@@ -122,8 +179,16 @@ def reveal(value: str | Secret) -> str:
 
 
 def _scopes(value: Iterable[str | URL] | str | URL) -> tuple[URL, ...]:
-    items = [value] if isinstance(value, str | URL) else list(value)
-    return tuple(_url(v) for v in items)
+    items: list[object]
+    given: object = value  # untyped callers pass ints, bytes, mappings
+    if isinstance(given, str | URL):
+        items = [given]
+    elif isinstance(given, Iterable) and not isinstance(given, bytes | Mapping):
+        items = list(given)
+    else:
+        msg = f"Provider api must be a URL or URLs (str or yarl.URL), not a {_kind(given)}"
+        raise ConfigError(msg)
+    return tuple(_url("api", v) for v in items)
 
 
 @attrs.frozen(kw_only=True)
@@ -175,29 +240,50 @@ class Provider:
     """
 
     name: str
-    token_url: URL = attrs.field(converter=_url)
+    token_url: URL = attrs.field(converter=_token_url)
     api: tuple[URL, ...] = attrs.field(converter=_scopes)
     client_id: str
-    client_secret: Secret = attrs.field(default=Secret(""), converter=_secret)
+    client_secret: Secret = attrs.field(default=Secret(""), converter=_client_secret)
     grant_type: Grant = "client_credentials"
     username: str | None = None
-    password: Secret | None = attrs.field(default=None, converter=_opt_secret)
+    password: Secret | None = attrs.field(default=None, converter=_password)
     scope: str | None = None
     client_auth: ClientAuth = "body"
     assertion: ClientAssertion | None = None
     encoding: Encoding = "form"
-    extra_fields: Extra = attrs.field(default=(), converter=_pairs, repr=_names_only)
-    extra_headers: Extra = attrs.field(default=(), converter=_pairs, repr=_names_only)
+    extra_fields: Extra = attrs.field(default=(), converter=_extra_fields, repr=_names_only)
+    extra_headers: Extra = attrs.field(default=(), converter=_extra_headers, repr=_names_only)
     envelope: EnvelopeCheck | None = attrs.field(default=None, eq=False, repr=False)
-    refresh_token: Secret | None = attrs.field(default=None, converter=_opt_secret)
+    refresh_token: Secret | None = attrs.field(default=None, converter=_refresh_token)
     default_lifetime: float = 300.0
     allow_insecure_http: bool = False
 
     def __attrs_post_init__(self) -> None:
+        try:
+            self._check_types()
+        except ConfigError as err:
+            msg = f"provider {self.name!r}: {err}"
+            raise ConfigError(msg, provider=str(self.name)) from None
         problems = list(self._problems())
         if problems:
             msg = f"provider {self.name!r}: " + "; ".join(problems)
             raise ConfigError(msg, provider=self.name)
+
+    def _check_types(self) -> None:
+        # Before the other rules, which compare and test these values.
+        instance_of("name", self.name, str)
+        instance_of("client_id", self.client_id, str)
+        for what in ("username", "scope"):
+            value = getattr(self, what)
+            if value is not None:
+                instance_of(what, value, str)
+        for what in ("grant_type", "client_auth", "encoding"):
+            instance_of(what, getattr(self, what), str)
+        if self.assertion is not None:
+            instance_of("assertion", self.assertion, ClientAssertion)
+        callable_or_none("envelope", self.envelope)
+        number("default_lifetime", self.default_lifetime, positive=False)
+        instance_of("allow_insecure_http", self.allow_insecure_http, bool)
 
     def _problems(self) -> Iterable[str]:
         if not self.name:

@@ -55,6 +55,8 @@ class Refresher:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._refresh_token: Secret | None = holder.provider.refresh_token
         self._last_start: float | None = None
+        # Failures of the current streak met while a token was still served.
+        self._served_failures = 0
 
     async def run(self) -> None:
         """Run until cancelled."""
@@ -94,6 +96,7 @@ class Refresher:
                 continue
             finally:
                 holder.fetching = False
+            self._served_failures = 0
             if failures := holder.stats.consecutive_failures:
                 log.info("aiopay_auth.recovered", provider=name, after_failures=failures)
             last_failure = None
@@ -107,8 +110,11 @@ class Refresher:
             )
             if repeats:
                 # The provider handed back the token we hold: asking again at
-                # once would storm it, so back off as after a failure.
-                delay = max(delay, policy.backoff(repeats, rng=rng))
+                # once would storm it, so back off as after a failure, and as
+                # after a failure no later than halfway to its expiry (a
+                # caching server hands the same token back until its end).
+                backoff = policy.backoff(repeats, rng=rng, remaining=token.remaining(now))
+                delay = max(delay, backoff)
             log.debug(
                 "aiopay_auth.token_fetched",
                 provider=name,
@@ -122,8 +128,13 @@ class Refresher:
     def _retry_delay(self, err: AuthError, failures: int) -> float:
         holder = self._holder
         token = holder.usable()
+        if token is not None:
+            self._served_failures = failures
+        # Retries while a token was served came at most halfway to its
+        # expiry (down to the floor near its end): they do not grow the
+        # backoff of the callers left without a token once it runs out.
         return self._policy.backoff(
-            failures,
+            failures - self._served_failures if token is None else failures,
             rng=self._rng,
             retry_after=err.retry_after if isinstance(err, TokenResponseError) else None,
             retryable=err.retryable,

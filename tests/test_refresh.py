@@ -178,3 +178,50 @@ async def test_the_floor_runs_on_real_time_even_with_an_injected_clock_standing_
         tokens.add(make_provider(endpoint.base))
         # Each retry waits for the floor on the event loop's clock, not the frozen one.
         await eventually(lambda: len(endpoint.calls) >= 3, within=3)
+
+
+# --------------------------------------------------------------------------- caching server
+
+
+@pytest.mark.parametrize(
+    "last_answer", [1, 0], ids=["down-to-expires_in-1", "down-to-expires_in-0"]
+)
+async def test_a_caching_server_rollover_does_not_stall_requests(
+    endpoint: WebEndpoint, last_answer: int
+) -> None:
+    """A server hands back its cached token until it expires, ``expires_in`` in whole seconds.
+
+    Before the fix the "same token" backoff grew past the token's life, so
+    each rollover stalled every request about 2 s.
+    """
+    ttl = 3.0
+    expires = [0.0]
+    issued: list[str] = []
+
+    async def token(_: web.Request) -> web.Response:
+        now = time.monotonic()
+        if now >= expires[0] - last_answer:
+            issued.append(f"cached-{len(issued)}")
+            expires[0] = now + ttl
+        left = int(expires[0] - now)  # floor: whole seconds left
+        return token_json(issued[-1], left)
+
+    endpoint.handler = token
+    async with TokenManager() as tokens:
+        holder = tokens.add(make_provider(endpoint.base))
+        await holder.get()
+        waits: list[float] = []
+        deadline = time.monotonic() + 2 * ttl + 0.5  # two rollovers
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            await holder.get()
+            waits.append(time.monotonic() - started)
+            await anyio.sleep(0.02)
+    assert len(issued) >= 3, waits
+    # Down to 1: the new token comes while the old one is served, so no
+    # request should wait (slack for a loaded machine). Down to 0: the
+    # client believes a token until the server's last whole second at worst
+    # (1 s early) and asks at the floor cadence (0.1 s) from there, plus
+    # slack. Before: 1-2 s, and retries seconds apart after the token ran out.
+    bound = 0.3 if last_answer else 1.2
+    assert max(waits) <= bound, max(waits)

@@ -1,0 +1,143 @@
+"""Bad config: a typed ConfigError naming the field, at construction (red team s05, s16)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from aiopay_auth import (
+    BearerAuth,
+    ConfigError,
+    FairGate,
+    Network,
+    Provider,
+    RefreshPolicy,
+    Secret,
+    TokenManager,
+)
+
+
+SECRET = "s3cr/et+Val:ue-0123456789"
+
+
+def provider(**overrides: Any) -> Provider:
+    kwargs: dict[str, Any] = {
+        "name": "acme",
+        "token_url": "http://127.0.0.1:9/token",
+        "api": "http://127.0.0.1:9/api",
+        "client_id": "client-id",
+        "client_secret": SECRET,
+    }
+    kwargs.update(overrides)
+    return Provider(**kwargs)
+
+
+def call(build: Callable[..., object], *args: Any, **kwargs: Any) -> Callable[[], object]:
+    """Build later, with arguments of any type (untyped callers)."""
+    return lambda: build(*args, **kwargs)
+
+
+def _policy(**kwargs: Any) -> Callable[[], object]:
+    return lambda: RefreshPolicy(**kwargs)
+
+
+_NUMERIC = [a.name for a in RefreshPolicy.__attrs_attrs__]
+_BAD_NUMBERS: list[object] = ["5", None, True, math.nan, math.inf, -math.inf]
+
+CASES: list[tuple[str, str, Callable[[], object]]] = [
+    ("client_id-int", "client_id", lambda: provider(client_id=12345)),
+    ("client_secret-int", "client_secret", lambda: provider(client_secret=12345)),
+    ("client_secret-bytes", "client_secret", lambda: provider(client_secret=SECRET.encode())),
+    ("default_lifetime-str", "default_lifetime", lambda: provider(default_lifetime="300")),
+    ("default_lifetime-nan", "default_lifetime", lambda: provider(default_lifetime=math.nan)),
+    ("default_lifetime-bool", "default_lifetime", lambda: provider(default_lifetime=True)),
+    ("envelope-str", "envelope", lambda: provider(envelope="x")),
+    ("api-int", "api", lambda: provider(api=443)),
+    ("api-none-entry", "api", lambda: provider(api=["http://127.0.0.1:9/api", None])),
+    ("token_url-none", "token_url", lambda: provider(token_url=None)),
+    ("token_url-bytes", "token_url", lambda: provider(token_url=b"http://127.0.0.1:9/t")),
+    ("name-int", "name", lambda: provider(name=7)),
+    ("scope-list", "scope", lambda: provider(scope=["a", "b"])),
+    ("password-int", "password", lambda: provider(password=1234, username="u")),
+    ("refresh_token-int", "refresh_token", lambda: provider(refresh_token=1234)),
+    ("extra_headers-str", "extra_headers", lambda: provider(extra_headers="X-Key: v")),
+    (
+        "extra_headers-bytes-value",
+        "extra_headers",
+        lambda: provider(extra_headers={"X-Key": SECRET.encode()}),
+    ),
+    ("extra_headers-int-name", "extra_headers", lambda: provider(extra_headers={1: SECRET})),
+    ("extra_headers-not-pairs", "extra_headers", lambda: provider(extra_headers=[SECRET])),
+    ("extra_fields-bytes", "extra_fields", lambda: provider(extra_fields=b"k=v")),
+    ("allow_insecure_http-str", "allow_insecure_http", lambda: provider(allow_insecure_http="no")),
+    *[
+        (f"policy-{name}-{bad!r}", name, _policy(**{name: bad}))
+        for name in _NUMERIC
+        for bad in _BAD_NUMBERS
+    ],
+    ("token_pool_size-negative", "token_pool_size", call(TokenManager, token_pool_size=-1)),
+    ("token_pool_size-str", "token_pool_size", call(TokenManager, token_pool_size="3")),
+    ("manager-policy", "policy", call(TokenManager, policy={"wait_timeout": 5})),
+    ("manager-clock", "clock", call(TokenManager, clock=1.0)),
+    ("manager-token_source", "token_source", call(TokenManager, token_source="x")),
+    ("FairGate-str", "FairGate size", call(FairGate, "3")),
+    ("FairGate-bool", "FairGate size", call(FairGate, True)),
+    ("FairGate-float", "FairGate size", call(FairGate, 2.5)),
+    ("BearerAuth-str", "BearerAuth holders", call(BearerAuth, "x")),
+    ("Network-connect_timeout", "connect_timeout", call(Network, connect_timeout="5")),
+    ("Network-read_timeout-nan", "read_timeout", call(Network, read_timeout=math.nan)),
+    ("Network-trust_env", "trust_env", call(Network, trust_env="yes")),
+    ("Network-proxy-int", "proxy", call(Network, proxy=3128)),
+]
+
+
+@pytest.mark.parametrize(("field", "build"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_config_is_a_config_error_naming_the_field(
+    field: str, build: Callable[[], object]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build()
+    assert isinstance(caught.value, ValueError)  # what callers caught before
+    message = str(caught.value)
+    assert field in message
+    assert SECRET not in message
+    assert repr(SECRET.encode()) not in message
+
+
+def test_a_secret_header_value_passes_and_is_kept_as_given() -> None:
+    profile = provider(extra_headers={"X-Key": Secret(SECRET), "X-Plain": "v"})
+    assert profile.extra_headers == (("X-Key", Secret(SECRET)), ("X-Plain", "v"))
+
+
+SESSION_CASES: list[tuple[str, str, dict[str, Any]]] = [
+    ("limit-str", "limit", {"limit": "10"}),
+    ("limit-bool", "limit", {"limit": True}),
+    ("timeout-int", "timeout", {"timeout": 5}),
+    # aiohttp's own errors: the arguments named, its words (which may quote a value) not.
+    ("aiohttp-headers", "headers", {"headers": f"Authorization: {SECRET}"}),
+    ("aiohttp-base_url", "base_url", {"base_url": 5}),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs"), [c[1:] for c in SESSION_CASES], ids=[c[0] for c in SESSION_CASES]
+)
+@pytest.mark.anyio
+async def test_bad_session_arguments_are_config_errors_naming_them(
+    field: str, kwargs: dict[str, Any]
+) -> None:
+    async with TokenManager() as tokens:
+        holder = tokens.add(provider())
+        with pytest.raises(ConfigError) as caught:
+            tokens.session(holder, **kwargs)
+        with pytest.raises(ConfigError, match="a holder"):
+            tokens.middleware("x")  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="provider"):
+            tokens.add("x")  # type: ignore[arg-type]
+    assert field in str(caught.value)
+    assert SECRET not in str(caught.value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__context__ is None  # aiohttp's error is not kept at all
