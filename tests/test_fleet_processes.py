@@ -294,8 +294,10 @@ async def test_processes_on_three_credentials_fetch_about_one_token_per_refresh_
         # first token, where fetching alone would have cost one per process.
         assert fake.token_calls <= 1.2 * cycles + 1
     assert alone >= 0.8 * 3 * processes * (cycles - 1)
-    # The workers' own count agrees (a fetch cut short at exit may not arrive).
-    assert 0 <= total(summaries, "http_fetches") - sum(calls) <= processes * 3
+    # The workers' own count agrees, up to one fetch per worker and credential
+    # at the edge of the run: one cut short at exit never arrives, and one sent
+    # after a worker wrote its summary arrives uncounted.
+    assert abs(total(summaries, "http_fetches") - sum(calls)) <= processes * 3
 
 
 async def test_lease_holder_killed_mid_refresh_another_takes_over(
