@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import random
 import time
 from collections.abc import Callable
@@ -76,6 +77,8 @@ class RefusalStreak:
     until: float = 0.0
 
 
+_RECENT = 4  # published access tokens remembered by issued()
+
 _RNG = random.Random()  # noqa: S311 - jitter, not cryptography
 
 
@@ -111,6 +114,7 @@ class TokenHolder:
         "_closed",
         "_failure",
         "_latest",
+        "_recent",
         "_refresh_needed",
         "clock",
         "current",
@@ -138,6 +142,7 @@ class TokenHolder:
         self.stats = ProviderStats()
         self.wait_timeout = wait_timeout
         self._latest: Token | None = None
+        self._recent: collections.deque[str] = collections.deque(maxlen=_RECENT)
         self.fetching = False
         self._failure: AuthError | None = None
         self._closed = False
@@ -153,6 +158,14 @@ class TokenHolder:
     def latest(self) -> Token | None:
         """The last token published, even if since invalidated or expired."""
         return self._latest
+
+    def issued(self, credentials: str) -> bool:
+        """Whether *credentials* is one of the last few access tokens published here.
+
+        The last four are kept, so a token replaced a moment ago (and still
+        valid at the API) is recognised as ours too.
+        """
+        return credentials in self._recent
 
     def usable(self) -> Token | None:
         """Return the current token if it has not expired, else ``None``."""
@@ -285,6 +298,7 @@ class TokenHolder:
             self.stats.refreshes += 1
         self.current = token
         self._latest = token
+        self._recent.append(token.access_token)
         self._failure = None
         self.stats.last_error = None
         self.stats.consecutive_failures = 0

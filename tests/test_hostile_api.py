@@ -8,12 +8,14 @@ import io
 import logging
 import os
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from aiopay_auth import RefreshPolicy, TokenManager
 
@@ -41,8 +43,41 @@ def pipe_reader(stack: contextlib.ExitStack) -> io.BufferedReader:
 # --- 1. a 401 resend must never lose the body --------------------------------
 
 
+class GeneratedPayload(aiohttp.payload.Payload):
+    """A custom payload writing BODY from a generator: never sets ``consumed``."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    async def write(self, writer: Any) -> None:
+        async for chunk in chunks(contextlib.ExitStack()):
+            await writer.write(chunk)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return BODY.decode(encoding, errors)
+
+
+def custom_payload(_: contextlib.ExitStack) -> aiohttp.payload.Payload:
+    return GeneratedPayload()
+
+
+def streamer(_: contextlib.ExitStack) -> object:
+    """aiohttp's public (deprecated) ``aiohttp.streamer`` writing BODY."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+
+        @aiohttp.streamer
+        async def write(writer: Any) -> None:
+            async for chunk in chunks(contextlib.ExitStack()):
+                await writer.write(chunk)
+
+        return write()
+
+
 @pytest.mark.parametrize(
-    "make_body", [chunks, pipe_reader], ids=["async-generator", "unseekable-stream"]
+    "make_body",
+    [chunks, pipe_reader, custom_payload, streamer],
+    ids=["async-generator", "unseekable-stream", "payload-subclass", "aiohttp-streamer"],
 )
 async def test_a_body_that_cannot_be_replayed_gets_the_401_not_an_empty_resend(
     make_body: Callable[[contextlib.ExitStack], Any],
@@ -103,6 +138,59 @@ async def test_a_401_before_the_body_is_read_never_leads_to_a_truncated_resend()
     assert 1 == api.early_refusals
     # The only request the API took is the whole body, with the new token.
     assert [(fresh.header, BODY)] == [(r.authorization, r.body) for r in api.api_requests()]
+
+
+async def test_a_multipart_body_with_an_unseekable_part_is_never_resent() -> None:
+    # The API refuses as soon as the headers are in; whether the pipe part
+    # has started to be read by then is a race, so the body is never resent.
+    tries = 20
+    async with serving(early_401=True) as (api,):
+        for _ in range(tries):
+            async with TokenManager() as tokens:  # each try a fresh first 401
+                holder = tokens.add(api.provider())
+                await holder.get()
+                api.revoke_all()
+                async with tokens.session(holder) as http:
+                    with contextlib.ExitStack() as stack:
+                        data = aiohttp.FormData()
+                        data.add_field("head", b"h" * 200_000, filename="head.bin")
+                        data.add_field("pipe", pipe_reader(stack), filename="pipe.bin")
+                        async with http.post(api.api / "pay", data=data) as resp:
+                            assert 401 == resp.status
+                assert (1, 0) == (holder.stats.unreplayable, holder.stats.recoveries)
+    assert [] == api.api_requests()  # no body, whole or truncated, was ever accepted
+
+
+async def test_expect_100_continue_refused_at_the_headers_gets_the_401() -> None:
+    # RFC 9110 §10.1.1: the server may answer a final 401 instead of 100.
+    bodies: list[bytes] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"100-continue" not in head.lower():
+            bodies.append(head)
+        writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with serving() as (api,), TokenManager() as tokens:
+            url = URL(f"http://127.0.0.1:{port}/api")
+            holder = tokens.add(api.provider(api=[url]))
+            refused = await holder.get()
+            async with tokens.session(holder) as http:
+                for kwargs in ({"expect100": True}, {"headers": {"Expect": "100-Continue"}}):
+                    async with http.post(url / "pay", data=BODY, **kwargs) as resp:
+                        assert 401 == resp.status
+            assert holder.current is not refused  # still invalidated
+            assert 0 == holder.stats.recoveries
+            assert 2 == holder.stats.unreplayable
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [] == bodies  # never resent without the expectation (and its body)
 
 
 def form() -> aiohttp.FormData:
@@ -305,9 +393,22 @@ async def test_our_token_set_by_hand_is_stripped_out_of_scope_and_replaced_in_an
             by_hand = {"Authorization": token_b.header}
             async with http.get(a.api / "pay", headers=by_hand) as resp:
                 assert 200 == resp.status
+            # Another letter case of the scheme, whitespace: still ours.
+            for value in (f"bearer {token_a.access_token}", f" BEARER  {token_a.access_token} "):
+                async with http.get(
+                    a.base_url / "open" / "echo", headers={"Authorization": value}
+                ) as resp:
+                    assert {"authorization": None} == await resp.json()
+            # A previous token of ours, still valid at the API: stripped too.
+            pay_a.invalidate(token_a)
+            assert await pay_a.get() is not token_a
+            by_hand = {"Authorization": token_a.header}
+            async with http.get(a.base_url / "open" / "echo", headers=by_hand) as resp:
+                assert {"authorization": None} == await resp.json()
             # A user's own credential for another API is left alone.
             own = {"Authorization": "Basic b3duOmNyZWRz"}
             async with http.get(a.base_url / "open" / "echo", headers=own) as resp:
                 assert {"authorization": "Basic b3duOmNyZWRz"} == await resp.json()
     assert [token_a.header] == [r.authorization for r in a.api_requests()]
     assert [] == b.api_requests()
+    assert 2 == a.token_calls
