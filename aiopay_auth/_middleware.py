@@ -103,8 +103,8 @@ class BearerAuth:
     carries a fresh one. When the API refuses fresh tokens too,
     the holder backs off (see :meth:`TokenHolder.invalidate
     <aiopay_auth.TokenHolder.invalidate>`) and 401s go to callers with no
-    resend and no new token until the backoff ends; the first accepted
-    answer ends the streak.
+    resend and no new token until the backoff ends. Answers other than
+    401 cost nothing extra: the streak is kept on tokens, not answers.
 
     One middleware serves any number of providers, so a session that talks
     to several APIs pays for one scope lookup per request. Get one from
@@ -186,8 +186,6 @@ class BearerAuth:
         request.headers[_AUTHORIZATION] = token.header
         response = await handler(request)
         if response.status != 401:
-            if holder.refusing is not None:
-                holder.accepted()
             return response
         return await self._recover(request, handler, holder, token, response)
 
@@ -203,10 +201,10 @@ class BearerAuth:
         if holder.backing_off():
             return response
         holder.invalidate(token)
+        if holder.current is token:
+            return response  # backing off: the holder keeps the token
         if not replayable(request):
             holder.stats.unreplayable += 1
-            return response
-        if holder.backing_off():
             return response
         response.release()
         token = await holder.get()
@@ -215,8 +213,6 @@ class BearerAuth:
         response = await handler(request)
         if response.status == 401:
             holder.invalidate(token)  # a fresh token refused too
-        elif holder.refusing is not None:
-            holder.accepted()
         return response
 
     def _strip(self, request: ClientRequest, keep: TokenHolder | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import logging
 import os
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from aiopay_auth import RefreshPolicy, TokenManager
@@ -176,17 +178,19 @@ async def test_expect_100_continue_refused_at_the_headers_gets_the_401() -> None
     server = await asyncio.start_server(refuse, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with serving() as (api,), TokenManager() as tokens:
-            url = URL(f"http://127.0.0.1:{port}/api")
-            holder = tokens.add(api.provider(api=[url]))
-            refused = await holder.get()
-            async with tokens.session(holder) as http:
-                for kwargs in ({"expect100": True}, {"headers": {"Expect": "100-Continue"}}):
-                    async with http.post(url / "pay", data=BODY, **kwargs) as resp:
-                        assert 401 == resp.status
-            assert holder.current is not refused  # still invalidated
-            assert 0 == holder.stats.recoveries
-            assert 2 == holder.stats.unreplayable
+        url = URL(f"http://127.0.0.1:{port}/api")
+        forms: list[dict[str, Any]] = [{"expect100": True}, {"headers": {"Expect": "100-Continue"}}]
+        for kwargs in forms:
+            async with serving() as (api,), TokenManager() as tokens:
+                holder = tokens.add(api.provider(api=[url]))
+                refused = await holder.get()
+                async with (
+                    tokens.session(holder) as http,
+                    http.post(url / "pay", data=BODY, **kwargs) as resp,
+                ):
+                    assert 401 == resp.status
+                assert holder.current is not refused  # still invalidated
+                assert (0, 1) == (holder.stats.recoveries, holder.stats.unreplayable)
     finally:
         server.close()
         await server.wait_closed()
@@ -269,32 +273,57 @@ def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecor
     return [r for r in caplog.records if getattr(r, "aiopay_auth", {}).get("event") == name]
 
 
-async def test_an_api_refusing_every_token_backs_off_and_recovers_on_its_own(
+def refuse_admin(request: web.Request) -> bool:
+    return request.path.endswith("/admin")
+
+
+def refuse_every_other() -> Callable[[web.Request], bool]:
+    answers = itertools.count()
+    return lambda _: next(answers) % 2 == 0
+
+
+@pytest.mark.parametrize(
+    ("refuse_all", "refuse_when", "paths"),
+    [
+        (True, None, ["pay"]),
+        (False, lambda: refuse_admin, ["admin", "pay"]),
+        (False, refuse_every_other, ["pay"]),
+    ],
+    ids=["always-401", "401-on-one-path", "alternating-401-200"],
+)
+async def test_an_api_refusing_tokens_backs_off_whatever_it_accepts_meanwhile(
     caplog: pytest.LogCaptureFixture,
+    refuse_all: bool,
+    refuse_when: Callable[[], Callable[[web.Request], bool]] | None,
+    paths: list[str],
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aiopay_auth")
     policy = RefreshPolicy()
     workers, seconds = 20, 3.0
     async with serving() as (api,), TokenManager(policy=policy) as tokens:
-        api.refuse_all = True
+        api.refuse_all = refuse_all
+        api.refuse_when = None if refuse_when is None else refuse_when()
         holder = tokens.add(api.provider())
         started = time.monotonic()
         async with tokens.session(holder, limit=workers) as http:
-            statuses: list[int] = []
+            statuses: dict[str, list[int]] = {path: [] for path in paths}
             stop = started + seconds
 
-            async def worker() -> None:
+            async def worker(path: str) -> None:
                 while time.monotonic() < stop:
-                    async with http.get(api.api / "pay") as resp:
-                        statuses.append(resp.status)
+                    async with http.get(api.api / path) as resp:
+                        statuses[path].append(resp.status)
 
-            await asyncio.gather(*(worker() for _ in range(workers)))
+            await asyncio.gather(*(worker(paths[i % len(paths)]) for i in range(workers)))
             window = time.monotonic() - started
             calls = api.token_calls
             health = holder.health()
-            # Every caller got the API's 401, none an exception.
-            assert {401} == set(statuses)
-            assert len(statuses) > calls
+            # Every caller got the API's answer, none an exception.
+            answered = [status for path in paths for status in statuses[path]]
+            assert 401 in answered
+            assert len(answered) > calls
+            if "admin" in paths:
+                assert {200} == set(statuses["pay"])  # the other path is not disturbed
             # A bounded, growing backoff: not one token call per 401.
             assert 3 <= calls <= most_token_calls(policy, window)
             assert health.refusal_streak >= 2
@@ -307,18 +336,47 @@ async def test_an_api_refusing_every_token_backs_off_and_recovers_on_its_own(
             assert 1 == len(warnings)  # once per streak
             shown = [r.getMessage() for r in caplog.records] + [repr(health), repr(holder.refusing)]
             assert not [t for t in api.issued for text in shown if t in text]  # no token shown
-            # The API accepts tokens again: the next answer ends the streak.
-            api.refuse_all = False
-            async with http.get(api.api / "pay") as resp:
-                assert 200 == resp.status
-            async with http.get(api.api / "pay") as resp:
-                assert 200 == resp.status
-            recovered = holder.health()
-        assert 0 == recovered.refusal_streak
-        assert 0 == recovered.refusal_backoff
-        assert holder.refusing is None
-    assert 1 == len(events(caplog, "aiopay_auth.api_accepting_tokens"))
     assert all(r.levelno < logging.ERROR for r in caplog.records)
+
+
+async def test_a_refusal_streak_ends_at_a_normal_refresh_then_a_revocation_is_recovered_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopay_auth")
+    # 5-second tokens: believed 4 s, refreshed at about 2 s (half the life at most).
+    async with serving(lifetime=5) as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        await holder.get()
+        api.refuse_all = True
+        async with tokens.session(holder) as http:
+            deadline = time.monotonic() + 3.0  # the first backoff is at most 0.5 s
+            while holder.health().refusal_streak < 2:
+                assert time.monotonic() < deadline
+                async with http.get(api.api / "pay") as resp:
+                    assert 401 == resp.status
+            # The API accepts tokens again: answers alone do not end the streak.
+            api.refuse_all = False
+            serving_token = await holder.get()
+            calls = api.token_calls
+            async with http.get(api.api / "pay") as resp:
+                assert 200 == resp.status
+            assert calls == api.token_calls
+            assert holder.health().refusal_streak >= 2
+            # The token reaches its refresh point with no 401: the streak ends.
+            deadline = time.monotonic() + 5.0  # the token's believed life, plus a margin
+            while holder.health().refusal_streak:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            assert holder.latest is not serving_token
+            recovered = holder.health()
+            assert (0, 0.0) == (recovered.refusal_streak, recovered.refusal_backoff)
+            # A later single revocation is recovered at once.
+            recoveries, calls = holder.stats.recoveries, api.token_calls
+            api.revoke_all()
+            async with http.get(api.api / "pay") as resp:
+                assert 200 == resp.status
+            assert (recoveries + 1, calls + 1) == (holder.stats.recoveries, api.token_calls)
+    assert 1 == len(events(caplog, "aiopay_auth.api_accepting_tokens"))
 
 
 # --- 3. a redirect from one provider's API to another's ---------------------
