@@ -106,6 +106,11 @@ class BearerAuth:
     resend and no new token until the backoff ends. Answers other than
     401 cost nothing extra: the streak is kept on tokens, not answers.
 
+    Once the answer is in, the token is removed from the request's
+    headers, so ``response.request_info`` (and the
+    :class:`aiohttp.ClientResponseError` of ``raise_for_status``) never
+    shows it.
+
     One middleware serves any number of providers, so a session that talks
     to several APIs pays for one scope lookup per request. Get one from
     :meth:`TokenManager.middleware <aiopay_auth.TokenManager.middleware>`.
@@ -184,10 +189,16 @@ class BearerAuth:
         if token is None or token.expires_at <= holder.clock():
             token = await holder.get()
         request.headers[_AUTHORIZATION] = token.header
-        response = await handler(request)
-        if response.status != 401:
-            return response
-        return await self._recover(request, handler, holder, token, response)
+        try:
+            response = await handler(request)
+            if response.status == 401:
+                response = await self._recover(request, handler, holder, token, response)
+        finally:
+            # Sent: the answer's request_info (a live view of these headers,
+            # shown by repr() of raise_for_status's ClientResponseError) no
+            # longer holds the token. aiohttp builds each redirect hop anew.
+            request.headers.popall(_AUTHORIZATION, None)
+        return response
 
     async def _recover(
         self,

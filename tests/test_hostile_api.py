@@ -470,3 +470,27 @@ async def test_our_token_set_by_hand_is_stripped_out_of_scope_and_replaced_in_an
     assert [token_a.header] == [r.authorization for r in a.api_requests()]
     assert [] == b.api_requests()
     assert 2 == a.token_calls
+
+
+# --- an API error raised by raise_for_status --------------------------------
+
+
+async def test_raise_for_status_errors_do_not_show_the_bearer_token() -> None:
+    async with serving() as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        api.refuse_when = refuse_admin
+        async with tokens.session(holder, raise_for_status=True) as http:
+            async with http.get(api.api / "pay") as resp:
+                assert 200 == resp.status
+                assert "Authorization" not in resp.request_info.headers
+            with pytest.raises(aiohttp.ClientResponseError) as caught:
+                async with http.get(api.api / "admin"):
+                    pass
+        err = caught.value
+        assert 401 == err.status
+        assert "Authorization" not in err.request_info.headers
+        shown = repr(err) + str(err) + repr(err.request_info) + repr(err.history)
+        assert not [t for t in api.issued if t in shown]
+    # The token was sent all the same, on every request and the resend.
+    assert all(r.authorization for r in api.api_requests())
+    assert 3 == len(api.api_requests())
