@@ -472,6 +472,34 @@ async def test_our_token_set_by_hand_is_stripped_out_of_scope_and_replaced_in_an
     assert 2 == a.token_calls
 
 
+async def test_a_token_refused_after_twice_backoff_max_current_starts_a_fresh_streak() -> None:
+    policy = RefreshPolicy(backoff_initial=0.05, backoff_max=0.1)
+    async with serving() as (api,), TokenManager(policy=policy) as tokens:
+        holder = tokens.add(api.provider())
+        await holder.get()
+        api.refuse_all = True
+        async with tokens.session(holder) as http:
+            deadline = time.monotonic() + 3.0
+            while holder.health().refusal_streak < 3:
+                assert time.monotonic() < deadline
+                async with http.get(api.api / "pay") as resp:
+                    assert 401 == resp.status
+            api.refuse_all = False
+            serving_token = await holder.get()
+            async with http.get(api.api / "pay") as resp:
+                assert 200 == resp.status
+            assert holder.health().refusal_streak >= 3  # answers do not end it
+            # Current for more than 2 * backoff_max: its refusal is a new streak.
+            await asyncio.sleep(2 * policy.backoff_max + 0.05)
+            assert holder.current is serving_token
+            recoveries, calls = holder.stats.recoveries, api.token_calls
+            api.revoke_all()
+            async with http.get(api.api / "pay") as resp:
+                assert 200 == resp.status  # recovered at once
+            assert (recoveries + 1, calls + 1) == (holder.stats.recoveries, api.token_calls)
+            assert 1 == holder.health().refusal_streak
+
+
 # --- an API error raised by raise_for_status --------------------------------
 
 
