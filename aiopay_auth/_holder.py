@@ -69,10 +69,12 @@ class RefusalStreak:
         delay: Seconds the current token must have been current before a
             401 may invalidate it (``policy.backoff(tokens)``, jittered
             once); until then 401s are handed to callers as they are.
+        refused: Whether the current token got a 401 during its backoff.
     """
 
     tokens: int = 0
     delay: float = 0.0
+    refused: bool = False
 
 
 _RECENT = 4  # published access tokens remembered by issued()
@@ -242,8 +244,10 @@ class TokenHolder:
         default policy, equal jitter); until then :meth:`backing_off` is
         true and 401s go to callers as they are, with no resend and no new
         token: at most one token call per backoff, whichever paths or
-        answers the API refuses. The streak ends when a token is replaced
-        by a normal refresh (its refresh point reached with no 401), or
+        answers the API refuses. A token refused during its backoff and
+        then replaced at its refresh point counts as refused too. The
+        streak ends when a token is replaced by a normal refresh (its
+        refresh point reached with no 401 at all), or
         starts afresh when a token is invalidated after being current for
         more than ``2 * policy.backoff_max`` seconds. It is logged once at
         WARNING (``aiopay_auth.api_refusing_tokens``) from its second token,
@@ -258,13 +262,23 @@ class TokenHolder:
         if streak is not None:
             age = self.clock() - self._since
             if age < streak.delay:
+                streak.refused = True
                 return False
             if age > 2 * self.policy.backoff_max:
                 streak = None
         if streak is None:
             streak = self.refusing = RefusalStreak()
+        self._refused(streak)
+        self.current = None
+        self.stats.invalidations += 1
+        self._refresh_needed.set()
+        return True
+
+    def _refused(self, streak: RefusalStreak) -> None:
+        """Count the current token as refused: the streak grows, its backoff too."""
         streak.tokens += 1
         streak.delay = self.policy.backoff(streak.tokens, rng=_RNG)
+        streak.refused = False
         self.stats.refused_tokens += 1
         if streak.tokens >= 2:
             emit = log.warning if streak.tokens == 2 else log.debug
@@ -274,10 +288,6 @@ class TokenHolder:
                 refused=streak.tokens,
                 backoff=round(streak.delay, 3),
             )
-        self.current = None
-        self.stats.invalidations += 1
-        self._refresh_needed.set()
-        return True
 
     def backing_off(self) -> bool:
         """Whether 401s now go to callers as they are (see :meth:`invalidate`)."""
@@ -297,8 +307,10 @@ class TokenHolder:
         if self._latest is not None:
             self.stats.refreshes += 1
         streak = self.refusing
-        if streak is not None and self.current is not None:
-            # A normal refresh: this token ended without a 401.
+        if streak is not None and self.current is not None and streak.refused:
+            self._refused(streak)  # refreshed, but refused during its backoff
+        elif streak is not None and self.current is not None:
+            # A normal refresh: this token ended without any 401.
             self.refusing = None
             if streak.tokens >= 2:
                 log.info(

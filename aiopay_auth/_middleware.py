@@ -210,6 +210,7 @@ class BearerAuth:
     ) -> ClientResponse:
         """Answer a 401: resend once with a new token when that can help."""
         if holder.backing_off():
+            holder.invalidate(token)  # noted as refused during its backoff
             return response
         holder.invalidate(token)
         if holder.current is token:

@@ -339,12 +339,38 @@ async def test_an_api_refusing_tokens_backs_off_whatever_it_accepts_meanwhile(
     assert all(r.levelno < logging.ERROR for r in caplog.records)
 
 
+async def test_short_tokens_refused_in_their_backoff_keep_the_streak_going() -> None:
+    # 2-second tokens (believed 1 s) reach their refresh point during the
+    # backoff: refused meanwhile, they count as refused and the streak and
+    # its backoff keep growing instead of restarting at every refresh.
+    policy = RefreshPolicy()
+    workers, seconds = 20, 2.5
+    async with serving(lifetime=2) as (api,), TokenManager(policy=policy) as tokens:
+        api.refuse_all = True
+        holder = tokens.add(api.provider())
+        started = time.monotonic()
+        async with tokens.session(holder, limit=workers) as http:
+            stop = started + seconds
+
+            async def worker() -> None:
+                while time.monotonic() < stop:
+                    async with http.get(api.api / "pay") as resp:
+                        assert 401 == resp.status
+
+            await asyncio.gather(*(worker() for _ in range(workers)))
+            window = time.monotonic() - started
+            health = holder.health()
+        assert health.refused_tokens >= 3
+        assert health.refusal_streak == health.refused_tokens  # never restarted
+        assert health.invalidations <= most_token_calls(policy, window) - 1
+
+
 async def test_a_refusal_streak_ends_at_a_normal_refresh_then_a_revocation_is_recovered_at_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aiopay_auth")
-    # 5-second tokens: believed 4 s, refreshed at about 2 s (half the life at most).
-    async with serving(lifetime=5) as (api,), TokenManager() as tokens:
+    # 4-second tokens: believed 3 s, refreshed after about 1.4 s (half the life at most).
+    async with serving(lifetime=4) as (api,), TokenManager() as tokens:
         holder = tokens.add(api.provider())
         await holder.get()
         api.refuse_all = True
@@ -363,7 +389,8 @@ async def test_a_refusal_streak_ends_at_a_normal_refresh_then_a_revocation_is_re
             assert calls == api.token_calls
             assert holder.health().refusal_streak >= 2
             # The token reaches its refresh point with no 401: the streak ends.
-            deadline = time.monotonic() + 5.0  # the token's believed life, plus a margin
+            # The token served may have had a 401 in its backoff: two refreshes.
+            deadline = time.monotonic() + 2 * 3.0
             while holder.health().refusal_streak:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
