@@ -97,7 +97,7 @@ class BearerAuth:
     first 401 per token wakes the refresher), waits for the next token and
     resends the request once. A second 401 is returned to the caller. The
     resend happens only if the body is known to be replayable (see
-    :func:`replayable`): any other request (a stream, a custom payload,
+    ``replayable()`` in this module): any other request (a stream, a custom payload,
     ``Expect: 100-continue``) gets the 401 itself, never a resend with a
     missing body; the token is still invalidated, so the next request
     carries a fresh one. When the API refuses fresh tokens too,
