@@ -102,12 +102,12 @@ class Health:
         store: A shared token store's state (``"shared"`` or ``"local"``),
             ``None`` without one.
         refused_tokens: Tokens the API refused (401) for the first time.
-        refusal_streak: Tokens refused in a row with no answer accepted
-            since; 2 or more means the API refuses fresh tokens too, and
-            0 that it accepts them.
+        refusal_streak: Tokens in a row that ended by a 401 rather than a
+            normal refresh; 2 or more means the API refuses fresh tokens
+            too (on some paths at least), 0 that the last token ended well.
         refusal_backoff: Seconds left during which 401s are handed to
             callers without a resend or a new token (0 when not backing
-            off).
+            off; see ``TokenHolder.invalidate``).
         unreplayable: 401s handed to the caller without a resend because
             the request's body could not be sent again.
     """

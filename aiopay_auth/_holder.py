@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import random
 import time
 from collections.abc import Callable
@@ -61,20 +62,22 @@ class ProviderStats:
 
 @attrs.define
 class RefusalStreak:
-    """Tokens the API refused (401) in a row, with no answer accepted since.
+    """Tokens in a row that ended by a 401 rather than by a normal refresh.
 
     Attributes:
-        tokens: How many tokens in a row were refused.
-        last: The last token refused, counted once however many 401s it gets.
-        until: While the clock is before this, the API is refusing fresh
-            tokens: 401s are handed to callers, with no resend and no
-            new token.
+        tokens: How many tokens in a row the API refused (invalidated).
+        delay: Seconds the current token must have been current before a
+            401 may invalidate it (``policy.backoff(tokens)``, jittered
+            once); until then 401s are handed to callers as they are.
+        refused: Whether the current token got a 401 during its backoff.
     """
 
     tokens: int = 0
-    last: Token | None = None
-    until: float = 0.0
+    delay: float = 0.0
+    refused: bool = False
 
+
+_RECENT = 4  # published access tokens remembered by issued()
 
 _RNG = random.Random()  # noqa: S311 - jitter, not cryptography
 
@@ -100,8 +103,8 @@ class TokenHolder:
         stats: Counters for this provider.
         fetching: Whether the refresher has a token request in flight
             (read it; only the refresher sets it).
-        refusing: The API's current streak of refused tokens, or ``None``
-            while it accepts them (read it; see :meth:`invalidate`).
+        refusing: The current streak of tokens ended by a 401, or ``None``
+            (read it; see :meth:`invalidate`).
         policy: The manager's :class:`~aiopay_auth.RefreshPolicy`; its
             backoff paces new tokens while the API refuses them.
     """
@@ -111,7 +114,9 @@ class TokenHolder:
         "_closed",
         "_failure",
         "_latest",
+        "_recent",
         "_refresh_needed",
+        "_since",
         "clock",
         "current",
         "fetching",
@@ -138,6 +143,8 @@ class TokenHolder:
         self.stats = ProviderStats()
         self.wait_timeout = wait_timeout
         self._latest: Token | None = None
+        self._recent: collections.deque[str] = collections.deque(maxlen=_RECENT)
+        self._since = 0.0  # when the current token was published
         self.fetching = False
         self._failure: AuthError | None = None
         self._closed = False
@@ -153,6 +160,14 @@ class TokenHolder:
     def latest(self) -> Token | None:
         """The last token published, even if since invalidated or expired."""
         return self._latest
+
+    def issued(self, credentials: str) -> bool:
+        """Whether *credentials* is one of the last few access tokens published here.
+
+        The last four are kept, so a token replaced a moment ago (and still
+        valid at the API) is recognised as ours too.
+        """
+        return credentials in self._recent
 
     def usable(self) -> Token | None:
         """Return the current token if it has not expired, else ``None``."""
@@ -221,16 +236,22 @@ class TokenHolder:
         still current drops it and wakes the refresher; later reports for the
         same token, or for an older one, do nothing.
 
-        A token refused right after another one was refused (no answer
-        accepted in between) shows that new tokens do not help: the API
-        refuses them all. The holder then keeps the token and backs off for
-        ``policy.backoff(n - 1)`` seconds after the *n*-th refused token in
-        a row (0.5 s doubling up to 30 s with the default policy, with
-        equal jitter); meanwhile :meth:`backing_off` is true and 401s go
-        to callers as they are. The first report after the backoff drops
-        the token as usual, so at most one token call is made per backoff.
-        The streak is logged once at WARNING (``aiopay_auth.api_refusing_tokens``)
-        and ends on the first accepted answer (:meth:`accepted`).
+        The rule is kept on tokens, not on answers: :attr:`refusing` counts
+        the tokens in a row that ended by a 401 (*n*). The first 401 of a
+        streak invalidates at once. After *n* such tokens, the next one may
+        be invalidated only once it has been current for
+        ``policy.backoff(n)`` seconds (0.5 s doubling up to 30 s with the
+        default policy, equal jitter); until then :meth:`backing_off` is
+        true and 401s go to callers as they are, with no resend and no new
+        token: at most one token call per backoff, whichever paths or
+        answers the API refuses. A token refused during its backoff and
+        then replaced at its refresh point counts as refused too. The
+        streak ends when a token is replaced by a normal refresh (its
+        refresh point reached with no 401 at all), or
+        starts afresh when a token is invalidated after being current for
+        more than ``2 * policy.backoff_max`` seconds. It is logged once at
+        WARNING (``aiopay_auth.api_refusing_tokens``) from its second token,
+        and its end at INFO (``aiopay_auth.api_accepting_tokens``).
 
         Returns:
             Whether this call invalidated the current token.
@@ -238,44 +259,46 @@ class TokenHolder:
         if token is not self.current:
             return False
         streak = self.refusing
+        if streak is not None:
+            age = self.clock() - self._since
+            if age < streak.delay:
+                streak.refused = True
+                return False
+            if age > 2 * self.policy.backoff_max:
+                streak = None
         if streak is None:
             streak = self.refusing = RefusalStreak()
-        elif streak.until and self.clock() < streak.until:
-            return False
-        if token is not streak.last:
-            streak.last = token
-            streak.tokens += 1
-            self.stats.refused_tokens += 1
-            if streak.tokens >= 2:
-                delay = self.policy.backoff(streak.tokens - 1, rng=_RNG)
-                streak.until = self.clock() + delay
-                emit = log.warning if streak.tokens == 2 else log.debug
-                emit(
-                    "aiopay_auth.api_refusing_tokens",
-                    provider=self.name,
-                    refused=streak.tokens,
-                    backoff=round(delay, 3),
-                )
-                return False
+        self._refused(streak)
         self.current = None
         self.stats.invalidations += 1
         self._refresh_needed.set()
         return True
 
+    def _refused(self, streak: RefusalStreak) -> None:
+        """Count the current token as refused: the streak grows, its backoff too."""
+        streak.tokens += 1
+        streak.delay = self.policy.backoff(streak.tokens, rng=_RNG)
+        streak.refused = False
+        self.stats.refused_tokens += 1
+        if streak.tokens >= 2:
+            emit = log.warning if streak.tokens == 2 else log.debug
+            emit(
+                "aiopay_auth.api_refusing_tokens",
+                provider=self.name,
+                refused=streak.tokens,
+                backoff=round(streak.delay, 3),
+            )
+
     def backing_off(self) -> bool:
-        """Whether the API refuses fresh tokens and 401s now go to callers as they are."""
+        """Whether 401s now go to callers as they are (see :meth:`invalidate`)."""
+        return self.refusal_backoff() > 0.0
+
+    def refusal_backoff(self) -> float:
+        """Seconds left before a 401 may invalidate the current token (0: none)."""
         streak = self.refusing
-        return streak is not None and self.clock() < streak.until
-
-    def accepted(self) -> None:
-        """Report that the API accepted a token (a non-401 answer): the streak ends.
-
-        Call it only while :attr:`refusing` is set; a streak that was logged
-        logs ``aiopay_auth.api_accepting_tokens`` once.
-        """
-        streak, self.refusing = self.refusing, None
-        if streak is not None and streak.tokens >= 2:
-            log.info("aiopay_auth.api_accepting_tokens", provider=self.name, refused=streak.tokens)
+        if streak is None or self.current is None:
+            return 0.0
+        return max(0.0, self._since + streak.delay - self.clock())
 
     # --- the writer's side: the refresher and the manager only -------------
 
@@ -283,8 +306,20 @@ class TokenHolder:
         """Make *token* current and wake every waiter (refresher only)."""
         if self._latest is not None:
             self.stats.refreshes += 1
+        streak = self.refusing
+        if streak is not None and self.current is not None and streak.refused:
+            self._refused(streak)  # refreshed, but refused during its backoff
+        elif streak is not None and self.current is not None:
+            # A normal refresh: this token ended without any 401.
+            self.refusing = None
+            if streak.tokens >= 2:
+                log.info(
+                    "aiopay_auth.api_accepting_tokens", provider=self.name, refused=streak.tokens
+                )
         self.current = token
         self._latest = token
+        self._recent.append(token.access_token)
+        self._since = self.clock()
         self._failure = None
         self.stats.last_error = None
         self.stats.consecutive_failures = 0
@@ -358,7 +393,7 @@ class TokenHolder:
             store=stats.store,
             refused_tokens=stats.refused_tokens,
             refusal_streak=0 if self.refusing is None else self.refusing.tokens,
-            refusal_backoff=max(0.0, self.refusing.until - self.clock()) if self.refusing else 0.0,
+            refusal_backoff=self.refusal_backoff(),
             unreplayable=stats.unreplayable,
         )
 

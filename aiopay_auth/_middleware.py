@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextvars
 
-from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs, payload
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, MultipartWriter, hdrs, payload
 from yarl import URL
 
 from ._check import instance_of
@@ -38,16 +38,39 @@ _CALL: contextvars.ContextVar[tuple[object, TokenHolder | None] | None] = contex
 
 
 def replayable(request: ClientRequest) -> bool:
-    """Whether *request*'s body, once sent, can be sent again unchanged.
+    """Whether *request* is known to be sendable again, identical, after a 401.
 
-    aiohttp marks a payload ``consumed`` when it cannot be written a second
-    time: an async iterable (a generator, a stream reader) as soon as
-    writing starts, a file object whose position cannot be told or restored,
-    a multipart body with such a part. Bytes, strings, ``json=``, form data
-    and seekable files rewind themselves and stay replayable.
+    An allow-list: no body, a :class:`~aiohttp.BytesPayload` (bytes, str,
+    ``json=``, url-encoded form data), a file object payload
+    (:class:`~aiohttp.payload.IOBasePayload`) that is seekable and not
+    ``consumed``, and a multipart body whose every part is replayable by
+    this same rule. Anything else (a custom payload, an async iterable, a
+    stream reader, ``aiohttp.streamer``, an unknown type) is not. A request
+    sent with ``Expect: 100-continue`` is never resent either: aiohttp
+    does not wait for a second ``100 Continue`` on a resend.
     """
-    body = request.body
-    return not (isinstance(body, payload.Payload) and body.consumed)
+    if request.headers.get(hdrs.EXPECT, "").strip().lower() == "100-continue":
+        return False
+    return _replayable_body(request.body)
+
+
+def _replayable_body(body: object) -> bool:
+    """The body rule of :func:`replayable`, recursive over multipart parts."""
+    if body is None or isinstance(body, (bytes, bytearray)):
+        return True  # no body
+    if isinstance(body, payload.BytesPayload):
+        return True
+    if isinstance(body, payload.IOBasePayload):
+        if body.consumed:
+            return False
+        seekable = getattr(body._value, "seekable", None)  # aiohttp: no public accessor
+        try:
+            return callable(seekable) and bool(seekable())
+        except (OSError, ValueError):
+            return False
+    if isinstance(body, MultipartWriter):
+        return not body.consumed and all(_replayable_body(part) for part, _, _ in body)
+    return False
 
 
 class BearerAuth:
@@ -67,21 +90,27 @@ class BearerAuth:
 
     An ``Authorization`` header the caller set (``headers=``, ``auth=``,
     a session default) on an in-scope request is respected: sent untouched,
-    with no 401 recovery. Only one of our own tokens set by hand for
-    another provider's API is stripped and replaced.
+    with no 401 recovery. Only one of our own recent tokens (any letter
+    case of ``Bearer``) set by hand for another provider's API is
+    stripped and replaced.
 
     A 401 from an API invalidates the token it was sent with (only the
     first 401 per token wakes the refresher), waits for the next token and
     resends the request once. A second 401 is returned to the caller. The
-    resend happens only if aiohttp can send the body again (its payload is
-    not ``consumed``): a request with a consumed body (an async
-    generator, an unseekable stream) gets the 401 itself, never a resend
-    with an empty body; the token is still invalidated, so the next
-    request carries a fresh one. When the API refuses fresh tokens too,
+    resend happens only if the body is known to be replayable (see
+    ``replayable()`` in this module): any other request (a stream, a custom payload,
+    ``Expect: 100-continue``) gets the 401 itself, never a resend with a
+    missing body; the token is still invalidated, so the next request
+    carries a fresh one. When the API refuses fresh tokens too,
     the holder backs off (see :meth:`TokenHolder.invalidate
     <aiopay_auth.TokenHolder.invalidate>`) and 401s go to callers with no
-    resend and no new token until the backoff ends; the first accepted
-    answer ends the streak.
+    resend and no new token until the backoff ends. Answers other than
+    401 cost nothing extra: the streak is kept on tokens, not answers.
+
+    Once the answer is in, the token is removed from the request's
+    headers, so ``response.request_info`` (and the
+    :class:`aiohttp.ClientResponseError` of ``raise_for_status``) never
+    shows it.
 
     One middleware serves any number of providers, so a session that talks
     to several APIs pays for one scope lookup per request. Get one from
@@ -163,12 +192,16 @@ class BearerAuth:
         if token is None or token.expires_at <= holder.clock():
             token = await holder.get()
         request.headers[_AUTHORIZATION] = token.header
-        response = await handler(request)
-        if response.status != 401:
-            if holder.refusing is not None:
-                holder.accepted()
-            return response
-        return await self._recover(request, handler, holder, token, response)
+        try:
+            response = await handler(request)
+            if response.status == 401:
+                response = await self._recover(request, handler, holder, token, response)
+        finally:
+            # Sent: the answer's request_info (a live view of these headers,
+            # shown by repr() of raise_for_status's ClientResponseError) no
+            # longer holds the token. aiohttp builds each redirect hop anew.
+            request.headers.popall(_AUTHORIZATION, None)
+        return response
 
     async def _recover(
         self,
@@ -180,12 +213,13 @@ class BearerAuth:
     ) -> ClientResponse:
         """Answer a 401: resend once with a new token when that can help."""
         if holder.backing_off():
+            holder.invalidate(token)  # noted as refused during its backoff
             return response
         holder.invalidate(token)
+        if holder.current is token:
+            return response  # backing off: the holder keeps the token
         if not replayable(request):
             holder.stats.unreplayable += 1
-            return response
-        if holder.backing_off():
             return response
         response.release()
         token = await holder.get()
@@ -194,17 +228,22 @@ class BearerAuth:
         response = await handler(request)
         if response.status == 401:
             holder.invalidate(token)  # a fresh token refused too
-        elif holder.refusing is not None:
-            holder.accepted()
         return response
 
     def _strip(self, request: ClientRequest, keep: TokenHolder | None = None) -> None:
-        """Remove one of our tokens (other than *keep*'s) set by hand on *request*."""
+        """Remove a recent token of ours (other than *keep*'s) set by hand on *request*.
+
+        The scheme is matched case-insensitively (RFC 9110 §11.1) and
+        whitespace around the parts is ignored.
+        """
         sent = request.headers.get(_AUTHORIZATION)
         if sent is None:
             return
+        scheme, _, credentials = sent.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return
+        credentials = credentials.strip()
         for holder in self._holders:
-            latest = holder.latest
-            if holder is not keep and latest is not None and sent == latest.header:
+            if holder is not keep and holder.issued(credentials):
                 del request.headers[_AUTHORIZATION]
                 return

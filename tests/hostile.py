@@ -81,6 +81,7 @@ class Api:
         self.early_401 = early_401
         self.early_refusals = 0
         self.refuse_all = False
+        self.refuse_when: Callable[[web.Request], bool] | None = None
         self.valid: dict[str, float] = {}  # token -> when it expires (monotonic)
         self.issued: list[str] = []
         self.token_times: list[float] = []
@@ -189,7 +190,7 @@ class Api:
             if request.path in self.redirects:
                 status, location = self.redirects[request.path]
                 return web.Response(status=status, headers={"Location": location})
-            if self._refused(authorization):
+            if self._refused(authorization) or (self.refuse_when and self.refuse_when(request)):
                 return self._refuse()
             return web.json_response({"ok": True, "bytes": len(body), "seq": seq})
         finally:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import logging
 import os
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from yarl import URL
 
 from aiopay_auth import RefreshPolicy, TokenManager
 
@@ -41,8 +45,41 @@ def pipe_reader(stack: contextlib.ExitStack) -> io.BufferedReader:
 # --- 1. a 401 resend must never lose the body --------------------------------
 
 
+class GeneratedPayload(aiohttp.payload.Payload):
+    """A custom payload writing BODY from a generator: never sets ``consumed``."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    async def write(self, writer: Any) -> None:
+        async for chunk in chunks(contextlib.ExitStack()):
+            await writer.write(chunk)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return BODY.decode(encoding, errors)
+
+
+def custom_payload(_: contextlib.ExitStack) -> aiohttp.payload.Payload:
+    return GeneratedPayload()
+
+
+def streamer(_: contextlib.ExitStack) -> object:
+    """aiohttp's public (deprecated) ``aiohttp.streamer`` writing BODY."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+
+        @aiohttp.streamer
+        async def write(writer: Any) -> None:
+            async for chunk in chunks(contextlib.ExitStack()):
+                await writer.write(chunk)
+
+        return write()
+
+
 @pytest.mark.parametrize(
-    "make_body", [chunks, pipe_reader], ids=["async-generator", "unseekable-stream"]
+    "make_body",
+    [chunks, pipe_reader, custom_payload, streamer],
+    ids=["async-generator", "unseekable-stream", "payload-subclass", "aiohttp-streamer"],
 )
 async def test_a_body_that_cannot_be_replayed_gets_the_401_not_an_empty_resend(
     make_body: Callable[[contextlib.ExitStack], Any],
@@ -103,6 +140,61 @@ async def test_a_401_before_the_body_is_read_never_leads_to_a_truncated_resend()
     assert 1 == api.early_refusals
     # The only request the API took is the whole body, with the new token.
     assert [(fresh.header, BODY)] == [(r.authorization, r.body) for r in api.api_requests()]
+
+
+async def test_a_multipart_body_with_an_unseekable_part_is_never_resent() -> None:
+    # The API refuses as soon as the headers are in; whether the pipe part
+    # has started to be read by then is a race, so the body is never resent.
+    tries = 20
+    async with serving(early_401=True) as (api,):
+        for _ in range(tries):
+            async with TokenManager() as tokens:  # each try a fresh first 401
+                holder = tokens.add(api.provider())
+                await holder.get()
+                api.revoke_all()
+                async with tokens.session(holder) as http:
+                    with contextlib.ExitStack() as stack:
+                        data = aiohttp.FormData()
+                        data.add_field("head", b"h" * 200_000, filename="head.bin")
+                        data.add_field("pipe", pipe_reader(stack), filename="pipe.bin")
+                        async with http.post(api.api / "pay", data=data) as resp:
+                            assert 401 == resp.status
+                assert (1, 0) == (holder.stats.unreplayable, holder.stats.recoveries)
+    assert [] == api.api_requests()  # no body, whole or truncated, was ever accepted
+
+
+async def test_expect_100_continue_refused_at_the_headers_gets_the_401() -> None:
+    # RFC 9110 §10.1.1: the server may answer a final 401 instead of 100.
+    bodies: list[bytes] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"100-continue" not in head.lower():
+            bodies.append(head)
+        writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        url = URL(f"http://127.0.0.1:{port}/api")
+        forms: list[dict[str, Any]] = [{"expect100": True}, {"headers": {"Expect": "100-Continue"}}]
+        for kwargs in forms:
+            async with serving() as (api,), TokenManager() as tokens:
+                holder = tokens.add(api.provider(api=[url]))
+                refused = await holder.get()
+                async with (
+                    tokens.session(holder) as http,
+                    http.post(url / "pay", data=BODY, **kwargs) as resp,
+                ):
+                    assert 401 == resp.status
+                assert holder.current is not refused  # still invalidated
+                assert (0, 1) == (holder.stats.recoveries, holder.stats.unreplayable)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [] == bodies  # never resent without the expectation (and its body)
 
 
 def form() -> aiohttp.FormData:
@@ -181,32 +273,57 @@ def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecor
     return [r for r in caplog.records if getattr(r, "aiopay_auth", {}).get("event") == name]
 
 
-async def test_an_api_refusing_every_token_backs_off_and_recovers_on_its_own(
+def refuse_admin(request: web.Request) -> bool:
+    return request.path.endswith("/admin")
+
+
+def refuse_every_other() -> Callable[[web.Request], bool]:
+    answers = itertools.count()
+    return lambda _: next(answers) % 2 == 0
+
+
+@pytest.mark.parametrize(
+    ("refuse_all", "refuse_when", "paths"),
+    [
+        (True, None, ["pay"]),
+        (False, lambda: refuse_admin, ["admin", "pay"]),
+        (False, refuse_every_other, ["pay"]),
+    ],
+    ids=["always-401", "401-on-one-path", "alternating-401-200"],
+)
+async def test_an_api_refusing_tokens_backs_off_whatever_it_accepts_meanwhile(
     caplog: pytest.LogCaptureFixture,
+    refuse_all: bool,
+    refuse_when: Callable[[], Callable[[web.Request], bool]] | None,
+    paths: list[str],
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aiopay_auth")
     policy = RefreshPolicy()
     workers, seconds = 20, 3.0
     async with serving() as (api,), TokenManager(policy=policy) as tokens:
-        api.refuse_all = True
+        api.refuse_all = refuse_all
+        api.refuse_when = None if refuse_when is None else refuse_when()
         holder = tokens.add(api.provider())
         started = time.monotonic()
         async with tokens.session(holder, limit=workers) as http:
-            statuses: list[int] = []
+            statuses: dict[str, list[int]] = {path: [] for path in paths}
             stop = started + seconds
 
-            async def worker() -> None:
+            async def worker(path: str) -> None:
                 while time.monotonic() < stop:
-                    async with http.get(api.api / "pay") as resp:
-                        statuses.append(resp.status)
+                    async with http.get(api.api / path) as resp:
+                        statuses[path].append(resp.status)
 
-            await asyncio.gather(*(worker() for _ in range(workers)))
+            await asyncio.gather(*(worker(paths[i % len(paths)]) for i in range(workers)))
             window = time.monotonic() - started
             calls = api.token_calls
             health = holder.health()
-            # Every caller got the API's 401, none an exception.
-            assert {401} == set(statuses)
-            assert len(statuses) > calls
+            # Every caller got the API's answer, none an exception.
+            answered = [status for path in paths for status in statuses[path]]
+            assert 401 in answered
+            assert len(answered) > calls
+            if "admin" in paths:
+                assert {200} == set(statuses["pay"])  # the other path is not disturbed
             # A bounded, growing backoff: not one token call per 401.
             assert 3 <= calls <= most_token_calls(policy, window)
             assert health.refusal_streak >= 2
@@ -219,18 +336,74 @@ async def test_an_api_refusing_every_token_backs_off_and_recovers_on_its_own(
             assert 1 == len(warnings)  # once per streak
             shown = [r.getMessage() for r in caplog.records] + [repr(health), repr(holder.refusing)]
             assert not [t for t in api.issued for text in shown if t in text]  # no token shown
-            # The API accepts tokens again: the next answer ends the streak.
-            api.refuse_all = False
-            async with http.get(api.api / "pay") as resp:
-                assert 200 == resp.status
-            async with http.get(api.api / "pay") as resp:
-                assert 200 == resp.status
-            recovered = holder.health()
-        assert 0 == recovered.refusal_streak
-        assert 0 == recovered.refusal_backoff
-        assert holder.refusing is None
-    assert 1 == len(events(caplog, "aiopay_auth.api_accepting_tokens"))
     assert all(r.levelno < logging.ERROR for r in caplog.records)
+
+
+async def test_short_tokens_refused_in_their_backoff_keep_the_streak_going() -> None:
+    # 2-second tokens (believed 1 s) reach their refresh point during the
+    # backoff: refused meanwhile, they count as refused and the streak and
+    # its backoff keep growing instead of restarting at every refresh.
+    policy = RefreshPolicy()
+    workers, seconds = 20, 2.5
+    async with serving(lifetime=2) as (api,), TokenManager(policy=policy) as tokens:
+        api.refuse_all = True
+        holder = tokens.add(api.provider())
+        started = time.monotonic()
+        async with tokens.session(holder, limit=workers) as http:
+            stop = started + seconds
+
+            async def worker() -> None:
+                while time.monotonic() < stop:
+                    async with http.get(api.api / "pay") as resp:
+                        assert 401 == resp.status
+
+            await asyncio.gather(*(worker() for _ in range(workers)))
+            window = time.monotonic() - started
+            health = holder.health()
+        assert health.refused_tokens >= 3
+        assert health.refusal_streak == health.refused_tokens  # never restarted
+        assert health.invalidations <= most_token_calls(policy, window) - 1
+
+
+async def test_a_refusal_streak_ends_at_a_normal_refresh_then_a_revocation_is_recovered_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopay_auth")
+    # 4-second tokens: believed 3 s, refreshed after about 1.4 s (half the life at most).
+    async with serving(lifetime=4) as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        await holder.get()
+        api.refuse_all = True
+        async with tokens.session(holder) as http:
+            deadline = time.monotonic() + 3.0  # the first backoff is at most 0.5 s
+            while holder.health().refusal_streak < 2:
+                assert time.monotonic() < deadline
+                async with http.get(api.api / "pay") as resp:
+                    assert 401 == resp.status
+            # The API accepts tokens again: answers alone do not end the streak.
+            api.refuse_all = False
+            serving_token = await holder.get()
+            calls = api.token_calls
+            async with http.get(api.api / "pay") as resp:
+                assert 200 == resp.status
+            assert calls == api.token_calls
+            assert holder.health().refusal_streak >= 2
+            # The token reaches its refresh point with no 401: the streak ends.
+            # The token served may have had a 401 in its backoff: two refreshes.
+            deadline = time.monotonic() + 2 * 3.0
+            while holder.health().refusal_streak:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            assert holder.latest is not serving_token
+            recovered = holder.health()
+            assert (0, 0.0) == (recovered.refusal_streak, recovered.refusal_backoff)
+            # A later single revocation is recovered at once.
+            recoveries, calls = holder.stats.recoveries, api.token_calls
+            api.revoke_all()
+            async with http.get(api.api / "pay") as resp:
+                assert 200 == resp.status
+            assert (recoveries + 1, calls + 1) == (holder.stats.recoveries, api.token_calls)
+    assert 1 == len(events(caplog, "aiopay_auth.api_accepting_tokens"))
 
 
 # --- 3. a redirect from one provider's API to another's ---------------------
@@ -305,9 +478,74 @@ async def test_our_token_set_by_hand_is_stripped_out_of_scope_and_replaced_in_an
             by_hand = {"Authorization": token_b.header}
             async with http.get(a.api / "pay", headers=by_hand) as resp:
                 assert 200 == resp.status
+            # Another letter case of the scheme, whitespace: still ours.
+            for value in (f"bearer {token_a.access_token}", f" BEARER  {token_a.access_token} "):
+                async with http.get(
+                    a.base_url / "open" / "echo", headers={"Authorization": value}
+                ) as resp:
+                    assert {"authorization": None} == await resp.json()
+            # A previous token of ours, still valid at the API: stripped too.
+            pay_a.invalidate(token_a)
+            assert await pay_a.get() is not token_a
+            by_hand = {"Authorization": token_a.header}
+            async with http.get(a.base_url / "open" / "echo", headers=by_hand) as resp:
+                assert {"authorization": None} == await resp.json()
             # A user's own credential for another API is left alone.
             own = {"Authorization": "Basic b3duOmNyZWRz"}
             async with http.get(a.base_url / "open" / "echo", headers=own) as resp:
                 assert {"authorization": "Basic b3duOmNyZWRz"} == await resp.json()
     assert [token_a.header] == [r.authorization for r in a.api_requests()]
     assert [] == b.api_requests()
+    assert 2 == a.token_calls
+
+
+async def test_a_token_refused_after_twice_backoff_max_current_starts_a_fresh_streak() -> None:
+    policy = RefreshPolicy(backoff_initial=0.05, backoff_max=0.1)
+    async with serving() as (api,), TokenManager(policy=policy) as tokens:
+        holder = tokens.add(api.provider())
+        await holder.get()
+        api.refuse_all = True
+        async with tokens.session(holder) as http:
+            deadline = time.monotonic() + 3.0
+            while holder.health().refusal_streak < 3:
+                assert time.monotonic() < deadline
+                async with http.get(api.api / "pay") as resp:
+                    assert 401 == resp.status
+            api.refuse_all = False
+            serving_token = await holder.get()
+            async with http.get(api.api / "pay") as resp:
+                assert 200 == resp.status
+            assert holder.health().refusal_streak >= 3  # answers do not end it
+            # Current for more than 2 * backoff_max: its refusal is a new streak.
+            await asyncio.sleep(2 * policy.backoff_max + 0.05)
+            assert holder.current is serving_token
+            recoveries, calls = holder.stats.recoveries, api.token_calls
+            api.revoke_all()
+            async with http.get(api.api / "pay") as resp:
+                assert 200 == resp.status  # recovered at once
+            assert (recoveries + 1, calls + 1) == (holder.stats.recoveries, api.token_calls)
+            assert 1 == holder.health().refusal_streak
+
+
+# --- an API error raised by raise_for_status --------------------------------
+
+
+async def test_raise_for_status_errors_do_not_show_the_bearer_token() -> None:
+    async with serving() as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        api.refuse_when = refuse_admin
+        async with tokens.session(holder, raise_for_status=True) as http:
+            async with http.get(api.api / "pay") as resp:
+                assert 200 == resp.status
+                assert "Authorization" not in resp.request_info.headers
+            with pytest.raises(aiohttp.ClientResponseError) as caught:
+                async with http.get(api.api / "admin"):
+                    pass
+        err = caught.value
+        assert 401 == err.status
+        assert "Authorization" not in err.request_info.headers
+        shown = repr(err) + str(err) + repr(err.request_info) + repr(err.history)
+        assert not [t for t in api.issued if t in shown]
+    # The token was sent all the same, on every request and the resend.
+    assert all(r.authorization for r in api.api_requests())
+    assert 3 == len(api.api_requests())
