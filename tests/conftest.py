@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from .endpoints import RawEndpoint, WebEndpoint
 from .redis_server import RedisClusterServers, RedisSentinelServers, RedisServer
 
 
@@ -69,3 +70,25 @@ def _nodes(setup: RedisSetup) -> list[RedisServer]:
     if isinstance(setup, RedisSentinelServers):
         return [setup.primary]
     return [setup]
+
+
+@pytest.fixture(name="endpoint")
+async def _endpoint() -> AsyncIterator[WebEndpoint]:
+    """An independent aiohttp.web token endpoint and API on 127.0.0.1 (tests/endpoints.py)."""
+    server = WebEndpoint()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture(name="raw")
+async def _raw() -> AsyncIterator[RawEndpoint]:
+    """A raw asyncio TCP token endpoint on 127.0.0.1 that answers scripted bytes."""
+    server = RawEndpoint()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

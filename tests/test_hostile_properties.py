@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import anyio
@@ -39,16 +38,6 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-
-
-@pytest.fixture(name="raw")
-async def _raw() -> AsyncIterator[RawEndpoint]:
-    server = RawEndpoint()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def provider_at(base: str) -> Provider:

@@ -12,7 +12,6 @@ import itertools
 import math
 import time
 import unicodedata
-from collections.abc import AsyncIterator
 
 import aiohttp
 import anyio
@@ -38,26 +37,6 @@ from .helpers import eventually
 
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(name="endpoint")
-async def _endpoint() -> AsyncIterator[WebEndpoint]:
-    server = WebEndpoint()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture(name="raw")
-async def _raw() -> AsyncIterator[RawEndpoint]:
-    server = RawEndpoint()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def fetch_once(provider: Provider, *, timeout: float = 5.0) -> AuthError:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -17,16 +16,6 @@ from .helpers import eventually
 
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(name="endpoint")
-async def _endpoint() -> AsyncIterator[WebEndpoint]:
-    server = WebEndpoint()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 # --------------------------------------------------------------------------- unhealable
