@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator
 import attrs
 from yarl import URL
 
+from .loopback import tcp_server
+
 
 @attrs.define
 class ForwardProxy:
@@ -106,25 +108,6 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 async def forward_proxy(credentials: tuple[str, str] | None = None) -> AsyncIterator[ForwardProxy]:
     """Run a forward proxy on a fresh 127.0.0.1 port."""
     proxy = ForwardProxy(URL("http://127.0.0.1"), credentials)
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)
-        try:
-            await proxy.handle(reader, writer)
-        finally:
-            tasks.discard(task)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    proxy.url = URL.build(scheme="http", host="127.0.0.1", port=port)
-    try:
+    async with tcp_server(proxy.handle) as port:
+        proxy.url = URL.build(scheme="http", host="127.0.0.1", port=port)
         yield proxy
-    finally:
-        server.close()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()

@@ -23,6 +23,8 @@ import trustme
 from aiohttp import web
 from yarl import URL
 
+from .loopback import tcp_server
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -93,29 +95,16 @@ TOKEN_BODY = json.dumps({"access_token": "tok-mtls", "token_type": "Bearer", "ex
 async def alerting_tls_server(context: ssl.SSLContext) -> AsyncIterator[AlertingServer]:
     """Run the raw TLS server (see the module docstring)."""
     box = AlertingServer(URL("https://127.0.0.1"))
-    tasks: set[asyncio.Task[None]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)
         try:
             await _serve_one(context, box, reader, writer)
         finally:
-            tasks.discard(task)
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    box.url = URL.build(scheme="https", host="127.0.0.1", port=port)
-    try:
+    async with tcp_server(handle) as port:
+        box.url = URL.build(scheme="https", host="127.0.0.1", port=port)
         yield box
-    finally:
-        server.close()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
 
 
 async def _serve_one(
