@@ -15,7 +15,7 @@ from ._log import log
 from ._policy import RefreshPolicy
 from ._provider import Provider
 from ._token import Token
-from .exceptions import AuthError, TokenUnavailableError, without_frames
+from .exceptions import AuthError, TokenUnavailableError, _without_frames
 
 
 __all__ = ["ProviderStats", "RefusalStreak", "TokenHolder"]
@@ -335,7 +335,7 @@ class TokenHolder:
         token clears it. A retryable error leaves waiters waiting for the
         next attempt, up to their wait bound.
         """
-        without_frames(error)  # kept below: its frames' locals held the raw answer
+        _without_frames(error)  # kept below: its frames' locals held the raw answer
         stats = self.stats
         stats.failures += 1
         stats.consecutive_failures += 1

@@ -28,7 +28,6 @@ __all__ = [
     "TokenResponseError",
     "TokenTLSError",
     "TokenUnavailableError",
-    "without_frames",
 ]
 
 _QUOTE_LIMIT = 200
@@ -61,7 +60,7 @@ def scrub(text: str, limit: int = _QUOTE_LIMIT) -> str:
     return flat
 
 
-def without_frames(error: BaseException) -> BaseException:
+def _without_frames(error: BaseException) -> BaseException:
     """Drop the tracebacks of *error* and of everything it chains; return it.
 
     The one rule for an error that is kept (``stats.last_error``, a failure
