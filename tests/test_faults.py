@@ -162,21 +162,32 @@ def fault_for(name: str) -> tuple[Scripted, FailureKind, float]:
 
 class Traffic:
     """Workers sending real API requests through the manager's session (FairPool and
-    BearerAuth), recording the ``Authorization`` each response answered."""
+    BearerAuth), recording the ``Authorization`` each request was sent with.
 
-    def __init__(self, http: aiohttp.ClientSession, url: URL) -> None:
-        self.http = http
-        self.url = url
+    The header is read as it goes on the wire (aiohttp's ``on_request_headers_sent``
+    trace), since BearerAuth drops its token from the request once it is answered.
+    """
+
+    def __init__(self) -> None:
         self.carried: list[str | None] = []
         self.statuses: list[int] = []
         self.stop = anyio.Event()
+        self.trace = aiohttp.TraceConfig()
+        self.trace.on_request_headers_sent.append(self._sent)
 
-    async def worker(self) -> None:
+    async def _sent(
+        self,
+        _: aiohttp.ClientSession,
+        __: object,
+        params: aiohttp.TraceRequestHeadersSentParams,
+    ) -> None:
+        self.carried.append(params.headers.get("Authorization"))
+
+    async def worker(self, http: aiohttp.ClientSession, url: URL) -> None:
         while not self.stop.is_set():
-            async with self.http.get(self.url) as response:
+            async with http.get(url) as response:
                 await response.read()
                 self.statuses.append(response.status)
-                self.carried.append(response.request_info.headers.get("Authorization"))
             await anyio.sleep(0.005)
 
 
@@ -199,34 +210,36 @@ async def test_transient_fault_keeps_serving_and_recovers(
         holder = tokens.add(provider_for(fake))
         first = await holder.get()
         waits = holder.stats.waits
-        async with tokens.session(holder, limit=4) as http:
-            traffic = Traffic(http, fake.api_base / "charges")
-            async with anyio.create_task_group() as tg:
-                for _ in range(2):
-                    tg.start_soon(traffic.worker)
-                fake.queue(scripted)
-                fake.token_delay = HOLD  # the retry (unscripted) is held
-                await eventually(lambda: holder.stats.failures == 1, within=lifetime + 1)
-                failed_at = time.monotonic()
-                served_before = len(traffic.carried)
-                # The failed refresh did not disturb the token being served.
-                assert first is holder.usable()
-                assert "degraded" == holder.state
-                assert {kind: 1} == holder.stats.failures_by_kind
-                health = holder.health()
-                assert kind == health.last_error_kind
-                assert health.expires_in is not None
-                assert health.expires_in > 0
-                await eventually(lambda: holder.current is not first, within=lifetime)
-                recovered_at = time.monotonic()
-                second = holder.current
-                assert second is not None
-                # Real requests went on through the fault on the old token...
-                assert first.header in traffic.carried[served_before:]
-                # ...and onto the new one.
-                renewed, renewed_at = second.header, second.issued_at
-                await eventually(lambda: renewed in traffic.carried, within=lifetime)
-                traffic.stop.set()
+        traffic = Traffic()
+        async with (
+            tokens.session(holder, limit=4, trace_configs=[traffic.trace]) as http,
+            anyio.create_task_group() as tg,
+        ):
+            for _ in range(2):
+                tg.start_soon(traffic.worker, http, fake.api_base / "charges")
+            fake.queue(scripted)
+            fake.token_delay = HOLD  # the retry (unscripted) is held
+            await eventually(lambda: holder.stats.failures == 1, within=lifetime + 1)
+            failed_at = time.monotonic()
+            served_before = len(traffic.carried)
+            # The failed refresh did not disturb the token being served.
+            assert first is holder.usable()
+            assert "degraded" == holder.state
+            assert {kind: 1} == holder.stats.failures_by_kind
+            health = holder.health()
+            assert kind == health.last_error_kind
+            assert health.expires_in is not None
+            assert health.expires_in > 0
+            await eventually(lambda: holder.current is not first, within=lifetime)
+            recovered_at = time.monotonic()
+            second = holder.current
+            assert second is not None
+            # Real requests went on through the fault on the old token...
+            assert first.header in traffic.carried[served_before:]
+            # ...and onto the new one.
+            renewed, renewed_at = second.header, second.issued_at
+            await eventually(lambda: renewed in traffic.carried, within=lifetime)
+            traffic.stop.set()
         assert "fresh" == holder.health().state
         # Recovered before the first token expired, by the server's clock: it
         # refused nothing, every request succeeded, and none waited for a token.
