@@ -135,6 +135,12 @@ class PoolGates:
             del self._hosts[key]
 
     @property
+    def waiting(self) -> int:
+        """How many requests are queued, at the pool's gate and at the hosts' gates."""
+        queued = sum(gate.waiting for gate in self._hosts.values())
+        return queued + (self.pool.waiting if self.pool is not None else 0)
+
+    @property
     def hosts(self) -> int:
         """How many hosts have a gate in use."""
         return len(self._hosts)

@@ -80,6 +80,13 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         '"kind": "throttled"',
         '"event": "aiopay_auth.recovered", "level": "info"',
     ),
+    "telemetry.py": (
+        "GET: 200",
+        "aiopay_auth.token.fetches {'aiopay_auth.provider': 'cm'} = 2",
+        "aiopay_auth.auth.recoveries {'aiopay_auth.provider': 'cm'} = 1",
+        "span POST client_credentials success",
+    ),
+    "telemetry_prometheus.py": ('aiopay_auth_token_fetches_total{aiopay_auth_provider="cm",',),
     "health.py": (
         "just added      starting",
         "refresh failed  degraded",
