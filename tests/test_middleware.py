@@ -166,6 +166,7 @@ async def test_one_middleware_routes_each_url_to_its_provider(
         assert (back, front, root) == auth.holders
         assert back is auth.holder_for(fake.base_url / "admin" / "api" / "orders")
         assert front is auth.holder_for(fake.base_url / "api" / "orders")
+        assert front is auth.holder_for(fake.base_url / "api")  # exactly the API base
         assert root is auth.holder_for(fake.base_url / "apix")
         assert auth.holder_for(fake.base_url.with_port(1) / "api") is None
         with pytest.raises(ConfigError, match="both claim"):
