@@ -166,9 +166,19 @@ async def test_one_middleware_routes_each_url_to_its_provider(
         assert (back, front, root) == auth.holders
         assert back is auth.holder_for(fake.base_url / "admin" / "api" / "orders")
         assert front is auth.holder_for(fake.base_url / "api" / "orders")
+        assert front is auth.holder_for(fake.base_url / "api")  # exactly the API base
         assert root is auth.holder_for(fake.base_url / "apix")
         assert auth.holder_for(fake.base_url.with_port(1) / "api") is None
         with pytest.raises(ConfigError, match="both claim"):
             tokens.middleware(back, back)
         with pytest.raises(ConfigError, match="at least one"):
             BearerAuth()
+
+
+def test_bearer_auth_misuse_errors_name_what_was_wrong() -> None:
+    with pytest.raises(ConfigError) as empty:
+        BearerAuth()
+    assert "BearerAuth needs at least one token holder" == str(empty.value)
+    with pytest.raises(ConfigError) as wrong:
+        BearerAuth("not a holder")  # type: ignore[arg-type]
+    assert str(wrong.value).startswith("BearerAuth holders must be a TokenHolder, not a ")

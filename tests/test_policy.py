@@ -417,3 +417,15 @@ def test_backoff_is_bounded(
     assert 0 < delay <= max(cap, DEFAULT.retry_after_max)
     if retry_after is not None:
         assert delay >= min(retry_after, DEFAULT.retry_after_max)
+
+
+@pytest.mark.parametrize(
+    ("multiplier", "expected"),
+    [
+        pytest.param(1.0, [0.5, 0.5, 0.5], id="1-keeps-the-delay-constant"),
+        pytest.param(1.5, [0.5, 0.75, 1.125], id="1.5-grows-by-half"),
+    ],
+)
+def test_backoff_multiplier_boundary_is_accepted(multiplier: float, expected: list[float]) -> None:
+    policy = RefreshPolicy(backoff_multiplier=multiplier)
+    assert expected == [policy.backoff(attempt, rng=FixedRandom(1.0)) for attempt in (1, 2, 3)]
