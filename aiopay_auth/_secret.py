@@ -6,6 +6,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import html
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -107,6 +108,7 @@ def _encodings(value: str) -> set[str]:
         forms |= {form, form.replace("/", "\\/")}
     for encoded in (base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()):
         forms |= {encoded, encoded.rstrip("=")}
+    forms |= {html.escape(value), html.escape(value, quote=False)}  # an HTML error page
     return forms
 
 
@@ -125,6 +127,7 @@ def _decodings(text: str, shortest: int) -> Iterator[str]:
     yield unquote(text)  # percent-decoding is case-insensitive
     yield unquote_plus(text)
     yield _JSON_ESCAPE.sub(_json_unescaped, text)
+    yield html.unescape(text)  # named, decimal and hex character references
     for run in _BASE64_RUN.findall(text):
         stripped = run.rstrip("=")
         if len(stripped) < shortest:
@@ -145,9 +148,10 @@ class Redactor:
     travels in or may be echoed in (as is; form-encoded; percent-encoded in
     upper or lower case, also as JavaScript's ``encodeURIComponent`` does;
     JSON-escaped, also with ``\/`` and ``\uXXXX``; base64, standard and
-    URL-safe, with or without padding). Then it checks what is left:
-    decoded each of those ways (percent-decoding case-insensitively, ``+``
-    as a space, JSON unescaping, every base64-looking run), if a secret
+    URL-safe, with or without padding; HTML-escaped). Then it checks what is
+    left: decoded each of those ways (percent-decoding case-insensitively,
+    ``+`` as a space, JSON unescaping, HTML character references, every
+    base64-looking run), if a secret
     still shows, the whole text is replaced by :data:`WITHHELD`. Only then
     does it flatten, scrub and cut the text with
     :func:`~aiopay_auth.exceptions.scrub`. Redacting after the cut would

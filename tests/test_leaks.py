@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import json
 import logging
 import re
@@ -149,7 +150,7 @@ async def test_a_400_echoing_the_body_leaves_no_secret_in_frames_or_locals() -> 
 # ---------------------------------------------------------------------------
 # Red team s02: the secret echoed in an equivalent encoding.
 
-ECHO_SECRET = "pa/ss w0rd!"
+ECHO_SECRET = "pa/ss w0rd!&<x>\"'"
 
 FORMS: dict[str, Callable[[str], str]] = {
     "php-json-escaped-slash": lambda s: (
@@ -163,6 +164,14 @@ FORMS: dict[str, Callable[[str], str]] = {
     "base64-urlsafe-no-padding": lambda s: (
         "bad secret " + base64.urlsafe_b64encode(s.encode()).decode().rstrip("=")
     ),
+    # Red team pass 2: an HTML error page escaping what it quotes.
+    "html-escaped": lambda s: "<p>bad secret " + html.escape(s) + "</p>",
+    "owasp-hex-entities": lambda s: (
+        "<p>bad secret " + "".join(c if c.isalnum() else f"&#x{ord(c):02X};" for c in s) + "</p>"
+    ),
+    "json-description-html-escaped": lambda s: json.dumps(
+        {"error": "invalid_client", "error_description": "bad secret " + html.escape(s)}
+    ),
     "basic-no-padding": lambda s: (
         "bad auth " + base64.b64encode(f"{CLIENT_ID}:{quote_plus(s)}".encode()).decode().rstrip("=")
     ),
@@ -171,6 +180,7 @@ FORMS: dict[str, Callable[[str], str]] = {
 
 def _decodes_to_secret(text: str) -> bool:
     candidates = [text, text.replace("\\/", "/"), unquote(text), unquote_plus(text)]
+    candidates += [html.unescape(c) for c in candidates]
     for literal in re.findall(r'"(?:[^"\\]|\\.)*"', text):
         with contextlib.suppress(ValueError):
             candidates.append(json.loads(literal))
