@@ -231,19 +231,26 @@ class BearerAuth:
         return response
 
     def _strip(self, request: ClientRequest, keep: TokenHolder | None = None) -> None:
-        """Remove a recent token of ours (other than *keep*'s) set by hand on *request*.
+        """Remove every recent token of ours (other than *keep*'s) set by hand on *request*.
 
-        The scheme is matched case-insensitively (RFC 9110 §11.1) and
-        whitespace around the parts is ignored.
+        Each ``Authorization`` field is looked at. The scheme is matched
+        case-insensitively (RFC 9110 §11.1) and any whitespace around and
+        between the parts is ignored; other credentials are left alone.
         """
-        sent = request.headers.get(_AUTHORIZATION)
-        if sent is None:
+        headers = request.headers
+        sent = headers.getall(_AUTHORIZATION, ())
+        if not sent:
             return
-        scheme, _, credentials = sent.strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return
-        credentials = credentials.strip()
-        for holder in self._holders:
-            if holder is not keep and holder.issued(credentials):
-                del request.headers[_AUTHORIZATION]
-                return
+        kept = [value for value in sent if not self._ours(value, keep)]
+        if len(kept) != len(sent):
+            del headers[_AUTHORIZATION]
+            for value in kept:
+                headers.add(_AUTHORIZATION, value)
+
+    def _ours(self, value: str, keep: TokenHolder | None) -> bool:
+        """Whether the header *value* carries a recent token of a holder other than *keep*."""
+        parts = value.split(None, 1)
+        if len(parts) != 2 or parts[0].lower() != "bearer":
+            return False
+        credentials = parts[1].strip()
+        return any(holder is not keep and holder.issued(credentials) for holder in self._holders)

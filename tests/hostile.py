@@ -211,7 +211,8 @@ class Api:
 
     async def _open(self, request: web.Request) -> web.Response:
         body = await request.read()
-        authorization = request.headers.get("Authorization")
+        fields = request.headers.getall("Authorization", ())
+        authorization = ", ".join(fields) if fields else None  # every field, in order
         self.received.append(Received(request.method, request.path, authorization, body))
         return web.json_response({"authorization": authorization})
 

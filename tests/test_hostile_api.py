@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from aiopay_auth import RefreshPolicy, TokenManager
@@ -478,12 +479,22 @@ async def test_our_token_set_by_hand_is_stripped_out_of_scope_and_replaced_in_an
             by_hand = {"Authorization": token_b.header}
             async with http.get(a.api / "pay", headers=by_hand) as resp:
                 assert 200 == resp.status
-            # Another letter case of the scheme, whitespace: still ours.
-            for value in (f"bearer {token_a.access_token}", f" BEARER  {token_a.access_token} "):
+            # Another letter case of the scheme, whitespace (a tab too): still ours.
+            for value in (
+                f"bearer {token_a.access_token}",
+                f" BEARER  {token_a.access_token} ",
+                f"Bearer\t{token_a.access_token}",
+            ):
                 async with http.get(
                     a.base_url / "open" / "echo", headers={"Authorization": value}
                 ) as resp:
                     assert {"authorization": None} == await resp.json()
+            # Two fields, someone else's bearer first and ours second: ours goes.
+            fields = CIMultiDict(
+                [("Authorization", "Bearer someone-elses"), ("Authorization", token_a.header)]
+            )
+            async with http.get(a.base_url / "open" / "echo", headers=fields) as resp:
+                assert {"authorization": "Bearer someone-elses"} == await resp.json()
             # A previous token of ours, still valid at the API: stripped too.
             pay_a.invalidate(token_a)
             assert await pay_a.get() is not token_a
