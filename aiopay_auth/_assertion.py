@@ -19,6 +19,7 @@ from typing import Literal
 
 import attrs
 
+from ._check import instance_of
 from ._secret import Secret
 from .exceptions import ConfigError
 
@@ -46,7 +47,16 @@ _EXTRA = "pip install 'aiopay-auth[jwt]'"
 
 
 def _opt_secret(value: str | Secret | None) -> Secret | None:
+    instance_of("ClientAssertion.key", value, (str, Secret, type(None)))
     return value if value is None or isinstance(value, Secret) else Secret(value)
+
+
+def _opt_kid(value: str | None) -> str | None:
+    return instance_of("ClientAssertion.kid", value, (str, type(None)))
+
+
+def _opt_audience(value: str | None) -> str | None:
+    return instance_of("ClientAssertion.audience", value, (str, type(None)))
 
 
 @attrs.frozen(kw_only=True)
@@ -72,9 +82,9 @@ class ClientAssertion:
 
     key: Secret | None = attrs.field(default=None, converter=_opt_secret, repr=False)
     alg: AssertionAlg | None = None
-    kid: str | None = None
+    kid: str | None = attrs.field(default=None, converter=_opt_kid)
     lifetime: float = DEFAULT_ASSERTION_LIFETIME
-    audience: str | None = None
+    audience: str | None = attrs.field(default=None, converter=_opt_audience)
 
 
 def _jose() -> ModuleType:

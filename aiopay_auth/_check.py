@@ -14,7 +14,7 @@ from typing import TypeVar
 from .exceptions import ConfigError
 
 
-__all__ = ["callable_or_none", "count", "instance_of", "number"]
+__all__ = ["callable_or_none", "count", "instance_of", "number", "wait_bound"]
 
 _T = TypeVar("_T")
 
@@ -68,3 +68,18 @@ def callable_or_none(what: str, value: object) -> Callable[..., object] | None:
         msg = f"{what} must be callable, not a {_kind(value)}"
         raise ConfigError(msg)
     return value
+
+
+def wait_bound(what: str, value: object) -> float:
+    """Seconds to wait: any int or float but a bool or NaN (zero or less: do not wait, inf: ever).
+
+    Raises:
+        ConfigError: Naming *what*, for any other type or NaN.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{what} must be a number of seconds, not a {_kind(value)}"
+        raise ConfigError(msg)
+    if math.isnan(value):
+        msg = f"{what} must be a number of seconds, not NaN"
+        raise ConfigError(msg)
+    return float(value)

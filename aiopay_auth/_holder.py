@@ -10,6 +10,7 @@ from collections.abc import Callable
 import anyio
 import attrs
 
+from ._check import wait_bound
 from ._health import FailureKind, Health, HealthState, failure_kind
 from ._log import log
 from ._policy import RefreshPolicy
@@ -196,6 +197,8 @@ class TokenHolder:
                 with an error that cannot heal, or the manager closed. The
                 last fetch failure is chained.
         """
+        if timeout is not None:
+            wait_bound("timeout", timeout)
         token = self.usable()
         if token is not None:
             return token

@@ -230,7 +230,14 @@ class TokenManager:
         """Return *holder*'s usable token, waiting for it when there is none.
 
         A shortcut for ``await holder.get(timeout)``.
+
+        Raises:
+            ConfigError: *holder* is not one of this manager's holders, or
+                *timeout* is not a number of seconds.
+            TokenUnavailableError: As :meth:`TokenHolder.get
+                <aiopay_auth.TokenHolder.get>`.
         """
+        self._check_holder(holder)
         return await holder.get(timeout)
 
     # --- putting tokens on requests --------------------------------------
@@ -262,14 +269,15 @@ class TokenManager:
         self,
         *holders: TokenHolder,
         limit: int = 100,
+        limit_per_host: int = 0,
         network: Network | None = None,
         **session_kwargs: Any,
     ) -> aiohttp.ClientSession:
         """A pooled aiohttp session that stamps the given providers' tokens.
 
         The session has one middleware: a :class:`~aiopay_auth.FairPool`
-        in front of a pool of *limit* connections (no per-host limit),
-        running one :class:`~aiopay_auth.BearerAuth` for all the holders
+        in front of a pool of *limit* connections (and *limit_per_host*
+        to each host, when set), running one :class:`~aiopay_auth.BearerAuth` for all the holders
         inside each admission. Use it as
         ``async with tokens.session(pay) as http:``; the manager also
         closes it on exit.
@@ -278,6 +286,9 @@ class TokenManager:
             holders: The providers whose tokens to stamp (each only on its
                 own API).
             limit: Connections in the pool: the most requests in flight.
+            limit_per_host: The most connections to one host (0: no
+                per-host limit); the pool then admits each host's requests
+                first come, first served too.
             network: How the API is reached: proxy, ``trust_env``, an
                 :class:`ssl.SSLContext` (a private CA; the client
                 certificate a certificate-bound token needs), connect and
@@ -300,6 +311,7 @@ class TokenManager:
             msg = "session() builds its own connector and middlewares"
             raise ConfigError(msg)
         count("session() limit", limit, minimum=1)
+        count("session() limit_per_host", limit_per_host, minimum=0)
         if "timeout" in session_kwargs:
             instance_of("session() timeout", session_kwargs["timeout"], aiohttp.ClientTimeout)
         network = checked_network(network)
@@ -308,7 +320,7 @@ class TokenManager:
         # One middleware layer: admission, then stamping, in one call.
         pool = FairPool(self.middleware(*holders) if holders else None)
         session = (network or Network()).client_session(
-            limit=limit, limit_per_host=0, middlewares=(pool,), **session_kwargs
+            limit=limit, limit_per_host=limit_per_host, middlewares=(pool,), **session_kwargs
         )
         self._sessions = [s for s in self._sessions if not s.closed]
         self._sessions.append(session)

@@ -21,16 +21,12 @@ import functools
 import weakref
 from collections import deque
 from collections.abc import Hashable
-from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 
-from ._check import count
-
-
-if TYPE_CHECKING:
-    from ._middleware import BearerAuth
+from ._check import count, instance_of
+from ._middleware import BearerAuth
 
 
 __all__ = ["FairGate", "FairPool", "PoolGates", "gates_for"]
@@ -195,7 +191,7 @@ class FairPool:
     __slots__ = ("_auth", "_connector", "_gates")
 
     def __init__(self, auth: BearerAuth | None = None) -> None:
-        self._auth = auth
+        self._auth = instance_of("FairPool auth", auth, (BearerAuth, type(None)))
         self._connector: aiohttp.BaseConnector | None = None
         self._gates: PoolGates | None = None
 

@@ -10,8 +10,10 @@ import pytest
 
 from aiopay_auth import (
     BearerAuth,
+    ClientAssertion,
     ConfigError,
     FairGate,
+    FairPool,
     Network,
     Provider,
     RefreshPolicy,
@@ -91,6 +93,11 @@ CASES: list[tuple[str, str, Callable[[], object]]] = [
     ("Network-read_timeout-nan", "read_timeout", call(Network, read_timeout=math.nan)),
     ("Network-trust_env", "trust_env", call(Network, trust_env="yes")),
     ("Network-proxy-int", "proxy", call(Network, proxy=3128)),
+    # Red team pass 2.
+    ("ClientAssertion-kid-int", "kid", call(ClientAssertion, kid=5)),
+    ("ClientAssertion-audience-int", "audience", call(ClientAssertion, audience=5)),
+    ("ClientAssertion-key-int", "key", call(ClientAssertion, key=5)),
+    ("FairPool-str", "FairPool auth", call(FairPool, "x")),
 ]
 
 
@@ -115,6 +122,8 @@ def test_a_secret_header_value_passes_and_is_kept_as_given() -> None:
 SESSION_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("limit-str", "limit", {"limit": "10"}),
     ("limit-bool", "limit", {"limit": True}),
+    ("limit_per_host-str", "limit_per_host", {"limit_per_host": "5"}),
+    ("limit_per_host-negative", "limit_per_host", {"limit_per_host": -1}),
     ("timeout-int", "timeout", {"timeout": 5}),
     # aiohttp's own errors: the arguments named, its words (which may quote a value) not.
     ("aiohttp-headers", "headers", {"headers": f"Authorization: {SECRET}"}),
@@ -141,3 +150,28 @@ async def test_bad_session_arguments_are_config_errors_naming_them(
     assert SECRET not in str(caught.value)
     assert caught.value.__cause__ is None
     assert caught.value.__context__ is None  # aiohttp's error is not kept at all
+
+
+@pytest.mark.parametrize("timeout", ["5", b"5", math.nan, True, None])
+@pytest.mark.anyio
+async def test_bad_wait_bounds_and_holders_are_config_errors(timeout: object) -> None:
+    async with TokenManager() as tokens:
+        holder = tokens.add(provider())
+        if timeout is None:
+            with pytest.raises(ConfigError, match="a holder"):
+                await tokens.token("x")  # type: ignore[arg-type]
+            return
+        with pytest.raises(ConfigError, match="timeout"):
+            await holder.get(timeout)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="timeout"):
+            await tokens.token(holder, timeout=timeout)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_session_limit_per_host_is_a_per_host_bound() -> None:
+    async with TokenManager() as tokens:
+        holder = tokens.add(provider())
+        async with tokens.session(holder, limit=10, limit_per_host=2) as http:
+            connector = http.connector
+            assert connector is not None
+            assert (10, 2) == (connector.limit, connector.limit_per_host)
