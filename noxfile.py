@@ -105,7 +105,12 @@ MUTANT_TESTS: dict[str, list[str]] = {
     "_oauth": ["tests/test_oauth.py", "tests/test_parser_properties.py", "tests/test_profiles.py"],
     "_holder": ["tests/test_manager.py", "tests/test_middleware.py", "tests/test_api.py"],
     "_refresh": ["tests/test_manager.py"],
-    "_middleware": ["tests/test_middleware.py", "tests/test_pool.py", "tests/test_api.py"],
+    "_middleware": [
+        "tests/test_middleware.py",
+        "tests/test_hostile_api.py",  # replay, refusal backoff, by-hand tokens, redirects
+        "tests/test_pool.py",
+        "tests/test_api.py",
+    ],
     "_pool": ["tests/test_pool.py", "tests/test_middleware.py"],
     "_manager": ["tests/test_manager.py", "tests/test_api.py"],
     "fleet": ["tests/test_fleet.py"],
