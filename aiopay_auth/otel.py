@@ -1,7 +1,7 @@
 """OpenTelemetry metrics and spans, an optional extra (``aiopay-auth[otel]``).
 
 Metrics are *observable* instruments: their callbacks read each holder's
-:meth:`~aiopay_auth.TokenHolder.health` (no I/O, no await) when a reader
+counters and current token (no I/O, no await) when a reader
 collects, so the request hot path runs no telemetry code at all. Spans wrap
 the token source (``TokenManager(token_source=traced_source())``): one span
 per token request, off the hot path. Neither ever carries a token, secret or
@@ -36,6 +36,9 @@ __all__ = ["OtelTokenSource", "instrument", "traced_source"]
 
 _SCOPE = "aiopay_auth"
 
+_Read = Callable[["TokenHolder"], Iterable[tuple[float, dict[str, str]]]]
+"""What one instrument reads off one holder: (value, attributes) pairs."""
+
 
 def _provider(holder: TokenHolder) -> dict[str, str]:
     return {"aiopay_auth.provider": holder.name}
@@ -49,7 +52,7 @@ def instrument(
 ) -> Meter:
     """Register observable metrics over every provider of *tokens*.
 
-    Each callback reads the holders' health when a reader collects; a
+    Each callback reads the holders' counters when a reader collects; a
     provider added later is observed from then on. Nothing runs per request.
 
     Args:
@@ -65,9 +68,7 @@ def instrument(
     """
     meter = (meter_provider or metrics.get_meter_provider()).get_meter(_SCOPE)
 
-    def each(
-        read: Callable[[TokenHolder], Iterable[tuple[float, dict[str, str]]]],
-    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def each(read: _Read) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(_: CallbackOptions) -> Iterable[Observation]:
             return [
                 Observation(value, attributes)
@@ -77,8 +78,11 @@ def instrument(
 
         return callback
 
-    def fetches(holder: TokenHolder) -> Iterable[tuple[float, dict[str, str]]]:
-        return [(holder.stats.fetches, _provider(holder))]
+    def stat(field: str) -> _Read:
+        def read(holder: TokenHolder) -> Iterable[tuple[float, dict[str, str]]]:
+            return [(getattr(holder.stats, field), _provider(holder))]
+
+        return read
 
     def failures(holder: TokenHolder) -> Iterable[tuple[float, dict[str, str]]]:
         return [
@@ -98,15 +102,6 @@ def instrument(
         due = token.expires_at - tokens.policy.margin(token.expires_at - token.issued_at)
         return [(max(0.0, holder.clock() - due), _provider(holder))]
 
-    def waits(holder: TokenHolder) -> Iterable[tuple[float, dict[str, str]]]:
-        return [(holder.stats.waits, _provider(holder))]
-
-    def max_wait(holder: TokenHolder) -> Iterable[tuple[float, dict[str, str]]]:
-        return [(holder.stats.max_wait, _provider(holder))]
-
-    def recoveries(holder: TokenHolder) -> Iterable[tuple[float, dict[str, str]]]:
-        return [(holder.stats.recoveries, _provider(holder))]
-
     def queue(_: CallbackOptions) -> Iterable[Observation]:
         observed = []
         for index, session in enumerate(sessions):
@@ -115,51 +110,45 @@ def instrument(
             observed.append(Observation(waiting, {"aiopay_auth.session": str(index)}))
         return observed
 
-    meter.create_observable_counter(
-        "aiopay_auth.token.fetches",
-        [each(fetches)],
-        unit="{request}",
-        description="Token requests sent.",
+    counter, gauge = meter.create_observable_counter, meter.create_observable_gauge
+    per_provider: tuple[tuple[Callable[..., object], str, _Read, str, str], ...] = (
+        (counter, "token.fetches", stat("fetches"), "{request}", "Token requests sent."),
+        (
+            counter,
+            "token.failures",
+            failures,
+            "{request}",
+            "Token requests that failed, by error.type (the FailureKind).",
+        ),
+        (
+            gauge,
+            "token.expires_in",
+            expires_in,
+            "s",
+            "Seconds until the served token expires (negative once expired).",
+        ),
+        (
+            gauge,
+            "token.refresh_lag",
+            refresh_lag,
+            "s",
+            "Seconds the served token is past its refresh point (0 when on time).",
+        ),
+        (counter, "token.waits", stat("waits"), "{request}", "Requests that waited for a token."),
+        (gauge, "token.max_wait", stat("max_wait"), "s", "The longest wait for a token so far."),
+        (
+            counter,
+            "auth.recoveries",
+            stat("recoveries"),
+            "{request}",
+            "Requests resent with a fresh token after a 401.",
+        ),
     )
-    meter.create_observable_counter(
-        "aiopay_auth.token.failures",
-        [each(failures)],
-        unit="{request}",
-        description="Token requests that failed, by error.type (the FailureKind).",
-    )
-    meter.create_observable_gauge(
-        "aiopay_auth.token.expires_in",
-        [each(expires_in)],
-        unit="s",
-        description="Seconds until the served token expires (negative once expired).",
-    )
-    meter.create_observable_gauge(
-        "aiopay_auth.token.refresh_lag",
-        [each(refresh_lag)],
-        unit="s",
-        description="Seconds the served token is past its refresh point (0 when on time).",
-    )
-    meter.create_observable_counter(
-        "aiopay_auth.token.waits",
-        [each(waits)],
-        unit="{request}",
-        description="Requests that waited for a token.",
-    )
-    meter.create_observable_gauge(
-        "aiopay_auth.token.max_wait",
-        [each(max_wait)],
-        unit="s",
-        description="The longest wait for a token so far.",
-    )
-    meter.create_observable_counter(
-        "aiopay_auth.auth.recoveries",
-        [each(recoveries)],
-        unit="{request}",
-        description="Requests resent with a fresh token after a 401.",
-    )
+    for create, name, read, unit, description in per_provider:
+        create(f"{_SCOPE}.{name}", [each(read)], unit=unit, description=description)
     if sessions:
-        meter.create_observable_gauge(
-            "aiopay_auth.pool.queue",
+        gauge(
+            f"{_SCOPE}.pool.queue",
             [queue],
             unit="{request}",
             description="Requests queued at the FIFO admission gate.",
