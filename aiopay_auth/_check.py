@@ -14,12 +14,13 @@ from typing import TypeVar
 from .exceptions import ConfigError
 
 
-__all__ = ["callable_or_none", "count", "instance_of", "number", "wait_bound"]
+__all__ = ["callable_or_none", "count", "instance_of", "number", "type_name", "wait_bound"]
 
 _T = TypeVar("_T")
 
 
-def _kind(value: object) -> str:
+def type_name(value: object) -> str:
+    """The name of *value*'s type: how a wrong value is shown (never the value)."""
     return type(value).__name__
 
 
@@ -27,7 +28,7 @@ def instance_of(what: str, value: object, types: type[_T] | tuple[type[_T], ...]
     """Return *value* if it is an instance of *types*, else raise ConfigError naming *what*."""
     if not isinstance(value, types):
         names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-        msg = f"{what} must be a {names}, not a {_kind(value)}"
+        msg = f"{what} must be a {names}, not a {type_name(value)}"
         raise ConfigError(msg)
     return value
 
@@ -40,7 +41,7 @@ def number(what: str, value: object, *, positive: bool = True) -> float:
             or a value not above zero when *positive*.
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{what} must be a number (an int or a float), not a {_kind(value)}"
+        msg = f"{what} must be a number (an int or a float), not a {type_name(value)}"
         raise ConfigError(msg)
     if not math.isfinite(value):
         msg = f"{what} must be a finite number, not {value!r}"
@@ -54,7 +55,7 @@ def number(what: str, value: object, *, positive: bool = True) -> float:
 def count(what: str, value: object, *, minimum: int) -> int:
     """An int (not a bool) of at least *minimum*, else ConfigError naming *what*."""
     if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{what} must be an int, not a {_kind(value)}"
+        msg = f"{what} must be an int, not a {type_name(value)}"
         raise ConfigError(msg)
     if value < minimum:
         msg = f"{what} must be at least {minimum}, not {value!r}"
@@ -65,7 +66,7 @@ def count(what: str, value: object, *, minimum: int) -> int:
 def callable_or_none(what: str, value: object) -> Callable[..., object] | None:
     """*value* if it is callable or ``None``, else ConfigError naming *what*."""
     if value is not None and not callable(value):
-        msg = f"{what} must be callable, not a {_kind(value)}"
+        msg = f"{what} must be callable, not a {type_name(value)}"
         raise ConfigError(msg)
     return value
 
@@ -77,7 +78,7 @@ def wait_bound(what: str, value: object) -> float:
         ConfigError: Naming *what*, for any other type or NaN.
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{what} must be a number of seconds, not a {_kind(value)}"
+        msg = f"{what} must be a number of seconds, not a {type_name(value)}"
         raise ConfigError(msg)
     if math.isnan(value):
         msg = f"{what} must be a number of seconds, not NaN"

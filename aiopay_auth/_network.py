@@ -8,7 +8,6 @@ TLS failure in an aiohttp error (:func:`tls_problem`). No I/O here.
 
 from __future__ import annotations
 
-import math
 import re
 import ssl
 import warnings
@@ -18,6 +17,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
+from ._check import number
 from ._secret import Secret
 from .exceptions import ConfigError, scrub
 
@@ -57,10 +57,10 @@ def _shown_proxy(value: URL | None) -> str:
 def _timeout_problem(name: str, value: float | None) -> str | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"{name} must be a number of seconds or None"
-    if not math.isfinite(value) or value <= 0:
-        return f"{name} must be a positive, finite number of seconds or None"
+    try:
+        number(name, value)  # the one rule: a finite, positive int or float
+    except ConfigError as exc:
+        return f"{exc.message} (or None)"
     return None
 
 

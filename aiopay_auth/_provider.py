@@ -11,7 +11,7 @@ import attrs
 from yarl import URL
 
 from ._assertion import ClientAssertion, assertion_problems
-from ._check import callable_or_none, instance_of, number
+from ._check import callable_or_none, instance_of, number, type_name
 from ._secret import Secret
 from .exceptions import ConfigError
 
@@ -115,7 +115,7 @@ def _pairs(what: str, value: object) -> Extra:
     if isinstance(value, Mapping):
         items: Iterable[object] = value.items()
     elif isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        msg = f"Provider {what} must be a mapping or (name, value) pairs, not a {_kind(value)}"
+        msg = f"Provider {what} must be a mapping or (name, value) pairs, not a {type_name(value)}"
         raise ConfigError(msg)
     else:
         items = value
@@ -128,7 +128,8 @@ def _pairs(what: str, value: object) -> Extra:
         entry = item[1]
         if not isinstance(entry, str | Secret):
             msg = (
-                f"Provider {what} {name!r}: the value must be a str or Secret, not a {_kind(entry)}"
+                f"Provider {what} {name!r}: the value must be a str or Secret, "
+                f"not a {type_name(entry)}"
             )
             raise ConfigError(msg)
         pairs.append((name, entry))
@@ -164,10 +165,6 @@ def _extra_headers(
     return _pairs("extra_headers", value)
 
 
-def _kind(value: object) -> str:
-    return type(value).__name__
-
-
 def _names_only(pairs: Extra) -> str:
     # Values may be credentials even when passed as plain strings: show names.
     return repr(tuple(name for name, _ in pairs))
@@ -186,7 +183,7 @@ def _scopes(value: Iterable[str | URL] | str | URL) -> tuple[URL, ...]:
     elif isinstance(given, Iterable) and not isinstance(given, bytes | Mapping):
         items = list(given)
     else:
-        msg = f"Provider api must be a URL or URLs (str or yarl.URL), not a {_kind(given)}"
+        msg = f"Provider api must be a URL or URLs (str or yarl.URL), not a {type_name(given)}"
         raise ConfigError(msg)
     return tuple(_url("api", v) for v in items)
 
