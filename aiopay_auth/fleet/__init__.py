@@ -288,14 +288,26 @@ class SharedTokenSource:
         return token
 
     async def _shared_fetch(self, refresh_token: Secret | None, stale: Token | None) -> Token:
+        token = await self._look_or_lead(refresh_token, stale)
+        if token is not None:
+            return token
+        return await self._wait_for_holder(refresh_token, stale)
+
+    async def _look_or_lead(
+        self, refresh_token: Secret | None, stale: Token | None
+    ) -> Token | None:
+        """A stored token newer than *stale*, else our own fetch under the lease.
+
+        ``None`` when neither: another process holds the lease.
+        """
         shared = self._newer_than(await self._load(), stale)
         if shared is not None:
             self.shared_hits += 1
             return shared
         fence = await self._take_lease()
-        if fence is not None:
-            return await self._refresh_under_lease(fence, refresh_token, stale)
-        return await self._wait_for_holder(refresh_token, stale)
+        if fence is None:
+            return None
+        return await self._refresh_under_lease(fence, refresh_token, stale)
 
     async def _wait_for_holder(self, refresh_token: Secret | None, stale: Token | None) -> Token:
         """Another process holds the lease: wait on one subscription, polling between."""
@@ -309,13 +321,9 @@ class SharedTokenSource:
                     # The lease holder neither finished nor released: fetch alone.
                     raise _RedisDown("no token from the lease holder in time")
                 await self._pause(announcements)
-                shared = self._newer_than(await self._load(), stale)
-                if shared is not None:
-                    self.shared_hits += 1
-                    return shared
-                fence = await self._take_lease()
-                if fence is not None:
-                    return await self._refresh_under_lease(fence, refresh_token, stale)
+                token = await self._look_or_lead(refresh_token, stale)
+                if token is not None:
+                    return token
 
     async def _pause(self, announcements: Announcements | None) -> None:
         """One poll interval, cut short by an announcement."""
