@@ -193,8 +193,7 @@ class Tenants:
             TenantRemovedError(f"tenant {key!r} was removed", provider=tenant.holder.name)
         )
         tenant._scope.cancel()
-        with anyio.CancelScope(shield=True):
-            await tenant._done.wait()
+        await tenant._done.wait()  # cancelling this wait leaves the refresher ending anyway
         log.info("aiopay_auth.tenant_removed", provider=self.name, tenant=key)
 
     def rotate(self, key: str, provider: Provider) -> Tenant:
