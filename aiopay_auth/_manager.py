@@ -199,7 +199,8 @@ class TokenManager:
         tg, _ = self._open("add providers", provider=provider.name)
         self._check_name(provider.name)
         network = checked_network(network, provider=provider.name)
-        holder, refresher = self._refresher(provider, network, None)
+        holder = self._new_holder(provider)
+        refresher = self._new_refresher(holder, self._http(network)(provider))
         self._holders[provider.name] = holder
         tg.start_soon(refresher.run, name=f"aiopay_auth refresher {provider.name}")
         log.debug("aiopay_auth.provider_added", provider=provider.name)
@@ -267,18 +268,13 @@ class TokenManager:
             msg = f"a provider named {name!r} was already added"
             raise ConfigError(msg, provider=name)
 
-    def _refresher(
-        self, provider: Provider, network: Network | None, limit: FetchLimit | None
-    ) -> tuple[TokenHolder, Refresher]:
-        """A new holder for *provider* and the refresher that will keep it."""
-        _, session = self._open("add providers", provider=provider.name)
+    def _http(self, network: Network | None) -> Callable[[Provider], TokenSource]:
+        """Builds a profile's HTTP token source, on the token session for *network*."""
+        _, session = self._open("add providers")
         if network is not None and network != self._network:
             if network not in self._token_sessions:
                 self._token_sessions[network] = self._new_token_session(network)
             session = self._token_sessions[network]
-        holder = TokenHolder(
-            provider, clock=self._clock, wait_timeout=self.policy.wait_timeout, policy=self.policy
-        )
 
         def http(profile: Provider) -> TokenSource:
             return HttpTokenSource(
@@ -289,23 +285,32 @@ class TokenManager:
                 network=network or self._network,
             )
 
-        source = http(provider) if limit is None else TenantSource(holder, http, limit)
+        return http
+
+    def _new_holder(self, provider: Provider) -> TokenHolder:
+        return TokenHolder(
+            provider, clock=self._clock, wait_timeout=self.policy.wait_timeout, policy=self.policy
+        )
+
+    def _new_refresher(self, holder: TokenHolder, source: TokenSource) -> Refresher:
+        """The refresher of *holder*, fetching from *source* (wrapped by ``token_source``)."""
         if self._wrap_source is not None:
             source = self._wrap_source(holder, source)
-        refresher = Refresher(
+        return Refresher(
             holder,
             source,
             self.policy,
             rng=random.Random(self._rng.random()),  # noqa: S311
         )
-        return holder, refresher
 
     def _start_tenant(
         self, provider: Provider, tenants: Tenants
-    ) -> tuple[TokenHolder, anyio.CancelScope, anyio.Event]:
+    ) -> tuple[TokenHolder, TenantSource, anyio.CancelScope, anyio.Event]:
         """Start a tenant's refresher, which its scope stops (for :meth:`Tenants.add`)."""
         tg, _ = self._open("add tenants", provider=provider.name)
-        holder, refresher = self._refresher(provider, tenants.network, tenants.limit)
+        holder = self._new_holder(provider)
+        source = TenantSource(holder, self._http(tenants.network), tenants.limit)
+        refresher = self._new_refresher(holder, source)
         scope, done = anyio.CancelScope(), anyio.Event()
 
         async def run() -> None:
@@ -316,7 +321,7 @@ class TokenManager:
                 done.set()
 
         tg.start_soon(run, name=f"aiopay_auth refresher {provider.name}")
-        return holder, scope, done
+        return holder, source, scope, done
 
     def holders(self) -> tuple[TokenHolder, ...]:
         """Every provider's holder, in the order they were added."""

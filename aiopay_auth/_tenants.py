@@ -21,7 +21,12 @@ from ._pool import FairPool
 from ._provider import Provider
 from ._secret import Secret
 from ._token import Token
-from .exceptions import ConfigError, TenantRemovedError, TenantRequiredError
+from .exceptions import (
+    ConfigError,
+    TenantRemovedError,
+    TenantRequiredError,
+    TokenUnavailableError,
+)
 
 
 if TYPE_CHECKING:
@@ -56,14 +61,20 @@ class Tenant:
             provider's token.
     """
 
-    __slots__ = ("_done", "_scope", "holder", "key", "middlewares")
+    __slots__ = ("_done", "_scope", "_source", "holder", "key", "middlewares")
 
     def __init__(
-        self, key: str, holder: TokenHolder, scope: anyio.CancelScope, done: anyio.Event
+        self,
+        key: str,
+        holder: TokenHolder,
+        source: TenantSource,
+        scope: anyio.CancelScope,
+        done: anyio.Event,
     ) -> None:
         self.key = key
         self.holder = holder
         self.middlewares: tuple[ClientMiddlewareType, ...] = (FairPool(BearerAuth(holder)),)
+        self._source = source
         self._scope = scope
         self._done = done
 
@@ -74,16 +85,20 @@ class Tenant:
 class TenantSource:
     """A tenant's token requests: its current credentials, within its set's :class:`FetchLimit`.
 
-    Each request is built from the holder's provider profile of the moment,
-    so a rotated secret is used from the next request on.
+    Each request is built, once its turn comes, from the holder's provider
+    profile of that moment, so a rotated secret is used from the next
+    request on.
 
     Args:
         holder: The tenant's holder (its provider is read at each fetch).
         http: Builds the source that asks the provider for a profile.
         limit: The set's bound on token requests.
+
+    Attributes:
+        fetched_with: The profile of the last request that brought a token.
     """
 
-    __slots__ = ("_holder", "_http", "_limit")
+    __slots__ = ("_holder", "_http", "_limit", "fetched_with")
 
     def __init__(
         self,
@@ -94,12 +109,15 @@ class TenantSource:
         self._holder = holder
         self._http = http
         self._limit = limit
+        self.fetched_with: Provider | None = None
 
     async def fetch(self, refresh_token: Secret | None) -> Token:
         """Wait for a turn under the limit, then ask the provider."""
-        source = self._http(self._holder.provider)
         async with self._limit.turn():
-            return await source.fetch(refresh_token)
+            profile = self._holder.provider
+            token = await self._http(profile).fetch(refresh_token)
+        self.fetched_with = profile
+        return token
 
 
 class Tenants:
@@ -171,8 +189,7 @@ class Tenants:
         if key in self._tenants:
             msg = f"tenants {self.name!r} already have a tenant {key!r}"
             raise ConfigError(msg, provider=self.name)
-        holder, scope, done = self._manager._start_tenant(profile, self)
-        tenant = self._tenants[key] = Tenant(key, holder, scope, done)
+        tenant = self._tenants[key] = Tenant(key, *self._manager._start_tenant(profile, self))
         log.debug("aiopay_auth.tenant_added", provider=self.name, tenant=key)
         return tenant
 
@@ -196,21 +213,51 @@ class Tenants:
         await tenant._done.wait()  # cancelling this wait leaves the refresher ending anyway
         log.info("aiopay_auth.tenant_removed", provider=self.name, tenant=key)
 
-    def rotate(self, key: str, provider: Provider) -> Tenant:
+    async def rotate(self, key: str, provider: Provider) -> Token:
         """Give tenant *key* new credentials (a rotated secret) without dropping a request.
 
-        Its current token is still served; a token request with the new
-        credentials starts at once (within the set's limit), and every
-        later one uses them too.
+        Its current token is still served meanwhile; a token request with
+        the new credentials starts at once (within the set's limit), and
+        every later one uses them too. Returns once a token fetched with
+        them is published: from then on the old secret is not used, and
+        may be revoked at the provider.
+
+        Returns:
+            The first token fetched with the new credentials.
 
         Raises:
             ConfigError: The set has no tenant *key*, or *provider* covers
                 another API.
+            TokenUnavailableError: No token came with the new credentials
+                within the policy's ``wait_timeout``, or they were refused
+                with an error that cannot heal (``invalid_client``): its
+                ``last_error`` says which. The new credentials stay in use.
         """
         tenant = self[key]
-        tenant.holder._rotate(self._profile(key, provider))
+        profile = self._profile(key, provider)
+        holder = tenant.holder
+        failures = holder.stats.failures
+        holder._rotate(profile)
         log.info("aiopay_auth.tenant_rotated", provider=self.name, tenant=key)
-        return tenant
+        try:
+            with anyio.fail_after(holder.wait_timeout):
+                while (
+                    token := holder.latest
+                ) is None or tenant._source.fetched_with is not profile:
+                    changed = holder._changed
+                    last = holder.stats.last_error
+                    if holder.stats.failures > failures and last and not last.retryable:
+                        break  # refused for good: no use waiting
+                    await changed.wait()
+                else:
+                    return token
+        except TimeoutError:
+            pass
+        last = holder.stats.last_error
+        msg = "no token with the new credentials" + (
+            f"; last failure: {last.message}" if last else ""
+        )
+        raise TokenUnavailableError(msg, provider=holder.name, last_error=last) from last
 
     def __getitem__(self, key: str) -> Tenant:
         """The tenant *key*; :class:`~aiopay_auth.ConfigError` if there is none."""

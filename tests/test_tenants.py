@@ -172,7 +172,8 @@ async def test_remove_stops_the_refresher_fails_waiters_and_keeps_nothing() -> N
 
 
 async def test_rotating_a_secret_drops_no_request() -> None:
-    async with tenant_api() as server, TokenManager() as tokens:
+    # 2-second tokens, refreshed every half second or so.
+    async with tenant_api(lifetime=2) as server, TokenManager() as tokens:
         merchants = tokens.add_tenants("acme", api=server.api)
         key, old = server.client()
         tenant = merchants.add(key, server.provider(key, old))
@@ -188,17 +189,40 @@ async def test_rotating_a_secret_drops_no_request() -> None:
             task = asyncio.create_task(worker())
             await eventually(lambda: len(statuses) > 10)
             _, new = server.client(key)  # the provider accepts both for a while
-            merchants.rotate(key, server.provider(key, new))
-            await eventually(lambda: any(c.secret == new for c in server.token_calls))
-            server.clients[key] = {new}  # the old secret is revoked
-            server.revoke(key)  # and so are its tokens: the next request needs a new one
-            count = len(statuses)
-            await eventually(lambda: len(statuses) > count + 10)
+            token = await merchants.rotate(key, server.provider(key, new))
+            assert token is tenant.holder.current
+            assert new == server.token_calls[-1].secret
+            server.clients[key] = {new}  # now the old secret may be revoked
+            calls = len(server.token_calls)
+            await eventually(lambda: len(server.token_calls) > calls + 1)  # two more refreshes
             stop.set()
             await task
     assert {200} == set(statuses)
-    assert [old, new, new] == [c.secret for c in server.token_calls]
+    used = [c.secret for c in server.token_calls]
+    rotated = used.index(new)
+    assert ({old}, {new}) == (set(used[:rotated]), set(used[rotated:]))
     assert all(c.accepted for c in server.token_calls)
+
+
+async def test_rotating_to_a_refused_secret_says_so_and_keeps_serving() -> None:
+    async with tenant_api() as server, TokenManager() as tokens:
+        merchants = tokens.add_tenants("acme", api=server.api)
+        key, old = server.client()
+        tenant = merchants.add(key, server.provider(key, old))
+        first = await tenant.holder.get()
+        started = time.monotonic()
+        with pytest.raises(TokenUnavailableError) as caught:
+            await merchants.rotate(key, server.provider(key, "not-the-secret"))
+        assert time.monotonic() - started < 5  # at once, not after wait_timeout
+        assert first is tenant.holder.usable()  # the old token is still served
+        http = tokens.session(merchants)
+        async with http.get(server.api, middlewares=tenant.middlewares) as resp:
+            assert 200 == resp.status
+    err = caught.value
+    assert err.last_error is not None
+    assert "invalid_client" in str(err)
+    assert "not-the-secret" not in str(err)
+    assert [True, False] == [c.accepted for c in server.token_calls]
 
 
 async def test_cold_start_of_many_tenants_never_exceeds_the_cap() -> None:
@@ -252,7 +276,6 @@ async def test_misuse_is_a_config_error_naming_what_was_wrong() -> None:
             (lambda: merchants.add(key, server.provider(key, secret)), "already have a tenant"),
             (lambda: merchants.add("", server.provider(key, secret)), "must not be empty"),
             (lambda: merchants.add("m", other_api), "is not the API of tenants 'acme'"),
-            (lambda: merchants.rotate(key, other_api), "is not the API of tenants 'acme'"),
             (lambda: merchants["nobody"], "have no tenant 'nobody'"),
             (lambda: tokens.add_tenants("acme", api=server.api), "already added"),
             (lambda: tokens.add_tenants("", api=server.api), "must not be empty"),
@@ -270,6 +293,8 @@ async def test_misuse_is_a_config_error_naming_what_was_wrong() -> None:
                 call()
         with pytest.raises(ConfigError, match="have no tenant 'nobody'"):
             await merchants.remove("nobody")
+        with pytest.raises(ConfigError, match="is not the API of tenants 'acme'"):
+            await merchants.rotate(key, other_api)
         async with TokenManager() as others:
             with pytest.raises(ConfigError, match="were not added to this manager"):
                 others.session(merchants)
