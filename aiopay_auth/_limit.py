@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 
 from ._check import count, number
+from ._policy import RefreshPolicy
 from ._pool import FairGate
 
 
@@ -24,7 +26,9 @@ class FetchLimit:
     burst. Requests take their turn first come, first served (a
     :class:`~aiopay_auth.FairGate`), then start no sooner than
     ``1 / per_second`` seconds after the previous one started, on the
-    event loop's clock.
+    event loop's clock. When the provider answers 429, no request of the
+    set starts until the pause :meth:`throttled` sets has passed: all
+    tenants back off together.
 
     Args:
         concurrent: The most token requests in flight at once.
@@ -36,7 +40,16 @@ class FetchLimit:
             *per_second* not a positive number.
     """
 
-    __slots__ = ("_gate", "_interval", "_next", "concurrent", "per_second")
+    __slots__ = (
+        "_gate",
+        "_interval",
+        "_next",
+        "_paused_until",
+        "_rng",
+        "_throttles",
+        "concurrent",
+        "per_second",
+    )
 
     def __init__(self, concurrent: int, per_second: float) -> None:
         self.concurrent = count("max_concurrent_fetches", concurrent, minimum=1)
@@ -44,6 +57,9 @@ class FetchLimit:
         self._gate = FairGate(concurrent)
         self._interval = 1.0 / self.per_second
         self._next = -math.inf  # when the next request may start
+        self._paused_until = -math.inf
+        self._throttles = 0  # 429 answers in a row
+        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
 
     @property
     def in_flight(self) -> int:
@@ -64,9 +80,31 @@ class FetchLimit:
         try:
             start = max(anyio.current_time(), self._next)
             self._next = start + self._interval
-            # A loop, not one sleep: a timer may fire a hair early.
-            while (wait := start - anyio.current_time()) > 0:  # noqa: ASYNC110
+            # A loop, not one sleep: a timer may fire a hair early, and a
+            # 429 met meanwhile pauses requests already given a start time.
+            while (wait := max(start, self._paused_until) - anyio.current_time()) > 0:  # noqa: ASYNC110
                 await anyio.sleep(wait)
             yield
         finally:
             gate.release()
+
+    def throttled(self, policy: RefreshPolicy, retry_after: float | None) -> float:
+        """The provider answered 429: pause every request of the set; return the pause.
+
+        The pause is *policy*'s backoff for the 429s in a row (0.5 s doubling
+        to 30 s by default, jittered), and never shorter than the provider's
+        ``Retry-After`` (up to ``retry_after_max``).
+        """
+        self._throttles += 1
+        pause = policy.backoff(self._throttles, rng=self._rng, retry_after=retry_after)
+        self._paused_until = max(self._paused_until, anyio.current_time() + pause)
+        return pause
+
+    @property
+    def throttles(self) -> int:
+        """429 answers in a row (0: not throttled)."""
+        return self._throttles
+
+    def answered(self) -> None:
+        """A request was answered, not throttled: the 429 streak ends."""
+        self._throttles = 0

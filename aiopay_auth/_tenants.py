@@ -25,6 +25,7 @@ from .exceptions import (
     ConfigError,
     TenantRemovedError,
     TenantRequiredError,
+    TokenResponseError,
     TokenUnavailableError,
 )
 
@@ -112,10 +113,26 @@ class TenantSource:
         self.fetched_with: Provider | None = None
 
     async def fetch(self, refresh_token: Secret | None) -> Token:
-        """Wait for a turn under the limit, then ask the provider."""
-        async with self._limit.turn():
-            profile = self._holder.provider
-            token = await self._http(profile).fetch(refresh_token)
+        """Wait for a turn under the limit, then ask the provider; a 429 pauses the set."""
+        limit = self._limit
+        try:
+            async with limit.turn():
+                profile = self._holder.provider
+                token = await self._http(profile).fetch(refresh_token)
+        except TokenResponseError as err:
+            if err.status != 429:
+                limit.answered()
+                raise
+            pause = limit.throttled(self._holder.policy, err.retry_after)
+            emit = log.warning if limit.throttles == 1 else log.debug  # once per streak
+            emit(
+                "aiopay_auth.tenants_throttled",
+                provider=self._holder.name,
+                pause=round(pause, 3),
+                retry_after=err.retry_after,
+            )
+            raise
+        limit.answered()
         self.fetched_with = profile
         return token
 

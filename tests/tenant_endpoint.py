@@ -67,6 +67,8 @@ class TenantApi:
         self.api_calls: list[ApiCall] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.throttle = 0  # the next token requests to answer 429, with Retry-After
+        self.retry_after = "1"
         self._valid: dict[str, tuple[str, float]] = {}  # token -> (client, expires at)
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
@@ -135,6 +137,11 @@ class TenantApi:
             self.in_flight -= 1
 
     async def _answer(self, request: web.Request, arrived: float) -> web.Response:
+        if self.throttle:  # RFC 6585 §4: 429 Too Many Requests, Retry-After
+            self.throttle -= 1
+            self.token_calls.append(TokenCall("", "", arrived, accepted=False))
+            headers = {"Retry-After": self.retry_after}
+            return web.json_response({"error": "slow_down"}, status=429, headers=headers)
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         try:
             decoded = base64.b64decode(credentials, validate=True).decode()

@@ -254,6 +254,23 @@ async def test_token_requests_start_no_faster_than_the_rate() -> None:
     assert arrived[-1] - started >= 0.5
 
 
+async def test_a_429_pauses_every_tenant_of_the_set() -> None:
+    async with tenant_api() as server, TokenManager() as tokens:
+        merchants = tokens.add_tenants("acme", api=server.api, fetches_per_second=1000)
+        server.throttle = 1  # the first token request gets 429, Retry-After: 1
+        key, secret = server.client()
+        merchants.add(key, server.provider(key, secret))
+        await eventually(lambda: merchants.limit.throttles == 1)
+        for _ in range(3):
+            key, secret = server.client()
+            merchants.add(key, server.provider(key, secret))
+        await asyncio.gather(*(merchants[k].holder.get() for k in merchants))
+        throttled, *others = server.token_calls
+        assert 0 == merchants.limit.throttles  # answered since: the streak is over
+    assert 4 == len(others)
+    assert [] == [c for c in others if c.arrived < throttled.arrived + 1.0]
+
+
 async def test_the_defaults_are_documented_ones() -> None:
     async with tenant_api() as server, TokenManager() as tokens:
         merchants = tokens.add_tenants("acme", api=server.api)
