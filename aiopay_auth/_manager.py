@@ -258,7 +258,8 @@ class TokenManager:
         self._check_name(name)
         limit = FetchLimit(max_concurrent_fetches, fetches_per_second)
         network = checked_network(network, provider=name)
-        tenants = Tenants(self, name, _scopes(api), limit, network)
+        rng = random.Random(self._rng.random())  # noqa: S311 - jitter, not cryptography
+        tenants = Tenants(self, name, _scopes(api), limit, network=network, rng=rng)
         self._tenants[name] = tenants
         log.debug("aiopay_auth.tenants_added", provider=name)
         return tenants
@@ -292,15 +293,21 @@ class TokenManager:
             provider, clock=self._clock, wait_timeout=self.policy.wait_timeout, policy=self.policy
         )
 
-    def _new_refresher(self, holder: TokenHolder, source: TokenSource) -> Refresher:
-        """The refresher of *holder*, fetching from *source* (wrapped by ``token_source``)."""
+    def _new_refresher(
+        self, holder: TokenHolder, source: TokenSource, rng: random.Random | None = None
+    ) -> Refresher:
+        """The refresher of *holder*, fetching from *source* (wrapped by ``token_source``).
+
+        Its jitter comes from *rng*, else from a generator of its own seeded
+        from the manager's (tenants share their set's: 2.5 KiB each).
+        """
         if self._wrap_source is not None:
             source = self._wrap_source(holder, source)
         return Refresher(
             holder,
             source,
             self.policy,
-            rng=random.Random(self._rng.random()),  # noqa: S311
+            rng=rng or random.Random(self._rng.random()),  # noqa: S311
         )
 
     def _start_tenant(
@@ -310,7 +317,7 @@ class TokenManager:
         tg, _ = self._open("add tenants", provider=provider.name)
         holder = self._new_holder(provider)
         source = TenantSource(holder, self._http(tenants.network), tenants.limit)
-        refresher = self._new_refresher(holder, source)
+        refresher = self._new_refresher(holder, source, tenants._rng)
         scope, done = anyio.CancelScope(), anyio.Event()
 
         async def run() -> None:

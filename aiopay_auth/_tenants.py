@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -166,7 +167,7 @@ class Tenants:
             manager's.
     """
 
-    __slots__ = ("_manager", "_tenants", "api", "limit", "name", "network")
+    __slots__ = ("_manager", "_rng", "_tenants", "api", "limit", "name", "network")
 
     def __init__(
         self,
@@ -174,9 +175,12 @@ class Tenants:
         name: str,
         api: tuple[URL, ...],
         limit: FetchLimit,
+        *,
         network: Network | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._manager = manager
+        self._rng = rng or random.Random()  # noqa: S311 - the tenants' jitter
         self.name = name
         self.api = api
         self.limit = limit
