@@ -380,7 +380,12 @@ async def test_lease_holder_killed_mid_refresh_another_takes_over(
 async def test_redis_node_stopped_and_restarted_workers_keep_serving_then_rejoin(
     fake_provider: FakeProviderFactory, redis_setup: RedisSetup
 ) -> None:
-    fake = await fake_provider("cm", lifetime=1.0)
+    # 3-second tokens, believed for 2 s, refreshed 1 s before expiry: room for
+    # a Redis timeout (0.3 s) and a fetch alone even on a loaded machine, where
+    # the refresher's own wake-up and the fake's answer each lag. Whether the
+    # fleet gives up on Redis in time for a token shorter than redis_timeout
+    # is proven exactly by test_fleet.py's CLIENT PAUSE test.
+    fake = await fake_provider("cm", lifetime=3.0)
     options: dict[str, Any] = {"seconds": 60, "progress": 0.05, "redis_timeout": 0.3}
     marks: dict[str, float] = {}
     token_key, _, _ = keys_of(fake)
