@@ -17,9 +17,9 @@ import redis.asyncio
 from cryptography.fernet import Fernet
 from redis.crc import key_slot
 
-from aiopay_auth import ConfigError, RefreshPolicy, TokenHolder, TokenManager
+from aiopay_auth import ConfigError, RefreshPolicy, Secret, TokenHolder, TokenManager
 from aiopay_auth.fleet import RedisFleet, SharedTokenSource, fleet_key
-from aiopay_auth.providers import cm
+from aiopay_auth.providers import cm, generic
 from aiopay_auth.testing import FakeProvider, provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
@@ -194,6 +194,173 @@ async def test_a_redis_that_answers_nothing_never_outlasts_the_served_token(
         assert 0 == holder.stats.failures
     finally:
         await member.aclose()
+
+
+def _gets(server: RedisServer) -> int:
+    """GET commands the server has run so far."""
+    stat = server.info("commandstats").get("cmdstat_get", "calls=0")
+    return int(stat.split(",")[0].removeprefix("calls="))
+
+
+async def test_a_redis_that_stops_answering_during_a_wait_on_the_lease_never_outlasts_the_token(
+    fake_provider: FakeProviderFactory, client: redis.asyncio.Redis
+) -> None:
+    # "Another process" holds the lease; while this one waits on it, Redis
+    # stops answering. With no refresh token to spend twice (client
+    # credentials), each look is bounded by half the served token's life.
+    fake = await fake_provider("cm", lifetime=1.5)
+    async with AsyncExitStack() as stack:
+        fleet = Fleet(stack, RedisFleet(client, unencrypted=True, redis_timeout=10.0))
+        holder = await fleet.worker(fake)
+        await holder.get()
+        served = holder.current
+        assert served is not None
+        _, lease, _ = fleet.fleet.keys(holder.provider)
+        await client.set(lease, b"a fence of another process", px=20_000)
+        await eventually(lambda: holder.fetching, within=5)
+        await client.client_pause(3000, all=True)
+        try:
+            await eventually(lambda: holder.latest is not served, within=5)
+            fresh = holder.latest
+            assert fresh is not None
+            assert fresh.issued_at < served.expires_at
+            assert 2 == fake.token_calls
+            assert "local" == holder.health().store
+        finally:
+            await client.client_unpause()
+
+
+async def test_a_redis_that_stops_answering_during_the_token_call_never_outlasts_the_served_token(
+    fake_provider: FakeProviderFactory, client: redis.asyncio.Redis
+) -> None:
+    # The lease holder's token call is slow; Redis stops answering while it is
+    # in flight. Storing the new token waits no longer than half of what is
+    # left of the served one: the new token is published before it expires.
+    fake = await fake_provider("cm", lifetime=3.0)
+    async with AsyncExitStack() as stack:
+        fleet = Fleet(stack, RedisFleet(client, unencrypted=True, redis_timeout=10.0))
+        holder = await fleet.worker(fake)
+        await holder.get()
+        served = holder.current
+        fake.token_delay = 0.4
+        await eventually(lambda: fake.token_calls_in_flight == 1, within=5)
+        await client.client_pause(3000, all=True)
+        try:
+            with anyio.fail_after(5):
+                while holder.latest is served:
+                    assert holder.usable() is not None  # never a moment without
+                    await anyio.sleep(0.005)
+            assert 2 == fake.tokens_issued  # the one published is the slow call's
+            assert "local" == holder.health().store  # its store timed out
+        finally:
+            await client.client_unpause()
+
+
+async def test_a_lease_planted_with_no_expiry_is_removed(
+    fake_provider: FakeProviderFactory, client: redis.asyncio.Redis
+) -> None:
+    # Every member sets its lease with an expiry: one without is planted, and
+    # would make every refresh of a fleet on refresh tokens wait 2 x lease_ttl.
+    fake = await fake_provider("payme", lifetime=30)
+    async with AsyncExitStack() as stack:
+        fleet = Fleet(stack, RedisFleet(client, unencrypted=True))
+        _, lease, _ = fleet.fleet.keys(provider_for(fake))
+        await client.set(lease, b"planted")
+        holder = await fleet.worker(fake)
+        with anyio.fail_after(5):  # not 2 x lease_ttl = 30 s
+            await holder.get()
+        assert 1 == fake.token_calls
+        assert 1 == fleet.sources[0].refused_entries
+        assert "shared" == holder.health().store
+        assert await client.get(lease) != b"planted"
+
+
+async def test_a_waiting_member_keeps_to_its_poll_rate_whoever_publishes(
+    fake_provider: FakeProviderFactory, redis_server: RedisServer, client: redis.asyncio.Redis
+) -> None:
+    # Announcements on the credential's channel wake a waiting member once;
+    # a flood of them must not turn into a flood of GETs.
+    poll = 0.05
+    fake = await fake_provider("cm", lifetime=30)
+    async with AsyncExitStack() as stack:
+        fleet = Fleet(stack, RedisFleet(client, unencrypted=True, poll_interval=poll))
+        _, lease, channel = fleet.fleet.keys(provider_for(fake))
+        await client.set(lease, b"a fence of another process", px=1_500)
+        before = _gets(redis_server)
+        started = time.monotonic()
+        holder = await fleet.worker(fake)
+        published = 0
+        while holder.usable() is None:  # the lease expires after 1.5 s, then it leads
+            assert time.monotonic() - started < 10
+            await client.publish(channel, b"published")
+            published += 1
+        elapsed = time.monotonic() - started
+        gets = _gets(redis_server) - before
+    print(f"\n{published} announcements in {elapsed:.2f} s; the waiter sent {gets} GETs")
+    assert published > 3 * elapsed / poll  # a flood, far above the poll rate
+    assert gets <= elapsed / poll + 6  # the first look, the lead's own, the edges
+
+
+def _platform(**options: Any) -> Any:
+    """A merchant's profile on a platform's one client id (a marketplace's set-up)."""
+    fields: dict[str, Any] = {
+        "name": "platform",
+        "token_url": "https://auth.example/token",
+        "api": "https://api.example/v1",
+        "client_id": "platform",
+        "client_secret": "platform-secret",
+    }
+    return generic.provider(**(fields | options))
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ({"refresh_token": "rt-merchant-a"}, {"refresh_token": "rt-merchant-b"}),
+        ({"refresh_token": "rt-merchant-a"}, {}),
+        (
+            {"extra_fields": {"merchant_key": Secret("key-a")}},
+            {"extra_fields": {"merchant_key": Secret("key-b")}},
+        ),
+        ({"extra_fields": {"merchant": "a"}}, {"extra_fields": {"merchant": "b"}}),
+        ({"extra_headers": {"X-Merchant": "a"}}, {"extra_headers": {"X-Merchant": "b"}}),
+        (
+            {"extra_headers": {"X-Merchant-Key": Secret("key-a")}},
+            {"extra_headers": {"X-Merchant-Key": Secret("key-b")}},
+        ),
+        ({"scope": "payments"}, {"scope": "refunds"}),
+    ],
+    ids=[
+        "refresh-token",
+        "refresh-token-or-none",
+        "secret-field",
+        "field",
+        "header",
+        "secret-header",
+        "scope",
+    ],
+)
+def test_merchants_told_apart_only_by_a_token_request_detail_never_share_a_key(
+    one: dict[str, Any], other: dict[str, Any]
+) -> None:
+    # Two merchants on one platform client id: the same key would hand one
+    # merchant's token to the other's requests.
+    assert fleet_key(_platform(**one)) != fleet_key(_platform(**other))
+
+
+def test_one_credential_keeps_its_key_and_the_key_shows_no_secret() -> None:
+    # The same credential in every process, and across a secret rotation.
+    secretive = {
+        "refresh_token": "rt-secret-value",
+        "extra_fields": {"merchant_key": Secret("field-secret-value")},
+        "extra_headers": {"X-Merchant-Key": Secret("header-secret-value")},
+    }
+    key = fleet_key(_platform(**secretive))
+    assert key == fleet_key(_platform(**secretive))
+    assert key == fleet_key(_platform(client_secret="rotated-secret", **secretive))
+    assert 32 == len(key)
+    for secret in ("rt-secret-value", "field-secret-value", "header-secret-value"):
+        assert secret not in key
 
 
 # --- Redis Cluster, Sentinel, and what any set-up must survive ----------------------

@@ -88,6 +88,14 @@ if redis.call('GET', KEYS[2]) == ARGV[1] then
 end
 return 0
 """
+# A lease with no expiry was never set by a fleet member (each sets its
+# lease with PX) and would stall every refresh: it is deleted.
+_UNPLANT = """
+if redis.call('PTTL', KEYS[1]) == -1 then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -99,9 +107,16 @@ return 0
 def fleet_key(provider: Provider) -> str:
     """The Redis key part that names one credential, shared by the whole fleet.
 
-    A hash of the token URL, client id, username, scope and grant: two
-    processes with the same credential share tokens; nothing secret goes
-    into the key. In the keys it is wrapped in a hash tag (``{…}``).
+    A hash of everything that tells one credential's token requests from
+    another's: the token URL, client id, username, scope, grant, the
+    configured refresh token, and the extra fields and headers. Two
+    processes with the same credential share tokens; two merchants that
+    share a platform's client id and differ only by their refresh token,
+    a field or a header never do. Secret values enter only as their own
+    SHA-256 digests, so nothing secret can be read from the key; the
+    client secret and password do not enter at all (a rotated secret is
+    the same credential). In the keys it is wrapped in a hash tag
+    (``{…}``).
     """
     identity = "\n".join(
         [
@@ -110,10 +125,21 @@ def fleet_key(provider: Provider) -> str:
             provider.username or "",
             provider.scope or "",
             provider.grant_type,
-            ",".join(sorted(f"{k}={v}" for k, v in provider.extra_fields)),
+            _digest(provider.refresh_token),
+            ",".join(sorted(f"{k}={_digest(v)}" for k, v in provider.extra_fields)),
+            ",".join(sorted(f"{k.lower()}={_digest(v)}" for k, v in provider.extra_headers)),
         ]
     )
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def _digest(value: str | Secret | None) -> str:
+    """*value* as it enters a fleet key: a secret only as its SHA-256 digest."""
+    if value is None:
+        return ""
+    if isinstance(value, Secret):
+        return "sha256:" + hashlib.sha256(value.reveal().encode()).hexdigest()
+    return value
 
 
 class RedisFleet:
@@ -260,7 +286,8 @@ class SharedTokenSource:
         http_fetches: Token requests this process sent to the provider.
         shared_hits: Tokens this process took from Redis instead.
         refused_entries: Stored entries read and not believed (see
-            :meth:`RedisFleet.decode`).
+            :meth:`RedisFleet.decode`), and leases found with no expiry
+            (never set by a member) and deleted.
     """
 
     def __init__(self, fleet: RedisFleet, holder: TokenHolder, inner: TokenSource) -> None:
@@ -268,7 +295,8 @@ class SharedTokenSource:
         self._holder = holder
         self._inner = inner
         self._key, self._lease, self._channel = fleet.keys(holder.provider)
-        self._relied_on: Token | None = None  # the token whose life bounds Redis waits
+        self._fetched: Token | None = None  # fetched under the lease, not yet returned
+        self._guarded = True  # whether the served token's life bounds Redis waits now
         self.state: FleetState = "shared"
         holder.stats.store = self.state
         self.http_fetches = 0
@@ -278,7 +306,7 @@ class SharedTokenSource:
     async def fetch(self, refresh_token: Secret | None) -> Token:
         """Return a token newer than the holder's, from Redis or from the provider."""
         stale = self._holder.latest
-        self._relied_on = self._holder.usable()
+        self._fetched, self._guarded = None, True
         try:
             token = await self._shared_fetch(refresh_token, stale)
         except _RedisDown as down:
@@ -295,20 +323,28 @@ class SharedTokenSource:
     def _bound(self) -> float:
         """How long the next Redis operation may take, in seconds.
 
-        ``redis_timeout``, and no more than half of what is left of the token
-        this process relies on meanwhile: the one it serves while the
-        refresh starts (the other half is left for fetching alone), then the
-        one it fetched under the lease while that is stored. With no token
-        served (a cold start, an invalidation, or it ran out), and while
-        waiting on another process's lease, only ``redis_timeout`` applies.
+        ``redis_timeout``, and no more than half of what is left of the
+        token this process serves (the other half is left for fetching
+        alone, or for publishing what was fetched), or, with none served,
+        of the token it fetched under the lease. Only ``redis_timeout``
+        applies with neither (a cold start, an invalidation, a token that
+        ran out), and while waiting on another process that is spending
+        the refresh token this one would spend.
         """
         bound = self._fleet.redis_timeout
-        token = self._relied_on
-        if token is not None:
-            bound = min(bound, token.remaining(self._holder.clock()) / 2)
+        left = self._left()
+        if left is not None:
+            bound = min(bound, left / 2)
             if bound <= 0:
                 raise _RedisDown("the served token expired during the refresh")
         return bound
+
+    def _left(self) -> float | None:
+        """Seconds left of the token that bounds Redis waits now, if one does."""
+        if not self._guarded:
+            return None
+        token = self._holder.usable() or self._fetched
+        return None if token is None else token.remaining(self._holder.clock())
 
     async def _shared_fetch(self, refresh_token: Secret | None, stale: Token | None) -> Token:
         token = await self._look_or_lead(refresh_token, stale)
@@ -335,34 +371,40 @@ class SharedTokenSource:
     async def _wait_for_holder(self, refresh_token: Secret | None, stale: Token | None) -> Token:
         """Another process holds the lease: wait on one subscription, polling between."""
         fleet = self._fleet
-        # Redis answers and another process is asking the provider for all:
-        # waiting on it is not Redis trouble, and asking alone would be no
-        # sooner and could spend a rotating refresh token twice. Only
-        # redis_timeout and the lease's own bound apply from here.
-        self._relied_on = None
+        # Another process is asking the provider for all: waiting on it is
+        # not Redis trouble, and asking alone would be no sooner. A Redis
+        # that stops answering meanwhile is: each look is bounded as before,
+        # unless this process would spend a refresh token, which another
+        # process is spending right now; then only by redis_timeout.
+        self._guarded = refresh_token is None
         deadline = time.monotonic() + 2 * fleet.lease_ttl
+        if await self._redis(fleet.redis.eval, _UNPLANT, 1, self._lease):
+            self.refused_entries += 1
+            log.warning("aiopay_auth.fleet_lease_refused", provider=self._holder.name)
         async with Announcements.open(
-            fleet.redis, self._channel, timeout=fleet.redis_timeout
-        ) as announcements:
-            while True:
-                if time.monotonic() > deadline:
-                    # The lease holder neither finished nor released: fetch alone.
-                    raise _RedisDown("no token from the lease holder in time")
-                await self._pause(announcements)
+            fleet.redis, self._channel, timeout=self._bound()
+        ) as subscription:
+            announcements = subscription
+            while (left := deadline - time.monotonic()) > 0:
+                # An announcement cuts the first pause short; after that the
+                # looks keep to poll_interval, whoever publishes on the channel.
+                interval = min(fleet.poll_interval, left)
+                if await self._pause(announcements, interval):
+                    announcements = None
                 token = await self._look_or_lead(refresh_token, stale)
                 if token is not None:
                     return token
+        # The lease holder neither finished nor released in time: fetch alone.
+        raise _RedisDown("no token from the lease holder in time")
 
-    async def _pause(self, announcements: Announcements | None) -> None:
-        """One poll interval, cut short by an announcement."""
-        interval = self._fleet.poll_interval
+    async def _pause(self, announcements: Announcements | None, interval: float) -> bool:
+        """Sleep *interval*, cut short by an announcement; whether one came."""
         if announcements is not None:
-            try:
-                await announcements.wait(interval)
-            except Exception:  # a broken subscription: the GET that follows tells
-                await anyio.sleep(interval)
-            return
+            # A broken subscription: sleep; the GET that follows tells.
+            with contextlib.suppress(Exception):
+                return await announcements.wait(interval)
         await anyio.sleep(interval)
+        return False
 
     async def _take_lease(self) -> str | None:
         fence = secrets.token_hex(16)
@@ -376,18 +418,26 @@ class SharedTokenSource:
         self, fence: str, refresh_token: Secret | None, stale: Token | None
     ) -> Token:
         fleet = self._fleet
+        redis_down = False
         try:
             stored = await self._load()
             shared = self._newer_than(stored, stale)  # someone finished just before us
             if shared is not None:
                 self.shared_hits += 1
                 return shared
-            if refresh_token is not None and stored is not None and stored.refresh_token:
-                # The fleet's newest refresh token, never one another process spent.
+            if (
+                refresh_token is not None
+                and stored is not None
+                and stored.refresh_token
+                and (stale is None or stale.access_token == stored.access_token)
+            ):
+                # The fleet's newest refresh token, never one another process
+                # spent; unless this process holds a newer token than the
+                # stored one (fetched while Redis failed): then its own.
                 refresh_token = Secret(stored.refresh_token)
             self.http_fetches += 1
             token = await self._inner.fetch(refresh_token)
-            self._relied_on = token
+            self._fetched = token
             keep = token.refresh_token or refresh_token
             wall = fleet.wall_clock()
             entry = Entry.of(
@@ -416,10 +466,15 @@ class SharedTokenSource:
                     down.token = token
                     raise
             return token
+        except _RedisDown:
+            redis_down = True
+            raise
         finally:
-            # Released by its holder only; if Redis is gone it expires on its own.
-            with anyio.CancelScope(shield=True), contextlib.suppress(_RedisDown):
-                await self._redis(fleet.redis.eval, _RELEASE, 1, self._lease, fence)
+            # Released by its holder only; if Redis is gone it expires on its
+            # own (and asking a Redis that just failed would only delay us).
+            if not redis_down:
+                with anyio.CancelScope(shield=True), contextlib.suppress(_RedisDown):
+                    await self._redis(fleet.redis.eval, _RELEASE, 1, self._lease, fence)
 
     def _newer_than(self, entry: Entry | None, stale: Token | None) -> Token | None:
         """The stored token as this process's token, if it is newer than *stale*."""
