@@ -29,8 +29,6 @@ from ._servers import fake_servers
 __all__ = ["fleet_requirements", "run_fleet_demo"]
 
 _START_TIMEOUT = 30.0  # bound on the worker processes' start
-
-
 _FLEET_EXTRA = "pip install 'aiopay-auth[redis]'"
 
 
