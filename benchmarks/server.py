@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Self
 
 from aiopay_auth.testing import FakeEndpoint, FakeProvider, FakeProviderProcess, ServerCounters
@@ -116,11 +115,6 @@ class ServerProcess:
         """One server's counters, now."""
         return self._fakes.counters()[name]
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         os.sched_setaffinity(0, self._original_cpus)
-        self._fakes.__exit__(exc_type, exc, tb)
+        self._fakes.__exit__(*exc_info)

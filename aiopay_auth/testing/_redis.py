@@ -7,7 +7,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from types import TracebackType
 from typing import Self
 
 
@@ -115,12 +114,7 @@ class RedisServer:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         """Shut it down."""
         self.shutdown()
 

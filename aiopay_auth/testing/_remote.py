@@ -17,7 +17,6 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
-from types import TracebackType
 from typing import Self
 
 import anyio
@@ -114,24 +113,17 @@ class ServerCounters:
 
     @classmethod
     def of(cls, fake: FakeProvider) -> ServerCounters:
-        """Read *fake*'s counters now."""
-        return cls(
-            token_calls=fake.token_calls,
-            tokens_issued=fake.tokens_issued,
-            api_calls=fake.api_calls,
-            api_unauthorized=fake.api_unauthorized,
-            api_expired=fake.api_expired,
-        )
+        """Read *fake*'s counters (its attributes of the same names) now."""
+        return cls(**{name: getattr(fake, name) for name in _COUNTER_NAMES})
 
     def __sub__(self, other: ServerCounters) -> ServerCounters:
         """What was counted since *other* was read."""
         return ServerCounters(
-            token_calls=self.token_calls - other.token_calls,
-            tokens_issued=self.tokens_issued - other.tokens_issued,
-            api_calls=self.api_calls - other.api_calls,
-            api_unauthorized=self.api_unauthorized - other.api_unauthorized,
-            api_expired=self.api_expired - other.api_expired,
+            **{name: getattr(self, name) - getattr(other, name) for name in _COUNTER_NAMES}
         )
+
+
+_COUNTER_NAMES = tuple(field.name for field in attrs.fields(ServerCounters))
 
 
 FakeFactory = Callable[[], FakeProvider]
@@ -226,12 +218,7 @@ class FakeProviderProcess:
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         """Stop the child, blocking."""
         self._running().close()
 
@@ -246,12 +233,7 @@ class FakeProviderProcess:
             raise
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         """Stop the child."""
         with anyio.CancelScope(shield=True):
             await self._running().aclose()
