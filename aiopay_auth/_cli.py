@@ -2,7 +2,8 @@
 
 ``aiopay-auth demo``
     Run a payment-worker fan against loopback fake providers and report
-    what the client did and what the servers saw (see :mod:`aiopay_auth._demo`).
+    what the client did and what the servers saw (see :mod:`aiopay_auth._demo`,
+    imported only when this command runs).
     With ``--fleet N``, N worker processes share tokens through a local
     ``redis-server``, and the report sets the fleet's token fetches beside
     what per-process fetching would have cost.
@@ -31,18 +32,7 @@ from typing import Any, Final
 import attrs
 from yarl import URL
 
-from ._demo import (
-    EXIT_INTERRUPTED,
-    DemoConfig,
-    exit_status,
-    fleet_requirements,
-    fleet_summary_to_dict,
-    format_fleet_table,
-    format_table,
-    run_demo,
-    run_fleet_demo,
-)
-from ._demo import summary_to_dict as demo_summary_to_dict
+from ._demo._config import EXIT_INTERRUPTED, DemoConfig
 from ._manager import TokenManager
 from ._policy import RefreshPolicy
 from ._provider import Provider
@@ -279,6 +269,22 @@ def _error(command: str, message: str) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    # Imported here: the demo loads aiohttp.web, the fake servers and the
+    # fleet, which the token command does not need. A Ctrl-C while they load
+    # ends the demo as one during its run does.
+    try:
+        from ._demo._fleet import fleet_requirements, run_fleet_demo  # noqa: PLC0415
+        from ._demo._report import (  # noqa: PLC0415
+            fleet_summary_to_dict,
+            format_fleet_table,
+            format_table,
+            summary_to_dict,
+        )
+        from ._demo._results import exit_status  # noqa: PLC0415
+        from ._demo._run import run_demo  # noqa: PLC0415
+    except KeyboardInterrupt:
+        _error("demo", "interrupted")
+        return EXIT_INTERRUPTED
     config = DemoConfig(
         lifetime=args.lifetime,
         duration=args.duration,
@@ -313,7 +319,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             else format_fleet_table(fleet)
         )
     elif args.json:
-        print(json.dumps(demo_summary_to_dict(summary), indent=2))
+        print(json.dumps(summary_to_dict(summary), indent=2))
     else:
         print(format_table(summary))
     return exit_status(summary)

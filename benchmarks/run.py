@@ -32,6 +32,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from . import report
 from .micro import run_micro, vmrss_kib
 from .peers import PEERS
@@ -170,6 +172,8 @@ class Run:
         data = asdict(self)
         data.pop("loop")
         data.pop("publications")
+        for name in ("counters_during_loop", "counters_client_lifetime"):
+            data[name] = attrs.asdict(getattr(self, name))
         return data
 
 

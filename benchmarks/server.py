@@ -1,12 +1,12 @@
 """The server side of the benchmark: fake OAuth2 providers in a child process.
 
-The child process (started with ``spawn``) runs two
-:class:`~aiopay_auth.testing.FakeProvider` servers on 127.0.0.1, both in
-the ``rfc6749`` dialect: ``long`` issues day-long tokens and ``short``
+The child process (:class:`~aiopay_auth.testing.FakeProviderProcess`) runs
+two :class:`~aiopay_auth.testing.FakeProvider` servers on 127.0.0.1, both
+in the ``rfc6749`` dialect: ``long`` issues day-long tokens and ``short``
 one-second tokens. Each serves its token endpoint (``/oauth/token``) and a
 protected API (``/api``) that validates every bearer token it receives.
-The parent talks to the child over a pipe: ``"stats"`` returns every
-server's counters, ``"stop"`` ends it.
+The child sends back where they listen; :meth:`ServerProcess.stats` asks
+for a server's counters.
 
 Running the servers in their own process, pinned to their own core when
 the machine has two, means the client's event loop is measured alone.
@@ -14,17 +14,12 @@ the machine has two, means the client's event loop is measured alone.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import multiprocessing
+import functools
 import os
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from types import TracebackType
 from typing import Self
 
-from aiopay_auth.testing import FakeProvider
+from aiopay_auth.testing import FakeEndpoint, FakeProvider, FakeProviderProcess, ServerCounters
 
 
 LIFETIMES = {"long": 86_400.0, "short": 1.0}
@@ -35,9 +30,8 @@ LIFETIMES = {"long": 86_400.0, "short": 1.0}
 CLIENT_ID = "bench-client"
 CLIENT_SECRET = "bench-secret"
 
-_START_TIMEOUT = 30.0
-_REPLY_TIMEOUT = 10.0
-_STOP_TIMEOUT = 5.0
+Counters = ServerCounters
+"""What one fake provider counted."""
 
 
 @dataclass(frozen=True)
@@ -51,99 +45,22 @@ class Endpoint:
     client_id: str = CLIENT_ID
     client_secret: str = CLIENT_SECRET
 
+    @classmethod
+    def of(cls, fake: FakeEndpoint) -> Endpoint:
+        """The benchmark's view of a fake provider started in the child."""
+        return cls(
+            name=fake.name,
+            lifetime=fake.lifetime,
+            token_url=str(fake.token_url),
+            api_base=str(fake.api_base),
+            client_id=fake.client_id,
+            client_secret=fake.client_secret,
+        )
+
     @property
     def api_url(self) -> str:
         """The protected resource every scenario requests."""
         return self.api_base + "/payments"
-
-
-@dataclass(frozen=True)
-class Counters:
-    """What one fake provider counted (copied from its public counters)."""
-
-    token_calls: int = 0
-    tokens_issued: int = 0
-    api_calls: int = 0
-    api_unauthorized: int = 0
-    api_expired: int = 0
-
-    @classmethod
-    def of(cls, fake: FakeProvider) -> Counters:
-        return cls(
-            token_calls=fake.token_calls,
-            tokens_issued=fake.tokens_issued,
-            api_calls=fake.api_calls,
-            api_unauthorized=fake.api_unauthorized,
-            api_expired=fake.api_expired,
-        )
-
-    def __sub__(self, other: Counters) -> Counters:
-        return Counters(
-            token_calls=self.token_calls - other.token_calls,
-            tokens_issued=self.tokens_issued - other.tokens_issued,
-            api_calls=self.api_calls - other.api_calls,
-            api_unauthorized=self.api_unauthorized - other.api_unauthorized,
-            api_expired=self.api_expired - other.api_expired,
-        )
-
-
-# --- the child process ------------------------------------------------------
-
-
-def _serve(conn: Connection, cpu: int | None) -> None:
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-    asyncio.run(_serve_async(conn))
-
-
-async def _readable(conn: Connection) -> None:
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(conn.fileno(), wake)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(conn.fileno())
-
-
-async def _serve_async(conn: Connection) -> None:
-    fakes = {
-        name: FakeProvider(
-            "rfc6749", lifetime=lifetime, client_id=CLIENT_ID, client_secret=CLIENT_SECRET
-        )
-        for name, lifetime in LIFETIMES.items()
-    }
-    async with AsyncExitStack() as stack:
-        for fake in fakes.values():
-            await stack.enter_async_context(fake)
-        conn.send(
-            {
-                name: Endpoint(
-                    name=name,
-                    lifetime=fake.lifetime,
-                    token_url=str(fake.token_url),
-                    api_base=str(fake.api_base),
-                )
-                for name, fake in fakes.items()
-            }
-        )
-        while True:
-            await _readable(conn)
-            try:
-                command = conn.recv()
-            except EOFError:  # the parent went away
-                return
-            if command != "stats":
-                return
-            conn.send({name: Counters.of(fake) for name, fake in fakes.items()})
-
-
-# --- the parent's handle ----------------------------------------------------
 
 
 class ServerProcess:
@@ -158,34 +75,31 @@ class ServerProcess:
         cores = sorted(os.sched_getaffinity(0))
         self.pinned = pin and len(cores) >= 2
         self._original_cpus = set(cores)
-        self._server_cpu = cores[-1] if self.pinned else None
         self._client_cpus = set(cores[:-1]) if self.pinned else set(cores)
-        self._conn: Connection | None = None
-        self._process: multiprocessing.process.BaseProcess | None = None
+        servers = {
+            name: functools.partial(
+                FakeProvider,
+                "rfc6749",
+                lifetime=lifetime,
+                client_id=CLIENT_ID,
+                client_secret=CLIENT_SECRET,
+            )
+            for name, lifetime in LIFETIMES.items()
+        }
+        self._fakes = FakeProviderProcess(
+            servers, cpu=cores[-1] if self.pinned else None, name="bench-server"
+        )
         self.endpoints: dict[str, Endpoint] = {}
 
     def __enter__(self) -> Self:
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        process = ctx.Process(
-            target=_serve, args=(child, self._server_cpu), name="bench-server", daemon=True
-        )
-        process.start()
-        child.close()
-        self._conn, self._process = parent, process
-        if not parent.poll(_START_TIMEOUT):
-            self.__exit__(None, None, None)
-            msg = "the benchmark server did not start"
-            raise RuntimeError(msg)
-        self.endpoints = parent.recv()
+        self._fakes.__enter__()
+        self.endpoints = {name: Endpoint.of(e) for name, e in self._fakes.endpoints.items()}
         os.sched_setaffinity(0, self._client_cpus)
         return self
 
     def cpu_time(self) -> float:
         """CPU seconds the server process has used so far (from ``/proc``)."""
-        process = self._process
-        assert process is not None
-        with open(f"/proc/{process.pid}/stat") as stat:
+        with open(f"/proc/{self._fakes.pid}/stat") as stat:
             fields = stat.read().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -199,30 +113,8 @@ class ServerProcess:
 
     def stats(self, name: str) -> Counters:
         """One server's counters, now."""
-        conn = self._conn
-        assert conn is not None
-        conn.send("stats")
-        if not conn.poll(_REPLY_TIMEOUT):
-            msg = "the benchmark server did not answer"
-            raise RuntimeError(msg)
-        counters: dict[str, Counters] = conn.recv()
-        return counters[name]
+        return self._fakes.counters()[name]
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         os.sched_setaffinity(0, self._original_cpus)
-        conn, process = self._conn, self._process
-        self._conn = self._process = None
-        if conn is not None:
-            with contextlib.suppress(OSError):
-                conn.send("stop")
-            conn.close()
-        if process is not None:
-            process.join(_STOP_TIMEOUT)
-            if process.is_alive():
-                process.terminate()
-                process.join(_STOP_TIMEOUT)
+        self._fakes.__exit__(*exc_info)

@@ -1,6 +1,7 @@
 """Real Redis set-ups on 127.0.0.1, started and stopped by the tests.
 
-* :class:`RedisServer`: one ``redis-server``, no persistence.
+* :class:`RedisServer`: one ``redis-server``, no persistence
+  (:class:`aiopay_auth.testing.RedisServer`, plus what the tests read).
 * :class:`RedisClusterServers`: a 3-master Redis Cluster (no replicas).
 * :class:`RedisSentinelServers`: one primary fronted by one Sentinel.
 
@@ -18,6 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+
+from aiopay_auth import testing
+from aiopay_auth.testing._redis import free_port, redis_binary
 
 
 if TYPE_CHECKING:
@@ -58,17 +62,6 @@ def client_for(
     return redis.asyncio.Redis(host="127.0.0.1", port=port, socket_connect_timeout=connect_timeout)
 
 
-def _binary(name: str) -> str:
-    binary = shutil.which(name)
-    if binary is None:
-        msg = (
-            f"{name} is not installed: the fleet tests need it "
-            "(apt-get install redis-server, which brings redis-cli too)"
-        )
-        raise RuntimeError(msg)
-    return binary
-
-
 async def close_client(client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster) -> None:
     """Close *client* and its connections (a Sentinel's client does not own its pool)."""
     import redis.asyncio.cluster
@@ -82,70 +75,12 @@ async def close_client(client: redis.asyncio.Redis | redis.asyncio.cluster.Redis
         await sentinel.aclose()  # the connections that asked where the primary is
 
 
-class RedisServer:
-    """One ``redis-server`` process on a free loopback port, with no persistence.
-
-    *extra* arguments are added to its command line (cluster or sentinel
-    options); *port* is chosen free unless given.
-    """
-
-    def __init__(self, *, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
-        self.binary = _binary("redis-server")
-        self.port = port or _free_port()
-        self.workdir = tempfile.mkdtemp(prefix="aiopay-redis-")
-        self.extra = extra
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def command(self) -> list[str]:
-        # fmt: off
-        return [
-            self.binary,
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", self.workdir,
-            "--protected-mode", "yes",
-            *self.extra,
-        ]
-        # fmt: on
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(  # noqa: S603 - a fixed binary and fixed args
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            if _ping(self.port):
-                return
-            time.sleep(0.02)
-        msg = f"redis-server on port {self.port} did not start"
-        raise RuntimeError(msg)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+class RedisServer(testing.RedisServer):
+    """:class:`aiopay_auth.testing.RedisServer`, with what the tests read of it."""
 
     def restart_node(self, node: RedisServer) -> None:
         """Start this stopped server again."""
         self.start()
-
-    def shutdown(self) -> None:
-        """Stop it for good and remove its directory."""
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
     kind: Kind = "single"
 
@@ -186,7 +121,7 @@ class RedisClusterServers:
     def __init__(
         self, masters: int = 3, node_timeout_ms: int = 1000, extra: tuple[str, ...] = ()
     ) -> None:
-        self.cli = _binary("redis-cli")
+        self.cli = redis_binary("redis-cli")
         self.nodes: list[RedisServer] = []
         for port in _free_cluster_ports(masters):
             # fmt: off
@@ -282,7 +217,7 @@ class RedisSentinelServers:
 
     def __init__(self) -> None:
         self.primary = RedisServer()
-        self.sentinel_port = _free_port()
+        self.sentinel_port = free_port()
         self.sentinel_dir = Path(tempfile.mkdtemp(prefix="aiopay-sentinel-"))
         self.sentinel: subprocess.Popen[bytes] | None = None
 
@@ -413,22 +348,6 @@ def _complete(data: bytes) -> bool:
         count = int(head[1:])
         return count <= 0 or rest.count(b"\r\n") >= 2 * count
     return True
-
-
-def _ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _free_cluster_ports(count: int) -> list[int]:

@@ -16,23 +16,24 @@ import anyio
 import pytest
 
 from aiopay_auth._cli import main
-from aiopay_auth._demo import (
-    DemoConfig,
-    FleetRow,
-    FleetSummary,
-    ProviderRow,
-    ServerCounters,
-    Summary,
-    exit_status,
+from aiopay_auth._demo._config import DemoConfig
+from aiopay_auth._demo._report import (
     fleet_summary_to_dict,
     format_fleet_table,
     format_progress,
     format_table,
-    run_demo,
     summary_to_dict,
 )
+from aiopay_auth._demo._results import (
+    FleetRow,
+    FleetSummary,
+    ProviderRow,
+    Summary,
+    exit_status,
+)
+from aiopay_auth._demo._run import run_demo
 from aiopay_auth._secret import fingerprint
-from aiopay_auth.testing import FakeProvider
+from aiopay_auth.testing import FakeProvider, ServerCounters
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
 
@@ -358,6 +359,47 @@ def test_progress_line() -> None:
 
 
 # --- token ------------------------------------------------------------------
+
+
+# What only the demo needs: the fake servers' aiohttp.web, the testing kit, the run.
+_DEMO_ONLY = ("aiohttp.web", "aiopay_auth.testing", "aiopay_auth._demo.")
+_QUICK_DEMO = ["demo", "--duration", "0.2", "--concurrency", "2", "--servers", "inline", "--quiet"]
+_LOADED = (
+    "import sys\n"
+    "from aiopay_auth._cli import main\n"
+    "main({argv!r})\n"
+    "print(' '.join(sorted(m for m in sys.modules if m.startswith({prefixes!r}))))\n"
+)
+
+
+@pytest.mark.parametrize("argv", [[], ["token", "--help"], ["token", "cm"]])
+def test_the_token_command_does_not_import_the_demo(argv: list[str]) -> None:
+    # A fresh interpreter: this one has long imported everything.
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-c", _LOADED.format(argv=argv, prefixes=_DEMO_ONLY)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=_clean_env(),  # no credentials: "token cm" stops at the usage error
+    )
+    # Only the demo's options, for the parser's defaults (plain data).
+    assert ["aiopay_auth._demo._config"] == done.stdout.splitlines()[-1].split()
+
+
+def test_the_demo_command_imports_the_demo() -> None:
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [
+            sys.executable,
+            "-c",
+            _LOADED.format(argv=_QUICK_DEMO, prefixes=_DEMO_ONLY),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "aiohttp.web" in done.stdout.splitlines()[-1].split()
 
 
 @pytest.fixture(name="env")

@@ -7,6 +7,12 @@ every call and plays scripted or random faults. :func:`provider_for` builds
 the matching provider profile aimed at it, and :func:`blackhole` gives an
 address whose connections never complete.
 
+:class:`FakeProviderProcess` runs fake providers in a child process, so
+that they do not share the client's core: the child sends back each one's
+:class:`FakeEndpoint` (which :func:`provider_for` takes) and, on request,
+its :class:`ServerCounters`. :class:`RedisServer` starts a throwaway
+``redis-server`` on a free loopback port.
+
 With pytest, the ``fake_provider`` fixture (registered automatically as a
 pytest plugin) starts servers and closes them after the test::
 
@@ -19,7 +25,19 @@ pytest plugin) starts servers and closes them after the test::
 
 from ._blackhole import blackhole
 from ._profiles import provider_for
+from ._redis import RedisServer
+from ._remote import FakeEndpoint, FakeProviderProcess, ServerCounters
 from ._server import Dialect, FakeProvider, Scripted
 
 
-__all__ = ["Dialect", "FakeProvider", "Scripted", "blackhole", "provider_for"]
+__all__ = [
+    "Dialect",
+    "FakeEndpoint",
+    "FakeProvider",
+    "FakeProviderProcess",
+    "RedisServer",
+    "Scripted",
+    "ServerCounters",
+    "blackhole",
+    "provider_for",
+]

@@ -6,13 +6,14 @@ from typing import Any
 
 from .._provider import Provider
 from ..providers import cm, generic, oro, payme, vonage
+from ._remote import FakeEndpoint
 from ._server import FakeProvider
 
 
 __all__ = ["provider_for"]
 
 
-def provider_for(fake: FakeProvider, **options: Any) -> Provider:
+def provider_for(fake: FakeProvider | FakeEndpoint, **options: Any) -> Provider:
     """The real provider profile for *fake*'s dialect, aimed at the fake server.
 
     It is built by the same ``provider()`` function users call
@@ -20,7 +21,8 @@ def provider_for(fake: FakeProvider, **options: Any) -> Provider:
     so a test exercises the real dialect end to end.
 
     Args:
-        fake: A started fake provider.
+        fake: A started fake provider, or the :class:`FakeEndpoint` of one
+            (from a :class:`~aiopay_auth.testing.FakeProviderProcess`).
         options: Passed on to the dialect's ``provider()`` and override the
             defaults: e.g. ``client_auth="basic"`` for Vonage,
             ``application="storefront"`` for Oro, ``name=...``.
