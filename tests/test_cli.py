@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,12 @@ def test_demo_runs_every_provider_without_a_failure_or_an_expired_token() -> Non
 
 
 def test_demo_ctrl_c_stops_cleanly() -> None:
-    # Ctrl-C reaches the whole process group: the demo and its servers' child process.
+    # Ctrl-C reaches the whole process group: the demo and its servers' child
+    # process. It is sent once the run is under way, as its first progress
+    # line on stderr shows (every 5 s when stderr is not a terminal): not
+    # after a fixed sleep, which on a loaded machine may land while the
+    # interpreter still starts, or in the few milliseconds of the child's
+    # start, where a Ctrl-C is lost by design (see testing/_process.py).
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         _demo("--duration", "60", "--concurrency", "100", "--pool", "20"),
         stdout=subprocess.PIPE,
@@ -109,21 +114,23 @@ def test_demo_ctrl_c_stops_cleanly() -> None:
         env=_clean_env(),
         start_new_session=True,
     )
+    watchdog = threading.Timer(90, process.kill)  # a demo that never prints
+    watchdog.start()
     try:
-        time.sleep(2.5)
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        assert "requests" in first, first
         os.killpg(process.pid, signal.SIGINT)
         out, err = process.communicate(timeout=20)
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
             process.communicate()
     assert 130 == process.returncode
-    # Either the run was under way (a summary of it) or still starting (a note).
-    if out:
-        assert "(interrupted)" in out.splitlines()[0]
-        assert "" == err
-    else:
-        assert "aiopay-auth demo: error: interrupted\n" == err
+    # A summary of the run so far, and on stderr nothing but progress lines.
+    assert "(interrupted)" in out.splitlines()[0]
+    assert all("requests" in line for line in err.splitlines()), err
 
 
 def test_demo_fleet_shares_tokens_between_processes() -> None:
