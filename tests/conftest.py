@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio
 
 from .endpoints import RawEndpoint, WebEndpoint
 from .redis_server import RedisClusterServers, RedisSentinelServers, RedisServer
@@ -28,6 +29,17 @@ def _redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.shutdown()
+
+
+@pytest.fixture(name="client")
+async def _client(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    """A client of the module's redis-server, which it empties first."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(name="redis_cluster", scope="module")

@@ -33,16 +33,6 @@ pytestmark = pytest.mark.anyio
 POLICY = RefreshPolicy(backoff_initial=0.05, backoff_max=0.2, fetch_timeout=2)
 
 
-@pytest.fixture(name="client")
-async def _client(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(redis_server.url)
-    await client.flushall()
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
 class Fleet:
     """Several managers sharing one Redis: stand-ins for worker processes."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
@@ -11,21 +10,10 @@ import redis.asyncio
 from aiopay_auth import Tenants, TokenManager
 from aiopay_auth.fleet import RedisFleet
 
-from .redis_server import RedisServer
 from .tenant_endpoint import tenant_api
 
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(name="client")
-async def _client(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(redis_server.url)
-    await client.flushall()
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_two_workers_share_each_merchants_token(client: redis.asyncio.Redis) -> None:
