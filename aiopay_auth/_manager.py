@@ -25,6 +25,8 @@ from ._policy import RefreshPolicy
 from ._pool import FairPool
 from ._provider import Provider, _scopes
 from ._refresh import Refresher
+from ._step import FetchStep
+from ._tenant_holder import TenantHolder
 from ._tenants import Tenants, TenantSource
 from ._token import Token
 from .exceptions import ConfigError
@@ -251,7 +253,7 @@ class TokenManager:
                 argument cannot work.
         """
         instance_of("add_tenants() name", name, str)
-        self._open("add tenants", provider=name)
+        tg, _ = self._open("add tenants", provider=name)
         if not name:
             msg = "add_tenants() name must not be empty"
             raise ConfigError(msg)
@@ -261,6 +263,7 @@ class TokenManager:
         rng = random.Random(self._rng.random())  # noqa: S311 - jitter, not cryptography
         tenants = Tenants(self, name, _scopes(api), limit, network=network, rng=rng)
         self._tenants[name] = tenants
+        tg.start_soon(tenants._schedule.run, name=f"aiopay_auth refresher {name}")
         log.debug("aiopay_auth.tenants_added", provider=name)
         return tenants
 
@@ -298,37 +301,37 @@ class TokenManager:
     ) -> Refresher:
         """The refresher of *holder*, fetching from *source* (wrapped by ``token_source``).
 
-        Its jitter comes from *rng*, else from a generator of its own seeded
-        from the manager's (tenants share their set's: 2.5 KiB each).
+        Its jitter comes from a generator of its own seeded from the
+        manager's.
         """
-        if self._wrap_source is not None:
-            source = self._wrap_source(holder, source)
         return Refresher(
             holder,
-            source,
+            self._wrapped(holder, source),
             self.policy,
             rng=rng or random.Random(self._rng.random()),  # noqa: S311
         )
 
-    def _start_tenant(
+    def _wrapped(self, holder: TokenHolder, source: TokenSource) -> TokenSource:
+        """*source* as the ``token_source`` wrapper makes it, if there is one."""
+        if self._wrap_source is not None:
+            return self._wrap_source(holder, source)
+        return source
+
+    def _tenant_step(
         self, provider: Provider, tenants: Tenants
-    ) -> tuple[TokenHolder, TenantSource, anyio.CancelScope, anyio.Event]:
-        """Start a tenant's refresher, which its scope stops (for :meth:`Tenants.add`)."""
-        tg, _ = self._open("add tenants", provider=provider.name)
-        holder = self._new_holder(provider)
+    ) -> tuple[TenantHolder, TenantSource, FetchStep]:
+        """A tenant's holder, its token requests within the set's limit, and their rules.
+
+        The set's schedule drives the step: no task of its own. Its jitter
+        comes from the set's generator (2.5 KiB a tenant otherwise).
+        """
+        self._open("add tenants", provider=provider.name)
+        holder = TenantHolder(
+            provider, clock=self._clock, wait_timeout=self.policy.wait_timeout, policy=self.policy
+        )
         source = TenantSource(holder, self._http(tenants.network), tenants.limit)
-        refresher = self._new_refresher(holder, source, tenants._rng)
-        scope, done = anyio.CancelScope(), anyio.Event()
-
-        async def run() -> None:
-            try:
-                with scope:
-                    await refresher.run()
-            finally:
-                done.set()
-
-        tg.start_soon(run, name=f"aiopay_auth refresher {provider.name}")
-        return holder, source, scope, done
+        step = FetchStep(holder, self._wrapped(holder, source), self.policy, tenants._rng)
+        return holder, source, step
 
     def holders(self) -> tuple[TokenHolder, ...]:
         """Every provider's holder, in the order they were added."""

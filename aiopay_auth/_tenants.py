@@ -20,6 +20,7 @@ from ._middleware import BearerAuth
 from ._network import Network
 from ._pool import FairPool
 from ._provider import Provider
+from ._schedule import Schedule, Slot
 from ._secret import Secret
 from ._token import Token
 from .exceptions import (
@@ -63,22 +64,14 @@ class Tenant:
             provider's token.
     """
 
-    __slots__ = ("_done", "_scope", "_source", "holder", "key", "middlewares")
+    __slots__ = ("_slot", "_source", "holder", "key", "middlewares")
 
-    def __init__(
-        self,
-        key: str,
-        holder: TokenHolder,
-        source: TenantSource,
-        scope: anyio.CancelScope,
-        done: anyio.Event,
-    ) -> None:
+    def __init__(self, key: str, source: TenantSource, slot: Slot) -> None:
         self.key = key
-        self.holder = holder
-        self.middlewares: tuple[ClientMiddlewareType, ...] = (FairPool(BearerAuth(holder)),)
+        self.holder: TokenHolder = slot.holder
+        self.middlewares: tuple[ClientMiddlewareType, ...] = (FairPool(BearerAuth(slot.holder)),)
         self._source = source
-        self._scope = scope
-        self._done = done
+        self._slot = slot
 
     def __repr__(self) -> str:
         return f"<Tenant {self.key!r} {self.holder.state}>"
@@ -152,12 +145,14 @@ class Tenants:
     :class:`~aiopay_auth.exceptions.TenantRequiredError` and is not sent,
     never stamped with another merchant's token.
 
-    Every tenant has its own holder and refresher (the same freshness,
-    origin checks and 401 recovery as a provider added with
-    :meth:`TokenManager.add <aiopay_auth.TokenManager.add>`), and all
-    their token requests share one :class:`FetchLimit`: at most
-    :attr:`limit` ``.concurrent`` in flight and ``.per_second`` started per
-    second, first come, first served.
+    Every tenant has its own holder (the same freshness, origin checks
+    and 401 recovery as a provider added with :meth:`TokenManager.add
+    <aiopay_auth.TokenManager.add>`). One task refreshes them all, from a
+    heap of their refresh points, and all their token requests share one
+    :class:`FetchLimit`: at most :attr:`limit` ``.concurrent`` in flight
+    and ``.per_second`` started per second. A tenant that a request is
+    waiting for, or whose token a 401 refused, goes ahead of queued
+    background refreshes and first tokens.
 
     Attributes:
         name: The set's name; tenants' holders are named ``"<name>/<key>"``.
@@ -167,7 +162,7 @@ class Tenants:
             manager's.
     """
 
-    __slots__ = ("_manager", "_rng", "_tenants", "api", "limit", "name", "network")
+    __slots__ = ("_manager", "_rng", "_schedule", "_tenants", "api", "limit", "name", "network")
 
     def __init__(
         self,
@@ -185,6 +180,7 @@ class Tenants:
         self.api = api
         self.limit = limit
         self.network = network
+        self._schedule = Schedule(name, limit)
         self._tenants: dict[str, Tenant] = {}
 
     def add(self, key: str, provider: Provider) -> Tenant:
@@ -210,17 +206,21 @@ class Tenants:
         if key in self._tenants:
             msg = f"tenants {self.name!r} already have a tenant {key!r}"
             raise ConfigError(msg, provider=self.name)
-        tenant = self._tenants[key] = Tenant(key, *self._manager._start_tenant(profile, self))
+        holder, source, step = self._manager._tenant_step(profile, self)
+        slot = Slot(holder, step)
+        tenant = self._tenants[key] = Tenant(key, source, slot)
+        self._schedule.add(slot)
         log.debug("aiopay_auth.tenant_added", provider=self.name, tenant=key)
         return tenant
 
     async def remove(self, key: str) -> None:
-        """Stop tenant *key*: its refresher ends, its token is dropped, its waiters fail.
+        """Stop tenant *key*: it is refreshed no more, its token is dropped, its waiters fail.
 
         Every request waiting for its token, and every later one through
         its middlewares, gets
         :class:`~aiopay_auth.exceptions.TenantRemovedError` at once.
-        Returns once its refresher has stopped; nothing of it is kept.
+        Returns once its token request in flight, if any, has stopped;
+        nothing of it is kept.
 
         Raises:
             ConfigError: The set has no tenant *key*.
@@ -230,8 +230,7 @@ class Tenants:
         tenant.holder._close(
             TenantRemovedError(f"tenant {key!r} was removed", provider=tenant.holder.name)
         )
-        tenant._scope.cancel()
-        await tenant._done.wait()  # cancelling this wait leaves the refresher ending anyway
+        await self._schedule.remove(tenant._slot)  # cancelling this wait leaves it ending anyway
         log.info("aiopay_auth.tenant_removed", provider=self.name, tenant=key)
 
     async def rotate(self, key: str, provider: Provider) -> Token:
