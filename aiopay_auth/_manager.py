@@ -25,6 +25,7 @@ from ._policy import RefreshPolicy
 from ._pool import FairPool
 from ._provider import Provider, _scopes
 from ._refresh import Refresher
+from ._schedule import REFRESH_SPREAD
 from ._step import FetchStep
 from ._tenant_holder import TenantHolder
 from ._tenants import Tenants, TenantSource
@@ -241,7 +242,12 @@ class TokenManager:
                 started in any second (default 10; starts are spaced
                 ``1 / fetches_per_second`` apart). A cold start of *N*
                 tenants takes about ``N / fetches_per_second`` seconds:
-                raise it to what your provider allows.
+                raise it to what your provider allows. Refresh points are
+                spread besides: each tenant's is drawn uniformly in the
+                last half of its refresh delay *D*, so about ``2 / D`` of
+                the set refreshes in any one second (one-hour tokens: under
+                0.2 % in the busiest second of 10,000 tenants started
+                together).
             network: The tenants' own way to the token endpoint, instead of
                 the manager's *network*.
 
@@ -330,7 +336,9 @@ class TokenManager:
             provider, clock=self._clock, wait_timeout=self.policy.wait_timeout, policy=self.policy
         )
         source = TenantSource(holder, self._http(tenants.network), tenants.limit)
-        step = FetchStep(holder, self._wrapped(holder, source), self.policy, tenants._rng)
+        step = FetchStep(
+            holder, self._wrapped(holder, source), self.policy, tenants._rng, spread=REFRESH_SPREAD
+        )
         return holder, source, step
 
     def holders(self) -> tuple[TokenHolder, ...]:
