@@ -14,7 +14,7 @@ import anyio
 from anyio.abc import TaskGroup
 from yarl import URL
 
-from ._check import callable_or_none, count, instance_of
+from ._check import callable_or_none, count, instance_of, number
 from ._fetch import HttpTokenSource, TokenSource
 from ._holder import TokenHolder
 from ._limit import FetchLimit
@@ -216,6 +216,7 @@ class TokenManager:
         api: str | URL | Iterable[str | URL],
         max_concurrent_fetches: int = 4,
         fetches_per_second: float = 10.0,
+        idle_after: float | None = 3600.0,
         network: Network | None = None,
     ) -> Tenants:
         """Start a set of tenants: many credentials for one provider API.
@@ -248,6 +249,12 @@ class TokenManager:
                 the set refreshes in any one second (one-hour tokens: under
                 0.2 % in the busiest second of 10,000 tenants started
                 together).
+            idle_after: Seconds without a request after which a tenant
+                rests (default one hour; ``None``: never): at its next
+                refresh point its token is dropped and it is refreshed no
+                more, shown ``"idle"`` in ``health()``. Its next request
+                waits for one token request (all its waiters share it)
+                and refreshing resumes.
             network: The tenants' own way to the token endpoint, instead of
                 the manager's *network*.
 
@@ -265,9 +272,13 @@ class TokenManager:
             raise ConfigError(msg)
         self._check_name(name)
         limit = FetchLimit(max_concurrent_fetches, fetches_per_second)
+        if idle_after is not None:
+            number("add_tenants() idle_after", idle_after)
         network = checked_network(network, provider=name)
         rng = random.Random(self._rng.random())  # noqa: S311 - jitter, not cryptography
-        tenants = Tenants(self, name, _scopes(api), limit, network=network, rng=rng)
+        tenants = Tenants(
+            self, name, _scopes(api), limit, network=network, rng=rng, idle_after=idle_after
+        )
         self._tenants[name] = tenants
         tg.start_soon(tenants._schedule.run, name=f"aiopay_auth refresher {name}")
         log.debug("aiopay_auth.tenants_added", provider=name)

@@ -20,6 +20,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ._limit import FetchLimit
+from ._log import log
 from ._step import FetchStep
 from ._tenant_holder import TenantHolder
 
@@ -43,6 +44,7 @@ _TIMER = 0  # waiting in the heap for its due time
 _READY = 1  # due, queued for a place under the limit
 _FETCHING = 2
 _REMOVED = 3
+_IDLE = 4  # no request for idle_after: no token, no timer, until the next request
 
 
 class Slot:
@@ -53,7 +55,17 @@ class Slot:
         step: Its token requests and their rules.
     """
 
-    __slots__ = ("_again", "_fetch", "_refresh", "_state", "_ticket", "_wanted", "holder", "step")
+    __slots__ = (
+        "_again",
+        "_fetch",
+        "_last_used",
+        "_refresh",
+        "_state",
+        "_ticket",
+        "_wanted",
+        "holder",
+        "step",
+    )
 
     def __init__(self, holder: TenantHolder, step: FetchStep) -> None:
         self.holder = holder
@@ -64,6 +76,7 @@ class Slot:
         self._wanted = False  # a request waits, or a 401 or a rotation asks
         self._again = False  # asked for a new token while fetching (a rotation)
         self._fetch: tuple[anyio.CancelScope, anyio.Event] | None = None
+        self._last_used = 0.0  # a refresh point at which it had been used
 
 
 class Schedule:
@@ -80,16 +93,37 @@ class Schedule:
     Each fetch is the tenant's :class:`~aiopay_auth._step.FetchStep`: the
     same rules as a provider's refresher.
 
+    A tenant whose refresh point comes with no request for it since at
+    least *idle_after* seconds rests: its token is dropped and it is not
+    refreshed. Its next request (or ``holder.get()``) queues one fetch,
+    ahead of background ones, that all its waiters share; refreshing then
+    resumes. Requests are noted as they come (``holder.used``) and read at
+    refresh points, so a tenant rests at the first refresh point at least
+    *idle_after* after its last request, never sooner.
+
     Args:
         name: The set's name (task names, logs).
         limit: The set's bound on token requests.
+        idle_after: Seconds without a request after which a tenant rests;
+            ``None``: never.
     """
 
-    __slots__ = ("_heap", "_limit", "_name", "_ready", "_running", "_tickets", "_urgent", "_wake")
+    __slots__ = (
+        "_heap",
+        "_idle_after",
+        "_limit",
+        "_name",
+        "_ready",
+        "_running",
+        "_tickets",
+        "_urgent",
+        "_wake",
+    )
 
-    def __init__(self, name: str, limit: FetchLimit) -> None:
+    def __init__(self, name: str, limit: FetchLimit, *, idle_after: float | None) -> None:
         self._name = name
         self._limit = limit
+        self._idle_after = idle_after
         self._heap: list[tuple[float, int, Slot]] = []
         self._urgent: collections.deque[tuple[int, Slot]] = collections.deque()
         self._ready: collections.deque[tuple[int, Slot]] = collections.deque()
@@ -105,6 +139,8 @@ class Schedule:
     def add(self, slot: Slot) -> None:
         """Queue *slot*'s first token request (behind the ones already queued)."""
         slot.holder._urge = lambda again: self.urge(slot, again=again)
+        slot._last_used = anyio.current_time()
+        slot.holder.used = False  # idle from now until a request comes
         self._queue(slot, urgent=False)
         self._wake.set()
 
@@ -124,6 +160,9 @@ class Schedule:
         slot._wanted = True
         if state == _TIMER and not slot._refresh and not again:
             return  # the backoff stands; the retry is queued first when due
+        if state == _IDLE:
+            slot.holder.idle = False
+            log.debug("aiopay_auth.tenant_resumed", provider=self._name, tenant=slot.holder.name)
         self._queue(slot, urgent=True)
         self._wake.set()
 
@@ -170,8 +209,24 @@ class Schedule:
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, ticket, slot = heapq.heappop(heap)
-            if ticket == slot._ticket:
+            if ticket == slot._ticket and not (slot._refresh and self._rests(slot, now)):
                 self._queue(slot, urgent=slot._wanted)
+
+    def _rests(self, slot: Slot, now: float) -> bool:
+        """At *slot*'s refresh point: rest it if it had no request for ``idle_after``."""
+        holder = slot.holder
+        if holder.used:
+            holder.used = False
+            slot._last_used = now
+            return False
+        idle_after = self._idle_after
+        if idle_after is None or now - slot._last_used < idle_after:
+            return False
+        slot._state = _IDLE
+        slot._ticket = -1
+        holder._rest()
+        log.debug("aiopay_auth.tenant_idle", provider=self._name, tenant=holder.name)
+        return True
 
     def _next(self) -> Slot | None:
         for queue in (self._urgent, self._ready):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ._health import HealthState
 from ._holder import TokenHolder
 from ._policy import RefreshPolicy
 from ._provider import Provider
@@ -26,9 +27,16 @@ class TenantHolder(TokenHolder):
     token is wanted now: a request waits for one, a 401 invalidated the
     current one, or new credentials were given; then the tenant jumps
     ahead of the set's queued background refreshes.
+
+    Attributes:
+        used: Set on each request for the tenant (by its middleware, or a
+            wait in :meth:`get`); its schedule reads and clears it at
+            refresh points to tell idle tenants.
+        idle: The tenant had no request for its set's ``idle_after``: it
+            is not refreshed and holds no token until its next request.
     """
 
-    __slots__ = ("_urge",)
+    __slots__ = ("_urge", "idle", "used")
 
     def __init__(
         self,
@@ -40,10 +48,13 @@ class TenantHolder(TokenHolder):
     ) -> None:
         super().__init__(provider, clock=clock, wait_timeout=wait_timeout, policy=policy)
         self._urge: Callable[[bool], None] = _nobody
+        self.used = True
+        self.idle = False
 
     async def get(self, timeout: float | None = None) -> Token:
         """As :meth:`TokenHolder.get`; a wait moves the tenant ahead of background refreshes."""
         if self.usable() is None:
+            self.used = True
             self._urge(False)
         return await super().get(timeout)
 
@@ -57,3 +68,19 @@ class TenantHolder(TokenHolder):
     def _rotate(self, provider: Provider) -> None:
         super()._rotate(provider)
         self._urge(True)  # even during a backoff or a fetch
+
+    def _rest(self) -> None:
+        """Drop the token: the tenant had no request for a while (its schedule only)."""
+        self.current = None
+        self._latest = None
+        recent = self._recent
+        while recent:  # not clear(): it allocates a fresh block (half a KiB)
+            recent.pop()
+        self.idle = True
+
+    @property
+    def state(self) -> HealthState:
+        """As :attr:`TokenHolder.state`, and ``"idle"`` while the tenant rests."""
+        if self.idle and not self._closed:
+            return "idle"
+        return super().state

@@ -22,6 +22,7 @@ from ._pool import FairPool
 from ._provider import Provider
 from ._schedule import Schedule, Slot
 from ._secret import Secret
+from ._tenant_holder import TenantHolder
 from ._token import Token
 from .exceptions import (
     ConfigError,
@@ -33,7 +34,7 @@ from .exceptions import (
 
 
 if TYPE_CHECKING:
-    from aiohttp import ClientMiddlewareType
+    from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse
 
     from ._manager import TokenManager
 
@@ -69,12 +70,27 @@ class Tenant:
     def __init__(self, key: str, source: TenantSource, slot: Slot) -> None:
         self.key = key
         self.holder: TokenHolder = slot.holder
-        self.middlewares: tuple[ClientMiddlewareType, ...] = (FairPool(BearerAuth(slot.holder)),)
+        self.middlewares: tuple[ClientMiddlewareType, ...] = (FairPool(_TenantAuth(slot.holder)),)
         self._source = source
         self._slot = slot
 
     def __repr__(self) -> str:
         return f"<Tenant {self.key!r} {self.holder.state}>"
+
+
+class _TenantAuth(BearerAuth):
+    """One tenant's :class:`BearerAuth`: it also notes each request, so an idle tenant is told."""
+
+    __slots__ = ("_tenant_holder",)
+
+    def __init__(self, holder: TenantHolder) -> None:
+        super().__init__(holder)
+        self._tenant_holder = holder
+
+    async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        """Note the request, then stamp and send it as :class:`BearerAuth` does."""
+        self._tenant_holder.used = True
+        return await super().__call__(request, handler)
 
 
 class TenantSource:
@@ -154,15 +170,32 @@ class Tenants:
     waiting for, or whose token a 401 refused, goes ahead of queued
     background refreshes and first tokens.
 
+    A tenant with no request for :attr:`idle_after` seconds rests: at its
+    next refresh point its token is dropped and refreshing stops
+    (``health()`` shows it ``"idle"``). Its next request waits for one
+    token request, shared by all its waiters, and refreshing resumes.
+
     Attributes:
         name: The set's name; tenants' holders are named ``"<name>/<key>"``.
         api: The URLs of the API the tenants share.
         limit: The bound on the set's token requests.
         network: The tenants' own way to the token endpoint, if not the
             manager's.
+        idle_after: Seconds without a request after which a tenant rests
+            (``None``: never).
     """
 
-    __slots__ = ("_manager", "_rng", "_schedule", "_tenants", "api", "limit", "name", "network")
+    __slots__ = (
+        "_manager",
+        "_rng",
+        "_schedule",
+        "_tenants",
+        "api",
+        "idle_after",
+        "limit",
+        "name",
+        "network",
+    )
 
     def __init__(
         self,
@@ -173,6 +206,7 @@ class Tenants:
         *,
         network: Network | None = None,
         rng: random.Random | None = None,
+        idle_after: float | None = None,
     ) -> None:
         self._manager = manager
         self._rng = rng or random.Random()  # noqa: S311 - the tenants' jitter
@@ -180,7 +214,8 @@ class Tenants:
         self.api = api
         self.limit = limit
         self.network = network
-        self._schedule = Schedule(name, limit)
+        self.idle_after = idle_after
+        self._schedule = Schedule(name, limit, idle_after=idle_after)
         self._tenants: dict[str, Tenant] = {}
 
     def add(self, key: str, provider: Provider) -> Tenant:
@@ -297,7 +332,10 @@ class Tenants:
         return iter(tuple(self._tenants))
 
     def health(self) -> dict[str, Health]:
-        """Each tenant's health snapshot, by key; no I/O, no await."""
+        """Each tenant's health snapshot, by key; no I/O, no await.
+
+        A resting tenant (no request for :attr:`idle_after`) is ``"idle"``.
+        """
         return {key: tenant.holder.health() for key, tenant in self._tenants.items()}
 
     def no_tenant(self, url: URL) -> TenantRequiredError:
