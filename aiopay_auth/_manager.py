@@ -346,7 +346,9 @@ class TokenManager:
         holder = TenantHolder(
             provider, clock=self._clock, wait_timeout=self.policy.wait_timeout, policy=self.policy
         )
-        source = TenantSource(holder, self._http(tenants.network), tenants.limit)
+        if tenants._http is None:  # one for the whole set
+            tenants._http = self._http(tenants.network)
+        source = TenantSource(holder, tenants._http, tenants.limit)
         step = FetchStep(
             holder, self._wrapped(holder, source), self.policy, tenants._rng, spread=REFRESH_SPREAD
         )

@@ -60,6 +60,7 @@ class Slot:
         "_fetch",
         "_last_used",
         "_refresh",
+        "_schedule",
         "_state",
         "_ticket",
         "_wanted",
@@ -77,6 +78,12 @@ class Slot:
         self._again = False  # asked for a new token while fetching (a rotation)
         self._fetch: tuple[anyio.CancelScope, anyio.Event] | None = None
         self._last_used = 0.0  # a refresh point at which it had been used
+        self._schedule: Schedule | None = None
+
+    def urge(self, again: bool) -> None:
+        """Tell the schedule a token is wanted now (see :meth:`Schedule.urge`)."""
+        if self._schedule is not None:
+            self._schedule.urge(self, again=again)
 
 
 class Schedule:
@@ -93,8 +100,8 @@ class Schedule:
     Each fetch is the tenant's :class:`~aiopay_auth._step.FetchStep`: the
     same rules as a provider's refresher.
 
-    A tenant whose refresh point comes with no request for it since at
-    least *idle_after* seconds rests: its token is dropped and it is not
+    A tenant whose refresh point (or retry) comes with no request for it
+    since at least *idle_after* seconds rests: its token is dropped and it is not
     refreshed. Its next request (or ``holder.get()``) queues one fetch,
     ahead of background ones, that all its waiters share; refreshing then
     resumes. Requests are noted as they come (``holder.used``) and read at
@@ -138,7 +145,8 @@ class Schedule:
 
     def add(self, slot: Slot) -> None:
         """Queue *slot*'s first token request (behind the ones already queued)."""
-        slot.holder._urge = lambda again: self.urge(slot, again=again)
+        slot._schedule = self
+        slot.holder._urge = slot.urge
         slot._last_used = anyio.current_time()
         slot.holder.used = False  # idle from now until a request comes
         self._queue(slot, urgent=False)
@@ -170,7 +178,7 @@ class Schedule:
         """Forget *slot*; return once its request in flight, if any, has stopped."""
         slot._state = _REMOVED
         slot._ticket = -1
-        slot.holder._urge = _removed
+        slot._schedule = None
         # Drop its queue entries now: nothing of a removed tenant is kept.
         self._heap = [entry for entry in self._heap if entry[2] is not slot]
         heapq.heapify(self._heap)
@@ -209,11 +217,15 @@ class Schedule:
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, ticket, slot = heapq.heappop(heap)
-            if ticket == slot._ticket and not (slot._refresh and self._rests(slot, now)):
+            if ticket == slot._ticket and not self._rests(slot, now):
                 self._queue(slot, urgent=slot._wanted)
 
     def _rests(self, slot: Slot, now: float) -> bool:
-        """At *slot*'s refresh point: rest it if it had no request for ``idle_after``."""
+        """When *slot*'s timer is due: rest it if it had no request for ``idle_after``.
+
+        A refresh point or a retry alike: a tenant nobody uses stops
+        asking, also while its token requests fail.
+        """
         holder = slot.holder
         if holder.used:
             holder.used = False
@@ -269,7 +281,3 @@ class Schedule:
 
     def __repr__(self) -> str:
         return f"<Schedule {self._name!r} timers={len(self._heap)} running={self._running}>"
-
-
-def _removed(again: bool) -> None:
-    """A removed tenant's hook: nothing to schedule."""

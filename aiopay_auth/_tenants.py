@@ -186,6 +186,7 @@ class Tenants:
     """
 
     __slots__ = (
+        "_http",
         "_manager",
         "_rng",
         "_schedule",
@@ -215,6 +216,7 @@ class Tenants:
         self.limit = limit
         self.network = network
         self.idle_after = idle_after
+        self._http: Callable[[Provider], TokenSource] | None = None  # set by the manager
         self._schedule = Schedule(name, limit, idle_after=idle_after)
         self._tenants: dict[str, Tenant] = {}
 
