@@ -10,7 +10,7 @@ import asyncio
 import anyio
 import pytest
 
-from aiopay_auth import ConfigError, TokenManager
+from aiopay_auth import ConfigError, RefreshPolicy, TokenManager
 
 from .helpers import eventually
 from .tenant_endpoint import tenant_api
@@ -78,3 +78,21 @@ async def test_idle_after_is_an_hour_by_default_and_checked() -> None:
         for wrong in (0, -1.0, float("nan"), "60"):
             with pytest.raises(ConfigError, match="idle_after must be"):
                 tokens.add_tenants("c", api=server.api, idle_after=wrong)  # type: ignore[arg-type]
+
+
+async def test_a_tenant_nobody_uses_stops_retrying_refused_credentials() -> None:
+    # Refused credentials are retried every 0.2 s; nobody asks for the
+    # tenant's token, so after 0.5 s it rests at a retry and asks no more.
+    policy = RefreshPolicy(unhealable_retry=0.2)
+    async with tenant_api() as server, TokenManager(policy=policy) as tokens:
+        merchants = tokens.add_tenants(
+            "acme", api=server.api, fetches_per_second=1000, idle_after=0.5
+        )
+        key, _ = server.client()
+        merchants.add(key, server.provider(key, "not-the-secret"))
+        await eventually(lambda: "idle" == merchants.health()[key].state)
+        refused = len(server.calls_by(key))
+        assert 2 <= refused
+        await anyio.sleep(1.0)  # five retry periods: none comes
+        assert refused == len(server.calls_by(key))
+    assert not any(c.accepted for c in server.token_calls)
