@@ -57,4 +57,10 @@ class Refresher:
             if outcome.published:
                 await holder._wait_refresh_needed(outcome.delay)
             else:
-                await anyio.sleep(outcome.delay)
+                # A retry is pending: ``fetching`` stays set through the
+                # backoff, as it always has for a provider's refresher.
+                holder.fetching = True
+                try:
+                    await anyio.sleep(outcome.delay)
+                finally:
+                    holder.fetching = False
