@@ -105,6 +105,7 @@ MUTANT_TESTS: dict[str, list[str]] = {
     "_oauth": ["tests/test_oauth.py", "tests/test_parser_properties.py", "tests/test_profiles.py"],
     "_holder": ["tests/test_manager.py", "tests/test_middleware.py", "tests/test_api.py"],
     "_refresh": ["tests/test_manager.py"],
+    "_step": ["tests/test_manager.py"],  # the refresher's per-fetch rules, shared with tenants
     "_middleware": [
         "tests/test_middleware.py",
         "tests/test_hostile_api.py",  # replay, refusal backoff, by-hand tokens, redirects

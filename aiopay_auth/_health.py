@@ -13,7 +13,7 @@ from .exceptions import AuthError, TokenRequestError, TokenResponseError, TokenT
 
 __all__ = ["FailureKind", "Health", "HealthState", "failure_kind"]
 
-HealthState = Literal["starting", "fresh", "refreshing", "degraded", "failing", "closed"]
+HealthState = Literal["starting", "fresh", "refreshing", "degraded", "failing", "idle", "closed"]
 """
 Where a provider stands:
 
@@ -24,6 +24,9 @@ Where a provider stands:
   next;
 * ``degraded``: serving a still-usable token while refreshes fail;
 * ``failing``: no usable token, and the last fetch failed;
+* ``idle``: a tenant with no request for its set's ``idle_after``: not
+  refreshed, no token held; its next request waits for one fetch (see
+  :meth:`TokenManager.add_tenants <aiopay_auth.TokenManager.add_tenants>`);
 * ``closed``: the manager has closed.
 """
 

@@ -20,7 +20,9 @@ from ._middleware import BearerAuth
 from ._network import Network
 from ._pool import FairPool
 from ._provider import Provider
+from ._schedule import Schedule, Slot
 from ._secret import Secret
+from ._tenant_holder import TenantHolder
 from ._token import Token
 from .exceptions import (
     ConfigError,
@@ -32,7 +34,7 @@ from .exceptions import (
 
 
 if TYPE_CHECKING:
-    from aiohttp import ClientMiddlewareType
+    from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse
 
     from ._manager import TokenManager
 
@@ -63,25 +65,32 @@ class Tenant:
             provider's token.
     """
 
-    __slots__ = ("_done", "_scope", "_source", "holder", "key", "middlewares")
+    __slots__ = ("_slot", "_source", "holder", "key", "middlewares")
 
-    def __init__(
-        self,
-        key: str,
-        holder: TokenHolder,
-        source: TenantSource,
-        scope: anyio.CancelScope,
-        done: anyio.Event,
-    ) -> None:
+    def __init__(self, key: str, source: TenantSource, slot: Slot) -> None:
         self.key = key
-        self.holder = holder
-        self.middlewares: tuple[ClientMiddlewareType, ...] = (FairPool(BearerAuth(holder)),)
+        self.holder: TokenHolder = slot.holder
+        self.middlewares: tuple[ClientMiddlewareType, ...] = (FairPool(_TenantAuth(slot.holder)),)
         self._source = source
-        self._scope = scope
-        self._done = done
+        self._slot = slot
 
     def __repr__(self) -> str:
         return f"<Tenant {self.key!r} {self.holder.state}>"
+
+
+class _TenantAuth(BearerAuth):
+    """One tenant's :class:`BearerAuth`: it also notes each request, so an idle tenant is told."""
+
+    __slots__ = ("_tenant_holder",)
+
+    def __init__(self, holder: TenantHolder) -> None:
+        super().__init__(holder)
+        self._tenant_holder = holder
+
+    async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        """Note the request, then stamp and send it as :class:`BearerAuth` does."""
+        self._tenant_holder.used = True
+        return await super().__call__(request, handler)
 
 
 class TenantSource:
@@ -152,12 +161,19 @@ class Tenants:
     :class:`~aiopay_auth.exceptions.TenantRequiredError` and is not sent,
     never stamped with another merchant's token.
 
-    Every tenant has its own holder and refresher (the same freshness,
-    origin checks and 401 recovery as a provider added with
-    :meth:`TokenManager.add <aiopay_auth.TokenManager.add>`), and all
-    their token requests share one :class:`FetchLimit`: at most
-    :attr:`limit` ``.concurrent`` in flight and ``.per_second`` started per
-    second, first come, first served.
+    Every tenant has its own holder (the same freshness, origin checks
+    and 401 recovery as a provider added with :meth:`TokenManager.add
+    <aiopay_auth.TokenManager.add>`). One task refreshes them all, from a
+    heap of their refresh points, and all their token requests share one
+    :class:`FetchLimit`: at most :attr:`limit` ``.concurrent`` in flight
+    and ``.per_second`` started per second. A tenant that a request is
+    waiting for, or whose token a 401 refused, goes ahead of queued
+    background refreshes and first tokens.
+
+    A tenant with no request for :attr:`idle_after` seconds rests: at its
+    next refresh point its token is dropped and refreshing stops
+    (``health()`` shows it ``"idle"``). Its next request waits for one
+    token request, shared by all its waiters, and refreshing resumes.
 
     Attributes:
         name: The set's name; tenants' holders are named ``"<name>/<key>"``.
@@ -165,9 +181,22 @@ class Tenants:
         limit: The bound on the set's token requests.
         network: The tenants' own way to the token endpoint, if not the
             manager's.
+        idle_after: Seconds without a request after which a tenant rests
+            (``None``: never).
     """
 
-    __slots__ = ("_manager", "_rng", "_tenants", "api", "limit", "name", "network")
+    __slots__ = (
+        "_http",
+        "_manager",
+        "_rng",
+        "_schedule",
+        "_tenants",
+        "api",
+        "idle_after",
+        "limit",
+        "name",
+        "network",
+    )
 
     def __init__(
         self,
@@ -178,6 +207,7 @@ class Tenants:
         *,
         network: Network | None = None,
         rng: random.Random | None = None,
+        idle_after: float | None = None,
     ) -> None:
         self._manager = manager
         self._rng = rng or random.Random()  # noqa: S311 - the tenants' jitter
@@ -185,6 +215,9 @@ class Tenants:
         self.api = api
         self.limit = limit
         self.network = network
+        self.idle_after = idle_after
+        self._http: Callable[[Provider], TokenSource] | None = None  # set by the manager
+        self._schedule = Schedule(name, limit, idle_after=idle_after)
         self._tenants: dict[str, Tenant] = {}
 
     def add(self, key: str, provider: Provider) -> Tenant:
@@ -210,17 +243,21 @@ class Tenants:
         if key in self._tenants:
             msg = f"tenants {self.name!r} already have a tenant {key!r}"
             raise ConfigError(msg, provider=self.name)
-        tenant = self._tenants[key] = Tenant(key, *self._manager._start_tenant(profile, self))
+        holder, source, step = self._manager._tenant_step(profile, self)
+        slot = Slot(holder, step)
+        tenant = self._tenants[key] = Tenant(key, source, slot)
+        self._schedule.add(slot)
         log.debug("aiopay_auth.tenant_added", provider=self.name, tenant=key)
         return tenant
 
     async def remove(self, key: str) -> None:
-        """Stop tenant *key*: its refresher ends, its token is dropped, its waiters fail.
+        """Stop tenant *key*: it is refreshed no more, its token is dropped, its waiters fail.
 
         Every request waiting for its token, and every later one through
         its middlewares, gets
         :class:`~aiopay_auth.exceptions.TenantRemovedError` at once.
-        Returns once its refresher has stopped; nothing of it is kept.
+        Returns once its token request in flight, if any, has stopped;
+        nothing of it is kept.
 
         Raises:
             ConfigError: The set has no tenant *key*.
@@ -230,8 +267,7 @@ class Tenants:
         tenant.holder._close(
             TenantRemovedError(f"tenant {key!r} was removed", provider=tenant.holder.name)
         )
-        tenant._scope.cancel()
-        await tenant._done.wait()  # cancelling this wait leaves the refresher ending anyway
+        await self._schedule.remove(tenant._slot)  # cancelling this wait leaves it ending anyway
         log.info("aiopay_auth.tenant_removed", provider=self.name, tenant=key)
 
     async def rotate(self, key: str, provider: Provider) -> Token:
@@ -298,7 +334,10 @@ class Tenants:
         return iter(tuple(self._tenants))
 
     def health(self) -> dict[str, Health]:
-        """Each tenant's health snapshot, by key; no I/O, no await."""
+        """Each tenant's health snapshot, by key; no I/O, no await.
+
+        A resting tenant (no request for :attr:`idle_after`) is ``"idle"``.
+        """
         return {key: tenant.holder.health() for key, tenant in self._tenants.items()}
 
     def no_tenant(self, url: URL) -> TenantRequiredError:

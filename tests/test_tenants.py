@@ -40,11 +40,11 @@ def holders_alive(name: str) -> int:
 
 
 def refreshers() -> set[str]:
-    """Names of the SDK's live refresher tasks."""
+    """Names of the SDK's live refresher tasks and token requests."""
     return {
         t.get_name()
         for t in asyncio.all_tasks()
-        if not t.done() and t.get_name().startswith("aiopay_auth refresher")
+        if not t.done() and t.get_name().startswith(("aiopay_auth refresher", "aiopay_auth fetch"))
     }
 
 
@@ -147,18 +147,19 @@ async def test_remove_stops_the_refresher_fails_waiters_and_keeps_nothing() -> N
         key, secret = server.client()
         tenant = merchants.add(key, server.provider(key, secret))
         middlewares = tenant.middlewares
-        assert {f"aiopay_auth refresher acme/{key}"} == refreshers()
+        await eventually(lambda: 1 == server.in_flight)  # its first fetch, hanging
+        # One task for the set, and the tenant's token request.
+        assert {"aiopay_auth refresher acme", f"aiopay_auth fetch acme/{key}"} == refreshers()
         async with tokens.session(merchants) as http:
             waiters = [
                 asyncio.create_task(http.get(server.api, middlewares=middlewares)) for _ in range(3)
             ]
-            await eventually(lambda: 1 == server.in_flight)  # its first fetch, hanging
             started = time.monotonic()
             with anyio.fail_after(5):
                 await merchants.remove(key)
             results = await asyncio.gather(*waiters, return_exceptions=True)
             assert time.monotonic() - started < 5  # at once, not after wait_timeout
-            assert set() == refreshers()
+            assert {"aiopay_auth refresher acme"} == refreshers()  # its request stopped
             assert key not in merchants and 0 == len(merchants)
             later = asyncio.create_task(http.get(server.api, middlewares=middlewares))
             with pytest.raises(TenantRemovedError):
