@@ -78,12 +78,17 @@ class FetchLimit:
         if not gate.try_acquire():
             await gate.acquire()
         try:
-            start = max(anyio.current_time(), self._next)
-            self._next = start + self._interval
-            # A loop, not one sleep: a timer may fire a hair early, and a
-            # 429 met meanwhile pauses requests already given a start time.
-            while (wait := max(start, self._paused_until) - anyio.current_time()) > 0:  # noqa: ASYNC110
-                await anyio.sleep(wait)
+            while True:
+                # A start time of its own, spaced from the others', after any pause.
+                start = max(anyio.current_time(), self._next, self._paused_until)
+                self._next = start + self._interval
+                # A loop, not one sleep: a timer may fire a hair early.
+                while (wait := start - anyio.current_time()) > 0:  # noqa: ASYNC110
+                    await anyio.sleep(wait)
+                if self._paused_until <= start:
+                    break
+                # A 429 met meanwhile paused the set past this start: a new
+                # one after the pause, spaced like every other (no burst).
             yield
         finally:
             gate.release()

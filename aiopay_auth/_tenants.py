@@ -289,6 +289,8 @@ class Tenants:
                 within the policy's ``wait_timeout``, or they were refused
                 with an error that cannot heal (``invalid_client``): its
                 ``last_error`` says which. The new credentials stay in use.
+                :class:`~aiopay_auth.exceptions.TenantRemovedError` at once
+                when the tenant is removed meanwhile.
         """
         tenant = self[key]
         profile = self._profile(key, provider)
@@ -301,6 +303,10 @@ class Tenants:
                 while (
                     token := holder.latest
                 ) is None or tenant._source.fetched_with is not profile:
+                    if holder._closed:  # removed (or the manager closed) meanwhile
+                        failure = holder._failure
+                        reason = failure.message if failure is not None else "closed"
+                        raise holder._unavailable(f"{reason} while rotating", failure)
                     changed = holder._changed
                     last = holder.stats.last_error
                     if holder.stats.failures > failures and last and not last.retryable:

@@ -172,6 +172,22 @@ async def test_remove_stops_the_refresher_fails_waiters_and_keeps_nothing() -> N
     assert [] == server.api_calls
 
 
+async def test_remove_fails_a_rotate_that_waits_at_once() -> None:
+    async with tenant_api(token_delay=30) as server, TokenManager() as tokens:
+        merchants = tokens.add_tenants("acme", api=server.api)
+        key, secret = server.client()
+        merchants.add(key, server.provider(key, secret))
+        await eventually(lambda: 1 == server.in_flight)  # its first fetch, hanging
+        _, new = server.client(key)
+        rotation = asyncio.create_task(merchants.rotate(key, server.provider(key, new)))
+        await asyncio.sleep(0)  # the rotation starts waiting
+        started = time.monotonic()
+        await merchants.remove(key)
+        with anyio.fail_after(5), pytest.raises(TenantRemovedError, match="was removed"):
+            await rotation
+        assert time.monotonic() - started < 5  # at once, not after wait_timeout (30 s)
+
+
 async def test_rotating_a_secret_drops_no_request() -> None:
     # 2-second tokens, refreshed every half second or so.
     async with tenant_api(lifetime=2) as server, TokenManager() as tokens:
@@ -257,7 +273,7 @@ async def test_token_requests_start_no_faster_than_the_rate() -> None:
 
 async def test_a_429_pauses_every_tenant_of_the_set() -> None:
     async with tenant_api() as server, TokenManager() as tokens:
-        merchants = tokens.add_tenants("acme", api=server.api, fetches_per_second=1000)
+        merchants = tokens.add_tenants("acme", api=server.api, fetches_per_second=10)
         server.throttle = 1  # the first token request gets 429, Retry-After: 1
         key, secret = server.client()
         merchants.add(key, server.provider(key, secret))
@@ -270,6 +286,11 @@ async def test_a_429_pauses_every_tenant_of_the_set() -> None:
         assert 0 == merchants.limit.throttles  # answered since: the streak is over
     assert 4 == len(others)
     assert [] == [c for c in others if c.arrived < throttled.arrived + 1.0]
+    # After the pause, still one start per 0.1 s: no burst of the queued ones
+    # (0.3 s for four starts; 0.2 leaves room for arrival jitter, a burst
+    # arrives within a few ms).
+    arrivals = sorted(c.arrived for c in others)
+    assert arrivals[-1] - arrivals[0] >= 0.2, arrivals
 
 
 async def test_the_defaults_are_documented_ones() -> None:
