@@ -61,6 +61,17 @@ class GeneratedPayload(aiohttp.payload.Payload):
         return BODY.decode(encoding, errors)
 
 
+class UnsureStream(io.BytesIO):
+    """A file object holding BODY that cannot say whether it is seekable."""
+
+    def seekable(self) -> bool:
+        raise OSError("seekable() is not supported here")
+
+
+def unsure_stream(_: contextlib.ExitStack) -> io.BytesIO:
+    return UnsureStream(BODY)
+
+
 def custom_payload(_: contextlib.ExitStack) -> aiohttp.payload.Payload:
     return GeneratedPayload()
 
@@ -80,8 +91,14 @@ def streamer(_: contextlib.ExitStack) -> object:
 
 @pytest.mark.parametrize(
     "make_body",
-    [chunks, pipe_reader, custom_payload, streamer],
-    ids=["async-generator", "unseekable-stream", "payload-subclass", "aiohttp-streamer"],
+    [chunks, pipe_reader, unsure_stream, custom_payload, streamer],
+    ids=[
+        "async-generator",
+        "unseekable-stream",
+        "seekable-raises",
+        "payload-subclass",
+        "aiohttp-streamer",
+    ],
 )
 async def test_a_body_that_cannot_be_replayed_gets_the_401_not_an_empty_resend(
     make_body: Callable[[contextlib.ExitStack], Any],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -259,3 +260,28 @@ async def test_a_middleware_after_ours_may_remove_the_header() -> None:
     assert [("/api/redirect", None), ("/open/echo", None)] == [
         (r.path, r.authorization) for r in api.received if r.path != "/oauth/token"
     ]
+
+
+async def test_a_401_during_the_backoff_is_noted_against_the_token() -> None:
+    # A standing clock: the new token stays inside its backoff for the whole test.
+    now = [1000.0]
+
+    async def unreplayable() -> AsyncIterator[bytes]:
+        yield b"amount=1"
+
+    async with serving() as (api,), TokenManager(clock=lambda: now[0]) as tokens:
+        holder = tokens.add(api.provider())
+        await holder.get()
+        api.refuse_all = True
+        async with tokens.session(holder) as http:
+            async with http.post(api.api / "pay", data=unreplayable()) as resp:
+                assert 401 == resp.status  # invalidated; not resent
+            second = await holder.get()
+            assert holder.backing_off()
+            assert holder.refusing is not None
+            assert (1, False) == (holder.refusing.tokens, holder.refusing.refused)
+            async with http.get(api.api / "pay") as resp:
+                assert 401 == resp.status  # handed back as it is: no resend, no new token
+            assert holder.current is second
+            assert (1, True) == (holder.refusing.tokens, holder.refusing.refused)
+    assert 2 == api.token_calls
