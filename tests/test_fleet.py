@@ -14,16 +14,20 @@ import anyio
 import anyio.to_thread
 import pytest
 import redis.asyncio
+from aiohttp import web
 from cryptography.fernet import Fernet
 from redis.crc import key_slot
 
 from aiopay_auth import ConfigError, RefreshPolicy, TokenHolder, TokenManager
+from aiopay_auth._secret import Secret
 from aiopay_auth.fleet import RedisFleet, SharedTokenSource, fleet_key
+from aiopay_auth.fleet._entry import Entry
 from aiopay_auth.providers import cm
-from aiopay_auth.testing import FakeProvider, provider_for
+from aiopay_auth.testing import FakeProvider, blackhole, provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
 from .conftest import RedisSetup
+from .endpoints import WebEndpoint, make_provider, token_json
 from .helpers import eventually
 from .redis_server import RedisClusterServers, RedisServer, client_for, close_client
 
@@ -533,3 +537,127 @@ async def test_a_cluster_without_sharded_pubsub_gets_plain_pubsub(
     assert after["subscribes"] - before["subscribes"] >= 2  # the two waiters
     # A 10 s poll interval: the waiters woke on the announcement, not on a poll.
     assert elapsed < 5.0
+
+
+# --- The lease, the refresh token and Redis trouble, step by step ------------------
+
+
+def _stored(access: str, refresh: str | None) -> Entry:
+    now = time.time()
+    return Entry(
+        access_token=access,
+        token_type="Bearer",
+        issued_wall=now,
+        expires_wall=now + 30,
+        refresh_token=refresh,
+        scope=None,
+    )
+
+
+async def test_a_refresh_uses_the_fleets_newest_refresh_token_under_an_expiring_lease(
+    endpoint: WebEndpoint, client: redis.asyncio.Redis
+) -> None:
+    answers = iter([("A2", "R3"), ("A3", None)])
+    grants: list[tuple[object, object]] = []
+    lease_ttls: list[int] = []
+    provider = make_provider(endpoint.base)
+    fleet = RedisFleet(client, unencrypted=True, lease_ttl=5)
+    token_key, lease_key, _ = fleet.keys(provider)
+
+    async def handler(request: web.Request) -> web.Response:
+        form = await request.post()
+        grants.append((form.get("grant_type"), form.get("refresh_token")))
+        lease_ttls.append(await client.pttl(lease_key))  # asked under the lease
+        access, refresh = next(answers)
+        return token_json(access, 30, **({"refresh_token": refresh} if refresh else {}))
+
+    async def stored() -> tuple[str, str | None]:
+        raw = await client.get(token_key)
+        assert isinstance(raw, bytes)
+        entry = fleet.decode(raw)
+        assert entry is not None
+        return entry.access_token, entry.refresh_token
+
+    endpoint.handler = handler
+    await client.set(token_key, fleet.encode(_stored("A1", "R1")), px=30_000)
+    async with TokenManager(policy=POLICY, token_source=fleet.wrap) as tokens:
+        holder = tokens.add(provider)
+        first = await holder.get()
+        assert ("A1", Secret("R1")) == (first.access_token, first.refresh_token)
+        # Another member spent R1 meanwhile: the fleet's refresh token is now R2.
+        await client.set(token_key, fleet.encode(_stored("A1", "R2")), px=30_000)
+        assert holder.invalidate(first)
+        second = await holder.get()
+        assert ("A2", ("A2", "R3")) == (second.access_token, await stored())
+        await eventually(lambda: not holder.backing_off())
+        assert holder.invalidate(second)
+        third = await holder.get()
+        # No new refresh token came with A3: the one just used is kept.
+        assert ("A3", ("A3", "R3")) == (third.access_token, await stored())
+        assert 0 == await client.exists(lease_key)  # released by its holder
+    assert [("refresh_token", "R2"), ("refresh_token", "R3")] == grants
+    assert all(0 < ttl <= 5000 for ttl in lease_ttls), lease_ttls
+
+
+async def test_a_lease_that_is_never_released_is_waited_out_then_fetched_alone(
+    endpoint: WebEndpoint, client: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiopay_auth")
+    answers = iter(["A1", "A2"])
+
+    async def handler(_: web.Request) -> web.Response:
+        return token_json(next(answers), 30)
+
+    endpoint.handler = handler
+    provider = make_provider(endpoint.base)
+    fleet = RedisFleet(client, unencrypted=True, lease_ttl=0.3, poll_interval=0.05)
+    token_key, lease_key, _ = fleet.keys(provider)
+    await client.set(lease_key, "a member that died", px=60_000)
+    async with TokenManager(policy=POLICY, token_source=fleet.wrap) as tokens:
+        holder = tokens.add(provider)
+        started = time.monotonic()
+        first = await holder.get()
+        waited = time.monotonic() - started
+        assert ("A1", "local") == (first.access_token, holder.health().store)
+        assert waited >= 2 * 0.3  # the follower's bound: twice the lease's life
+        assert b"a member that died" == await client.get(lease_key)  # not ours to delete
+        assert await client.get(token_key) is None
+        # The dead member's lease goes; the next refresh is shared again.
+        await client.delete(lease_key)
+        assert holder.invalidate(first)
+        second = await holder.get()
+        assert ("A2", "shared") == (second.access_token, holder.health().store)
+    events = [r.getMessage() for r in caplog.records if "fleet_" in r.getMessage()]
+    assert 2 == len(events), events
+    assert "fleet_degraded" in events[0]
+    assert "no token from the lease holder in time" in events[0]
+    assert "fleet_rejoined" in events[1]
+    assert 2 == len(endpoint.calls)
+
+
+async def test_a_redis_that_never_answers_is_cut_off_at_redis_timeout(
+    endpoint: WebEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiopay_auth")
+
+    async def handler(_: web.Request) -> web.Response:
+        return token_json("A1", 30)
+
+    endpoint.handler = handler
+    with blackhole() as dead:
+        # Its own connect timeout is long: only the fleet's redis_timeout can cut the wait.
+        assert dead.host is not None
+        assert dead.port is not None
+        client = redis.asyncio.Redis(host=dead.host, port=dead.port, socket_connect_timeout=60)
+        try:
+            fleet = RedisFleet(client, unencrypted=True, redis_timeout=0.2)
+            async with TokenManager(policy=POLICY, token_source=fleet.wrap) as tokens:
+                holder = tokens.add(make_provider(endpoint.base))
+                with anyio.fail_after(20):
+                    token = await holder.get()
+                assert ("A1", "local") == (token.access_token, holder.health().store)
+        finally:
+            await client.aclose()
+    degraded = [r.getMessage() for r in caplog.records if "fleet_degraded" in r.getMessage()]
+    assert 1 == len(degraded)
+    assert "redis timed out" in degraded[0]
