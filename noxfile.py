@@ -113,7 +113,31 @@ MUTANT_TESTS: dict[str, list[str]] = {
     ],
     "_pool": ["tests/test_pool.py", "tests/test_middleware.py"],
     "_manager": ["tests/test_manager.py", "tests/test_api.py"],
-    "fleet": ["tests/test_fleet.py"],
+    # The fast fleet tests (single redis-server, each under a second): the slow
+    # ones (several seconds of token lifetimes, Cluster and Sentinel set-ups,
+    # started again in every mutant's fork) would take hours over ~600 mutants.
+    "fleet": [
+        "tests/test_fleet_units.py",
+        *(
+            f"tests/test_fleet.py::test_{name}"
+            for name in (
+                "keys_hold_no_secret_and_tokens_are_encrypted",
+                "bad_configuration_is_refused",
+                "every_key_of_a_credential_shares_one_cluster_slot",
+                "a_redis_error_the_fleet_does_not_know_means_fetching_locally",
+                "a_bad_stored_entry_is_absent_fetched_over_and_overwritten",
+                "stored_times_are_checked_against_this_hosts_clock",
+                "a_host_whose_clock_is_far_ahead_is_not_believed",
+                "running_without_encryption_is_an_explicit_choice",
+                "an_exclusive_lease_one_token_call_for_a_cold_fleet",
+                "a_refresh_uses_the_fleets_newest_refresh_token_under_an_expiring_lease",
+                "a_lease_that_is_never_released_is_waited_out_then_fetched_alone",
+                "a_redis_that_never_answers_is_cut_off_at_redis_timeout",
+                "a_waiting_member_wakes_on_the_announcement_not_the_poll",
+                "announcements_wait_the_whole_interval_or_wake_on_one",
+            )
+        ),
+    ],
 }
 # Modules that are packages: every file of theirs is mutated.
 MUTANT_PATHS = {"fleet": "aiopay_auth/fleet/*"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from aiopay_auth import ConfigError, RefreshPolicy, TokenHolder, TokenManager
 from aiopay_auth._secret import Secret
 from aiopay_auth.fleet import RedisFleet, SharedTokenSource, fleet_key
 from aiopay_auth.fleet._entry import Entry
+from aiopay_auth.fleet._wait import Announcements
 from aiopay_auth.providers import cm
 from aiopay_auth.testing import FakeProvider, blackhole, provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
@@ -661,3 +663,72 @@ async def test_a_redis_that_never_answers_is_cut_off_at_redis_timeout(
     degraded = [r.getMessage() for r in caplog.records if "fleet_degraded" in r.getMessage()]
     assert 1 == len(degraded)
     assert "redis timed out" in degraded[0]
+
+
+async def test_a_waiting_member_wakes_on_the_announcement_not_the_poll(
+    endpoint: WebEndpoint, client: redis.asyncio.Redis
+) -> None:
+    # The leader's token call is held until the follower is subscribed; with a
+    # 10 s poll interval, only the announcement can bring the follower its token
+    # within the 5 s bound.
+    release = asyncio.Event()
+
+    async def handler(_: web.Request) -> web.Response:
+        await release.wait()
+        return token_json("A1", 30)
+
+    endpoint.handler = handler
+    provider = make_provider(endpoint.base)
+    fleet = RedisFleet(client, unencrypted=True, poll_interval=10.0)
+    channel = fleet.keys(provider)[2]
+    try:
+        async with AsyncExitStack() as stack:
+            members = Fleet(stack, fleet)
+            managers = [
+                await stack.enter_async_context(
+                    TokenManager(policy=POLICY, token_source=members.wrap)
+                )
+                for _ in range(2)
+            ]
+            leader = managers[0].add(provider)
+            await eventually(lambda: len(endpoint.calls) == 1)
+            follower = managers[1].add(provider)
+            with anyio.fail_after(5):
+                while (await client.pubsub_numsub(channel))[0][1] < 1:  # noqa: ASYNC110 - Redis, no event
+                    await anyio.sleep(0.01)
+            release.set()
+            with anyio.fail_after(5):
+                tokens = [await leader.get(), await follower.get()]
+    finally:
+        release.set()
+    assert ["A1", "A1"] == [t.access_token for t in tokens]
+    assert 1 == len(endpoint.calls)
+    assert [1, 0] == [s.http_fetches for s in members.sources]
+    assert [0, 1] == [s.shared_hits for s in members.sources]
+
+
+async def test_announcements_wait_the_whole_interval_or_wake_on_one(
+    client: redis.asyncio.Redis,
+) -> None:
+    async with Announcements.open(client, "events", timeout=1.0) as announcements:
+        assert announcements is not None
+        assert 1 == (await client.pubsub_numsub("events"))[0][1]
+        started = time.monotonic()
+        assert not await announcements.wait(0.2)  # nothing announced: the whole interval
+        assert time.monotonic() - started >= 0.2
+        await client.publish("events", "published")
+        with anyio.fail_after(5):
+            assert await announcements.wait(10.0)
+    with anyio.fail_after(5):  # the subscription ends with the wait
+        while (await client.pubsub_numsub("events"))[0][1]:  # noqa: ASYNC110 - Redis, no event
+            await anyio.sleep(0.01)
+    with blackhole() as dead:
+        assert dead.host is not None
+        assert dead.port is not None
+        unreachable = redis.asyncio.Redis(host=dead.host, port=dead.port, socket_connect_timeout=60)
+        try:
+            with anyio.fail_after(5):
+                async with Announcements.open(unreachable, "events", timeout=0.2) as none:
+                    assert none is None  # no subscription: the waiter polls by sleeping
+        finally:
+            await unreachable.aclose()
