@@ -135,6 +135,7 @@ MUTANT_TESTS: dict[str, list[str]] = {
                 "a_redis_that_never_answers_is_cut_off_at_redis_timeout",
                 "a_waiting_member_wakes_on_the_announcement_not_the_poll",
                 "announcements_wait_the_whole_interval_or_wake_on_one",
+                "without_a_subscription_a_waiting_member_polls",
             )
         ),
     ],

@@ -559,7 +559,7 @@ def _stored(access: str, refresh: str | None) -> Entry:
 async def test_a_refresh_uses_the_fleets_newest_refresh_token_under_an_expiring_lease(
     endpoint: WebEndpoint, client: redis.asyncio.Redis
 ) -> None:
-    answers = iter([("A2", "R3"), ("A3", None)])
+    answers = iter([("A2", "R3"), ("A3", None), ("A4", "R4")])
     grants: list[tuple[object, object]] = []
     lease_ttls: list[int] = []
     provider = make_provider(endpoint.base)
@@ -597,7 +597,18 @@ async def test_a_refresh_uses_the_fleets_newest_refresh_token_under_an_expiring_
         # No new refresh token came with A3: the one just used is kept.
         assert ("A3", ("A3", "R3")) == (third.access_token, await stored())
         assert 0 == await client.exists(lease_key)  # released by its holder
-    assert [("refresh_token", "R2"), ("refresh_token", "R3")] == grants
+        # A member took the lease and died: once its lease expires, the
+        # waiting member takes over, with the refresh grant and the fleet's R3.
+        await client.set(lease_key, "a member that died", px=300)
+        await eventually(lambda: not holder.backing_off())
+        assert holder.invalidate(third)
+        fourth = await holder.get()
+        assert ("A4", ("A4", "R4")) == (fourth.access_token, await stored())
+    assert [
+        ("refresh_token", "R2"),
+        ("refresh_token", "R3"),
+        ("refresh_token", "R3"),
+    ] == grants
     assert all(0 < ttl <= 5000 for ttl in lease_ttls), lease_ttls
 
 
@@ -631,9 +642,10 @@ async def test_a_lease_that_is_never_released_is_waited_out_then_fetched_alone(
         assert ("A2", "shared") == (second.access_token, holder.health().store)
     events = [r.getMessage() for r in caplog.records if "fleet_" in r.getMessage()]
     assert 2 == len(events), events
-    assert "fleet_degraded" in events[0]
-    assert "no token from the lease holder in time" in events[0]
-    assert "fleet_rejoined" in events[1]
+    assert events[0].endswith(
+        "fleet_degraded provider='hostile' reason='no token from the lease holder in time'"
+    )
+    assert events[1].endswith("fleet_rejoined provider='hostile'")
     assert 2 == len(endpoint.calls)
 
 
@@ -662,7 +674,7 @@ async def test_a_redis_that_never_answers_is_cut_off_at_redis_timeout(
             await client.aclose()
     degraded = [r.getMessage() for r in caplog.records if "fleet_degraded" in r.getMessage()]
     assert 1 == len(degraded)
-    assert "redis timed out" in degraded[0]
+    assert degraded[0].endswith("fleet_degraded provider='hostile' reason='redis timed out'")
 
 
 async def test_a_waiting_member_wakes_on_the_announcement_not_the_poll(
@@ -732,3 +744,64 @@ async def test_announcements_wait_the_whole_interval_or_wake_on_one(
                     assert none is None  # no subscription: the waiter polls by sleeping
         finally:
             await unreachable.aclose()
+
+
+def _error_replies(server: RedisServer) -> int:
+    """How many commands the server refused as unknown."""
+    stat = server.info("errorstats").get("errorstat_ERR", "count=0")
+    return int(stat.partition("count=")[2].partition(",")[0])
+
+
+@pytest.fixture(name="redis_without_pubsub", scope="module")
+def _redis_without_pubsub() -> Iterator[RedisServer]:
+    """A redis-server on which SUBSCRIBE is disabled: waiters must poll."""
+    server = RedisServer(extra=("--rename-command", "SUBSCRIBE", ""))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+
+
+async def test_without_a_subscription_a_waiting_member_polls(
+    endpoint: WebEndpoint, redis_without_pubsub: RedisServer
+) -> None:
+    release = asyncio.Event()
+
+    async def handler(_: web.Request) -> web.Response:
+        await release.wait()
+        return token_json("A1", 30)
+
+    endpoint.handler = handler
+    provider = make_provider(endpoint.base)
+    client = redis.asyncio.Redis.from_url(redis_without_pubsub.url)
+    try:
+        await client.flushall()
+        fleet = RedisFleet(client, unencrypted=True, poll_interval=0.05)
+        async with AsyncExitStack() as stack:
+            members = Fleet(stack, fleet)
+            managers = [
+                await stack.enter_async_context(
+                    TokenManager(policy=POLICY, token_source=members.wrap)
+                )
+                for _ in range(2)
+            ]
+            leader = managers[0].add(provider)
+            await eventually(lambda: len(endpoint.calls) == 1)
+            refused = await anyio.to_thread.run_sync(_error_replies, redis_without_pubsub)
+            follower = managers[1].add(provider)
+            with anyio.fail_after(5):  # the follower is waiting: its SUBSCRIBE was refused
+                while (  # noqa: ASYNC110 - Redis, no event
+                    await anyio.to_thread.run_sync(_error_replies, redis_without_pubsub) == refused
+                ):
+                    await anyio.sleep(0.01)
+            release.set()
+            with anyio.fail_after(5):
+                tokens = [await leader.get(), await follower.get()]
+            stores = [h.health().store for h in (leader, follower)]
+    finally:
+        release.set()
+        await client.aclose()
+    assert ["A1", "A1"] == [t.access_token for t in tokens]
+    assert ["shared", "shared"] == stores
+    assert [1, 0] == [s.http_fetches for s in members.sources]
