@@ -487,6 +487,24 @@ def test_lifetime_from_rejects(value: object) -> None:
         lifetime_from(value, DEFAULT_LIFETIME)
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(0, "expires_in must be a positive number of seconds", id="zero"),
+        pytest.param(0.0, "expires_in must be a positive number of seconds", id="zero-float"),
+        pytest.param(-1, "expires_in must be a positive number of seconds", id="negative"),
+        pytest.param(math.nan, "expires_in must be a positive number of seconds", id="nan"),
+        pytest.param(True, "expires_in is a boolean", id="boolean"),
+        pytest.param("1e3", "expires_in is not a number of seconds", id="exponent-string"),
+        pytest.param(0.1, "expires_in of 0.1 s is too short to use (under 0.2 s)", id="short"),
+    ],
+)
+def test_lifetime_from_says_what_is_wrong(value: object, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        lifetime_from(value, DEFAULT_LIFETIME)
+    assert message == str(error.value)
+
+
 HTTP_DATE = email.utils.formatdate(WALL_NOW + 30, usegmt=True)
 
 
