@@ -500,7 +500,7 @@ def test_lifetime_from_rejects(value: object) -> None:
     ],
 )
 def test_lifetime_from_says_what_is_wrong(value: object, message: str) -> None:
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(ValueError, match=r"^expires_in") as error:
         lifetime_from(value, DEFAULT_LIFETIME)
     assert message == str(error.value)
 
