@@ -184,6 +184,10 @@ def mutants(session: nox.Session) -> None:
             # mutmut adds trampolines and names without docstrings to mutated classes
             "pytest_add_cli_args =\n"
             "    --deselect=tests/test_api.py::test_every_public_name_has_a_docstring\n"
+            # Wall-clock timing (2 s tokens, 20 workers): under the load of a mutation
+            # run its streak restarts and the run aborts in its first pass.
+            "    --deselect=tests/test_hostile_api.py::"
+            "test_short_tokens_refused_in_their_backoff_keep_the_streak_going\n"
             f"pytest_add_cli_args_test_selection =\n    {selection}\n"
         )
         with session.chdir(tree):
