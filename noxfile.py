@@ -136,6 +136,7 @@ MUTANT_TESTS: dict[str, list[str]] = {
                 "a_waiting_member_wakes_on_the_announcement_not_the_poll",
                 "announcements_wait_the_whole_interval_or_wake_on_one",
                 "without_a_subscription_a_waiting_member_polls",
+                "a_token_fetched_under_the_lease_is_kept_when_redis_dies_before_the_store",
             )
         ),
     ],

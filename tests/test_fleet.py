@@ -805,3 +805,34 @@ async def test_without_a_subscription_a_waiting_member_polls(
     assert ["A1", "A1"] == [t.access_token for t in tokens]
     assert ["shared", "shared"] == stores
     assert [1, 0] == [s.http_fetches for s in members.sources]
+
+
+async def test_a_token_fetched_under_the_lease_is_kept_when_redis_dies_before_the_store(
+    endpoint: WebEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis stops while the lease holder's token call is in flight: the token
+    # it brings back (whose refresh token may have spent another) is used, not
+    # asked for a second time.
+    caplog.set_level(logging.WARNING, logger="aiopay_auth")
+    server = RedisServer()
+    await anyio.to_thread.run_sync(server.start)
+    client = redis.asyncio.Redis.from_url(server.url, socket_connect_timeout=0.2)
+
+    async def handler(_: web.Request) -> web.Response:
+        await anyio.to_thread.run_sync(server.stop)
+        return token_json("A1", 30, refresh_token="R1")
+
+    endpoint.handler = handler
+    try:
+        fleet = RedisFleet(client, unencrypted=True, redis_timeout=0.3)
+        async with TokenManager(policy=POLICY, token_source=fleet.wrap) as tokens:
+            holder = tokens.add(make_provider(endpoint.base))
+            with anyio.fail_after(10):
+                token = await holder.get()
+            assert ("A1", "local") == (token.access_token, holder.health().store)
+    finally:
+        await client.aclose()
+        await anyio.to_thread.run_sync(server.shutdown)
+    assert 1 == len(endpoint.calls)
+    degraded = [r.getMessage() for r in caplog.records if "fleet_degraded" in r.getMessage()]
+    assert 1 == len(degraded)
