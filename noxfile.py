@@ -137,6 +137,7 @@ MUTANT_TESTS: dict[str, list[str]] = {
                 "announcements_wait_the_whole_interval_or_wake_on_one",
                 "without_a_subscription_a_waiting_member_polls",
                 "a_token_fetched_under_the_lease_is_kept_when_redis_dies_before_the_store",
+                "after_a_refused_refresh_token_the_primary_grant_is_asked_not_the_stored_one",
             )
         ),
     ],

@@ -29,7 +29,7 @@ from aiopay_auth.testing import FakeProvider, blackhole, provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
 from .conftest import RedisSetup
-from .endpoints import WebEndpoint, make_provider, token_json
+from .endpoints import WebEndpoint, make_provider, oauth_error, token_json
 from .helpers import eventually
 from .redis_server import RedisClusterServers, RedisServer, client_for, close_client
 
@@ -582,7 +582,11 @@ async def test_a_refresh_uses_the_fleets_newest_refresh_token_under_an_expiring_
 
     endpoint.handler = handler
     await client.set(token_key, fleet.encode(_stored("A1", "R1")), px=30_000)
-    async with TokenManager(policy=POLICY, token_source=fleet.wrap) as tokens:
+    async with AsyncExitStack() as stack:
+        members = Fleet(stack, fleet)
+        tokens = await stack.enter_async_context(
+            TokenManager(policy=POLICY, token_source=members.wrap)
+        )
         holder = tokens.add(provider)
         first = await holder.get()
         assert ("A1", Secret("R1")) == (first.access_token, first.refresh_token)
@@ -604,6 +608,8 @@ async def test_a_refresh_uses_the_fleets_newest_refresh_token_under_an_expiring_
         assert holder.invalidate(third)
         fourth = await holder.get()
         assert ("A4", ("A4", "R4")) == (fourth.access_token, await stored())
+        source = members.sources[0]
+        assert (3, 1) == (source.http_fetches, source.shared_hits)
     assert [
         ("refresh_token", "R2"),
         ("refresh_token", "R3"),
@@ -836,3 +842,30 @@ async def test_a_token_fetched_under_the_lease_is_kept_when_redis_dies_before_th
     assert 1 == len(endpoint.calls)
     degraded = [r.getMessage() for r in caplog.records if "fleet_degraded" in r.getMessage()]
     assert 1 == len(degraded)
+
+
+async def test_after_a_refused_refresh_token_the_primary_grant_is_asked_not_the_stored_one(
+    endpoint: WebEndpoint, client: redis.asyncio.Redis
+) -> None:
+    grants: list[tuple[object, object]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        form = await request.post()
+        grants.append((form.get("grant_type"), form.get("refresh_token")))
+        if form.get("grant_type") == "refresh_token":
+            return oauth_error(400, "invalid_grant", "refresh token revoked")
+        return token_json("A2", 30)
+
+    endpoint.handler = handler
+    provider = make_provider(endpoint.base)
+    fleet = RedisFleet(client, unencrypted=True)
+    token_key = fleet.keys(provider)[0]
+    await client.set(token_key, fleet.encode(_stored("A1", "R1")), px=30_000)
+    async with TokenManager(policy=POLICY, token_source=fleet.wrap) as tokens:
+        holder = tokens.add(provider)
+        first = await holder.get()
+        assert holder.invalidate(first)
+        second = await holder.get()
+    assert "A2" == second.access_token
+    # R1 refused: the refresher drops it, and the fleet does not bring it back.
+    assert [("refresh_token", "R1"), ("client_credentials", None)] == grants
