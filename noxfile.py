@@ -138,6 +138,8 @@ MUTANT_TESTS: dict[str, list[str]] = {
                 "without_a_subscription_a_waiting_member_polls",
                 "a_token_fetched_under_the_lease_is_kept_when_redis_dies_before_the_store",
                 "after_a_refused_refresh_token_the_primary_grant_is_asked_not_the_stored_one",
+                "each_refused_read_is_counted_and_the_first_is_a_warning",
+                "a_stored_token_issued_at_the_same_instant_as_ours_is_not_newer",
             )
         ),
     ],

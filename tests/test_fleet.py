@@ -21,6 +21,7 @@ from redis.crc import key_slot
 
 from aiopay_auth import ConfigError, RefreshPolicy, TokenHolder, TokenManager
 from aiopay_auth._secret import Secret
+from aiopay_auth._token import Token
 from aiopay_auth.fleet import RedisFleet, SharedTokenSource, fleet_key
 from aiopay_auth.fleet._entry import Entry
 from aiopay_auth.fleet._wait import Announcements
@@ -869,3 +870,57 @@ async def test_after_a_refused_refresh_token_the_primary_grant_is_asked_not_the_
     assert "A2" == second.access_token
     # R1 refused: the refresher drops it, and the fleet does not bring it back.
     assert [("refresh_token", "R1"), ("client_credentials", None)] == grants
+
+
+async def test_each_refused_read_is_counted_and_the_first_is_a_warning(
+    endpoint: WebEndpoint, client: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopay_auth")
+
+    async def handler(_: web.Request) -> web.Response:
+        return token_json("A1", 30)
+
+    endpoint.handler = handler
+    provider = make_provider(endpoint.base)
+    fleet = RedisFleet(client, unencrypted=True)
+    await client.set(fleet.keys(provider)[0], _entry(token_type="mac"))
+    async with AsyncExitStack() as stack:
+        members = Fleet(stack, fleet)
+        tokens = await stack.enter_async_context(
+            TokenManager(policy=POLICY, token_source=members.wrap)
+        )
+        token = await tokens.add(provider).get()
+    assert "A1" == token.access_token
+    # Read before the lease and again under it: refused twice, then overwritten.
+    assert 2 == members.sources[0].refused_entries
+    refused = [
+        (r.levelname, r.getMessage()) for r in caplog.records if "entry_refused" in r.getMessage()
+    ]
+    said = "aiopay_auth.fleet_entry_refused provider='hostile' reason='token_type is not Bearer'"
+    assert [("WARNING", said), ("DEBUG", said)] == refused
+
+
+def test_a_stored_token_issued_at_the_same_instant_as_ours_is_not_newer() -> None:
+    now = 1_000_000.0
+    fleet = RedisFleet(redis.asyncio.Redis(), unencrypted=True, wall_clock=lambda: now)
+    holder = TokenHolder(make_provider("http://127.0.0.1:1"), clock=lambda: 100.0)
+    source = fleet.wrap(holder, None)  # type: ignore[arg-type]  # never asked here
+    ours = Token.bearer("A1", issued_at=90.0, lifetime=30)
+
+    def stored(access: str, issued_wall: float) -> Entry:
+        return Entry(
+            access_token=access,
+            token_type="Bearer",
+            issued_wall=issued_wall,
+            expires_wall=issued_wall + 30,
+            refresh_token=None,
+            scope=None,
+        )
+
+    assert source._newer_than(stored("A2", now - 10), ours) is None  # the same instant
+    assert source._newer_than(stored("A1", now - 5), ours) is None  # the same token
+    newer = source._newer_than(stored("A2", now - 9.5), ours)
+    assert newer is not None
+    assert ("A2", 90.5) == (newer.access_token, newer.issued_at)
+    assert source._newer_than(stored("A2", now - 10), None) is not None
+    assert source._newer_than(None, ours) is None
