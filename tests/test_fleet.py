@@ -557,8 +557,14 @@ def _stored(access: str, refresh: str | None) -> Entry:
     )
 
 
+def _calls(server: RedisServer, command: str) -> int:
+    """How many times the server ran *command* (``INFO commandstats``)."""
+    stat = server.info("commandstats").get(f"cmdstat_{command}", "calls=0")
+    return int(stat.partition("calls=")[2].partition(",")[0])
+
+
 async def test_a_refresh_uses_the_fleets_newest_refresh_token_under_an_expiring_lease(
-    endpoint: WebEndpoint, client: redis.asyncio.Redis
+    endpoint: WebEndpoint, client: redis.asyncio.Redis, redis_server: RedisServer
 ) -> None:
     answers = iter([("A2", "R3"), ("A3", None), ("A4", "R4")])
     grants: list[tuple[object, object]] = []
@@ -588,9 +594,13 @@ async def test_a_refresh_uses_the_fleets_newest_refresh_token_under_an_expiring_
         tokens = await stack.enter_async_context(
             TokenManager(policy=POLICY, token_source=members.wrap)
         )
+        sets = await anyio.to_thread.run_sync(_calls, redis_server, "set")
         holder = tokens.add(provider)
+        assert "shared" == holder.health().store
         first = await holder.get()
         assert ("A1", Secret("R1")) == (first.access_token, first.refresh_token)
+        # Taken from Redis without a lease (no SET NX).
+        assert sets == await anyio.to_thread.run_sync(_calls, redis_server, "set")
         # Another member spent R1 meanwhile: the fleet's refresh token is now R2.
         await client.set(token_key, fleet.encode(_stored("A1", "R2")), px=30_000)
         assert holder.invalidate(first)
@@ -609,8 +619,13 @@ async def test_a_refresh_uses_the_fleets_newest_refresh_token_under_an_expiring_
         assert holder.invalidate(third)
         fourth = await holder.get()
         assert ("A4", ("A4", "R4")) == (fourth.access_token, await stored())
+        # Another member's newer token: taken, not fetched.
+        await client.set(token_key, fleet.encode(_stored("A5", "R5")), px=30_000)
+        await eventually(lambda: not holder.backing_off())
+        assert holder.invalidate(fourth)
+        assert "A5" == (await holder.get()).access_token
         source = members.sources[0]
-        assert (3, 1) == (source.http_fetches, source.shared_hits)
+        assert (3, 2) == (source.http_fetches, source.shared_hits)
     assert [
         ("refresh_token", "R2"),
         ("refresh_token", "R3"),
@@ -661,8 +676,13 @@ async def test_a_redis_that_never_answers_is_cut_off_at_redis_timeout(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="aiopay_auth")
 
-    async def handler(_: web.Request) -> web.Response:
-        return token_json("A1", 30)
+    grants: list[tuple[object, object]] = []
+    answers = iter(["A1", "A2"])
+
+    async def handler(request: web.Request) -> web.Response:
+        form = await request.post()
+        grants.append((form.get("grant_type"), form.get("refresh_token")))
+        return token_json(next(answers), 30, refresh_token="R1")
 
     endpoint.handler = handler
     with blackhole() as dead:
@@ -672,16 +692,26 @@ async def test_a_redis_that_never_answers_is_cut_off_at_redis_timeout(
         client = redis.asyncio.Redis(host=dead.host, port=dead.port, socket_connect_timeout=60)
         try:
             fleet = RedisFleet(client, unencrypted=True, redis_timeout=0.2)
-            async with TokenManager(policy=POLICY, token_source=fleet.wrap) as tokens:
+            async with AsyncExitStack() as stack:
+                members = Fleet(stack, fleet)
+                tokens = await stack.enter_async_context(
+                    TokenManager(policy=POLICY, token_source=members.wrap)
+                )
                 holder = tokens.add(make_provider(endpoint.base))
                 with anyio.fail_after(20):
                     token = await holder.get()
                 assert ("A1", "local") == (token.access_token, holder.health().store)
+                assert holder.invalidate(token)
+                with anyio.fail_after(20):
+                    assert "A2" == (await holder.get()).access_token
+                assert 2 == members.sources[0].http_fetches
         finally:
             await client.aclose()
     degraded = [r.getMessage() for r in caplog.records if "fleet_degraded" in r.getMessage()]
     assert 1 == len(degraded)
     assert degraded[0].endswith("fleet_degraded provider='hostile' reason='redis timed out'")
+    # Alone, the member still refreshes with its refresh token.
+    assert [("client_credentials", None), ("refresh_token", "R1")] == grants
 
 
 async def test_a_waiting_member_wakes_on_the_announcement_not_the_poll(
@@ -898,6 +928,7 @@ async def test_each_refused_read_is_counted_and_the_first_is_a_warning(
     ]
     said = "aiopay_auth.fleet_entry_refused provider='hostile' reason='token_type is not Bearer'"
     assert [("WARNING", said), ("DEBUG", said)] == refused
+    assert not [r for r in caplog.records if "fleet_rejoined" in r.getMessage()]
 
 
 def test_a_stored_token_issued_at_the_same_instant_as_ours_is_not_newer() -> None:

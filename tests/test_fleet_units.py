@@ -206,11 +206,12 @@ def test_the_configuration_is_checked_at_its_boundaries_and_kept() -> None:
     with pytest.raises(ConfigError) as error:
         RedisFleet(client, unencrypted=True, clock_tolerance=-0.001)
     assert "clock_tolerance must not be negative" == str(error.value)
-    with pytest.raises(ConfigError) as error:
-        RedisFleet(client, unencrypted=True, prefix="a}b")
-    assert "prefix must not hold '{' or '}' (the keys' hash tag is the fleet key)" == str(
-        error.value
-    )
+    for prefix in ("a}b", "a{b"):
+        with pytest.raises(ConfigError) as error:
+            RedisFleet(client, unencrypted=True, prefix=prefix)
+        assert "prefix must not hold '{' or '}' (the keys' hash tag is the fleet key)" == str(
+            error.value
+        )
     with pytest.raises(ConfigError) as error:
         RedisFleet(client)
     assert (
@@ -286,3 +287,6 @@ def test_a_cluster_announces_with_spublish() -> None:
     cluster = redis.asyncio.cluster.RedisCluster(host="127.0.0.1", port=1)
     assert (False, "PUBLISH") == (is_cluster(single), publish_command(single))
     assert (True, "SPUBLISH") == (is_cluster(cluster), publish_command(cluster))
+    # The store script is handed the cluster's command.
+    assert "SPUBLISH" == RedisFleet(cluster, unencrypted=True)._publish
+    assert "PUBLISH" == RedisFleet(single, unencrypted=True)._publish
