@@ -836,11 +836,13 @@ async def test_without_a_subscription_a_waiting_member_polls(
             with anyio.fail_after(5):
                 tokens = [await leader.get(), await follower.get()]
             stores = [h.health().store for h in (leader, follower)]
+            failures = [h.stats.failures for h in (leader, follower)]
     finally:
         release.set()
         await client.aclose()
     assert ["A1", "A1"] == [t.access_token for t in tokens]
     assert ["shared", "shared"] == stores
+    assert [0, 0] == failures  # polled, not failed and retried
     assert [1, 0] == [s.http_fetches for s in members.sources]
 
 
