@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -14,16 +15,21 @@ import anyio
 import anyio.to_thread
 import pytest
 import redis.asyncio
+from aiohttp import web
 from cryptography.fernet import Fernet
 from redis.crc import key_slot
 
 from aiopay_auth import ConfigError, RefreshPolicy, Secret, TokenHolder, TokenManager
+from aiopay_auth._token import Token
 from aiopay_auth.fleet import RedisFleet, SharedTokenSource, fleet_key
+from aiopay_auth.fleet._entry import Entry
+from aiopay_auth.fleet._wait import Announcements
 from aiopay_auth.providers import cm, generic
-from aiopay_auth.testing import FakeProvider, provider_for
+from aiopay_auth.testing import FakeProvider, blackhole, provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
 from .conftest import RedisSetup
+from .endpoints import WebEndpoint, make_provider, oauth_error, token_json
 from .helpers import eventually
 from .redis_server import RedisClusterServers, RedisServer, client_for, close_client
 
@@ -722,3 +728,421 @@ async def test_a_cluster_without_sharded_pubsub_gets_plain_pubsub(
     assert after["subscribes"] - before["subscribes"] >= 2  # the two waiters
     # A 10 s poll interval: the waiters woke on the announcement, not on a poll.
     assert elapsed < 5.0
+
+
+# --- The lease, the refresh token and Redis trouble, step by step ------------------
+
+
+def _stored(access: str, refresh: str | None) -> Entry:
+    now = time.time()
+    return Entry(
+        access_token=access,
+        token_type="Bearer",
+        issued_wall=now,
+        expires_wall=now + 30,
+        refresh_token=refresh,
+        scope=None,
+    )
+
+
+def _calls(server: RedisServer, command: str) -> int:
+    """How many times the server ran *command* (``INFO commandstats``)."""
+    stat = server.info("commandstats").get(f"cmdstat_{command}", "calls=0")
+    return int(stat.partition("calls=")[2].partition(",")[0])
+
+
+async def test_a_refresh_uses_the_fleets_newest_refresh_token_under_an_expiring_lease(
+    endpoint: WebEndpoint, client: redis.asyncio.Redis, redis_server: RedisServer
+) -> None:
+    answers = iter([("A2", "R3"), ("A3", None), ("A4", "R4")])
+    grants: list[tuple[object, object]] = []
+    lease_ttls: list[int] = []
+    provider = make_provider(endpoint.base)
+    fleet = RedisFleet(client, unencrypted=True, lease_ttl=5)
+    token_key, lease_key, _ = fleet.keys(provider)
+
+    async def handler(request: web.Request) -> web.Response:
+        form = await request.post()
+        grants.append((form.get("grant_type"), form.get("refresh_token")))
+        lease_ttls.append(await client.pttl(lease_key))  # asked under the lease
+        access, refresh = next(answers)
+        return token_json(access, 30, **({"refresh_token": refresh} if refresh else {}))
+
+    async def stored() -> tuple[str, str | None]:
+        raw = await client.get(token_key)
+        assert isinstance(raw, bytes)
+        entry = fleet.decode(raw)
+        assert entry is not None
+        return entry.access_token, entry.refresh_token
+
+    endpoint.handler = handler
+    await client.set(token_key, fleet.encode(_stored("A1", "R1")), px=30_000)
+    async with AsyncExitStack() as stack:
+        members = Fleet(stack, fleet)
+        tokens = await stack.enter_async_context(
+            TokenManager(policy=POLICY, token_source=members.wrap)
+        )
+        sets = await anyio.to_thread.run_sync(_calls, redis_server, "set")
+        holder = tokens.add(provider)
+        assert "shared" == holder.health().store
+        first = await holder.get()
+        assert ("A1", Secret("R1")) == (first.access_token, first.refresh_token)
+        # Taken from Redis without a lease (no SET NX).
+        assert sets == await anyio.to_thread.run_sync(_calls, redis_server, "set")
+        # Another member spent R1 meanwhile: the fleet's refresh token is now R2.
+        await client.set(token_key, fleet.encode(_stored("A1", "R2")), px=30_000)
+        assert holder.invalidate(first)
+        second = await holder.get()
+        assert ("A2", ("A2", "R3")) == (second.access_token, await stored())
+        await eventually(lambda: not holder.backing_off())
+        assert holder.invalidate(second)
+        third = await holder.get()
+        # No new refresh token came with A3: the one just used is kept.
+        assert ("A3", ("A3", "R3")) == (third.access_token, await stored())
+        assert 0 == await client.exists(lease_key)  # released by its holder
+        # A member took the lease and died: once its lease expires, the
+        # waiting member takes over, with the refresh grant and the fleet's R3.
+        await client.set(lease_key, "a member that died", px=300)
+        await eventually(lambda: not holder.backing_off())
+        assert holder.invalidate(third)
+        fourth = await holder.get()
+        assert ("A4", ("A4", "R4")) == (fourth.access_token, await stored())
+        # Another member's newer token: taken, not fetched.
+        await client.set(token_key, fleet.encode(_stored("A5", "R5")), px=30_000)
+        await eventually(lambda: not holder.backing_off())
+        assert holder.invalidate(fourth)
+        assert "A5" == (await holder.get()).access_token
+        source = members.sources[0]
+        assert (3, 2) == (source.http_fetches, source.shared_hits)
+    assert [
+        ("refresh_token", "R2"),
+        ("refresh_token", "R3"),
+        ("refresh_token", "R3"),
+    ] == grants
+    assert all(0 < ttl <= 5000 for ttl in lease_ttls), lease_ttls
+
+
+async def test_a_lease_that_is_never_released_is_waited_out_then_fetched_alone(
+    endpoint: WebEndpoint, client: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiopay_auth")
+    answers = iter(["A1", "A2"])
+
+    async def handler(_: web.Request) -> web.Response:
+        return token_json(next(answers), 30)
+
+    endpoint.handler = handler
+    provider = make_provider(endpoint.base)
+    fleet = RedisFleet(client, unencrypted=True, lease_ttl=0.3, poll_interval=0.05)
+    token_key, lease_key, _ = fleet.keys(provider)
+    await client.set(lease_key, "a member that died", px=60_000)
+    async with TokenManager(policy=POLICY, token_source=fleet.wrap) as tokens:
+        holder = tokens.add(provider)
+        started = time.monotonic()
+        first = await holder.get()
+        waited = time.monotonic() - started
+        assert ("A1", "local") == (first.access_token, holder.health().store)
+        assert waited >= 2 * 0.3  # the follower's bound: twice the lease's life
+        assert b"a member that died" == await client.get(lease_key)  # not ours to delete
+        assert await client.get(token_key) is None
+        # The dead member's lease goes; the next refresh is shared again.
+        await client.delete(lease_key)
+        assert holder.invalidate(first)
+        second = await holder.get()
+        assert ("A2", "shared") == (second.access_token, holder.health().store)
+    events = [r.getMessage() for r in caplog.records if "fleet_" in r.getMessage()]
+    assert 2 == len(events), events
+    assert events[0].endswith(
+        "fleet_degraded provider='hostile' reason='no token from the lease holder in time'"
+    )
+    assert events[1].endswith("fleet_rejoined provider='hostile'")
+    assert 2 == len(endpoint.calls)
+
+
+async def test_a_redis_that_never_answers_is_cut_off_at_redis_timeout(
+    endpoint: WebEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiopay_auth")
+
+    grants: list[tuple[object, object]] = []
+    answers = iter(["A1", "A2"])
+
+    async def handler(request: web.Request) -> web.Response:
+        form = await request.post()
+        grants.append((form.get("grant_type"), form.get("refresh_token")))
+        return token_json(next(answers), 30, refresh_token="R1")
+
+    endpoint.handler = handler
+    with blackhole() as dead:
+        # Its own connect timeout is long: only the fleet's redis_timeout can cut the wait.
+        assert dead.host is not None
+        assert dead.port is not None
+        client = redis.asyncio.Redis(host=dead.host, port=dead.port, socket_connect_timeout=60)
+        try:
+            fleet = RedisFleet(client, unencrypted=True, redis_timeout=0.2)
+            async with AsyncExitStack() as stack:
+                members = Fleet(stack, fleet)
+                tokens = await stack.enter_async_context(
+                    TokenManager(policy=POLICY, token_source=members.wrap)
+                )
+                holder = tokens.add(make_provider(endpoint.base))
+                with anyio.fail_after(20):
+                    token = await holder.get()
+                assert ("A1", "local") == (token.access_token, holder.health().store)
+                assert holder.invalidate(token)
+                with anyio.fail_after(20):
+                    assert "A2" == (await holder.get()).access_token
+                assert 2 == members.sources[0].http_fetches
+        finally:
+            await client.aclose()
+    degraded = [r.getMessage() for r in caplog.records if "fleet_degraded" in r.getMessage()]
+    assert 1 == len(degraded)
+    assert degraded[0].endswith("fleet_degraded provider='hostile' reason='redis timed out'")
+    # Alone, the member asks with the primary grant, never with the refresh
+    # token: one the fleet shares may be being spent under the lease.
+    assert [("client_credentials", None), ("client_credentials", None)] == grants
+
+
+async def test_a_waiting_member_wakes_on_the_announcement_not_the_poll(
+    endpoint: WebEndpoint, client: redis.asyncio.Redis
+) -> None:
+    # The leader's token call is held until the follower is subscribed; with a
+    # 10 s poll interval, only the announcement can bring the follower its token
+    # within the 5 s bound.
+    release = asyncio.Event()
+
+    async def handler(_: web.Request) -> web.Response:
+        await release.wait()
+        return token_json("A1", 30)
+
+    endpoint.handler = handler
+    provider = make_provider(endpoint.base)
+    fleet = RedisFleet(client, unencrypted=True, poll_interval=10.0)
+    channel = fleet.keys(provider)[2]
+    try:
+        async with AsyncExitStack() as stack:
+            members = Fleet(stack, fleet)
+            managers = [
+                await stack.enter_async_context(
+                    TokenManager(policy=POLICY, token_source=members.wrap)
+                )
+                for _ in range(2)
+            ]
+            leader = managers[0].add(provider)
+            await eventually(lambda: len(endpoint.calls) == 1)
+            follower = managers[1].add(provider)
+            with anyio.fail_after(5):
+                while (await client.pubsub_numsub(channel))[0][1] < 1:  # noqa: ASYNC110 - Redis, no event
+                    await anyio.sleep(0.01)
+            release.set()
+            with anyio.fail_after(5):
+                tokens = [await leader.get(), await follower.get()]
+    finally:
+        release.set()
+    assert ["A1", "A1"] == [t.access_token for t in tokens]
+    assert 1 == len(endpoint.calls)
+    assert [1, 0] == [s.http_fetches for s in members.sources]
+    assert [0, 1] == [s.shared_hits for s in members.sources]
+
+
+async def test_announcements_wait_the_whole_interval_or_wake_on_one(
+    client: redis.asyncio.Redis,
+) -> None:
+    async with Announcements.open(client, "events", timeout=1.0) as announcements:
+        assert announcements is not None
+        assert 1 == (await client.pubsub_numsub("events"))[0][1]
+        started = time.monotonic()
+        assert not await announcements.wait(0.2)  # nothing announced: the whole interval
+        assert time.monotonic() - started >= 0.2
+        await client.publish("events", "published")
+        with anyio.fail_after(5):
+            assert await announcements.wait(10.0)
+    with anyio.fail_after(5):  # the subscription ends with the wait
+        while (await client.pubsub_numsub("events"))[0][1]:  # noqa: ASYNC110 - Redis, no event
+            await anyio.sleep(0.01)
+    with blackhole() as dead:
+        assert dead.host is not None
+        assert dead.port is not None
+        unreachable = redis.asyncio.Redis(host=dead.host, port=dead.port, socket_connect_timeout=60)
+        try:
+            with anyio.fail_after(5):
+                async with Announcements.open(unreachable, "events", timeout=0.2) as none:
+                    assert none is None  # no subscription: the waiter polls by sleeping
+        finally:
+            await unreachable.aclose()
+
+
+def _error_replies(server: RedisServer) -> int:
+    """How many commands the server refused as unknown."""
+    stat = server.info("errorstats").get("errorstat_ERR", "count=0")
+    return int(stat.partition("count=")[2].partition(",")[0])
+
+
+@pytest.fixture(name="redis_without_pubsub", scope="module")
+def _redis_without_pubsub() -> Iterator[RedisServer]:
+    """A redis-server on which SUBSCRIBE is disabled: waiters must poll."""
+    server = RedisServer(extra=("--rename-command", "SUBSCRIBE", ""))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+
+
+async def test_without_a_subscription_a_waiting_member_polls(
+    endpoint: WebEndpoint, redis_without_pubsub: RedisServer
+) -> None:
+    release = asyncio.Event()
+
+    async def handler(_: web.Request) -> web.Response:
+        await release.wait()
+        return token_json("A1", 30)
+
+    endpoint.handler = handler
+    provider = make_provider(endpoint.base)
+    client = redis.asyncio.Redis.from_url(redis_without_pubsub.url)
+    try:
+        await client.flushall()
+        fleet = RedisFleet(client, unencrypted=True, poll_interval=0.05)
+        async with AsyncExitStack() as stack:
+            members = Fleet(stack, fleet)
+            managers = [
+                await stack.enter_async_context(
+                    TokenManager(policy=POLICY, token_source=members.wrap)
+                )
+                for _ in range(2)
+            ]
+            leader = managers[0].add(provider)
+            await eventually(lambda: len(endpoint.calls) == 1)
+            refused = await anyio.to_thread.run_sync(_error_replies, redis_without_pubsub)
+            follower = managers[1].add(provider)
+            with anyio.fail_after(5):  # the follower is waiting: its SUBSCRIBE was refused
+                while (  # noqa: ASYNC110 - Redis, no event
+                    await anyio.to_thread.run_sync(_error_replies, redis_without_pubsub) == refused
+                ):
+                    await anyio.sleep(0.01)
+            release.set()
+            with anyio.fail_after(5):
+                tokens = [await leader.get(), await follower.get()]
+            stores = [h.health().store for h in (leader, follower)]
+            failures = [h.stats.failures for h in (leader, follower)]
+    finally:
+        release.set()
+        await client.aclose()
+    assert ["A1", "A1"] == [t.access_token for t in tokens]
+    assert ["shared", "shared"] == stores
+    assert [0, 0] == failures  # polled, not failed and retried
+    assert [1, 0] == [s.http_fetches for s in members.sources]
+
+
+async def test_a_token_fetched_under_the_lease_is_kept_when_redis_dies_before_the_store(
+    endpoint: WebEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis stops while the lease holder's token call is in flight: the token
+    # it brings back (whose refresh token may have spent another) is used, not
+    # asked for a second time.
+    caplog.set_level(logging.WARNING, logger="aiopay_auth")
+    server = RedisServer()
+    await anyio.to_thread.run_sync(server.start)
+    client = redis.asyncio.Redis.from_url(server.url, socket_connect_timeout=0.2)
+
+    async def handler(_: web.Request) -> web.Response:
+        await anyio.to_thread.run_sync(server.stop)
+        return token_json("A1", 30, refresh_token="R1")
+
+    endpoint.handler = handler
+    try:
+        fleet = RedisFleet(client, unencrypted=True, redis_timeout=0.3)
+        async with TokenManager(policy=POLICY, token_source=fleet.wrap) as tokens:
+            holder = tokens.add(make_provider(endpoint.base))
+            with anyio.fail_after(10):
+                token = await holder.get()
+            assert ("A1", "local") == (token.access_token, holder.health().store)
+    finally:
+        await client.aclose()
+        await anyio.to_thread.run_sync(server.shutdown)
+    assert 1 == len(endpoint.calls)
+    degraded = [r.getMessage() for r in caplog.records if "fleet_degraded" in r.getMessage()]
+    assert 1 == len(degraded)
+
+
+async def test_after_a_refused_refresh_token_the_primary_grant_is_asked_not_the_stored_one(
+    endpoint: WebEndpoint, client: redis.asyncio.Redis
+) -> None:
+    grants: list[tuple[object, object]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        form = await request.post()
+        grants.append((form.get("grant_type"), form.get("refresh_token")))
+        if form.get("grant_type") == "refresh_token":
+            return oauth_error(400, "invalid_grant", "refresh token revoked")
+        return token_json("A2", 30)
+
+    endpoint.handler = handler
+    provider = make_provider(endpoint.base)
+    fleet = RedisFleet(client, unencrypted=True)
+    token_key = fleet.keys(provider)[0]
+    await client.set(token_key, fleet.encode(_stored("A1", "R1")), px=30_000)
+    async with TokenManager(policy=POLICY, token_source=fleet.wrap) as tokens:
+        holder = tokens.add(provider)
+        first = await holder.get()
+        assert holder.invalidate(first)
+        second = await holder.get()
+    assert "A2" == second.access_token
+    # R1 refused: the refresher drops it, and the fleet does not bring it back.
+    assert [("refresh_token", "R1"), ("client_credentials", None)] == grants
+
+
+async def test_each_refused_read_is_counted_and_the_first_is_a_warning(
+    endpoint: WebEndpoint, client: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopay_auth")
+
+    async def handler(_: web.Request) -> web.Response:
+        return token_json("A1", 30)
+
+    endpoint.handler = handler
+    provider = make_provider(endpoint.base)
+    fleet = RedisFleet(client, unencrypted=True)
+    await client.set(fleet.keys(provider)[0], _entry(token_type="mac"))
+    async with AsyncExitStack() as stack:
+        members = Fleet(stack, fleet)
+        tokens = await stack.enter_async_context(
+            TokenManager(policy=POLICY, token_source=members.wrap)
+        )
+        token = await tokens.add(provider).get()
+    assert "A1" == token.access_token
+    # Read before the lease and again under it: refused twice, then overwritten.
+    assert 2 == members.sources[0].refused_entries
+    refused = [
+        (r.levelname, r.getMessage()) for r in caplog.records if "entry_refused" in r.getMessage()
+    ]
+    said = "aiopay_auth.fleet_entry_refused provider='hostile' reason='token_type is not Bearer'"
+    assert [("WARNING", said), ("DEBUG", said)] == refused
+    assert not [r for r in caplog.records if "fleet_rejoined" in r.getMessage()]
+
+
+def test_a_stored_token_issued_at_the_same_instant_as_ours_is_not_newer() -> None:
+    now = 1_000_000.0
+    fleet = RedisFleet(redis.asyncio.Redis(), unencrypted=True, wall_clock=lambda: now)
+    holder = TokenHolder(make_provider("http://127.0.0.1:1"), clock=lambda: 100.0)
+    source = fleet.wrap(holder, None)  # type: ignore[arg-type]  # never asked here
+    ours = Token.bearer("A1", issued_at=90.0, lifetime=30)
+
+    def stored(access: str, issued_wall: float) -> Entry:
+        return Entry(
+            access_token=access,
+            token_type="Bearer",
+            issued_wall=issued_wall,
+            expires_wall=issued_wall + 30,
+            refresh_token=None,
+            scope=None,
+        )
+
+    assert source._newer_than(stored("A2", now - 10), ours) is None  # the same instant
+    assert source._newer_than(stored("A1", now - 5), ours) is None  # the same token
+    newer = source._newer_than(stored("A2", now - 9.5), ours)
+    assert newer is not None
+    assert ("A2", 90.5) == (newer.access_token, newer.issued_at)
+    assert source._newer_than(stored("A2", now - 10), None) is not None
+    assert source._newer_than(None, ours) is None

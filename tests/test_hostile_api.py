@@ -22,6 +22,7 @@ from yarl import URL
 
 from aiopay_auth import RefreshPolicy, TokenManager
 
+from .helpers import eventually
 from .hostile import serving
 
 
@@ -60,6 +61,17 @@ class GeneratedPayload(aiohttp.payload.Payload):
         return BODY.decode(encoding, errors)
 
 
+class UnsureStream(io.BytesIO):
+    """A file object holding BODY that cannot say whether it is seekable."""
+
+    def seekable(self) -> bool:
+        raise OSError("seekable() is not supported here")
+
+
+def unsure_stream(_: contextlib.ExitStack) -> io.BytesIO:
+    return UnsureStream(BODY)
+
+
 def custom_payload(_: contextlib.ExitStack) -> aiohttp.payload.Payload:
     return GeneratedPayload()
 
@@ -79,8 +91,14 @@ def streamer(_: contextlib.ExitStack) -> object:
 
 @pytest.mark.parametrize(
     "make_body",
-    [chunks, pipe_reader, custom_payload, streamer],
-    ids=["async-generator", "unseekable-stream", "payload-subclass", "aiohttp-streamer"],
+    [chunks, pipe_reader, unsure_stream, custom_payload, streamer],
+    ids=[
+        "async-generator",
+        "unseekable-stream",
+        "seekable-raises",
+        "payload-subclass",
+        "aiohttp-streamer",
+    ],
 )
 async def test_a_body_that_cannot_be_replayed_gets_the_401_not_an_empty_resend(
     make_body: Callable[[contextlib.ExitStack], Any],
@@ -110,6 +128,34 @@ async def _check_unreplayable(body: object) -> None:
     assert [BODY, BODY] == [r.body for r in sent]  # never resent empty
     assert [refused.header, fresh.header] == [r.authorization for r in sent]
     assert 2 == api.token_calls
+
+
+async def test_each_unreplayable_401_is_counted() -> None:
+    # Two unreplayable requests refused with the same token: both get their
+    # 401, the token is invalidated once, and each is counted.
+    hold = asyncio.Event()
+    with contextlib.ExitStack() as stack:
+        bodies = [pipe_reader(stack), pipe_reader(stack)]
+        async with serving(hold=hold) as (api,), TokenManager() as tokens:
+            holder = tokens.add(api.provider())
+            refused = await holder.get()
+            async with tokens.session(holder) as http:
+
+                async def pay(body: object) -> int:
+                    async with http.post(api.api / "pay", data=body) as resp:
+                        return resp.status
+
+                tasks = [asyncio.create_task(pay(body)) for body in bodies]
+                await eventually(lambda: api.in_flight == 2)
+                api.revoke_all()
+                hold.set()
+                assert [401, 401] == await asyncio.gather(*tasks)
+            assert (2, 0, 1) == (
+                holder.stats.unreplayable,
+                holder.stats.recoveries,
+                holder.stats.invalidations,
+            )
+    assert [refused.header] * 2 == [r.authorization for r in api.api_requests()]
 
 
 async def test_a_401_before_the_body_is_read_never_leads_to_a_truncated_resend() -> None:
@@ -434,12 +480,20 @@ async def test_a_redirect_to_another_providers_api_carries_neither_token() -> No
             # The next call of the same task is a call of its own.
             async with http.get(b.api / "pay") as resp:
                 assert 200 == resp.status
-    assert [(token_a.header, BODY)] * 4 == [(r.authorization, r.body) for r in a.api_requests()]
+            # A call sent with the caller's own header: aiohttp drops it at
+            # the other origin, and B's token does not take its place.
+            own = {"Authorization": "Bearer the-callers-own"}
+            async with http.post(a.api / "redirect" / "307", data=BODY, headers=own) as resp:
+                assert [307] == [r.status for r in resp.history]
+                assert 401 == resp.status
+    at_a = [(r.authorization, r.body) for r in a.api_requests()]
+    assert [(token_a.header, BODY)] * 4 + [("Bearer the-callers-own", BODY)] == at_a
     at_b = [(r.method, r.authorization, r.body) for r in b.api_requests()]
     assert [
         ("POST", None, BODY),
         ("GET", None, b""),
         ("GET", token_b.header, b""),
+        ("POST", None, BODY),
     ] == at_b
     assert 0 == pay_a.stats.invalidations + pay_b.stats.invalidations
 
@@ -504,11 +558,23 @@ async def test_our_token_set_by_hand_is_stripped_out_of_scope_and_replaced_in_an
             by_hand = {"Authorization": token_a.header}
             async with http.get(a.base_url / "open" / "echo", headers=by_hand) as resp:
                 assert {"authorization": None} == await resp.json()
-            # A user's own credential for another API is left alone.
-            own = {"Authorization": "Basic b3duOmNyZWRz"}
-            async with http.get(a.base_url / "open" / "echo", headers=own) as resp:
-                assert {"authorization": "Basic b3duOmNyZWRz"} == await resp.json()
-    assert [token_a.header] == [r.authorization for r in a.api_requests()]
+            # A user's own credential for another API is left alone, and so
+            # is anything that is not "Bearer <one of our tokens>".
+            for value in (
+                "Basic b3duOmNyZWRz",
+                "Bearer",
+                f"Basic {token_a.access_token}",
+                f"Bearer {token_a.access_token} extra",
+            ):
+                async with http.get(
+                    a.base_url / "open" / "echo", headers={"Authorization": value}
+                ) as resp:
+                    assert {"authorization": value} == await resp.json()
+            # A's previous token by hand on A's own API: the caller's header, untouched.
+            by_hand = {"Authorization": token_a.header}
+            async with http.get(a.api / "pay", headers=by_hand) as resp:
+                assert 200 == resp.status
+    assert [token_a.header] * 2 == [r.authorization for r in a.api_requests()]
     assert [] == b.api_requests()
     assert 2 == a.token_calls
 

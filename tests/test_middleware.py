@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 from yarl import URL
 
-from aiopay_auth import BearerAuth, ConfigError, FairPool, TokenManager
+from aiopay_auth import (
+    BearerAuth,
+    ConfigError,
+    FairPool,
+    RefreshPolicy,
+    TokenHolder,
+    TokenManager,
+    TokenUnavailableError,
+)
 from aiopay_auth._pool import gates_for
+from aiopay_auth.providers import generic
 from aiopay_auth.testing import provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
@@ -97,6 +108,9 @@ async def test_second_401_is_returned_not_retried_forever(
     assert 2 == fake.api_calls  # the request and exactly one resend
     assert 2 == fake.token_calls
     assert 1 == holder.stats.recoveries
+    # The fresh token was refused too: within its backoff, noted as refused.
+    assert holder.refusing is not None
+    assert (1, True) == (holder.refusing.tokens, holder.refusing.refused)
 
 
 async def test_own_session_with_fair_pool() -> None:
@@ -169,8 +183,14 @@ async def test_one_middleware_routes_each_url_to_its_provider(
         assert front is auth.holder_for(fake.base_url / "api")  # exactly the API base
         assert root is auth.holder_for(fake.base_url / "apix")
         assert auth.holder_for(fake.base_url.with_port(1) / "api") is None
-        with pytest.raises(ConfigError, match="both claim"):
+        with pytest.raises(ConfigError) as twice:
             tokens.middleware(back, back)
+        url, name = back.provider.api[0], back.name
+        assert (
+            f"[{name}] providers {name!r} and {name!r} both claim {url}; "
+            "a URL can carry only one provider's token"
+        ) == str(twice.value)
+        assert name == twice.value.provider
         with pytest.raises(ConfigError, match="at least one"):
             BearerAuth()
 
@@ -182,3 +202,86 @@ def test_bearer_auth_misuse_errors_name_what_was_wrong() -> None:
     with pytest.raises(ConfigError) as wrong:
         BearerAuth("not a holder")  # type: ignore[arg-type]
     assert str(wrong.value).startswith("BearerAuth holders must be a TokenHolder, not a ")
+
+
+def test_an_api_prefix_is_matched_as_written() -> None:
+    # Only the trailing "/" of an API's path is dropped: "/apiX" is not "/api".
+    holder = TokenHolder(
+        generic.provider(
+            name="x",
+            token_url="https://auth.example/token",
+            api="https://pay.example/apiX/",
+            client_id="id",
+            client_secret="secret",
+        )
+    )
+    auth = BearerAuth(holder)
+    base = URL("https://pay.example")
+    assert holder is auth.holder_for(base / "apiX" / "orders")
+    assert holder is auth.holder_for(base / "apiX")
+    assert auth.holder_for(base / "api" / "orders") is None
+    assert auth.holder_for(base / "api") is None
+
+
+async def test_a_token_is_not_sent_at_its_exact_expiry_instant() -> None:
+    # An injected clock stands at the token's expires_at: the token is no
+    # longer usable, so the request waits for a new one (here, in vain: the
+    # refresher sleeps until its refresh point) and is never sent with it.
+    now = [1000.0]
+    policy = RefreshPolicy(wait_timeout=0.2)
+    async with serving() as (api,), TokenManager(policy=policy, clock=lambda: now[0]) as tokens:
+        holder = tokens.add(api.provider())
+        first = await holder.get()
+        async with tokens.session(holder) as http:
+            async with http.get(api.api / "pay") as resp:
+                assert 200 == resp.status
+            now[0] = first.expires_at
+            with pytest.raises(TokenUnavailableError):
+                await http.get(api.api / "pay")
+            now[0] = first.expires_at - 0.001
+            async with http.get(api.api / "pay") as resp:
+                assert 200 == resp.status
+    assert [first.header] * 2 == [r.authorization for r in api.api_requests()]
+
+
+async def test_a_middleware_after_ours_may_remove_the_header() -> None:
+    async def anonymous(request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        request.headers.popall("Authorization", None)
+        return await handler(request)
+
+    async with serving() as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        api.redirects["/api/redirect"] = (302, "/open/echo")
+        async with (
+            aiohttp.ClientSession(middlewares=[tokens.middleware(holder), anonymous]) as http,
+            http.get(api.api / "redirect") as resp,
+        ):
+            assert {"authorization": None} == await resp.json()
+    assert [("/api/redirect", None), ("/open/echo", None)] == [
+        (r.path, r.authorization) for r in api.received if r.path != "/oauth/token"
+    ]
+
+
+async def test_a_401_during_the_backoff_is_noted_against_the_token() -> None:
+    # A standing clock: the new token stays inside its backoff for the whole test.
+    now = [1000.0]
+
+    async def unreplayable() -> AsyncIterator[bytes]:
+        yield b"amount=1"
+
+    async with serving() as (api,), TokenManager(clock=lambda: now[0]) as tokens:
+        holder = tokens.add(api.provider())
+        await holder.get()
+        api.refuse_all = True
+        async with tokens.session(holder) as http:
+            async with http.post(api.api / "pay", data=unreplayable()) as resp:
+                assert 401 == resp.status  # invalidated; not resent
+            second = await holder.get()
+            assert holder.backing_off()
+            assert holder.refusing is not None
+            assert (1, False) == (holder.refusing.tokens, holder.refusing.refused)
+            async with http.get(api.api / "pay") as resp:
+                assert 401 == resp.status  # handed back as it is: no resend, no new token
+            assert holder.current is second
+            assert (1, True) == (holder.refusing.tokens, holder.refusing.refused)
+    assert 2 == api.token_calls

@@ -487,6 +487,24 @@ def test_lifetime_from_rejects(value: object) -> None:
         lifetime_from(value, DEFAULT_LIFETIME)
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(0, "expires_in must be a positive number of seconds", id="zero"),
+        pytest.param(0.0, "expires_in must be a positive number of seconds", id="zero-float"),
+        pytest.param(-1, "expires_in must be a positive number of seconds", id="negative"),
+        pytest.param(math.nan, "expires_in must be a positive number of seconds", id="nan"),
+        pytest.param(True, "expires_in is a boolean", id="boolean"),
+        pytest.param("1e3", "expires_in is not a number of seconds", id="exponent-string"),
+        pytest.param(0.1, "expires_in of 0.1 s is too short to use (under 0.2 s)", id="short"),
+    ],
+)
+def test_lifetime_from_says_what_is_wrong(value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=r"^expires_in") as error:
+        lifetime_from(value, DEFAULT_LIFETIME)
+    assert message == str(error.value)
+
+
 HTTP_DATE = email.utils.formatdate(WALL_NOW + 30, usegmt=True)
 
 
@@ -1193,3 +1211,78 @@ def test_a_2xx_body_that_is_not_an_object_says_what_it_is(body: bytes, expected:
     err = parse_error(make_provider(), body=body, status=200)
     assert err.message == expected
     assert err.retryable
+
+
+# ---------------------------------------------------------------------------
+# Whole error messages: what was wrong, named
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        pytest.param(
+            400,
+            {"error": "invalid_grant", "error_description": "The code expired."},
+            "token endpoint answered HTTP 400: invalid_grant (The code expired.)",
+            id="error-and-description",
+        ),
+        pytest.param(
+            400,
+            {"error": "invalid_grant"},
+            "token endpoint answered HTTP 400: invalid_grant",
+            id="error-only",
+        ),
+        pytest.param(
+            400,
+            {"error_description": "The code expired."},
+            "token endpoint answered HTTP 400 (The code expired.)",
+            id="description-only",
+        ),
+        pytest.param(400, {}, "token endpoint answered HTTP 400", id="empty-object"),
+        pytest.param(503, b"", "token endpoint answered HTTP 503", id="empty-body"),
+        pytest.param(
+            502,
+            b"<html>Bad gateway " + b"upstream down " * 10 + b"</html>",
+            # The body quoted, cut to 80 characters (the last one an ellipsis).
+            "token endpoint answered HTTP 502: "
+            + ("<html>Bad gateway " + "upstream down " * 10)[:79]
+            + "…",
+            id="not-json-quoted-and-cut",
+        ),
+    ],
+)
+def test_an_error_answer_is_described_whole(status: int, body: object, message: str) -> None:
+    err = parse_error(body=body, status=status)
+    assert f"[test] {message}" == str(err)
+
+
+def test_an_error_in_a_2xx_answer_keeps_its_description() -> None:
+    body = {"error": "invalid_grant", "error_description": "Grant revoked."}
+    err = parse_error(body=body, status=200)
+    assert "[test] token endpoint answered HTTP 200 with error invalid_grant" == str(err)
+    assert ("invalid_grant", "Grant revoked.") == (err.error, err.description)
+
+
+def test_the_basic_credentials_quoted_back_are_redacted_whole() -> None:
+    credentials = basic_credentials("client-1", "secret-1").removeprefix("Basic ")
+    body = {"error": "invalid_client", "error_description": f"bad credentials {credentials} sent"}
+    err = parse_error(body=body, status=401)
+    assert "bad credentials [redacted] sent" == err.description
+
+
+def test_an_envelope_failure_code_is_cut_to_16_characters() -> None:
+    code = "E-4711 card-issuer-declined"
+    err = parse_error(payme_provider(), body=payme_body(success=False, code=code), status=200)
+    assert code[:15] + "…" == err.error
+    assert f"[payme-development] provider reported failure {code[:15]}…: success is false" == str(
+        err
+    )
+
+
+def test_a_signed_client_assertion_carries_the_given_time_and_jti() -> None:
+    provider = make_provider(client_auth="client_secret_jwt", client_secret="k" * 32)
+    request = build_token_request(provider, now=1_700_000_000.0, jti="jti-0001")
+    assertion = body_of(request)["client_assertion"]
+    payload = assertion.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert (1_700_000_000, "jti-0001") == (claims["iat"], claims["jti"])

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
+from aiohttp import web
 from yarl import URL
 
-from aiopay_auth import ConfigError, FairGate, FairPool
-from aiopay_auth._pool import gates_for
+from aiopay_auth import ConfigError, FairGate, FairPool, TokenManager
+from aiopay_auth._pool import PoolGates, gates_for
 
 from .helpers import eventually
 from .hostile import Api, serving
+from .loopback import serve
 
 
 pytestmark = pytest.mark.anyio
@@ -254,3 +259,114 @@ async def test_a_failed_request_gives_its_places_back_and_an_unbounded_pool_is_n
         http.get(api.api / "x") as resp,
     ):
         assert 401 == resp.status
+
+
+@asynccontextmanager
+async def _streaming() -> AsyncIterator[tuple[URL, dict[str, asyncio.Event]]]:
+    """A server whose answer to a path sends its headers and a first chunk, then waits.
+
+    The rest of the body follows once the path's event (made on first use) is set.
+    """
+    finish: dict[str, asyncio.Event] = collections.defaultdict(asyncio.Event)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"first ")
+        await finish[request.path].wait()
+        await response.write(b"rest")
+        await response.write_eof()
+        return response
+
+    async with serve(handler) as server:
+        try:
+            yield server.url, finish
+        finally:  # before the server stops: it waits for its handlers
+            for event in finish.values():
+                event.set()
+
+
+async def test_an_admission_lasts_until_the_response_is_released() -> None:
+    # The answer's headers are in but its body is not: the request still holds
+    # its places (pool and host) until its connection goes back, by reading
+    # the body or by release(); then the next request is admitted.
+    async with (
+        _streaming() as (url, finish),
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1, limit_per_host=1), middlewares=[FairPool()]
+        ) as http,
+    ):
+        assert http.connector is not None
+        gates = gates_for(http.connector)
+        assert gates is not None
+        assert gates.pool is not None
+        first = await http.get(url / "a")
+        assert first.connection is not None  # the body is still coming
+        assert (1, 0, 1) == (gates.pool.inside, gates.waiting, gates.hosts)
+        second = asyncio.create_task(http.get(url / "b"))
+        await eventually(lambda: gates.waiting == 1)
+        finish["/a"].set()
+        assert b"first rest" == await first.read()  # its places go to `second`
+        response = await asyncio.wait_for(second, 5)
+        assert response.connection is not None
+        assert (1, 0, 1) == (gates.pool.inside, gates.waiting, gates.hosts)
+        response.release()
+        assert (0, 0, 0) == (gates.pool.inside, gates.waiting, gates.hosts)
+
+
+async def test_a_request_cancelled_as_its_host_place_is_handed_over_drops_the_idle_gate() -> None:
+    # No overall limit, one place per host. The place is handed to the queued
+    # request just as it is cancelled: it gives the place back, and the host's
+    # gate, now idle, is forgotten.
+    async with (
+        _streaming() as (url, finish),
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=1), middlewares=[FairPool()]
+        ) as http,
+    ):
+        assert http.connector is not None
+        gates = gates_for(http.connector)
+        assert gates is not None
+        assert gates.pool is None
+        first = await http.get(url / "a")
+        second = asyncio.create_task(http.get(url / "b"))
+        await eventually(lambda: gates.waiting == 1)
+        first.release()  # hands the host's place to `second`...
+        second.cancel()  # ...which is cancelled before it runs
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert (0, 0) == (gates.hosts, gates.waiting)
+        finish["/c"].set()
+        async with http.get(url / "c") as response:  # the place is free
+            assert b"first rest" == await response.read()
+        assert 0 == gates.hosts
+
+
+async def test_fair_pool_runs_its_bearer_auth_on_an_unbounded_pool() -> None:
+    async with serving() as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        token = await holder.get()
+        async with (
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+                middlewares=[FairPool(tokens.middleware(holder))],
+            ) as http,
+            http.get(api.api / "pay") as resp,
+        ):
+            assert http.connector is not None
+            assert gates_for(http.connector) is None
+            assert 200 == resp.status
+    assert [token.header] == [r.authorization for r in api.api_requests()]
+
+
+def test_pool_misuse_errors_name_what_was_wrong() -> None:
+    cases: list[tuple[Callable[[], object], str]] = [
+        (lambda: FairGate(0), "FairGate size must be at least 1, not 0"),
+        (lambda: PoolGates(-1, 0), "limit must be at least 0, not -1"),
+        (lambda: PoolGates(0, -1), "limit_per_host must be at least 0, not -1"),
+        (lambda: FairPool("x"), "FairPool auth must be a BearerAuth or NoneType, not a str"),  # type: ignore[arg-type]
+    ]
+    for make, message in cases:
+        with pytest.raises(ConfigError) as error:
+            make()
+        assert message == str(error.value)

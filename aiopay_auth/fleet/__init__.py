@@ -316,7 +316,9 @@ class SharedTokenSource:
                 # was spent, so never ask again with it.
                 return down.token
             self.http_fetches += 1
-            return await self._inner.fetch(refresh_token)
+            # With the primary grant: a refresh token is spent only under
+            # the lease, and another process may be spending this one now.
+            return await self._inner.fetch(None)
         self._set_state("shared")
         return token
 
