@@ -109,7 +109,10 @@ MUTANT_TESTS: dict[str, list[str]] = {
         "tests/test_middleware.py",
         "tests/test_api.py",
     ],
-    "_refresh": ["tests/test_manager.py"],
+    "_refresh": [
+        "tests/test_refresher.py",  # grants, delays and log fields on an injected clock
+        "tests/test_manager.py",
+    ],
     "_middleware": [
         "tests/test_middleware.py",
         "tests/test_hostile_api.py",  # replay, refusal backoff, by-hand tokens, redirects
