@@ -120,7 +120,12 @@ MUTANT_TESTS: dict[str, list[str]] = {
         "tests/test_api.py",
     ],
     "_pool": ["tests/test_pool.py", "tests/test_middleware.py"],
-    "_manager": ["tests/test_manager.py", "tests/test_api.py"],
+    "_manager": [
+        "tests/test_manager_wiring.py",  # its sessions, bounds, log and misuse errors
+        "tests/test_manager.py",
+        "tests/test_refresher.py",
+        "tests/test_api.py",
+    ],
     "fleet": ["tests/test_fleet.py"],
 }
 # Modules that are packages: every file of theirs is mutated.

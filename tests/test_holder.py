@@ -16,7 +16,7 @@ import pytest
 
 from aiopay_auth import HealthState, RefreshPolicy, Token, TokenHolder, TokenUnavailableError
 from aiopay_auth._holder import RefusalStreak
-from aiopay_auth.exceptions import AuthError, TokenRequestError, TokenResponseError
+from aiopay_auth.exceptions import AuthError, ConfigError, TokenRequestError, TokenResponseError
 
 from .endpoints import make_provider
 
@@ -193,6 +193,18 @@ async def test_the_timeout_argument_overrides_the_holders_wait_bound() -> None:
     assert err.retryable
     assert err.last_error is None
     assert err.__cause__ is None
+
+
+@pytest.mark.parametrize(("bad", "shown"), [("1", "a str"), (float("nan"), "NaN")])
+async def test_a_timeout_that_is_not_a_number_of_seconds_is_refused(
+    bad: object, shown: str
+) -> None:
+    clock = Clock()
+    holder = new_holder(clock)
+    holder._publish(token(clock))  # even with a token at hand
+    with pytest.raises(ConfigError) as caught:
+        await holder.get(bad)  # type: ignore[arg-type]
+    assert f"timeout must be a number of seconds, not {shown}" == caught.value.message
 
 
 async def test_the_holders_wait_bound_applies_without_a_timeout_argument() -> None:
