@@ -124,6 +124,8 @@ MUTANT_TESTS: dict[str, list[str]] = {
         "tests/test_manager_wiring.py",  # its sessions, bounds, log and misuse errors
         "tests/test_manager.py",
         "tests/test_refresher.py",
+        "tests/test_network.py",  # the token and API sessions' network options
+        "tests/test_config_types.py",  # the constructor's and session()'s checks
         "tests/test_api.py",
     ],
     "fleet": ["tests/test_fleet.py"],
