@@ -233,7 +233,7 @@ async def test_recovery_and_each_token_are_logged(
     async def token(_: web.Request) -> web.Response:
         if len(endpoint.calls) <= 2:
             return unavailable()
-        return token_json("tok-1", 3600)
+        return token_json("tok-1", 3600.0004)
 
     endpoint.handler = token
     policy = RefreshPolicy(backoff_initial=0.01, backoff_max=0.02)
@@ -249,11 +249,13 @@ async def test_recovery_and_each_token_are_logged(
     assert {
         "provider": NAME,
         "fingerprint": got.fingerprint,
-        "lifetime": 3599.0,  # 3600 whole seconds: one given up
+        "lifetime": 3600.0,  # to the millisecond
         "same_token": False,
     } == fetched
     # Refreshed max_margin (300 s, +0-10 % jitter) before expiry.
-    assert 3599.0 - 330.0 <= refresh_in <= 3599.0 - 300.0, fetched
+    assert 3600.0004 - 330.0 <= refresh_in <= 3600.0004 - 300.0, fetched
+    assert_shown_to_the_ms(refresh_in)
+    assert_shown_to_the_ms(fetched["lifetime"])
 
 
 async def test_an_unexpected_exception_is_logged_as_a_crash_and_retried(
@@ -346,3 +348,77 @@ async def test_the_same_token_is_asked_again_no_later_than_halfway_to_its_expiry
     assert [(False, 0.0), (True, 0.5), (True, 0.5)] == [
         (f["same_token"], f["refresh_in"]) for f in fetched
     ]
+
+
+async def test_the_backoff_grows_with_each_failure_in_a_row_and_starts_over_after_a_success(
+    endpoint: WebEndpoint, records: list[logging.LogRecord]
+) -> None:
+    answers = iter(
+        [
+            unavailable(),  # 1: from the start, no token
+            unavailable(),  # 2
+            oauth_error(503, "server_busy"),  # 3: another error: WARNING again
+            token_json("tok-1", 3600),
+            unavailable(),  # after an invalidation: no token served, the count restarts
+            unavailable(),
+            token_json("tok-2", 3600),
+        ]
+    )
+
+    async def token(_: web.Request) -> web.Response:
+        return next(answers)
+
+    endpoint.handler = token
+    policy = RefreshPolicy(backoff_initial=0.1, backoff_multiplier=2.0, backoff_max=60.0)
+    async with TokenManager(policy=policy) as tokens:
+        holder = tokens.add(make_provider(endpoint.base))
+        first = await holder.get()
+        assert "tok-1" == first.access_token
+        holder.invalidate(first)
+        assert "tok-2" == (await holder.get()).access_token
+    failed = events(records, "fetch_failed")
+    assert [1, 2, 3, 1, 2] == [fields["attempt"] for _, fields in failed]
+    assert [logging.WARNING, logging.DEBUG, logging.WARNING, logging.WARNING, logging.DEBUG] == [
+        level for level, _ in failed
+    ]
+    bounds = [(0.05, 0.1), (0.1, 0.2), (0.2, 0.4), (0.05, 0.1), (0.1, 0.2)]  # equal jitter
+    for (_, fields), (low, high) in zip(failed, bounds, strict=True):
+        assert low <= fields["retry_in"] <= high, failed
+        assert "failing" == fields["state"]
+    assert [
+        (logging.INFO, {"provider": NAME, "after_failures": 3}),
+        (logging.INFO, {"provider": NAME, "after_failures": 2}),
+    ] == events(records, "recovered")
+    for _, fields in failed:
+        assert_shown_to_the_ms(fields["retry_in"])
+
+
+def assert_shown_to_the_ms(seconds: object) -> None:
+    """Durations in log events are floats rounded to the millisecond."""
+    assert isinstance(seconds, float)
+    assert seconds == round(seconds, 3)
+
+
+async def test_the_state_is_refreshing_while_a_fetch_for_a_usable_token_is_in_flight(
+    endpoint: WebEndpoint,
+) -> None:
+    clock = Clock()
+    release = anyio.Event()
+
+    async def token(_: web.Request) -> web.Response:
+        if len(endpoint.calls) == 1:
+            clock.now += 90.0  # past its refresh point, 10 s of 100 left
+        else:
+            await release.wait()
+        return token_json(f"tok-{len(endpoint.calls)}", 100.0)
+
+    endpoint.handler = token
+    async with TokenManager(clock=clock) as tokens:
+        holder = tokens.add(make_provider(endpoint.base))
+        first = await holder.get()
+        await eventually(lambda: len(endpoint.calls) == 2)
+        assert first is holder.usable()
+        assert "refreshing" == holder.state
+        release.set()
+        await eventually(lambda: holder.current is not first)
+        await eventually(lambda: "fresh" == holder.state)
