@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -107,6 +108,16 @@ async def outcome_of(holder: TokenHolder, timeout: float | None, into: list[obje
         into.append(await holder.get(timeout))
     except TokenUnavailableError as err:
         into.append(err)
+
+
+def events(records: list[logging.LogRecord], name: str) -> list[tuple[int, dict[str, Any]]]:
+    """The (level, fields) of every *name* event logged, in order."""
+    found = []
+    for record in records:
+        fields = dict(getattr(record, "aiopay_auth", {}))
+        if fields.pop("event", None) == f"aiopay_auth.{name}":
+            found.append((record.levelno, fields))
+    return found
 
 
 # --------------------------------------------------------------------------- reading
@@ -376,6 +387,7 @@ async def test_a_streak_of_refused_tokens_backs_off_and_ends_with_a_normal_refre
     assert holder.backing_off()
     clock.now += delay / 2
     assert delay / 2 == pytest.approx(holder.refusal_backoff())
+    assert holder.backing_off()  # under a second left
     assert not holder.invalidate(second)  # during its backoff: handed to the caller
     assert streak(holder).refused
     assert second is current(holder)
@@ -387,20 +399,45 @@ async def test_a_streak_of_refused_tokens_backs_off_and_ends_with_a_normal_refre
     assert 2 == streak(holder).tokens
     assert 2.0 <= streak(holder).delay <= 4.0  # backoff(2): 4 s
     assert 2 == holder.stats.refused_tokens
-    warnings = [r for r in records if "api_refusing_tokens" in r.getMessage()]
-    assert [logging.WARNING] == [r.levelno for r in warnings]
+    delays = [streak(holder).delay]
 
     third = token(clock, "tok-3", lifetime=100.0)
     holder._publish(third)
     health = holder.health()
     assert 2 == health.refusal_streak
     assert streak(holder).delay == pytest.approx(health.refusal_backoff)
-    clock.now += 5.0
-    holder._publish(token(clock, "tok-4", lifetime=100.0))  # a refresh without a 401
+    clock.now += 4.001  # past backoff(2), at most 4 s
+    assert holder.invalidate(third)
+    assert 4.0 <= streak(holder).delay <= 8.0  # backoff(3): 8 s
+    delays.append(streak(holder).delay)
+    refusing = events(records, "api_refusing_tokens")
+    # Logged once at WARNING, from the second token; then at DEBUG.
+    assert [logging.WARNING, logging.DEBUG] == [level for level, _ in refusing]
+    for n, ((_, fields), delay) in enumerate(zip(refusing, delays, strict=True), start=2):
+        assert {"provider": NAME, "refused": n, "backoff": round(delay, 3)} == fields
+        assert isinstance(fields["backoff"], float)
+
+    holder._publish(token(clock, "tok-4", lifetime=100.0))
+    holder._publish(token(clock, "tok-5", lifetime=100.0))  # a refresh without a 401
     assert holder.refusing is None
     assert 0 == holder.health().refusal_streak
-    accepting = [r for r in records if "api_accepting_tokens" in r.getMessage()]
-    assert [logging.INFO] == [r.levelno for r in accepting]
+    assert [(logging.INFO, {"provider": NAME, "refused": 3})] == events(
+        records, "api_accepting_tokens"
+    )
+
+
+async def test_the_backoff_ends_at_its_exact_instant() -> None:
+    clock = Clock()
+    holder = new_holder(clock)
+    first = token(clock, "tok-1", lifetime=100.0)
+    holder._publish(first)
+    holder.invalidate(first)
+    streak(holder).delay = 1.0  # an exact backoff, for an exact instant
+    second = token(clock, "tok-2", lifetime=100.0)
+    holder._publish(second)
+    clock.now += 1.0
+    assert not holder.backing_off()
+    assert holder.invalidate(second)
 
 
 async def test_a_token_refused_during_its_backoff_then_refreshed_counts_as_refused() -> None:
@@ -414,7 +451,7 @@ async def test_a_token_refused_during_its_backoff_then_refreshed_counts_as_refus
     assert not holder.invalidate(second)  # refused during its backoff
     holder._publish(token(clock, "tok-3", lifetime=100.0))  # then its refresh point
     assert 2 == streak(holder).tokens
-    assert not streak(holder).refused  # the new token starts clean
+    assert streak(holder).refused is False  # the new token starts clean
     assert 2 == holder.stats.refused_tokens
     assert 1 == holder.stats.invalidations
 
@@ -454,9 +491,9 @@ async def test_closing_fails_every_waiter_and_later_caller_for_good() -> None:
     err = caught.value
     assert "the token manager is closed" == err.message
     assert NAME == err.provider
-    assert not err.retryable
+    assert err.retryable is False
     assert isinstance(err.last_error, TokenUnavailableError)
-    assert not err.last_error.retryable
+    assert err.last_error.retryable is False
     assert NAME == err.last_error.provider
     assert f"<TokenHolder {NAME!r} closed>" == repr(holder)
 
