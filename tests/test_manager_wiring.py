@@ -7,14 +7,16 @@ Real servers on 127.0.0.1: the independent token endpoint of
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import anyio
 import pytest
 from aiohttp import web
 
-from aiopay_auth import ConfigError, RefreshPolicy, TokenManager, TokenUnavailableError
+from aiopay_auth import ConfigError, Network, RefreshPolicy, TokenManager, TokenUnavailableError
 from aiopay_auth.testing import provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
@@ -87,32 +89,114 @@ async def test_a_session_stamps_its_providers_tokens_and_has_the_pool_asked_for(
     assert 3 == fake.api_calls
 
 
-@pytest.mark.parametrize("pool", [1, 2])
-async def test_token_requests_share_a_pool_of_token_pool_size_connections(
-    endpoint: WebEndpoint, pool: int
-) -> None:
-    """Two providers fetch at once; the token endpoint sees at most *pool* requests at a time."""
-    in_flight = peak = 0
-    both = anyio.Event()
+class Gate:
+    """A token endpoint that counts the requests in flight at once.
 
-    async def token(_: web.Request) -> web.Response:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        if in_flight == 2:
-            both.set()
-        with anyio.move_on_after(1.0):  # the second request, if it can come, comes
-            await both.wait()
-        in_flight -= 1
+    Each request is held until *expected* are in flight together, then a
+    little longer in case one more comes: with a pool of *expected*
+    connections none can, with a larger one it does.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.in_flight = self.peak = 0
+        self.full = anyio.Event()
+        self.extra = anyio.Event()
+
+    async def __call__(self, _: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        if self.in_flight >= self.expected:
+            self.full.set()
+        if self.in_flight > self.expected:
+            self.extra.set()
+        try:
+            await self.full.wait()
+            with anyio.move_on_after(0.3):
+                await self.extra.wait()
+        finally:
+            self.in_flight -= 1
         return token_json("tok", 3600)
 
-    endpoint.handler = token
-    async with TokenManager(token_pool_size=pool) as tokens:
-        first = tokens.add(make_provider(endpoint.base, name="first"))
-        second = tokens.add(make_provider(endpoint.base, name="second"))
-        await first.get()
-        await second.get()
-    assert pool == peak
+
+@pytest.mark.parametrize(("pool", "expected"), [(1, 1), (2, 2), (None, 10)])
+async def test_token_requests_share_a_pool_of_token_pool_size_connections(
+    endpoint: WebEndpoint, pool: int | None, expected: int
+) -> None:
+    """One provider more than the pool fetches at once: the endpoint sees at most the pool."""
+    endpoint.handler = gate = Gate(expected)
+    manager = TokenManager() if pool is None else TokenManager(token_pool_size=pool)
+    with anyio.fail_after(20):  # the default pool: 10
+        async with manager as tokens:
+            holders = [
+                tokens.add(make_provider(endpoint.base, name=f"p{n}")) for n in range(expected + 1)
+            ]
+            for holder in holders:
+                await holder.get()
+    assert expected == gate.peak
+
+
+@pytest.mark.parametrize(
+    ("networks", "expected"),
+    [
+        ((Network(read_timeout=5), Network(read_timeout=5)), 1),  # equal: one session
+        ((None, Network()), 1),  # equal to the manager's: its session
+        ((Network(read_timeout=5), Network(read_timeout=6)), 2),  # a session each
+    ],
+    ids=["equal", "the-managers", "different"],
+)
+async def test_providers_given_equal_networks_share_a_token_session(
+    endpoint: WebEndpoint, networks: tuple[Network | None, Network | None], expected: int
+) -> None:
+    endpoint.handler = gate = Gate(expected)
+    with anyio.fail_after(20):
+        async with TokenManager(token_pool_size=1) as tokens:
+            holders = [
+                tokens.add(make_provider(endpoint.base, name=f"p{n}"), network=network)
+                for n, network in enumerate(networks)
+            ]
+            for holder in holders:
+                await holder.get()
+    assert expected == gate.peak
+
+
+async def test_a_providers_own_network_bounds_its_token_requests(endpoint: WebEndpoint) -> None:
+    endpoint.handler = silent = Silent()
+    async with TokenManager() as tokens:  # no read bound; a 10 s fetch timeout
+        holder = tokens.add(make_provider(endpoint.base), network=Network(read_timeout=0.2))
+        await eventually(lambda: holder.stats.failures >= 1, within=5)
+    silent.release.set()
+    assert {"timeout"} == set(holder.stats.failures_by_kind)
+
+
+async def test_a_seeded_rng_gives_the_same_jitter_every_run(
+    endpoint: WebEndpoint, records: list[logging.LogRecord]
+) -> None:
+    endpoint.handler = lambda _: _token_answer()
+    delays: list[float] = []
+    for _ in range(2):
+        clock = Clock()  # standing still: the delay is the jitter alone
+        async with TokenManager(clock=clock, rng=random.Random(7)) as tokens:
+            await tokens.add(make_provider(endpoint.base)).get()
+            await eventually(lambda: len(fetched(records)) == len(delays) + 1)
+        delays.append(fetched(records)[-1]["refresh_in"])
+    assert delays[0] == delays[1]
+
+
+def fetched(records: list[logging.LogRecord]) -> list[dict[str, Any]]:
+    return [
+        r.aiopay_auth  # type: ignore[attr-defined]
+        for r in records
+        if getattr(r, "aiopay_auth", {}).get("event") == "aiopay_auth.token_fetched"
+    ]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 async def test_a_token_request_is_cut_at_the_policys_fetch_timeout(
@@ -140,13 +224,24 @@ async def test_token_waits_at_most_the_timeout_given(endpoint: WebEndpoint) -> N
 # --------------------------------------------------------------------------- closing
 
 
-async def test_closing_is_logged_with_the_number_of_providers(
+async def test_closing_closes_every_session_and_is_logged(
     endpoint: WebEndpoint, records: list[logging.LogRecord]
 ) -> None:
     endpoint.handler = lambda _: _token_answer()
     async with TokenManager() as tokens:
         tokens.add(make_provider(endpoint.base, name="first"))
         tokens.add(make_provider(endpoint.base, name="second"))
+        sessions = [tokens.session(), tokens.session()]
+    added = [
+        (r.levelno, getattr(r, "aiopay_auth", {}))
+        for r in records
+        if getattr(r, "aiopay_auth", {}).get("event") == "aiopay_auth.provider_added"
+    ]
+    assert [
+        (logging.DEBUG, {"event": "aiopay_auth.provider_added", "provider": name})
+        for name in ("first", "second")
+    ] == added
+    assert all(session.closed for session in sessions)  # every session it made
     closed = [
         (r.levelno, getattr(r, "aiopay_auth", {}))
         for r in records
@@ -162,6 +257,29 @@ async def _token_answer() -> web.Response:
 
 
 # --------------------------------------------------------------------------- misuse
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"policy": {}}, "TokenManager policy must be a RefreshPolicy, not a dict"),
+        ({"rng": 7}, "TokenManager rng must be a Random, not a int"),
+        ({"clock": 1.0}, "TokenManager clock must be callable, not a float"),
+        ({"token_source": "x"}, "TokenManager token_source must be callable, not a str"),
+        ({"token_pool_size": -1}, "TokenManager token_pool_size must be at least 0, not -1"),
+    ],
+)
+def test_bad_manager_options_are_refused_naming_them(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        TokenManager(**options)
+    assert message == caught.value.message
+
+
+async def test_a_session_on_a_network_with_bounds_keeps_aiohttps_total() -> None:
+    async with TokenManager() as tokens:
+        http = tokens.session(network=Network(read_timeout=1.0))
+        assert aiohttp.ClientTimeout().total == http.timeout.total
+        assert 1.0 == http.timeout.sock_read
 
 
 async def test_misuse_errors_say_what_was_wrong_and_name_the_provider(
@@ -181,7 +299,14 @@ async def test_misuse_errors_say_what_was_wrong_and_name_the_provider(
         caught.value.message,
         caught.value.provider,
     )
+    never_entered = TokenManager()
+    await never_entered.aclose()  # closing one never entered is fine, and final
+    with pytest.raises(ConfigError, match=r"^cannot use session"):
+        never_entered.session()
     async with TokenManager() as tokens, TokenManager() as other:
+        with pytest.raises(ConfigError) as caught:
+            await tokens.__aenter__()
+        assert "a TokenManager can be entered only once" == caught.value.message
         holder = tokens.add(profile)
         with pytest.raises(ConfigError) as caught:
             tokens.add(profile)
@@ -208,6 +333,9 @@ async def test_misuse_errors_say_what_was_wrong_and_name_the_provider(
             with pytest.raises(ConfigError) as caught:
                 tokens.session(holder, **{kwarg: None})  # type: ignore[arg-type]
             assert "session() builds its own connector and middlewares" == caught.value.message
+        with pytest.raises(ConfigError) as caught:
+            tokens.session(holder, timeout=5)
+        assert "session() timeout must be a ClientTimeout, not a int" == caught.value.message
         with pytest.raises(ConfigError, match=r"^session\(\) limit must be at least 1, not 0$"):
             tokens.session(holder, limit=0)
         with pytest.raises(
