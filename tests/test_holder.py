@@ -335,6 +335,9 @@ async def test_invalidate_drops_only_the_current_token_once() -> None:
     assert second is current(holder)
     assert 1 == holder.stats.invalidations
     assert 1 == holder.stats.refused_tokens
+    clock.now += 1.0  # past the refusal backoff of one token (at most 0.5 s)
+    assert holder.invalidate(second)
+    assert (2, 2) == (holder.stats.invalidations, holder.stats.refused_tokens)
 
 
 async def test_an_invalidation_wakes_the_refresher_at_once() -> None:
@@ -424,6 +427,24 @@ async def test_a_streak_of_refused_tokens_backs_off_and_ends_with_a_normal_refre
     assert [(logging.INFO, {"provider": NAME, "refused": 3})] == events(
         records, "api_accepting_tokens"
     )
+
+
+@pytest.mark.parametrize("refused", [1, 2])
+async def test_the_end_of_a_streak_is_logged_from_two_refused_tokens(
+    records: list[logging.LogRecord], refused: int
+) -> None:
+    clock = Clock()
+    holder = new_holder(clock, policy=RefreshPolicy(backoff_initial=2.0, backoff_max=8.0))
+    for n in range(refused):
+        served = token(clock, f"tok-{n}", lifetime=100.0)
+        holder._publish(served)
+        clock.now += 4.001  # past any backoff so far
+        assert holder.invalidate(served)
+    holder._publish(token(clock, "tok-a", lifetime=100.0))
+    holder._publish(token(clock, "tok-b", lifetime=100.0))  # a refresh without a 401
+    assert holder.refusing is None
+    ended = events(records, "api_accepting_tokens")
+    assert ([(logging.INFO, {"provider": NAME, "refused": 2})] if refused == 2 else []) == ended
 
 
 async def test_the_backoff_ends_at_its_exact_instant() -> None:
