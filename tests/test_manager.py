@@ -214,7 +214,7 @@ async def test_misuse_raises_config_errors(fake_provider: FakeProviderFactory) -
         with pytest.raises(ConfigError, match="at least 1"):
             tokens.session(holder, limit=0)
         assert (holder,) == tokens.holders()
-        assert await tokens.token(holder) is holder.current
+        assert await tokens.token(holder, timeout=5) is holder.current
     with pytest.raises(ConfigError, match="only once"):
         await tokens.__aenter__()
 

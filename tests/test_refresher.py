@@ -70,6 +70,11 @@ def events(records: list[logging.LogRecord], name: str) -> list[tuple[int, dict[
     return found
 
 
+def bounded(**options: float) -> RefreshPolicy:
+    """The test's policy, with a wait bound short enough to fail a stuck test soon."""
+    return RefreshPolicy(wait_timeout=5.0, **options)
+
+
 def unavailable(retry_after: str | None = None) -> web.Response:
     headers = {"Retry-After": retry_after} if retry_after else {}
     return web.json_response({"error": "temporarily_unavailable"}, status=503, headers=headers)
@@ -103,7 +108,7 @@ async def test_the_refresh_grant_is_used_rotated_and_dropped_once_refused(
         return token_json(f"tok-{n}", 3600, **extra)
 
     endpoint.handler = token
-    policy = RefreshPolicy(backoff_initial=0.01, backoff_max=0.02)
+    policy = bounded(backoff_initial=0.01, backoff_max=0.02)
     async with TokenManager(policy=policy) as tokens:
         holder = tokens.add(make_provider(endpoint.base, refresh_token="r0"))
         for n in (1, 2, 3, 6, 7):
@@ -148,7 +153,7 @@ async def test_token_requests_start_no_sooner_than_the_floor_after_the_last(
         return Timed(inner)
 
     floor = 0.15
-    policy = RefreshPolicy(backoff_initial=0.001, backoff_max=0.001, min_fetch_interval=floor)
+    policy = bounded(backoff_initial=0.001, backoff_max=0.001, min_fetch_interval=floor)
     async with TokenManager(policy=policy, token_source=timed) as tokens:
         tokens.add(make_provider(endpoint.base))
         await eventually(lambda: len(starts) >= 4)
@@ -178,7 +183,7 @@ async def test_failures_are_logged_with_their_retry_once_per_change_of_state(
         return unavailable()
 
     endpoint.handler = token
-    policy = RefreshPolicy(backoff_initial=1.0, backoff_max=60.0)
+    policy = bounded(backoff_initial=1.0, backoff_max=60.0)
     async with TokenManager(policy=policy, clock=clock) as tokens:
         holder = tokens.add(make_provider(endpoint.base))
         await eventually(lambda: holder.stats.failures == 4, within=10)
@@ -212,7 +217,7 @@ async def test_an_unhealable_failure_waits_the_unhealable_retry(
         return oauth_error(401, "invalid_client")
 
     endpoint.handler = token
-    policy = RefreshPolicy(backoff_initial=0.01, backoff_max=0.01, unhealable_retry=40.0)
+    policy = bounded(backoff_initial=0.01, backoff_max=0.01, unhealable_retry=40.0)
     async with TokenManager(policy=policy) as tokens:
         holder = tokens.add(make_provider(endpoint.base))
         await eventually(lambda: holder.stats.failures == 1)
@@ -236,7 +241,7 @@ async def test_recovery_and_each_token_are_logged(
         return token_json("tok-1", 3600.0004)
 
     endpoint.handler = token
-    policy = RefreshPolicy(backoff_initial=0.01, backoff_max=0.02)
+    policy = bounded(backoff_initial=0.01, backoff_max=0.02)
     clock = Clock()  # standing still: the refresh point is exact
     async with TokenManager(policy=policy, clock=clock) as tokens:
         holder = tokens.add(make_provider(endpoint.base))
@@ -281,7 +286,7 @@ async def test_an_unexpected_exception_is_logged_as_a_crash_and_retried(
     def flaky(_: TokenHolder, inner: TokenSource) -> Flaky:
         return Flaky(inner)
 
-    policy = RefreshPolicy(backoff_initial=0.01, backoff_max=0.02)
+    policy = bounded(backoff_initial=0.01, backoff_max=0.02)
     async with TokenManager(policy=policy, token_source=flaky) as tokens:
         holder = tokens.add(make_provider(endpoint.base))
         await holder.get()
@@ -315,7 +320,7 @@ async def test_the_same_token_handed_back_is_asked_again_on_a_growing_backoff(
         return token_json("tok-b" if n >= 4 else "tok-a", 100.0)
 
     endpoint.handler = token
-    policy = RefreshPolicy(backoff_initial=0.2, backoff_max=60.0, min_fetch_interval=0.01)
+    policy = bounded(backoff_initial=0.2, backoff_max=60.0, min_fetch_interval=0.01)
     async with TokenManager(policy=policy, clock=clock) as tokens:
         holder = tokens.add(make_provider(endpoint.base))
         await eventually(lambda: len(events(records, "token_fetched")) >= 6, within=10)
@@ -340,7 +345,7 @@ async def test_the_same_token_is_asked_again_no_later_than_halfway_to_its_expiry
         return token_json("tok-a", 100.0)
 
     endpoint.handler = token
-    policy = RefreshPolicy(backoff_initial=30.0, backoff_max=60.0, min_fetch_interval=0.01)
+    policy = bounded(backoff_initial=30.0, backoff_max=60.0, min_fetch_interval=0.01)
     async with TokenManager(policy=policy, clock=clock) as tokens:
         tokens.add(make_provider(endpoint.base))
         await eventually(lambda: len(events(records, "token_fetched")) >= 3, within=10)
@@ -369,7 +374,7 @@ async def test_the_backoff_grows_with_each_failure_in_a_row_and_starts_over_afte
         return next(answers)
 
     endpoint.handler = token
-    policy = RefreshPolicy(backoff_initial=0.1, backoff_multiplier=2.0, backoff_max=60.0)
+    policy = bounded(backoff_initial=0.1, backoff_multiplier=2.0, backoff_max=60.0)
     async with TokenManager(policy=policy) as tokens:
         holder = tokens.add(make_provider(endpoint.base))
         first = await holder.get()
@@ -413,7 +418,7 @@ async def test_the_state_is_refreshing_while_a_fetch_for_a_usable_token_is_in_fl
         return token_json(f"tok-{len(endpoint.calls)}", 100.0)
 
     endpoint.handler = token
-    async with TokenManager(clock=clock) as tokens:
+    async with TokenManager(policy=bounded(), clock=clock) as tokens:
         holder = tokens.add(make_provider(endpoint.base))
         first = await holder.get()
         await eventually(lambda: len(endpoint.calls) == 2)
@@ -422,3 +427,26 @@ async def test_the_state_is_refreshing_while_a_fetch_for_a_usable_token_is_in_fl
         release.set()
         await eventually(lambda: holder.current is not first)
         await eventually(lambda: "fresh" == holder.state)
+
+
+async def test_while_a_token_is_served_the_backoff_grows_as_usual_below_its_cap(
+    endpoint: WebEndpoint, records: list[logging.LogRecord]
+) -> None:
+    clock = Clock()
+
+    async def token(_: web.Request) -> web.Response:
+        if len(endpoint.calls) == 1:
+            clock.now += 800.0  # past the refresh point, 200 s of 1000 left
+            return token_json("tok-1", 1000.0)
+        return unavailable()
+
+    endpoint.handler = token
+    policy = bounded(backoff_initial=0.1, backoff_max=60.0)
+    async with TokenManager(policy=policy, clock=clock) as tokens:
+        tokens.add(make_provider(endpoint.base))
+        await eventually(lambda: len(events(records, "fetch_failed")) >= 3)
+    failed = [fields for _, fields in events(records, "fetch_failed")][:3]
+    # The cap, half the 200 s left, is far above: the usual 0.1 s doubling.
+    for fields, (low, high) in zip(failed, [(0.05, 0.1), (0.1, 0.2), (0.2, 0.4)], strict=True):
+        assert low <= fields["retry_in"] <= high, failed
+        assert "degraded" == fields["state"]
