@@ -6,6 +6,7 @@ Real servers on 127.0.0.1: the independent token endpoint of
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Iterator
@@ -16,7 +17,15 @@ import anyio
 import pytest
 from aiohttp import web
 
-from aiopay_auth import ConfigError, Network, RefreshPolicy, TokenManager, TokenUnavailableError
+from aiopay_auth import (
+    ConfigError,
+    Network,
+    RefreshPolicy,
+    TokenHolder,
+    TokenManager,
+    TokenSource,
+    TokenUnavailableError,
+)
 from aiopay_auth.testing import provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
@@ -275,18 +284,81 @@ def test_bad_manager_options_are_refused_naming_them(options: dict[str, Any], me
     assert message == caught.value.message
 
 
-async def test_a_session_on_a_network_with_bounds_keeps_aiohttps_total() -> None:
-    async with TokenManager() as tokens:
-        http = tokens.session(network=Network(read_timeout=1.0))
-        assert aiohttp.ClientTimeout().total == http.timeout.total
-        assert 1.0 == http.timeout.sock_read
-
-
-async def test_misuse_errors_say_what_was_wrong_and_name_the_provider(
+async def test_adding_while_the_manager_is_being_entered_is_refused(
     fake_provider: FakeProviderFactory,
 ) -> None:
     fake = await fake_provider("cm")
-    profile = provider_for(fake)
+    manager = TokenManager()
+    entering = asyncio.create_task(manager.__aenter__())
+    await asyncio.sleep(0)  # it runs up to its wait for the refreshers' task group
+    with pytest.raises(ConfigError) as caught:
+        manager.add(provider_for(fake))
+    assert "add providers inside 'async with TokenManager()'" == caught.value.message
+    await entering
+    await manager.aclose()
+
+
+async def test_the_token_source_hook_gets_the_holder_and_the_holder_the_policy(
+    endpoint: WebEndpoint,
+) -> None:
+    endpoint.handler = lambda _: _token_answer()
+    given: list[object] = []
+
+    def hook(holder: TokenHolder, inner: TokenSource) -> TokenSource:
+        given.append(holder)
+        return inner
+
+    policy = RefreshPolicy(backoff_initial=10.0, backoff_max=20.0)
+    async with TokenManager(policy=policy, token_source=hook) as tokens:
+        holder = tokens.add(make_provider(endpoint.base))
+        assert [holder] == given
+        first = await holder.get()
+        assert holder.invalidate(first)
+        await holder.get()
+        # The refusal backoff is the manager's policy's (5-10 s), not the
+        # default's (0.25-0.5 s).
+        assert holder.refusal_backoff() > 1.0
+
+
+@pytest.mark.parametrize(
+    ("network", "kwargs", "clash"),
+    [
+        (Network(proxy="http://127.0.0.1:3128"), {"proxy_auth": ("u", "p")}, "proxy_auth"),
+        (Network(read_timeout=1.0), {"timeout": aiohttp.ClientTimeout(total=5)}, "timeout"),
+        (
+            Network(proxy="http://127.0.0.1:3128", trust_env=True),
+            {"proxy": "http://127.0.0.1:3129", "trust_env": False},
+            "proxy, trust_env",
+        ),
+    ],
+)
+async def test_a_session_option_given_twice_is_named(
+    network: Network, kwargs: dict[str, Any], clash: str
+) -> None:
+    async with TokenManager() as tokens:
+        with pytest.raises(ConfigError) as caught:
+            tokens.session(network=network, **kwargs)
+    assert f"session(): pass {clash} through network=, not as well" == caught.value.message
+
+
+async def test_a_session_timeout_with_a_network_without_bounds_is_kept() -> None:
+    async with TokenManager() as tokens:
+        http = tokens.session(network=Network(), timeout=aiohttp.ClientTimeout(total=5))
+        assert 5 == http.timeout.total
+
+
+async def test_a_session_on_a_network_with_bounds_keeps_aiohttps_total() -> None:
+    async with aiohttp.ClientSession() as plain, TokenManager() as tokens:
+        http = tokens.session(network=Network(read_timeout=1.0))
+        assert plain.timeout.total is not None  # aiohttp's default: 5 minutes
+        assert plain.timeout.total == http.timeout.total
+        assert 1.0 == http.timeout.sock_read
+
+
+async def test_misuse_before_entering_says_what_was_wrong(
+    fake_provider: FakeProviderFactory,
+) -> None:
+    profile = provider_for(await fake_provider("cm"))
     with pytest.raises(ConfigError) as caught:
         TokenManager().add(profile)
     assert ("add providers inside 'async with TokenManager()'", "cm") == (
@@ -299,14 +371,33 @@ async def test_misuse_errors_say_what_was_wrong_and_name_the_provider(
         caught.value.message,
         caught.value.provider,
     )
+    with pytest.raises(ConfigError) as caught:
+        TokenManager().middleware()
+    assert "use middleware() inside 'async with TokenManager()'" == caught.value.message
     never_entered = TokenManager()
     await never_entered.aclose()  # closing one never entered is fine, and final
     with pytest.raises(ConfigError, match=r"^cannot use session"):
         never_entered.session()
+
+
+async def test_misuse_inside_and_after_say_what_was_wrong(
+    fake_provider: FakeProviderFactory,
+) -> None:
+    fake = await fake_provider("cm")
+    profile = provider_for(fake)
     async with TokenManager() as tokens, TokenManager() as other:
         with pytest.raises(ConfigError) as caught:
             await tokens.__aenter__()
         assert "a TokenManager can be entered only once" == caught.value.message
+        with pytest.raises(ConfigError) as caught:
+            tokens.add("cm")  # type: ignore[arg-type]
+        assert "add() provider must be a Provider, not a str" == caught.value.message
+        with pytest.raises(ConfigError) as caught:
+            tokens.add(profile, network="http://proxy")  # type: ignore[arg-type]
+        assert ("network must be an aiopay_auth.Network, not str", "cm") == (
+            caught.value.message,
+            caught.value.provider,
+        )
         holder = tokens.add(profile)
         with pytest.raises(ConfigError) as caught:
             tokens.add(profile)
@@ -342,6 +433,9 @@ async def test_misuse_errors_say_what_was_wrong_and_name_the_provider(
             ConfigError, match=r"^session\(\) limit_per_host must be at least 0, not -1$"
         ):
             tokens.session(holder, limit_per_host=-1)
+    with pytest.raises(ConfigError) as caught:
+        tokens.middleware()
+    assert "cannot use middleware(): this TokenManager is closed" == caught.value.message
     with pytest.raises(ConfigError) as caught:
         tokens.add(provider_for(fake, name="late"))
     assert ("cannot add providers: this TokenManager is closed", "late") == (
