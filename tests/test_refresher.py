@@ -158,9 +158,10 @@ async def test_token_requests_start_no_sooner_than_the_floor_after_the_last(
         tokens.add(make_provider(endpoint.base))
         await eventually(lambda: len(starts) >= 4)
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
-    # The backoff is 1 ms; the floor holds each start back (less a microsecond
-    # of loop time between the refresher's reading and ours).
-    assert min(gaps) >= floor - 0.001, gaps
+    # The backoff is 1 ms; the floor holds each start back. Slack: the loop
+    # time between the refresher's reading and ours (no await between them,
+    # but a loaded machine may preempt the process there).
+    assert min(gaps) >= floor - 0.02, gaps
 
 
 # --------------------------------------------------------------------------- failures
