@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -70,6 +70,16 @@ class Silent:
         return token_json("late", 3600)
 
 
+@pytest.fixture(name="silent")
+async def _silent(endpoint: WebEndpoint) -> AsyncIterator[Silent]:
+    """The endpoint, answering nothing until the test ends (even a failed one)."""
+    endpoint.handler = silent = Silent()
+    try:
+        yield silent
+    finally:
+        silent.release.set()  # or the server's shutdown would wait for the handler
+
+
 # --------------------------------------------------------------------------- sessions
 
 
@@ -120,7 +130,8 @@ class Gate:
         if self.in_flight > self.expected:
             self.extra.set()
         try:
-            await self.full.wait()
+            with anyio.move_on_after(10):  # bounded: a failed test must end
+                await self.full.wait()
             with anyio.move_on_after(0.3):
                 await self.extra.wait()
         finally:
@@ -169,12 +180,12 @@ async def test_providers_given_equal_networks_share_a_token_session(
     assert expected == gate.peak
 
 
-async def test_a_providers_own_network_bounds_its_token_requests(endpoint: WebEndpoint) -> None:
-    endpoint.handler = silent = Silent()
+async def test_a_providers_own_network_bounds_its_token_requests(
+    endpoint: WebEndpoint, silent: Silent
+) -> None:
     async with TokenManager() as tokens:  # no read bound; a 10 s fetch timeout
         holder = tokens.add(make_provider(endpoint.base), network=Network(read_timeout=0.2))
         await eventually(lambda: holder.stats.failures >= 1, within=5)
-    silent.release.set()
     assert {"timeout"} == set(holder.stats.failures_by_kind)
 
 
@@ -209,25 +220,21 @@ class Clock:
 
 
 async def test_a_token_request_is_cut_at_the_policys_fetch_timeout(
-    endpoint: WebEndpoint,
+    endpoint: WebEndpoint, silent: Silent
 ) -> None:
-    endpoint.handler = silent = Silent()
     policy = RefreshPolicy(fetch_timeout=0.2, backoff_initial=0.01, backoff_max=0.01)
     async with TokenManager(policy=policy) as tokens:
         holder = tokens.add(make_provider(endpoint.base))
         # The default bound is 10 s; the policy's 0.2 s cuts it long before.
         await eventually(lambda: holder.stats.failures >= 1, within=5)
-    silent.release.set()
     assert {"timeout"} == set(holder.stats.failures_by_kind)
 
 
-async def test_token_waits_at_most_the_timeout_given(endpoint: WebEndpoint) -> None:
-    endpoint.handler = silent = Silent()
+async def test_token_waits_at_most_the_timeout_given(endpoint: WebEndpoint, silent: Silent) -> None:
     async with TokenManager() as tokens:  # a 30 s wait bound
         holder = tokens.add(make_provider(endpoint.base))
         with anyio.fail_after(10), pytest.raises(TokenUnavailableError, match="wait bound"):
             await tokens.token(holder, timeout=0.1)
-    silent.release.set()
 
 
 # --------------------------------------------------------------------------- closing

@@ -419,15 +419,18 @@ async def test_the_state_is_refreshing_while_a_fetch_for_a_usable_token_is_in_fl
         return token_json(f"tok-{len(endpoint.calls)}", 100.0)
 
     endpoint.handler = token
-    async with TokenManager(policy=bounded(), clock=clock) as tokens:
-        holder = tokens.add(make_provider(endpoint.base))
-        first = await holder.get()
-        await eventually(lambda: len(endpoint.calls) == 2)
-        assert first is holder.usable()
-        assert "refreshing" == holder.state
-        release.set()
-        await eventually(lambda: holder.current is not first)
-        await eventually(lambda: "fresh" == holder.state)
+    try:
+        async with TokenManager(policy=bounded(), clock=clock) as tokens:
+            holder = tokens.add(make_provider(endpoint.base))
+            first = await holder.get()
+            await eventually(lambda: len(endpoint.calls) == 2)
+            assert first is holder.usable()
+            assert "refreshing" == holder.state
+            release.set()
+            await eventually(lambda: holder.current is not first)
+            await eventually(lambda: "fresh" == holder.state)
+    finally:
+        release.set()  # or the server's shutdown would wait for the handler
 
 
 async def test_while_a_token_is_served_the_backoff_grows_as_usual_below_its_cap(
