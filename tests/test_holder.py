@@ -447,6 +447,22 @@ async def test_the_end_of_a_streak_is_logged_from_two_refused_tokens(
     assert ([(logging.INFO, {"provider": NAME, "refused": 2})] if refused == 2 else []) == ended
 
 
+async def test_the_refusal_backoff_is_logged_to_the_millisecond(
+    records: list[logging.LogRecord],
+) -> None:
+    clock = Clock()
+    holder = new_holder(clock, policy=RefreshPolicy(backoff_initial=2.0, backoff_max=8.0))
+    delays: list[float] = []
+    for n in range(8):  # (eight jittered delays: a coarser rounding cannot pass them all)
+        served = token(clock, f"tok-{n}", lifetime=100.0)
+        holder._publish(served)
+        clock.now += 8.001  # past any backoff (8 s at most), within the streak (16 s)
+        assert holder.invalidate(served)
+        delays.append(streak(holder).delay)
+    logged = [fields["backoff"] for _, fields in events(records, "api_refusing_tokens")]
+    assert [round(delay, 3) for delay in delays[1:]] == logged
+
+
 async def test_the_backoff_ends_at_its_exact_instant() -> None:
     clock = Clock()
     holder = new_holder(clock)
