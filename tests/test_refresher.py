@@ -333,6 +333,8 @@ async def test_the_same_token_handed_back_is_asked_again_on_a_growing_backoff(
         assert low <= delay <= high, delays  # backoff(1), backoff(2)
     for delay, low, high in zip(delays[4:6], (0.1, 0.2), (0.2, 0.4), strict=True):
         assert low <= delay <= high, delays  # a new token started the count over
+    for delay in delays:
+        assert_shown_to_the_ms(delay)
     assert 0 == holder.stats.failures
 
 
