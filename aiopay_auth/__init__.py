@@ -13,6 +13,7 @@ from ._assertion import ClientAssertion
 from ._fetch import TokenSource
 from ._health import FailureKind, Health, HealthState
 from ._holder import ProviderStats, TokenHolder
+from ._limit import FetchLimit
 from ._log import use_structlog
 from ._manager import TokenManager
 from ._middleware import BearerAuth
@@ -22,10 +23,13 @@ from ._policy import RefreshPolicy
 from ._pool import FairGate, FairPool
 from ._provider import Provider
 from ._secret import Secret
+from ._tenants import Tenant, Tenants
 from ._token import Token
 from .exceptions import (
     AuthError,
     ConfigError,
+    TenantRemovedError,
+    TenantRequiredError,
     TokenEndpointError,
     TokenRequestError,
     TokenResponseError,
@@ -42,6 +46,7 @@ __all__ = [
     "FailureKind",
     "FairGate",
     "FairPool",
+    "FetchLimit",
     "Health",
     "HealthState",
     "Network",
@@ -49,6 +54,10 @@ __all__ = [
     "ProviderStats",
     "RefreshPolicy",
     "Secret",
+    "Tenant",
+    "TenantRemovedError",
+    "TenantRequiredError",
+    "Tenants",
     "Token",
     "TokenEndpointError",
     "TokenHolder",

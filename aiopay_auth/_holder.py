@@ -16,7 +16,7 @@ from ._log import log
 from ._policy import RefreshPolicy
 from ._provider import Provider
 from ._token import Token
-from .exceptions import AuthError, TokenUnavailableError, _without_frames
+from .exceptions import AuthError, TenantRemovedError, TokenUnavailableError, _without_frames
 
 
 __all__ = ["ProviderStats", "RefusalStreak", "TokenHolder"]
@@ -111,6 +111,7 @@ class TokenHolder:
     """
 
     __slots__ = (
+        "__weakref__",
         "_changed",
         "_closed",
         "_failure",
@@ -195,7 +196,9 @@ class TokenHolder:
         Raises:
             TokenUnavailableError: The wait timed out, the provider failed
                 with an error that cannot heal, or the manager closed. The
-                last fetch failure is chained.
+                last fetch failure is chained. A removed tenant's holder
+                raises its subclass
+                :class:`~aiopay_auth.exceptions.TenantRemovedError`.
         """
         if timeout is not None:
             wait_bound("timeout", timeout)
@@ -227,6 +230,8 @@ class TokenHolder:
             self.stats.max_wait = max(self.stats.max_wait, waited)
 
     def _unavailable(self, message: str, cause: AuthError | None) -> TokenUnavailableError:
+        if isinstance(cause, TenantRemovedError):
+            return TenantRemovedError(message, provider=self.name)  # each waiter its own
         retryable = cause.retryable if cause is not None else True
         return TokenUnavailableError(
             message, provider=self.name, last_error=cause, retryable=retryable and not self._closed
@@ -354,11 +359,19 @@ class TokenHolder:
         with anyio.move_on_after(delay):
             await self._refresh_needed.wait()
 
-    def _close(self) -> None:
-        """Fail every present and future waiter: the manager is closing."""
+    def _rotate(self, provider: Provider) -> None:
+        """Fetch with *provider*'s credentials from now on, starting at once (tenants only).
+
+        The current token is still served until the new one is published.
+        """
+        self.provider = provider
+        self._refresh_needed.set()
+
+    def _close(self, error: TokenUnavailableError | None = None) -> None:
+        """Fail every present and future waiter with *error*: the manager is closing."""
         self._closed = True
         self.current = None
-        self._failure = TokenUnavailableError(
+        self._failure = error or TokenUnavailableError(
             "the token manager is closed", provider=self.name, retryable=False
         )
         self._wake()

@@ -5,24 +5,27 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
 import anyio
 from anyio.abc import TaskGroup
+from yarl import URL
 
 from ._check import callable_or_none, count, instance_of
 from ._fetch import HttpTokenSource, TokenSource
 from ._holder import TokenHolder
+from ._limit import FetchLimit
 from ._log import log
 from ._middleware import BearerAuth
 from ._network import Network, checked_network
 from ._policy import RefreshPolicy
 from ._pool import FairPool
-from ._provider import Provider
+from ._provider import Provider, _scopes
 from ._refresh import Refresher
+from ._tenants import Tenants, TenantSource
 from ._token import Token
 from .exceptions import ConfigError
 
@@ -95,6 +98,7 @@ class TokenManager:
         callable_or_none("TokenManager token_source", token_source)
         self._wrap_source = token_source
         self._holders: dict[str, TokenHolder] = {}
+        self._tenants: dict[str, Tenants] = {}
         self._sessions: list[aiohttp.ClientSession] = []
         self._network = network or Network()
         self._token_session: aiohttp.ClientSession | None = None
@@ -156,6 +160,8 @@ class TokenManager:
                 await asyncio.wait([runner])
             for holder in self._holders.values():
                 holder._close()
+            for tenants in self._tenants.values():
+                tenants._close()
             for session in self._sessions:
                 await session.close()
             if self._token_session is not None:
@@ -190,37 +196,139 @@ class TokenManager:
                 name was already added.
         """
         instance_of("add() provider", provider, Provider)
-        tg, session = self._open("add providers", provider=provider.name)
-        if provider.name in self._holders:
-            msg = f"a provider named {provider.name!r} was already added"
-            raise ConfigError(msg, provider=provider.name)
+        tg, _ = self._open("add providers", provider=provider.name)
+        self._check_name(provider.name)
         network = checked_network(network, provider=provider.name)
-        if network is not None and network != self._network:
-            if network not in self._token_sessions:
-                self._token_sessions[network] = self._new_token_session(network)
-            session = self._token_sessions[network]
-        holder = TokenHolder(
-            provider, clock=self._clock, wait_timeout=self.policy.wait_timeout, policy=self.policy
-        )
-        source: TokenSource = HttpTokenSource(
-            provider,
-            session,
-            timeout=self.policy.fetch_timeout,
-            clock=self._clock,
-            network=network or self._network,
-        )
-        if self._wrap_source is not None:
-            source = self._wrap_source(holder, source)
-        refresher = Refresher(
-            holder,
-            source,
-            self.policy,
-            rng=random.Random(self._rng.random()),  # noqa: S311
-        )
+        holder = self._new_holder(provider)
+        refresher = self._new_refresher(holder, self._http(network)(provider))
         self._holders[provider.name] = holder
         tg.start_soon(refresher.run, name=f"aiopay_auth refresher {provider.name}")
         log.debug("aiopay_auth.provider_added", provider=provider.name)
         return holder
+
+    def add_tenants(
+        self,
+        name: str,
+        *,
+        api: str | URL | Iterable[str | URL],
+        max_concurrent_fetches: int = 4,
+        fetches_per_second: float = 10.0,
+        network: Network | None = None,
+    ) -> Tenants:
+        """Start a set of tenants: many credentials for one provider API.
+
+        Add each credential with :meth:`Tenants.add
+        <aiopay_auth.Tenants.add>`, pass the set to :meth:`session` (one
+        pooled, fair session for all of them), and choose the tenant on
+        each request with ``middlewares=tenant.middlewares``::
+
+            merchants = tokens.add_tenants("cm", api=cm.API_BASE)
+            m42 = merchants.add("m-42", cm.provider(client_id=..., client_secret=...))
+            async with tokens.session(merchants) as http:
+                async with http.post(url, json=order, middlewares=m42.middlewares) as resp:
+                    ...
+
+        Args:
+            name: The set's name (logs, errors, health); tenants' holders
+                are named ``"<name>/<key>"``.
+            api: The API the tenants share: each tenant's provider must
+                cover exactly these URLs.
+            max_concurrent_fetches: The most token requests of the whole
+                set in flight at once (default 4).
+            fetches_per_second: The most token requests of the whole set
+                started in any second (default 10; starts are spaced
+                ``1 / fetches_per_second`` apart). A cold start of *N*
+                tenants takes about ``N / fetches_per_second`` seconds:
+                raise it to what your provider allows.
+            network: The tenants' own way to the token endpoint, instead of
+                the manager's *network*.
+
+        Returns:
+            The (empty) set.
+
+        Raises:
+            ConfigError: The manager is not open, the name is taken, or an
+                argument cannot work.
+        """
+        instance_of("add_tenants() name", name, str)
+        self._open("add tenants", provider=name)
+        if not name:
+            msg = "add_tenants() name must not be empty"
+            raise ConfigError(msg)
+        self._check_name(name)
+        limit = FetchLimit(max_concurrent_fetches, fetches_per_second)
+        network = checked_network(network, provider=name)
+        rng = random.Random(self._rng.random())  # noqa: S311 - jitter, not cryptography
+        tenants = Tenants(self, name, _scopes(api), limit, network=network, rng=rng)
+        self._tenants[name] = tenants
+        log.debug("aiopay_auth.tenants_added", provider=name)
+        return tenants
+
+    def _check_name(self, name: str) -> None:
+        if name in self._holders or name in self._tenants:
+            msg = f"a provider named {name!r} was already added"
+            raise ConfigError(msg, provider=name)
+
+    def _http(self, network: Network | None) -> Callable[[Provider], TokenSource]:
+        """Builds a profile's HTTP token source, on the token session for *network*."""
+        _, session = self._open("add providers")
+        if network is not None and network != self._network:
+            if network not in self._token_sessions:
+                self._token_sessions[network] = self._new_token_session(network)
+            session = self._token_sessions[network]
+
+        def http(profile: Provider) -> TokenSource:
+            return HttpTokenSource(
+                profile,
+                session,
+                timeout=self.policy.fetch_timeout,
+                clock=self._clock,
+                network=network or self._network,
+            )
+
+        return http
+
+    def _new_holder(self, provider: Provider) -> TokenHolder:
+        return TokenHolder(
+            provider, clock=self._clock, wait_timeout=self.policy.wait_timeout, policy=self.policy
+        )
+
+    def _new_refresher(
+        self, holder: TokenHolder, source: TokenSource, rng: random.Random | None = None
+    ) -> Refresher:
+        """The refresher of *holder*, fetching from *source* (wrapped by ``token_source``).
+
+        Its jitter comes from *rng*, else from a generator of its own seeded
+        from the manager's (tenants share their set's: 2.5 KiB each).
+        """
+        if self._wrap_source is not None:
+            source = self._wrap_source(holder, source)
+        return Refresher(
+            holder,
+            source,
+            self.policy,
+            rng=rng or random.Random(self._rng.random()),  # noqa: S311
+        )
+
+    def _start_tenant(
+        self, provider: Provider, tenants: Tenants
+    ) -> tuple[TokenHolder, TenantSource, anyio.CancelScope, anyio.Event]:
+        """Start a tenant's refresher, which its scope stops (for :meth:`Tenants.add`)."""
+        tg, _ = self._open("add tenants", provider=provider.name)
+        holder = self._new_holder(provider)
+        source = TenantSource(holder, self._http(tenants.network), tenants.limit)
+        refresher = self._new_refresher(holder, source, tenants._rng)
+        scope, done = anyio.CancelScope(), anyio.Event()
+
+        async def run() -> None:
+            try:
+                with scope:
+                    await refresher.run()
+            finally:
+                done.set()
+
+        tg.start_soon(run, name=f"aiopay_auth refresher {provider.name}")
+        return holder, source, scope, done
 
     def holders(self) -> tuple[TokenHolder, ...]:
         """Every provider's holder, in the order they were added."""
@@ -242,7 +350,7 @@ class TokenManager:
 
     # --- putting tokens on requests --------------------------------------
 
-    def middleware(self, *holders: TokenHolder) -> BearerAuth:
+    def middleware(self, *holders: TokenHolder | Tenants) -> BearerAuth:
         """An aiohttp client middleware stamping these providers' tokens on their APIs.
 
         For your own session, put a :class:`~aiopay_auth.FairPool` first
@@ -252,7 +360,10 @@ class TokenManager:
 
         Args:
             holders: One or more holders from :meth:`add`; each token goes
-                only to its own provider's API.
+                only to its own provider's API. A :class:`Tenants` set
+                claims its API: a request there must choose its tenant
+                (``middlewares=tenant.middlewares``), else it raises
+                :class:`~aiopay_auth.exceptions.TenantRequiredError`.
 
         Returns:
             The middleware.
@@ -267,7 +378,7 @@ class TokenManager:
 
     def session(
         self,
-        *holders: TokenHolder,
+        *holders: TokenHolder | Tenants,
         limit: int = 100,
         limit_per_host: int = 0,
         network: Network | None = None,
@@ -284,7 +395,8 @@ class TokenManager:
 
         Args:
             holders: The providers whose tokens to stamp (each only on its
-                own API).
+                own API), and :class:`Tenants` sets, whose requests choose
+                their tenant with ``middlewares=tenant.middlewares``.
             limit: Connections in the pool: the most requests in flight.
             limit_per_host: The most connections to one host (0: no
                 per-host limit); the pool then admits each host's requests
@@ -338,9 +450,13 @@ class TokenManager:
             raise ConfigError(msg, provider=provider)
         return tg, session
 
-    def _check_holder(self, holder: TokenHolder) -> None:
-        instance_of("a holder", holder, TokenHolder)
-        if self._holders.get(holder.name) is not holder:
+    def _check_holder(self, holder: TokenHolder | Tenants) -> None:
+        instance_of("a holder", holder, (TokenHolder, Tenants))
+        if isinstance(holder, Tenants):
+            if self._tenants.get(holder.name) is not holder:
+                msg = f"tenants {holder.name!r} were not added to this manager"
+                raise ConfigError(msg, provider=holder.name)
+        elif self._holders.get(holder.name) is not holder:
             msg = f"provider {holder.name!r} was not added to this manager"
             raise ConfigError(msg, provider=holder.name)
 

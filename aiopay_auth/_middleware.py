@@ -14,6 +14,8 @@ API the redirect lands on.
 from __future__ import annotations
 
 import contextvars
+import weakref
+from typing import Protocol
 
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, MultipartWriter, hdrs, payload
 from yarl import URL
@@ -21,20 +23,49 @@ from yarl import URL
 from ._check import instance_of
 from ._holder import TokenHolder
 from ._token import Token
-from .exceptions import ConfigError
+from .exceptions import AuthError, ConfigError
 
 
-__all__ = ["BearerAuth"]
+__all__ = ["BearerAuth", "SharedApi"]
 
 _AUTHORIZATION = hdrs.AUTHORIZATION
 
 _Origin = tuple[str, str | None, int | None]
 
 # The current call of this task: its per-call object and the holder its
-# first hop was stamped for (None: not stamped).
-_CALL: contextvars.ContextVar[tuple[object, TokenHolder | None] | None] = contextvars.ContextVar(
-    "aiopay_auth_call", default=None
+# first hop was stamped for (None: not stamped), weakly: a context outlives
+# its task's last call (timer handles keep it), a removed tenant must not.
+_CALL: contextvars.ContextVar[tuple[object, weakref.ref[TokenHolder] | None] | None] = (
+    contextvars.ContextVar("aiopay_auth_call", default=None)
 )
+
+
+class SharedApi(Protocol):
+    """An API many credentials share (:class:`~aiopay_auth.Tenants`): each request names one.
+
+    :class:`BearerAuth` given one sends nothing to its API on its own: a
+    request there with no tenant chosen fails with :meth:`no_tenant`'s
+    error, never a guess.
+    """
+
+    @property
+    def name(self) -> str:
+        """The API's name, for errors."""
+        ...
+
+    @property
+    def api(self) -> tuple[URL, ...]:
+        """The URLs the API covers (origin plus path prefix)."""
+        ...
+
+    def no_tenant(self, url: URL) -> AuthError:
+        """The error for a request to *url* that chose no tenant."""
+        ...
+
+
+def _shared(value: object) -> bool:
+    """Whether *value* is a shared API (duck-typed: :class:`SharedApi`'s members)."""
+    return not isinstance(value, TokenHolder) and callable(getattr(value, "no_tenant", None))
 
 
 def replayable(request: ClientRequest) -> bool:
@@ -116,8 +147,14 @@ class BearerAuth:
     to several APIs pays for one scope lookup per request. Get one from
     :meth:`TokenManager.middleware <aiopay_auth.TokenManager.middleware>`.
 
+    Given a :class:`~aiopay_auth.Tenants` (an API many credentials share),
+    it claims that API's URLs but stamps nothing there: a request to it
+    must choose its tenant (``middlewares=tenant.middlewares``), and one
+    that did not raises :class:`~aiopay_auth.exceptions.TenantRequiredError`
+    before anything is sent.
+
     Args:
-        holders: The providers' token holders.
+        holders: The providers' token holders, and any shared APIs.
 
     Raises:
         ConfigError: No holder, or two providers claim the same API URL.
@@ -125,16 +162,17 @@ class BearerAuth:
 
     __slots__ = ("_holders", "_routes")
 
-    def __init__(self, *holders: TokenHolder) -> None:
+    def __init__(self, *holders: TokenHolder | SharedApi) -> None:
         if not holders:
             msg = "BearerAuth needs at least one token holder"
             raise ConfigError(msg)
         for holder in holders:
-            instance_of("BearerAuth holders", holder, TokenHolder)
-        self._holders = holders
-        routes: dict[_Origin, list[tuple[str, str, TokenHolder]]] = {}
+            if not _shared(holder):
+                instance_of("BearerAuth holders", holder, TokenHolder)
+        self._holders = tuple(h for h in holders if isinstance(h, TokenHolder))
+        routes: dict[_Origin, list[tuple[str, str, TokenHolder | SharedApi]]] = {}
         for holder in holders:
-            for url in holder.provider.api:
+            for url in holder.provider.api if isinstance(holder, TokenHolder) else holder.api:
                 entries = routes.setdefault((url.scheme, url.host, url.port), [])
                 prefix = url.raw_path.rstrip("/")
                 for other_prefix, _, other in entries:
@@ -159,6 +197,11 @@ class BearerAuth:
 
     def holder_for(self, url: URL) -> TokenHolder | None:
         """The holder whose token a request to *url* carries, if any."""
+        holder = self._route(url)
+        return holder if isinstance(holder, TokenHolder) else None
+
+    def _route(self, url: URL) -> TokenHolder | SharedApi | None:
+        """The holder or shared API whose scope holds *url*, if any."""
         entries = self._routes.get((url.scheme, url.host, url.port))
         if entries is None:
             return None
@@ -170,22 +213,26 @@ class BearerAuth:
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Stamp *request* if it is in scope, send it, and recover from one 401."""
-        holder = self.holder_for(request.url)
+        holder = self._route(request.url)
         call: object = getattr(request, "_traces", None)
         previous = _CALL.get()
         if call is not None and previous is not None and previous[0] is call:
             # A redirect hop: only the provider the call was stamped for.
-            if holder is not previous[1]:
+            stamped = previous[1]
+            if stamped is None or holder is not stamped():
                 holder = None
         else:
             if holder is not None and _AUTHORIZATION in request.headers:
-                self._strip(request, keep=holder)
+                self._strip(request, keep=holder if isinstance(holder, TokenHolder) else None)
                 if _AUTHORIZATION in request.headers:
                     # The caller's own header: sent untouched, no 401 recovery.
                     _CALL.set((call, None))
                     return await handler(request)
-            _CALL.set((call, holder))
-        if holder is None:
+            if holder is not None and not isinstance(holder, TokenHolder):
+                # A shared API and no tenant chosen: an error, never a guess.
+                raise holder.no_tenant(request.url)
+            _CALL.set((call, None if holder is None else weakref.ref(holder)))
+        if not isinstance(holder, TokenHolder):
             self._strip(request)
             return await handler(request)
         token = holder.current

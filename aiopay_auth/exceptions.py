@@ -4,11 +4,13 @@ All of them derive from one root, so ``except AuthError`` catches them all::
 
     AuthError
     ├── ConfigError            (also a ValueError) bad configuration or call
+    │   └── TenantRequiredError  a request to a shared API named no tenant
     ├── TokenEndpointError     fetching a token failed
     │   ├── TokenRequestError  no usable answer: connect/read failure, timeout
     │   ├── TokenTLSError      TLS refused: untrusted CA, client certificate missing
     │   └── TokenResponseError the endpoint answered, and the answer says no
     └── TokenUnavailableError  a caller waited for a token and none came
+        └── TenantRemovedError the tenant was removed while (or before) waiting
 
 Each error carries ``retryable``: whether asking again later can help.
 No message ever contains a secret or a token: bodies quoted from a
@@ -23,6 +25,8 @@ import re
 __all__ = [
     "AuthError",
     "ConfigError",
+    "TenantRemovedError",
+    "TenantRequiredError",
     "TokenEndpointError",
     "TokenRequestError",
     "TokenResponseError",
@@ -121,6 +125,17 @@ def _rebuild(cls: type[AuthError], args: tuple[object, ...], state: dict[str, ob
 
 class ConfigError(AuthError, ValueError):
     """A provider profile, a policy or a call was given a value that cannot work."""
+
+
+class TenantRequiredError(ConfigError):
+    """A request to an API that several tenants share did not say whose token to send.
+
+    Raised by the session's middleware, before anything is sent, instead of
+    guessing a credential. Choose one per request:
+    ``session.get(url, middlewares=tenant.middlewares)`` (see
+    :class:`~aiopay_auth.Tenants`). Never retryable: it is a programming
+    error.
+    """
 
 
 class TokenEndpointError(AuthError):
@@ -235,3 +250,14 @@ class TokenUnavailableError(AuthError):
     ) -> None:
         super().__init__(message, provider=provider, retryable=retryable)
         self.last_error = last_error
+
+
+class TenantRemovedError(TokenUnavailableError):
+    """The tenant was removed: its refresher stopped and its token was dropped.
+
+    Every request still waiting for its token, and every later one through
+    its middlewares, gets this at once. Never retryable.
+    """
+
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
+        super().__init__(message, provider=provider, retryable=False)

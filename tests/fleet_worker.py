@@ -135,6 +135,7 @@ class Worker:
             "fetches": sum(holder.stats.fetches for holder in holders),
             "failures": sum(holder.stats.failures for holder in holders),
             "refreshes": sum(holder.stats.refreshes for holder in holders),
+            "waits": sum(holder.stats.waits for holder in holders),
             "tokens_used": sum(h.stats.refreshes + (h.latest is not None) for h in holders),
         }
 

@@ -63,6 +63,15 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "acme-user got a refresh token: True",
         "refused: []",
     ),
+    "merchants.py": (
+        "40 of 40 charges got 200",
+        "no merchant chosen: TenantRequiredError",
+        "merchant-1 after rotation: 200",
+        "merchants left: 39",
+        "token calls per merchant: [1, 2]",
+        "most token calls at once: 4",
+        "charges by merchant-3: 1",
+    ),
     "own_session.py": ("requests OK", "expired tokens sent: 0\n401s: 0\n"),
     "refresh_policy.py": (
         "      1 s token: refreshed   0.5 s before expiry",

@@ -714,3 +714,71 @@ async def test_redirect_and_echo_headers(session: aiohttp.ClientSession) -> None
         assert echoed["x-probe"] == "1"
         assert echoed["authorization"] == "t"
         assert provider.api_calls == 0 and provider.token_calls == 0
+
+
+# --------------------------------------------------------------------------- many clients
+
+
+async def test_many_clients_are_accepted_and_counted_per_client(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with FakeProvider("rfc6749") as provider:
+        clients = [provider.add_client() for _ in range(3)] + [provider.add_client("m-9", "s9")]
+        assert ("m-9", "s9") == clients[-1]
+        assert ["merchant-1", "merchant-2", "merchant-3"] == [c for c, _ in clients[:3]]
+        assert len({s for _, s in clients}) == 4
+        tokens = {}
+        for client_id, secret in clients:
+            form = {"grant_type": "client_credentials", "client_id": client_id}
+            status, body = await post_form(
+                session, provider.token_url, {**form, "client_secret": secret}
+            )
+            assert 200 == status
+            tokens[client_id] = body["access_token"]
+        status, body = await post_form(session, provider.token_url, cc_form(provider))
+        assert 200 == status  # the default client still works
+        wrong = cc_form(provider, client_id="m-9", client_secret=clients[0][1])
+        assert 401 == (await post_form(session, provider.token_url, wrong))[0]
+        for _ in range(2):
+            assert 200 == await call_api(session, provider.api_base / "x", tokens["m-9"])
+        assert 200 == await call_api(session, provider.api_base / "x", tokens["merchant-1"])
+        assert {
+            "merchant-1": 1,
+            "merchant-2": 1,
+            "merchant-3": 1,
+            "m-9": 2,
+            provider.client_id: 1,
+        } == provider.token_calls_by_client
+        assert {"m-9": 2, "merchant-1": 1} == provider.api_calls_by_client
+        provider.reset_counters()
+        assert ({}, {}) == (provider.token_calls_by_client, provider.api_calls_by_client)
+
+
+async def test_a_second_secret_is_accepted_until_removed(session: aiohttp.ClientSession) -> None:
+    async with FakeProvider("cm") as provider:
+        client_id, old = provider.add_client()
+        _, new = provider.add_client(client_id)
+
+        async def status(secret: str) -> int:
+            form = cc_form(provider, client_id=client_id, client_secret=secret)
+            return (await post_form(session, provider.token_url, form))[0]
+
+        assert (200, 200) == (await status(old), await status(new))
+        assert provider.remove_client(client_id, old)
+        assert not provider.remove_client(client_id, old)
+        assert (401, 200) == (await status(old), await status(new))
+        assert provider.remove_client(client_id)
+        assert not provider.remove_client(client_id)
+        assert 401 == await status(new)
+        assert ["cm: wrong client_secret", "cm: unknown client_id"] == provider.rejected
+
+
+async def test_token_calls_in_flight_are_counted(session: aiohttp.ClientSession) -> None:
+    async with FakeProvider("rfc6749") as provider:
+        provider.token_delay = 0.05
+        await asyncio.gather(
+            *(post_form(session, provider.token_url, cc_form(provider)) for _ in range(5))
+        )
+        assert (5, 0) == (provider.max_token_calls_in_flight, provider.token_calls_in_flight)
+        provider.reset_counters()
+        assert 0 == provider.max_token_calls_in_flight

@@ -164,6 +164,38 @@ async def test_redis_down_falls_back_then_rejoins(
         await client.aclose()
 
 
+async def test_a_redis_that_answers_nothing_never_outlasts_the_served_token(
+    fake_provider: FakeProviderFactory, redis_server: RedisServer, client: redis.asyncio.Redis
+) -> None:
+    # Each Redis operation may take 10 s, far longer than the token lives.
+    # While Redis answers nothing (CLIENT PAUSE), the refresh must still
+    # give up on it in time to fetch alone before the served token expires.
+    fake = await fake_provider("cm", lifetime=1.5)
+    member = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        async with AsyncExitStack() as stack:
+            fleet = Fleet(stack, RedisFleet(member, unencrypted=True, redis_timeout=10.0))
+            holder = await fleet.worker(fake)
+            await holder.get()
+            served = holder.current
+            assert served is not None
+            await client.client_pause(2500, all=True)
+            try:
+                await eventually(lambda: holder.latest is not served, within=5)
+                fresh = holder.latest
+                assert fresh is not None
+                # Its token request went out before the served token expired.
+                assert fresh.issued_at < served.expires_at
+                assert "local" == holder.health().store
+                assert 2 == fake.token_calls
+            finally:
+                await client.client_unpause()
+            await eventually(lambda: holder.health().store == "shared", within=5)
+        assert 0 == holder.stats.failures
+    finally:
+        await member.aclose()
+
+
 # --- Redis Cluster, Sentinel, and what any set-up must survive ----------------------
 
 

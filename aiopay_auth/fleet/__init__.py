@@ -51,7 +51,7 @@ import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -133,7 +133,10 @@ class RedisFleet:
         lease_ttl: Seconds a refresh lease lasts; longer than a token request
             may take (the manager's ``fetch_timeout``).
         redis_timeout: Bound on each Redis operation, in seconds; past it the
-            process fetches for itself.
+            process fetches for itself. While a token is served, each
+            operation is also bounded by half of that token's remaining life,
+            so the fetch that follows a Redis that answers nothing still
+            comes before the token expires.
         poll_interval: How long a process waiting for another's refresh
             sleeps between two looks in Redis, in seconds (an announcement
             wakes it sooner).
@@ -265,6 +268,7 @@ class SharedTokenSource:
         self._holder = holder
         self._inner = inner
         self._key, self._lease, self._channel = fleet.keys(holder.provider)
+        self._relied_on: Token | None = None  # the token whose life bounds Redis waits
         self.state: FleetState = "shared"
         holder.stats.store = self.state
         self.http_fetches = 0
@@ -274,6 +278,7 @@ class SharedTokenSource:
     async def fetch(self, refresh_token: Secret | None) -> Token:
         """Return a token newer than the holder's, from Redis or from the provider."""
         stale = self._holder.latest
+        self._relied_on = self._holder.usable()
         try:
             token = await self._shared_fetch(refresh_token, stale)
         except _RedisDown as down:
@@ -286,6 +291,24 @@ class SharedTokenSource:
             return await self._inner.fetch(refresh_token)
         self._set_state("shared")
         return token
+
+    def _bound(self) -> float:
+        """How long the next Redis operation may take, in seconds.
+
+        ``redis_timeout``, and no more than half of what is left of the token
+        this process relies on meanwhile: the one it serves while the
+        refresh starts (the other half is left for fetching alone), then the
+        one it fetched under the lease while that is stored. With no token
+        served (a cold start, an invalidation, or it ran out), and while
+        waiting on another process's lease, only ``redis_timeout`` applies.
+        """
+        bound = self._fleet.redis_timeout
+        token = self._relied_on
+        if token is not None:
+            bound = min(bound, token.remaining(self._holder.clock()) / 2)
+            if bound <= 0:
+                raise _RedisDown("the served token expired during the refresh")
+        return bound
 
     async def _shared_fetch(self, refresh_token: Secret | None, stale: Token | None) -> Token:
         token = await self._look_or_lead(refresh_token, stale)
@@ -312,6 +335,11 @@ class SharedTokenSource:
     async def _wait_for_holder(self, refresh_token: Secret | None, stale: Token | None) -> Token:
         """Another process holds the lease: wait on one subscription, polling between."""
         fleet = self._fleet
+        # Redis answers and another process is asking the provider for all:
+        # waiting on it is not Redis trouble, and asking alone would be no
+        # sooner and could spend a rotating refresh token twice. Only
+        # redis_timeout and the lease's own bound apply from here.
+        self._relied_on = None
         deadline = time.monotonic() + 2 * fleet.lease_ttl
         async with Announcements.open(
             fleet.redis, self._channel, timeout=fleet.redis_timeout
@@ -340,7 +368,7 @@ class SharedTokenSource:
         fence = secrets.token_hex(16)
         fleet = self._fleet
         taken = await self._redis(
-            fleet.redis.set(self._lease, fence, nx=True, px=_ms(fleet.lease_ttl))
+            fleet.redis.set, self._lease, fence, nx=True, px=_ms(fleet.lease_ttl)
         )
         return fence if taken else None
 
@@ -359,6 +387,7 @@ class SharedTokenSource:
                 refresh_token = Secret(stored.refresh_token)
             self.http_fetches += 1
             token = await self._inner.fetch(refresh_token)
+            self._relied_on = token
             keep = token.refresh_token or refresh_token
             wall = fleet.wall_clock()
             entry = Entry.of(
@@ -371,18 +400,17 @@ class SharedTokenSource:
             if ttl > 0:
                 try:
                     await self._redis(
-                        fleet.redis.eval(
-                            _STORE,
-                            3,
-                            self._key,
-                            self._lease,
-                            self._channel,
-                            fence,
-                            fleet.encode(entry),
-                            ttl,
-                            "published",
-                            fleet._publish,
-                        )
+                        fleet.redis.eval,
+                        _STORE,
+                        3,
+                        self._key,
+                        self._lease,
+                        self._channel,
+                        fence,
+                        fleet.encode(entry),
+                        ttl,
+                        "published",
+                        fleet._publish,
                     )
                 except _RedisDown as down:
                     down.token = token
@@ -391,7 +419,7 @@ class SharedTokenSource:
         finally:
             # Released by its holder only; if Redis is gone it expires on its own.
             with anyio.CancelScope(shield=True), contextlib.suppress(_RedisDown):
-                await self._redis(fleet.redis.eval(_RELEASE, 1, self._lease, fence))
+                await self._redis(fleet.redis.eval, _RELEASE, 1, self._lease, fence)
 
     def _newer_than(self, entry: Entry | None, stale: Token | None) -> Token | None:
         """The stored token as this process's token, if it is newer than *stale*."""
@@ -405,7 +433,7 @@ class SharedTokenSource:
         return token
 
     async def _load(self) -> Entry | None:
-        raw = await self._redis(self._fleet.redis.get(self._key))
+        raw = await self._redis(self._fleet.redis.get, self._key)
         if raw is None:
             return None
         try:
@@ -416,11 +444,14 @@ class SharedTokenSource:
             emit("aiopay_auth.fleet_entry_refused", provider=self._holder.name, reason=str(refused))
             return None
 
-    async def _redis(self, operation: Any) -> Any:
-        """Await one Redis operation; any failure of it means Redis trouble."""
+    async def _redis(
+        self, command: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> Any:
+        """Run one Redis command, within its bound; any failure of it means Redis trouble."""
+        bound = self._bound()
         try:
-            with anyio.fail_after(self._fleet.redis_timeout):
-                return await operation
+            with anyio.fail_after(bound):
+                return await command(*args, **kwargs)
         except TimeoutError:
             raise _RedisDown("redis timed out") from None
         except Exception as exc:  # whatever Redis says that we do not know

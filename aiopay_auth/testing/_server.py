@@ -34,7 +34,7 @@ import json
 import random
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal, NamedTuple, get_args
@@ -139,6 +139,7 @@ class Scripted:
 class _Access(NamedTuple):
     expires_at: float
     kind: str
+    client_id: str
 
 
 class _Refresh(NamedTuple):
@@ -303,6 +304,14 @@ class FakeProvider:
         chaos_faults: Token calls answered with a fault by :meth:`fail_randomly`.
         last_api_authorization: The ``Authorization`` header of the latest protected API
             request (``None`` if it had none or there was none yet).
+        token_calls_by_client: Token requests by the client id they named (accepted or
+            not; scripted answers are not counted here): one count per merchant when a
+            worker serves many (see :meth:`add_client`).
+        api_calls_by_client: Protected API requests accepted, by the client whose token
+            they carried.
+        token_calls_in_flight: Token requests being handled now.
+        max_token_calls_in_flight: The most token requests handled at once so far: a
+            client's cap on concurrent token requests, seen from the server.
     """
 
     def __init__(
@@ -363,7 +372,12 @@ class FakeProvider:
         self.issued_tokens: set[str] = set()
         self.issued_refresh_tokens: set[str] = set()
         self.last_api_authorization: str | None = None
+        self.token_calls_by_client: Counter[str] = Counter()
+        self.api_calls_by_client: Counter[str] = Counter()
+        self.token_calls_in_flight = 0
+        self.max_token_calls_in_flight = 0
 
+        self._clients: dict[str, list[str]] = {}
         self._access: dict[str, _Access] = {}
         self._refresh: dict[str, _Refresh] = {}
         self._scripts: deque[Scripted] = deque()
@@ -513,6 +527,9 @@ class FakeProvider:
         self.chaos_faults = 0
         self.rejected.clear()
         self.last_api_authorization = None
+        self.token_calls_by_client.clear()
+        self.api_calls_by_client.clear()
+        self.max_token_calls_in_flight = self.token_calls_in_flight
 
     def queue(self, *responses: Scripted) -> None:
         """Script the answers to the next token calls, first in first out.
@@ -548,6 +565,51 @@ class FakeProvider:
         self._chaos_rate = rate
         self._chaos_faults = faults
         self._chaos_rng = random.Random(seed)  # noqa: S311 - fault injection, not crypto
+
+    def add_client(
+        self, client_id: str | None = None, client_secret: str | None = None
+    ) -> tuple[str, str]:
+        """Accept one more client credential, as a provider does for each merchant.
+
+        Its tokens are good for the same API as the default client's. Adding a second
+        secret to a known client id accepts both (a rotation's grace period) until
+        :meth:`remove_client` drops one.
+
+        Args:
+            client_id: The id; a new ``merchant-<n>`` when ``None``.
+            client_secret: The secret; a random one when ``None``.
+
+        Returns:
+            The ``(client_id, client_secret)`` pair, for :func:`provider_for`'s
+            ``client_id=`` and ``client_secret=``.
+        """
+        if client_id is None:
+            client_id = f"merchant-{len(self._clients) + 1}"
+            while client_id in self._clients:
+                client_id += "x"
+        if client_secret is None:
+            client_secret = secrets.token_urlsafe(24)
+        self._clients.setdefault(client_id, []).append(client_secret)
+        return client_id, client_secret
+
+    def remove_client(self, client_id: str, client_secret: str | None = None) -> bool:
+        """Stop accepting one secret of a client added with :meth:`add_client`, or all of it.
+
+        Tokens already issued to it stay valid until they expire (see :meth:`revoke_all`).
+
+        Returns:
+            Whether there was something to remove.
+        """
+        known = self._clients.get(client_id)
+        if known is None or (client_secret is not None and client_secret not in known):
+            return False
+        if client_secret is None:
+            known.clear()
+        else:
+            known.remove(client_secret)
+        if not known:
+            del self._clients[client_id]
+        return True
 
     def spend_refresh_token(self, refresh_token: str) -> bool:
         """Mark a refresh token as used elsewhere (another process spent it).
@@ -602,6 +664,7 @@ class FakeProvider:
                 if info is not None:
                     if info.expires_at > self.clock():
                         if info.kind == kind:
+                            self.api_calls_by_client[info.client_id] += 1
                             return web.Response(
                                 text=json.dumps({"ok": True, "path": request.path}),
                                 content_type=_JSON,
@@ -643,6 +706,16 @@ class FakeProvider:
 
     async def _token_endpoint(self, request: web.Request) -> web.StreamResponse:
         self.token_calls += 1
+        self.token_calls_in_flight += 1
+        self.max_token_calls_in_flight = max(
+            self.max_token_calls_in_flight, self.token_calls_in_flight
+        )
+        try:
+            return await self._answer_token_call(request)
+        finally:
+            self.token_calls_in_flight -= 1
+
+    async def _answer_token_call(self, request: web.Request) -> web.StreamResponse:
         if self._scripts:
             return await self._play(request, self._scripts.popleft())
         if self._chaos_rate and self._chaos_rng.random() < self._chaos_rate:
@@ -787,14 +860,19 @@ class FakeProvider:
 
     def _check_client(self, client_id: str, client_secret: str, *, basic: bool) -> str:
         """Authenticate the client and return the token kind it gets."""
+        self.token_calls_by_client[client_id] += 1
         headers = {"WWW-Authenticate": 'Basic realm="token"'} if basic else None
+        accepted = [self.client_secret]
         if self.dialect == "oro" and _same(client_id, self.storefront_client_id):
             kind = _KIND_STOREFRONT
         elif _same(client_id, self.client_id):
             kind = _KIND_BACKOFFICE if self.dialect == "oro" else _KIND_API
+        elif client_id in self._clients:
+            kind = _KIND_BACKOFFICE if self.dialect == "oro" else _KIND_API
+            accepted = self._clients[client_id]
         else:
             raise _Rejection(401, "invalid_client", "unknown client_id", headers=headers)
-        if not _same(client_secret, self.client_secret):
+        if not any(_same(client_secret, secret) for secret in accepted):
             raise _Rejection(401, "invalid_client", "wrong client_secret", headers=headers)
         return kind
 
@@ -829,7 +907,7 @@ class FakeProvider:
         expires_in = _wire_lifetime(self.lifetime)
         access_token = secrets.token_urlsafe(32)
         # The one rule: the token dies at issue time + exactly what the answer reports.
-        self._access[access_token] = _Access(self.clock() + expires_in, kind)
+        self._access[access_token] = _Access(self.clock() + expires_in, kind, client_id)
         self.issued_tokens.add(access_token)
         self.tokens_issued += 1
         payload: dict[str, Any] = {
