@@ -425,7 +425,9 @@ async def test_misuse_inside_and_after_say_what_was_wrong(
         with pytest.raises(ConfigError) as caught:
             await other.token(holder)
         assert "provider 'cm' was not added to this manager" == caught.value.message
-        with pytest.raises(ConfigError, match=r"^a holder must be a TokenHolder, not a str$"):
+        with pytest.raises(
+            ConfigError, match=r"^a holder must be a TokenHolder or Tenants, not a str$"
+        ):
             tokens.middleware("cm")  # type: ignore[arg-type]
         for kwarg in ("connector", "middlewares"):
             with pytest.raises(ConfigError) as caught:
