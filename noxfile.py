@@ -106,6 +106,7 @@ MUTANT_TESTS: dict[str, list[str]] = {
     "_holder": [
         "tests/test_holder.py",  # the holder on an injected clock: errors, counters, health
         "tests/test_manager.py",
+        "tests/test_tenants.py",  # rotation and removal (8 s)
         "tests/test_middleware.py",
         "tests/test_api.py",
     ],
@@ -123,6 +124,7 @@ MUTANT_TESTS: dict[str, list[str]] = {
     "_manager": [
         "tests/test_manager_wiring.py",  # its sessions, bounds, log and misuse errors
         "tests/test_manager.py",
+        "tests/test_tenants.py",  # add_tenants() and its sets
         "tests/test_refresher.py",
         "tests/test_network.py",  # the token and API sessions' network options
         "tests/test_config_types.py",  # the constructor's and session()'s checks
