@@ -451,3 +451,82 @@ async def test_misuse_inside_and_after_say_what_was_wrong(
         caught.value.message,
         caught.value.provider,
     )
+
+
+# --------------------------------------------------------------------------- tenant sets
+
+
+async def test_add_tenants_misuse_errors_say_what_was_wrong(endpoint: WebEndpoint) -> None:
+    api = f"{endpoint.base}/api"
+    with pytest.raises(ConfigError) as caught:
+        TokenManager().add_tenants("cm", api=api)
+    assert ("add tenants inside 'async with TokenManager()'", "cm") == (
+        caught.value.message,
+        caught.value.provider,
+    )
+    async with TokenManager() as tokens, TokenManager() as other:
+        for name, message in [
+            (7, "add_tenants() name must be a str, not a int"),
+            ("", "add_tenants() name must not be empty"),
+        ]:
+            with pytest.raises(ConfigError) as caught:
+                tokens.add_tenants(name, api=api)  # type: ignore[arg-type]
+            assert message == caught.value.message
+        with pytest.raises(ConfigError) as caught:
+            tokens.add_tenants("cm", api=api, network="http://proxy")  # type: ignore[arg-type]
+        assert ("network must be an aiopay_auth.Network, not str", "cm") == (
+            caught.value.message,
+            caught.value.provider,
+        )
+        merchants = tokens.add_tenants("cm", api=api)
+        with pytest.raises(ConfigError) as caught:
+            other.middleware(merchants)
+        assert ("tenants 'cm' were not added to this manager", "cm") == (
+            caught.value.message,
+            caught.value.provider,
+        )
+    with pytest.raises(ConfigError) as caught:
+        tokens.add_tenants("late", api=api)
+    assert ("cannot add tenants: this TokenManager is closed", "late") == (
+        caught.value.message,
+        caught.value.provider,
+    )
+    with pytest.raises(ConfigError) as caught:
+        merchants.add("m-1", make_provider(endpoint.base))
+    assert ("cannot add tenants: this TokenManager is closed", "cm/m-1") == (
+        caught.value.message,
+        caught.value.provider,
+    )
+
+
+async def test_a_tenant_set_is_logged_and_its_network_bounds_its_token_requests(
+    endpoint: WebEndpoint, silent: Silent, records: list[logging.LogRecord]
+) -> None:
+    async with TokenManager() as tokens:  # no read bound; a 10 s fetch timeout
+        merchants = tokens.add_tenants(
+            "cm", api=f"{endpoint.base}/api", network=Network(read_timeout=0.2)
+        )
+        holder = merchants.add("m-1", make_provider(endpoint.base)).holder
+        await eventually(lambda: holder.stats.failures >= 1, within=5)
+    assert {"timeout"} == set(holder.stats.failures_by_kind)
+    added = [
+        (r.levelno, getattr(r, "aiopay_auth", {}))
+        for r in records
+        if getattr(r, "aiopay_auth", {}).get("event") == "aiopay_auth.tenants_added"
+    ]
+    assert [(logging.DEBUG, {"event": "aiopay_auth.tenants_added", "provider": "cm"})] == added
+
+
+async def test_a_seeded_rng_gives_tenants_the_same_jitter_every_run(
+    endpoint: WebEndpoint, records: list[logging.LogRecord]
+) -> None:
+    endpoint.handler = lambda _: _token_answer()
+    delays: list[float] = []
+    for _ in range(2):
+        clock = Clock()  # standing still: the delay is the jitter alone
+        async with TokenManager(clock=clock, rng=random.Random(7)) as tokens:
+            merchants = tokens.add_tenants("cm", api=f"{endpoint.base}/api")
+            await merchants.add("m-1", make_provider(endpoint.base)).holder.get()
+            await eventually(lambda: len(fetched(records)) == len(delays) + 1)
+        delays.append(fetched(records)[-1]["refresh_in"])
+    assert delays[0] == delays[1]
