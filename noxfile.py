@@ -103,9 +103,19 @@ def docs(session: nox.Session) -> None:
 MUTANT_TESTS: dict[str, list[str]] = {
     "_policy": ["tests/test_policy.py"],
     "_oauth": ["tests/test_oauth.py", "tests/test_parser_properties.py", "tests/test_profiles.py"],
-    "_holder": ["tests/test_manager.py", "tests/test_middleware.py", "tests/test_api.py"],
-    "_refresh": ["tests/test_manager.py"],
-    "_step": ["tests/test_manager.py"],  # the refresher's per-fetch rules, shared with tenants
+    "_holder": [
+        "tests/test_holder.py",  # the holder on an injected clock: errors, counters, health
+        "tests/test_manager.py",
+        "tests/test_tenants.py",  # rotation and removal (8 s)
+        "tests/test_middleware.py",
+        "tests/test_api.py",
+    ],
+    "_refresh": [
+        "tests/test_refresher.py",  # grants, delays and log fields on an injected clock
+        "tests/test_manager.py",
+    ],
+    # The refresher's per-fetch rules, shared with the tenants' schedule.
+    "_step": ["tests/test_refresher.py", "tests/test_manager.py", "tests/test_tenants_schedule.py"],
     "_middleware": [
         "tests/test_middleware.py",
         "tests/test_hostile_api.py",  # replay, refusal backoff, by-hand tokens, redirects
@@ -113,12 +123,21 @@ MUTANT_TESTS: dict[str, list[str]] = {
         "tests/test_api.py",
     ],
     "_pool": ["tests/test_pool.py", "tests/test_middleware.py"],
-    "_manager": ["tests/test_manager.py", "tests/test_api.py"],
+    "_manager": [
+        "tests/test_manager_wiring.py",  # its sessions, bounds, log and misuse errors
+        "tests/test_manager.py",
+        "tests/test_tenants.py",  # add_tenants() and its sets
+        "tests/test_refresher.py",
+        "tests/test_network.py",  # the token and API sessions' network options
+        "tests/test_config_types.py",  # the constructor's and session()'s checks
+        "tests/test_api.py",
+    ],
     # The fast fleet tests (single redis-server, each under a second): the slow
     # ones (several seconds of token lifetimes, Cluster and Sentinel set-ups,
     # started again in every mutant's fork) would take hours over ~600 mutants.
     "fleet": [
         "tests/test_fleet_units.py",
+        "tests/test_fleet.py::test_merchants_told_apart_only_by_a_token_request_detail_never_share_a_key",
         *(
             f"tests/test_fleet.py::test_{name}"
             for name in (
@@ -141,6 +160,8 @@ MUTANT_TESTS: dict[str, list[str]] = {
                 "after_a_refused_refresh_token_the_primary_grant_is_asked_not_the_stored_one",
                 "each_refused_read_is_counted_and_the_first_is_a_warning",
                 "a_stored_token_issued_at_the_same_instant_as_ours_is_not_newer",
+                "a_lease_planted_with_no_expiry_is_removed",
+                "one_credential_keeps_its_key_and_the_key_shows_no_secret",
             )
         ),
     ],
@@ -189,10 +210,6 @@ def mutants(session: nox.Session) -> None:
             # mutmut adds trampolines and names without docstrings to mutated classes
             "pytest_add_cli_args =\n"
             "    --deselect=tests/test_api.py::test_every_public_name_has_a_docstring\n"
-            # Seconds of wall-clock traffic whose timing a loaded mutation run
-            # disturbs: on 1 December it failed the first pass and aborted the run.
-            "    --deselect=tests/test_hostile_api.py::"
-            "test_short_tokens_refused_in_their_backoff_keep_the_streak_going\n"
             f"pytest_add_cli_args_test_selection =\n    {selection}\n"
         )
         with session.chdir(tree):

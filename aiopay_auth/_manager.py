@@ -494,6 +494,7 @@ def _with_network(network: Network, session_kwargs: dict[str, Any]) -> dict[str,
         msg = f"session(): pass {', '.join(clash)} through network=, not as well"
         raise ConfigError(msg)
     if network.has_timeouts:
-        default = aiohttp.ClientTimeout()  # aiohttp's own default total, kept
-        options["timeout"] = network.timeout(total=default.total)
+        # aiohttp's own default total (5 minutes), kept: a bare ClientTimeout()
+        # has no total at all, and the session would then have no overall bound.
+        options["timeout"] = network.timeout(total=aiohttp.client.DEFAULT_TIMEOUT.total)
     return {**session_kwargs, **options}
