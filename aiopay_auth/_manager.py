@@ -23,7 +23,7 @@ from ._middleware import BearerAuth
 from ._network import Network, checked_network
 from ._policy import RefreshPolicy
 from ._pool import FairPool
-from ._provider import Provider, _scopes
+from ._provider import Provider, _scopes, api_problems
 from ._refresh import Refresher
 from ._schedule import REFRESH_SPREAD
 from ._step import FetchStep
@@ -276,8 +276,13 @@ class TokenManager:
             number("add_tenants() idle_after", idle_after)
         network = checked_network(network, provider=name)
         rng = random.Random(self._rng.random())  # noqa: S311 - jitter, not cryptography
+        scopes = _scopes(api)
+        # The tenants' own profiles are checked against the insecure-http rule.
+        if problems := list(api_problems(scopes, allow_insecure_http=True)):
+            msg = f"add_tenants() {name!r}: " + "; ".join(problems)
+            raise ConfigError(msg, provider=name)
         tenants = Tenants(
-            self, name, _scopes(api), limit, network=network, rng=rng, idle_after=idle_after
+            self, name, scopes, limit, network=network, rng=rng, idle_after=idle_after
         )
         self._tenants[name] = tenants
         tg.start_soon(tenants._schedule.run, name=f"aiopay_auth refresher {name}")

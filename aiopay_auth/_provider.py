@@ -303,13 +303,8 @@ class Provider:
             yield "the password grant needs username and password"
         if not 0 < self.default_lifetime <= 86400:
             yield "default_lifetime must be in (0, 86400] seconds"
-        yield from self._url_problems("token_url", self.token_url)
-        if not self.api:
-            yield "api must name at least one URL the token may be sent to"
-        for url in self.api:
-            yield from self._url_problems("api", url)
-            if url.query_string or url.fragment:
-                yield f"api URL {_shown(url)} must not have a query or fragment"
+        yield from url_problems("token_url", self.token_url, self.allow_insecure_http)
+        yield from api_problems(self.api, self.allow_insecure_http)
         yield from self._extra_problems()
 
     def _extra_problems(self) -> Iterable[str]:
@@ -347,21 +342,33 @@ class Provider:
         extras = (v for _, v in self.extra_fields + self.extra_headers if isinstance(v, Secret))
         return tuple(s for s in (*held, *extras) if s)
 
-    def _url_problems(self, what: str, url: URL) -> Iterable[str]:
-        # Credentials first: the other messages quote the URL.
-        if url.user or url.password:
-            yield f"{what} must not carry credentials in the URL"
-        elif not url.is_absolute() or url.scheme not in ("https", "http") or not url.host:
-            yield f"{what} must be an absolute http(s) URL, not {_shown(url):.80}"
-        elif url.scheme == "http" and not (self.allow_insecure_http or is_loopback(url.host)):
-            yield (
-                f"{what} {_shown(url)} uses plain http to a non-loopback host; "
-                "use https or set allow_insecure_http=True"
-            )
-
     def in_scope(self, url: URL) -> bool:
         """Whether a request to *url* may carry this provider's token."""
         return any(_matches(scope, url) for scope in self.api)
+
+
+def url_problems(what: str, url: URL, allow_insecure_http: bool) -> Iterable[str]:
+    """What is wrong with *url* as a token URL or an API URL (nothing: fine)."""
+    # Credentials first: the other messages quote the URL.
+    if url.user or url.password:
+        yield f"{what} must not carry credentials in the URL"
+    elif not url.is_absolute() or url.scheme not in ("https", "http") or not url.host:
+        yield f"{what} must be an absolute http(s) URL, not {_shown(url):.80}"
+    elif url.scheme == "http" and not (allow_insecure_http or is_loopback(url.host)):
+        yield (
+            f"{what} {_shown(url)} uses plain http to a non-loopback host; "
+            "use https or set allow_insecure_http=True"
+        )
+
+
+def api_problems(api: tuple[URL, ...], allow_insecure_http: bool) -> Iterable[str]:
+    """What is wrong with *api* as the URLs a token may be sent to (nothing: fine)."""
+    if not api:
+        yield "api must name at least one URL the token may be sent to"
+    for url in api:
+        yield from url_problems("api", url, allow_insecure_http)
+        if url.query_string or url.fragment:
+            yield f"api URL {_shown(url)} must not have a query or fragment"
 
 
 def _shown(url: URL) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import time
 from collections.abc import Callable
 
@@ -326,9 +327,20 @@ async def test_misuse_is_a_config_error_naming_what_was_wrong() -> None:
                 lambda: tokens.add_tenants("b", api=server.api, fetches_per_second=0),
                 "fetches_per_second must be positive",
             ),
+            (lambda: tokens.add_tenants("b", api=[]), "api must name at least one URL"),
+            (lambda: tokens.add_tenants("b", api=""), "must be an absolute http(s) URL"),
+            (lambda: tokens.add_tenants("b", api="not a url"), "must be an absolute http(s) URL"),
+            (
+                lambda: tokens.add_tenants("b", api="https://u:p@api.example/v1"),
+                "must not carry credentials",
+            ),
+            (
+                lambda: tokens.add_tenants("b", api="https://api.example/v1?key=k"),
+                "must not have a query or fragment",
+            ),
         ]
         for call, message in cases:
-            with pytest.raises(ConfigError, match=message):
+            with pytest.raises(ConfigError, match=re.escape(message)):
                 call()
         with pytest.raises(ConfigError, match="have no tenant 'nobody'"):
             await merchants.remove("nobody")
