@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -18,6 +19,30 @@ RedisSetup = RedisServer | RedisClusterServers | RedisSentinelServers
 def _anyio_backend() -> str:
     # aiohttp runs on asyncio only.
     return "asyncio"
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(name="records")
+def _records() -> Iterator[list[logging.LogRecord]]:
+    """Every record the library logs during the test, at DEBUG and up."""
+    handler = _Collect()
+    logger = logging.getLogger("aiopay_auth")
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
 
 
 @pytest.fixture(name="redis_server", scope="module")

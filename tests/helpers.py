@@ -16,3 +16,13 @@ async def eventually(predicate: Callable[[], bool], *, within: float = 5.0) -> N
             msg = f"condition not reached within {within} s"
             raise AssertionError(msg)
         await anyio.sleep(0.005)
+
+
+class ManualClock:
+    """A monotonic clock that moves only when the test says so (``clock.now += 5``)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

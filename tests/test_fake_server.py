@@ -17,6 +17,8 @@ from yarl import URL
 
 from aiopay_auth.testing._server import Dialect, FakeProvider, Scripted
 
+from .helpers import ManualClock
+
 
 pytestmark = pytest.mark.anyio
 
@@ -554,16 +556,6 @@ async def test_api_rejects_missing_unknown_expired_and_revoked(
         async with session.get(provider.base_url / "elsewhere") as response:
             assert response.status == 404
         assert provider.api_calls == 7
-
-
-class ManualClock:
-    """A monotonic clock that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.mark.parametrize("lifetime", [2.2, 0.2, 1.5, 1, 3600.0, 86400.25])

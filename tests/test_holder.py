@@ -9,7 +9,6 @@ themselves, so every time and counter they assert is exact.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -20,6 +19,7 @@ from aiopay_auth._holder import RefusalStreak
 from aiopay_auth.exceptions import AuthError, ConfigError, TokenRequestError, TokenResponseError
 
 from .endpoints import make_provider
+from .helpers import ManualClock
 
 
 pytestmark = pytest.mark.anyio
@@ -27,42 +27,11 @@ pytestmark = pytest.mark.anyio
 NAME = "hostile"  # make_provider's name
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture(name="records")
-def _records() -> Iterator[list[logging.LogRecord]]:
-    handler = Collect()
-    logger = logging.getLogger("aiopay_auth")
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old)
-
-
-def new_holder(clock: Clock, **kwargs: object) -> TokenHolder:
+def new_holder(clock: ManualClock, **kwargs: object) -> TokenHolder:
     return TokenHolder(make_provider("http://127.0.0.1:9"), clock=clock, **kwargs)  # type: ignore[arg-type]
 
 
-def token(clock: Clock, name: str = "tok-1", lifetime: float = 10.0) -> Token:
+def token(clock: ManualClock, name: str = "tok-1", lifetime: float = 10.0) -> Token:
     return Token.bearer(name, issued_at=clock.now, lifetime=lifetime)
 
 
@@ -124,7 +93,7 @@ def events(records: list[logging.LogRecord], name: str) -> list[tuple[int, dict[
 
 
 async def test_a_usable_token_is_handed_out_at_once_and_no_wait_is_counted() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     served = token(clock)
     holder._publish(served)
@@ -134,7 +103,7 @@ async def test_a_usable_token_is_handed_out_at_once_and_no_wait_is_counted() -> 
 
 
 async def test_a_token_is_not_usable_from_its_expiry_instant() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     served = token(clock, lifetime=10.0)
     holder._publish(served)
@@ -150,7 +119,7 @@ async def test_a_token_is_not_usable_from_its_expiry_instant() -> None:
 
 
 async def test_waits_and_the_longest_wait_are_counted_on_the_holders_clock() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     async with anyio.create_task_group() as tg:
         got: list[Token] = []
@@ -181,7 +150,7 @@ async def test_waits_and_the_longest_wait_are_counted_on_the_holders_clock() -> 
 
 
 async def test_a_waiter_woken_by_a_token_already_expired_waits_on() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     outcome: list[object] = []
     async with anyio.create_task_group() as tg:
@@ -193,7 +162,7 @@ async def test_a_waiter_woken_by_a_token_already_expired_waits_on() -> None:
 
 
 async def test_the_timeout_argument_overrides_the_holders_wait_bound() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock, wait_timeout=30.0)
     with anyio.fail_after(10):  # far below 30 s, far above 0.05 s on a loaded machine
         with pytest.raises(TokenUnavailableError) as caught:
@@ -210,7 +179,7 @@ async def test_the_timeout_argument_overrides_the_holders_wait_bound() -> None:
 async def test_a_timeout_that_is_not_a_number_of_seconds_is_refused(
     bad: object, shown: str
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     holder._publish(token(clock))  # even with a token at hand
     with pytest.raises(ConfigError) as caught:
@@ -219,13 +188,13 @@ async def test_a_timeout_that_is_not_a_number_of_seconds_is_refused(
 
 
 async def test_the_holders_wait_bound_applies_without_a_timeout_argument() -> None:
-    holder = new_holder(Clock(), wait_timeout=0.05)
+    holder = new_holder(ManualClock(), wait_timeout=0.05)
     with anyio.fail_after(10), pytest.raises(TokenUnavailableError, match="wait bound"):
         await holder.get()
 
 
 async def test_a_wait_bound_error_names_and_chains_the_last_failure() -> None:
-    holder = new_holder(Clock())
+    holder = new_holder(ManualClock())
     last = transient()
     holder._record_failure(last)
     with pytest.raises(TokenUnavailableError) as caught:
@@ -239,7 +208,7 @@ async def test_a_wait_bound_error_names_and_chains_the_last_failure() -> None:
 
 
 async def test_a_retryable_failure_leaves_waiters_waiting_for_the_next_attempt() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     got: list[Token] = []
     async with anyio.create_task_group() as tg:
@@ -258,7 +227,7 @@ async def test_a_retryable_failure_leaves_waiters_waiting_for_the_next_attempt()
 
 
 async def test_an_unhealable_failure_fails_waiters_at_once_with_its_message() -> None:
-    holder = new_holder(Clock())
+    holder = new_holder(ManualClock())
     failure = unhealable()
     outcome: list[object] = []
     with anyio.fail_after(10):  # not the 30 s wait bound
@@ -280,7 +249,7 @@ async def test_an_unhealable_failure_fails_waiters_at_once_with_its_message() ->
 
 
 async def test_an_unhealable_failure_while_a_token_is_served_keeps_serving_it() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     served = token(clock)
     holder._publish(served)
@@ -293,7 +262,7 @@ async def test_an_unhealable_failure_while_a_token_is_served_keeps_serving_it() 
 
 
 async def test_failures_are_counted_by_kind_until_a_token_is_published() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     holder._record_failure(transient())
     holder._record_failure(transient())
@@ -320,7 +289,7 @@ async def test_failures_are_counted_by_kind_until_a_token_is_published() -> None
 
 
 async def test_invalidate_drops_only_the_current_token_once() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     first = token(clock)
     assert not holder.invalidate(first)  # never published
@@ -341,7 +310,7 @@ async def test_invalidate_drops_only_the_current_token_once() -> None:
 
 
 async def test_an_invalidation_wakes_the_refresher_at_once() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     served = token(clock)
     holder._publish(served)
@@ -358,7 +327,7 @@ async def test_an_invalidation_wakes_the_refresher_at_once() -> None:
 
 
 async def test_the_last_four_access_tokens_are_recognised_as_issued() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     assert not holder.issued("tok-0")
     for n in range(5):
@@ -372,7 +341,7 @@ async def test_the_last_four_access_tokens_are_recognised_as_issued() -> None:
 async def test_a_streak_of_refused_tokens_backs_off_and_ends_with_a_normal_refresh(
     records: list[logging.LogRecord],
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
     policy = RefreshPolicy(backoff_initial=2.0, backoff_max=8.0)
     holder = new_holder(clock, policy=policy)
     first = token(clock, "tok-1", lifetime=100.0)
@@ -433,7 +402,7 @@ async def test_a_streak_of_refused_tokens_backs_off_and_ends_with_a_normal_refre
 async def test_the_end_of_a_streak_is_logged_from_two_refused_tokens(
     records: list[logging.LogRecord], refused: int
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock, policy=RefreshPolicy(backoff_initial=2.0, backoff_max=8.0))
     for n in range(refused):
         served = token(clock, f"tok-{n}", lifetime=100.0)
@@ -450,7 +419,7 @@ async def test_the_end_of_a_streak_is_logged_from_two_refused_tokens(
 async def test_the_refusal_backoff_is_logged_to_the_millisecond(
     records: list[logging.LogRecord],
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock, policy=RefreshPolicy(backoff_initial=2.0, backoff_max=8.0))
     delays: list[float] = []
     for n in range(8):  # (eight jittered delays: a coarser rounding cannot pass them all)
@@ -464,7 +433,7 @@ async def test_the_refusal_backoff_is_logged_to_the_millisecond(
 
 
 async def test_the_backoff_ends_at_its_exact_instant() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     first = token(clock, "tok-1", lifetime=100.0)
     holder._publish(first)
@@ -478,7 +447,7 @@ async def test_the_backoff_ends_at_its_exact_instant() -> None:
 
 
 async def test_a_token_refused_during_its_backoff_then_refreshed_counts_as_refused() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock, policy=RefreshPolicy(backoff_initial=2.0, backoff_max=8.0))
     first = token(clock, "tok-1", lifetime=100.0)
     holder._publish(first)
@@ -494,7 +463,7 @@ async def test_a_token_refused_during_its_backoff_then_refreshed_counts_as_refus
 
 
 async def test_a_refusal_long_after_the_last_starts_a_new_streak() -> None:
-    clock = Clock()
+    clock = ManualClock()
     policy = RefreshPolicy(backoff_initial=2.0, backoff_max=8.0)
     holder = new_holder(clock, policy=policy)
     first = token(clock, "tok-1", lifetime=100.0)
@@ -516,7 +485,7 @@ async def test_a_refusal_long_after_the_last_starts_a_new_streak() -> None:
 
 
 async def test_closing_fails_every_waiter_and_later_caller_for_good() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     holder._publish(token(clock))
     holder._record_failure(transient())  # retryable, but the holder closes
@@ -536,7 +505,7 @@ async def test_closing_fails_every_waiter_and_later_caller_for_good() -> None:
 
 
 async def test_a_wait_that_times_out_on_a_closed_holder_is_not_retryable() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     holder._record_failure(transient())
     holder._closed = True  # closing, its error not yet recorded
@@ -549,7 +518,7 @@ async def test_a_wait_that_times_out_on_a_closed_holder_is_not_retryable() -> No
 
 
 async def test_the_state_follows_the_token_and_the_fetches() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     assert "starting" == state(holder)
     assert f"<TokenHolder {NAME!r} starting>" == repr(holder)
@@ -572,7 +541,7 @@ async def test_the_state_follows_the_token_and_the_fetches() -> None:
 
 
 async def test_health_is_an_exact_snapshot_of_state_and_counters() -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = new_holder(clock)
     start = holder.health()
     assert ("starting", None, None, None) == (

@@ -6,7 +6,6 @@ import logging
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -28,29 +27,6 @@ from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
 
 pytestmark = pytest.mark.anyio
-
-
-class Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture(name="records")
-def _records() -> Iterator[list[logging.LogRecord]]:
-    handler = Collect()
-    logger = logging.getLogger("aiopay_auth")
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old)
 
 
 def secrets_of(*fakes: FakeProvider) -> set[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -30,33 +30,10 @@ from aiopay_auth.testing import provider_for
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
 from .endpoints import WebEndpoint, make_provider, token_json
-from .helpers import eventually
+from .helpers import ManualClock, eventually
 
 
 pytestmark = pytest.mark.anyio
-
-
-class Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture(name="records")
-def _records() -> Iterator[list[logging.LogRecord]]:
-    handler = Collect()
-    logger = logging.getLogger("aiopay_auth")
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old)
 
 
 class Silent:
@@ -195,7 +172,7 @@ async def test_a_seeded_rng_gives_the_same_jitter_every_run(
     endpoint.handler = lambda _: _token_answer()
     delays: list[float] = []
     for _ in range(2):
-        clock = Clock()  # standing still: the delay is the jitter alone
+        clock = ManualClock()  # standing still: the delay is the jitter alone
         async with TokenManager(clock=clock, rng=random.Random(7)) as tokens:
             await tokens.add(make_provider(endpoint.base)).get()
             await eventually(lambda: len(fetched(records)) == len(delays) + 1)
@@ -209,14 +186,6 @@ def fetched(records: list[logging.LogRecord]) -> list[dict[str, Any]]:
         for r in records
         if getattr(r, "aiopay_auth", {}).get("event") == "aiopay_auth.token_fetched"
     ]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_a_token_request_is_cut_at_the_policys_fetch_timeout(
@@ -523,7 +492,7 @@ async def test_a_seeded_rng_gives_tenants_the_same_jitter_every_run(
     endpoint.handler = lambda _: _token_answer()
     delays: list[float] = []
     for _ in range(2):
-        clock = Clock()  # standing still: the delay is the jitter alone
+        clock = ManualClock()  # standing still: the delay is the jitter alone
         async with TokenManager(clock=clock, rng=random.Random(7)) as tokens:
             merchants = tokens.add_tenants("cm", api=f"{endpoint.base}/api")
             await merchants.add("m-1", make_provider(endpoint.base)).holder.get()

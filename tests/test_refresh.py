@@ -12,7 +12,7 @@ from aiopay_auth import RefreshPolicy, Token, TokenHolder, TokenManager, TokenUn
 from aiopay_auth.exceptions import TokenRequestError, TokenResponseError
 
 from .endpoints import WebEndpoint, make_provider, oauth_error, token_json
-from .helpers import eventually
+from .helpers import ManualClock, eventually
 
 
 pytestmark = pytest.mark.anyio
@@ -70,14 +70,6 @@ async def test_an_unhealable_error_met_while_a_token_is_served_fails_waiters_at_
         assert "failing" == holder.state
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def unhealable() -> TokenResponseError:
     return TokenResponseError("invalid_client", provider="p", status=401, error="invalid_client")
 
@@ -95,7 +87,7 @@ def unhealable() -> TokenResponseError:
 async def test_the_holder_fails_at_once_on_an_unhealable_error_whatever_the_order(
     order: str,
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
     holder = TokenHolder(make_provider("http://127.0.0.1:9"), clock=clock, wait_timeout=30)
     served = Token.bearer("tok-1", issued_at=clock.now, lifetime=10.0)
     holder._publish(served)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -21,43 +20,12 @@ from aiohttp import web
 from aiopay_auth import RefreshPolicy, Secret, Token, TokenHolder, TokenManager, TokenSource
 
 from .endpoints import WebEndpoint, make_provider, oauth_error, token_json
-from .helpers import eventually
+from .helpers import ManualClock, eventually
 
 
 pytestmark = pytest.mark.anyio
 
 NAME = "hostile"  # make_provider's name
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture(name="records")
-def _records() -> Iterator[list[logging.LogRecord]]:
-    handler = Collect()
-    logger = logging.getLogger("aiopay_auth")
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old)
 
 
 def events(records: list[logging.LogRecord], name: str) -> list[tuple[int, dict[str, Any]]]:
@@ -170,7 +138,7 @@ async def test_token_requests_start_no_sooner_than_the_floor_after_the_last(
 async def test_failures_are_logged_with_their_retry_once_per_change_of_state(
     endpoint: WebEndpoint, records: list[logging.LogRecord]
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
 
     async def token(_: web.Request) -> web.Response:
         n = len(endpoint.calls)
@@ -243,7 +211,7 @@ async def test_recovery_and_each_token_are_logged(
 
     endpoint.handler = token
     policy = bounded(backoff_initial=0.01, backoff_max=0.02)
-    clock = Clock()  # standing still: the refresh point is exact
+    clock = ManualClock()  # standing still: the refresh point is exact
     async with TokenManager(policy=policy, clock=clock) as tokens:
         holder = tokens.add(make_provider(endpoint.base))
         got = await holder.get()
@@ -313,7 +281,7 @@ async def test_the_same_token_handed_back_is_asked_again_on_a_growing_backoff(
     refresh point has passed when it arrives: without the repeat backoff the
     refresher would ask again at once.
     """
-    clock = Clock()
+    clock = ManualClock()
 
     async def token(_: web.Request) -> web.Response:
         n = len(endpoint.calls)
@@ -341,7 +309,7 @@ async def test_the_same_token_handed_back_is_asked_again_on_a_growing_backoff(
 async def test_the_same_token_is_asked_again_no_later_than_halfway_to_its_expiry(
     endpoint: WebEndpoint, records: list[logging.LogRecord]
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
 
     async def token(_: web.Request) -> web.Response:
         clock.now += 99.0  # 1 s left of 100 when it arrives
@@ -410,7 +378,7 @@ def assert_shown_to_the_ms(seconds: object) -> None:
 async def test_the_state_is_refreshing_while_a_fetch_for_a_usable_token_is_in_flight(
     endpoint: WebEndpoint,
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
     release = anyio.Event()
 
     async def token(_: web.Request) -> web.Response:
@@ -438,7 +406,7 @@ async def test_the_state_is_refreshing_while_a_fetch_for_a_usable_token_is_in_fl
 async def test_while_a_token_is_served_the_backoff_grows_as_usual_below_its_cap(
     endpoint: WebEndpoint, records: list[logging.LogRecord]
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
 
     async def token(_: web.Request) -> web.Response:
         if len(endpoint.calls) == 1:
