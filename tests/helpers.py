@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 
@@ -26,3 +28,13 @@ class ManualClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def events(records: list[logging.LogRecord], name: str) -> list[tuple[int, dict[str, Any]]]:
+    """The (level, fields) of every *name* event logged, in order."""
+    found = []
+    for record in records:
+        fields = dict(getattr(record, "aiopay_auth", {}))
+        if fields.pop("event", None) == f"aiopay_auth.{name}":
+            found.append((record.levelno, fields))
+    return found

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -160,6 +160,28 @@ async def test_redis_down_falls_back_then_rejoins(
         await client.aclose()
 
 
+async def _serving_member(
+    stack: AsyncExitStack, client: redis.asyncio.Redis, fake: FakeProvider
+) -> tuple[Fleet, TokenHolder, Token]:
+    """One member whose every Redis operation may take 10 s, serving its first token."""
+    fleet = Fleet(stack, RedisFleet(client, unencrypted=True, redis_timeout=10.0))
+    holder = await fleet.worker(fake)
+    await holder.get()
+    served = holder.current
+    assert served is not None
+    return fleet, holder, served
+
+
+@asynccontextmanager
+async def _paused(client: redis.asyncio.Redis, milliseconds: int) -> AsyncIterator[None]:
+    """Redis answers no client (CLIENT PAUSE) for *milliseconds*, or until the block ends."""
+    await client.client_pause(milliseconds, all=True)
+    try:
+        yield
+    finally:
+        await client.client_unpause()
+
+
 async def test_a_redis_that_answers_nothing_never_outlasts_the_served_token(
     fake_provider: FakeProviderFactory, redis_server: RedisServer, client: redis.asyncio.Redis
 ) -> None:
@@ -170,13 +192,8 @@ async def test_a_redis_that_answers_nothing_never_outlasts_the_served_token(
     member = redis.asyncio.Redis.from_url(redis_server.url)
     try:
         async with AsyncExitStack() as stack:
-            fleet = Fleet(stack, RedisFleet(member, unencrypted=True, redis_timeout=10.0))
-            holder = await fleet.worker(fake)
-            await holder.get()
-            served = holder.current
-            assert served is not None
-            await client.client_pause(2500, all=True)
-            try:
+            _, holder, served = await _serving_member(stack, member, fake)
+            async with _paused(client, 2500):
                 await eventually(lambda: holder.latest is not served, within=5)
                 fresh = holder.latest
                 assert fresh is not None
@@ -184,8 +201,6 @@ async def test_a_redis_that_answers_nothing_never_outlasts_the_served_token(
                 assert fresh.issued_at < served.expires_at
                 assert "local" == holder.health().store
                 assert 2 == fake.token_calls
-            finally:
-                await client.client_unpause()
             await eventually(lambda: holder.health().store == "shared", within=5)
         assert 0 == holder.stats.failures
     finally:
@@ -206,24 +221,17 @@ async def test_a_redis_that_stops_answering_during_a_wait_on_the_lease_never_out
     # credentials), each look is bounded by half the served token's life.
     fake = await fake_provider("cm", lifetime=1.5)
     async with AsyncExitStack() as stack:
-        fleet = Fleet(stack, RedisFleet(client, unencrypted=True, redis_timeout=10.0))
-        holder = await fleet.worker(fake)
-        await holder.get()
-        served = holder.current
-        assert served is not None
+        fleet, holder, served = await _serving_member(stack, client, fake)
         _, lease, _ = fleet.fleet.keys(holder.provider)
         await client.set(lease, b"a fence of another process", px=20_000)
         await eventually(lambda: holder.fetching, within=5)
-        await client.client_pause(3000, all=True)
-        try:
+        async with _paused(client, 3000):
             await eventually(lambda: holder.latest is not served, within=5)
             fresh = holder.latest
             assert fresh is not None
             assert fresh.issued_at < served.expires_at
             assert 2 == fake.token_calls
             assert "local" == holder.health().store
-        finally:
-            await client.client_unpause()
 
 
 async def test_a_redis_that_stops_answering_during_the_token_call_never_outlasts_the_served_token(
@@ -234,22 +242,16 @@ async def test_a_redis_that_stops_answering_during_the_token_call_never_outlasts
     # left of the served one: the new token is published before it expires.
     fake = await fake_provider("cm", lifetime=3.0)
     async with AsyncExitStack() as stack:
-        fleet = Fleet(stack, RedisFleet(client, unencrypted=True, redis_timeout=10.0))
-        holder = await fleet.worker(fake)
-        await holder.get()
-        served = holder.current
+        _, holder, served = await _serving_member(stack, client, fake)
         fake.token_delay = 0.4
         await eventually(lambda: fake.token_calls_in_flight == 1, within=5)
-        await client.client_pause(3000, all=True)
-        try:
+        async with _paused(client, 3000):
             with anyio.fail_after(5):
                 while holder.latest is served:
                     assert holder.usable() is not None  # never a moment without
                     await anyio.sleep(0.005)
             assert 2 == fake.tokens_issued  # the one published is the slow call's
             assert "local" == holder.health().store  # its store timed out
-        finally:
-            await client.client_unpause()
 
 
 async def test_a_lease_planted_with_no_expiry_is_removed(

@@ -9,7 +9,6 @@ themselves, so every time and counter they assert is exact.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import anyio
 import pytest
@@ -19,7 +18,7 @@ from aiopay_auth._holder import RefusalStreak
 from aiopay_auth.exceptions import AuthError, ConfigError, TokenRequestError, TokenResponseError
 
 from .endpoints import make_provider
-from .helpers import ManualClock
+from .helpers import ManualClock, events
 
 
 pytestmark = pytest.mark.anyio
@@ -77,16 +76,6 @@ async def outcome_of(holder: TokenHolder, timeout: float | None, into: list[obje
         into.append(await holder.get(timeout))
     except TokenUnavailableError as err:
         into.append(err)
-
-
-def events(records: list[logging.LogRecord], name: str) -> list[tuple[int, dict[str, Any]]]:
-    """The (level, fields) of every *name* event logged, in order."""
-    found = []
-    for record in records:
-        fields = dict(getattr(record, "aiopay_auth", {}))
-        if fields.pop("event", None) == f"aiopay_auth.{name}":
-            found.append((record.levelno, fields))
-    return found
 
 
 # --------------------------------------------------------------------------- reading

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any
 
 import anyio
 import pytest
@@ -20,22 +19,12 @@ from aiohttp import web
 from aiopay_auth import RefreshPolicy, Secret, Token, TokenHolder, TokenManager, TokenSource
 
 from .endpoints import WebEndpoint, make_provider, oauth_error, token_json
-from .helpers import ManualClock, eventually
+from .helpers import ManualClock, events, eventually
 
 
 pytestmark = pytest.mark.anyio
 
 NAME = "hostile"  # make_provider's name
-
-
-def events(records: list[logging.LogRecord], name: str) -> list[tuple[int, dict[str, Any]]]:
-    """The (level, fields) of every *name* event logged, in order."""
-    found = []
-    for record in records:
-        fields = dict(getattr(record, "aiopay_auth", {}))
-        if fields.pop("event", None) == f"aiopay_auth.{name}":
-            found.append((record.levelno, fields))
-    return found
 
 
 def bounded(**options: float) -> RefreshPolicy:
