@@ -31,6 +31,7 @@ from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 from .conftest import RedisSetup
 from .endpoints import WebEndpoint, make_provider, oauth_error, token_json
 from .helpers import eventually
+from .loopback import tcp_server
 from .redis_server import RedisClusterServers, RedisServer, client_for, close_client
 
 
@@ -1148,3 +1149,129 @@ def test_a_stored_token_issued_at_the_same_instant_as_ours_is_not_newer() -> Non
     assert ("A2", 90.5) == (newer.access_token, newer.issued_at)
     assert source._newer_than(stored("A2", now - 10), None) is not None
     assert source._newer_than(None, ours) is None
+
+
+async def _until_settled(
+    client: redis.asyncio.Redis, fleet: RedisFleet, holder: TokenHolder, *, within: float
+) -> None:
+    """Wait until the holder is shared again, no lease is left, and Redis holds its token."""
+    key, lease, _ = fleet.keys(holder.provider)
+    with anyio.fail_after(within):
+        while True:
+            raw = await client.get(key)
+            served = holder.usable()
+            if (
+                holder.health().store == "shared"
+                and not await client.exists(lease)
+                and isinstance(raw, bytes)
+                and served is not None
+                and fleet.read(raw).access_token == served.access_token
+            ):
+                return
+            await anyio.sleep(0.02)
+
+
+async def test_a_lease_left_by_a_failed_store_is_settled_at_the_next_contact(
+    endpoint: WebEndpoint, client: redis.asyncio.Redis
+) -> None:
+    # The store of the second token does not get through in time (writes
+    # paused), so the lease holder fetches alone and keeps the lease it could
+    # not release. Left alone, that lease would keep every process, this one
+    # too, from refreshing through Redis for lease_ttl (15 s). At its next
+    # contact the process stores its newest token under that lease and
+    # releases it.
+    calls = 0
+
+    async def handler(_: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            await client.client_pause(1000, all=False)  # writes only
+        return token_json(f"A{calls}", 2, refresh_token=f"R{calls}")
+
+    endpoint.handler = handler
+    fleet = RedisFleet(client, unencrypted=True, redis_timeout=0.3)
+    assert fleet.lease_ttl == 15
+    async with TokenManager(policy=POLICY, token_source=fleet.wrap) as tokens:
+        holder = tokens.add(make_provider(endpoint.base))
+        await holder.get()
+        await eventually(lambda: holder.health().store == "local", within=5)
+        assert calls == 2
+        # The pause is over within a second; the next refresh settles the lease.
+        await _until_settled(client, fleet, holder, within=4)
+    assert 0 == holder.stats.failures
+
+
+class _AnswerLosingRelay:
+    """A TCP relay to Redis that, once armed, drops Redis's answer to one ``SET … NX``.
+
+    Redis runs the command; the client never hears that it did.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.armed = False
+        self.dropped = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", self.port)
+        drop_next = False
+
+        async def requests() -> None:
+            nonlocal drop_next
+            while data := await reader.read(65536):
+                if self.armed and b"\r\nNX\r\n" in data.upper():
+                    self.armed, drop_next = False, True
+                upstream.write(data)
+                await upstream.drain()
+
+        async def answers() -> None:
+            nonlocal drop_next
+            while data := await upstream_reader.read(65536):
+                if drop_next:
+                    drop_next = False
+                    self.dropped += 1
+                    continue
+                writer.write(data)
+                await writer.drain()
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(requests)
+                group.start_soon(answers)
+        finally:
+            upstream.close()
+            writer.close()
+
+
+async def test_a_lease_taken_while_its_answer_was_lost_is_settled_at_the_next_contact(
+    endpoint: WebEndpoint, redis_server: RedisServer, client: redis.asyncio.Redis
+) -> None:
+    # Redis sets the lease, but its answer is lost: the process times out,
+    # fetches alone, and cannot know the lease is its own. Left alone, that
+    # lease would hold every refresh through Redis off for lease_ttl (15 s).
+    calls = 0
+
+    async def handler(_: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return token_json(f"A{calls}", 2, refresh_token=f"R{calls}")
+
+    endpoint.handler = handler
+    relay = _AnswerLosingRelay(redis_server.port)
+    async with tcp_server(relay.handle) as port:
+        member = redis.asyncio.Redis(host="127.0.0.1", port=port)
+        try:
+            fleet = RedisFleet(member, unencrypted=True, redis_timeout=0.3)
+            async with TokenManager(policy=POLICY, token_source=fleet.wrap) as tokens:
+                holder = tokens.add(make_provider(endpoint.base))
+                first = await holder.get()
+                relay.armed = True
+                await eventually(lambda: holder.latest is not first, within=5)
+                assert (1, "local") == (relay.dropped, holder.health().store)
+                _, lease, _ = fleet.keys(holder.provider)
+                assert await client.exists(lease)  # set, and not known to be
+                await _until_settled(client, fleet, holder, within=4)
+        finally:
+            await member.aclose()
+    assert 0 == holder.stats.failures

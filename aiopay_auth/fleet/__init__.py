@@ -37,7 +37,11 @@ the next lease holder overwrites it.
 
 When Redis is down, slow, or answers anything the fleet does not
 understand, each process fetches for itself: degraded, but never blocked.
-It logs the change once and rejoins when Redis answers again. Keys are
+It logs the change once and rejoins when Redis answers again. A lease it
+may still hold (its store or release failed, or the answer to taking it
+was lost) is settled at its next contact: its newest token is stored if
+the lease is still its own, and the lease released, so neither it nor
+any other process waits out ``lease_ttl`` for it. Keys are
 derived from the provider profile and client identity, never from a
 secret. Stored tokens are encrypted and authenticated with an
 ``encryption_key`` (a Fernet key). Without one (``unencrypted=True``, an
@@ -297,6 +301,7 @@ class SharedTokenSource:
         self._key, self._lease, self._channel = fleet.keys(holder.provider)
         self._fetched: Token | None = None  # fetched under the lease, not yet returned
         self._guarded = True  # whether the served token's life bounds Redis waits now
+        self._unsettled: str | None = None  # the fence of a lease we may still hold
         self.state: FleetState = "shared"
         holder.stats.store = self.state
         self.http_fetches = 0
@@ -308,6 +313,7 @@ class SharedTokenSource:
         stale = self._holder.latest
         self._fetched, self._guarded = None, True
         try:
+            await self._settle()
             token = await self._shared_fetch(refresh_token, stale)
         except _RedisDown as down:
             self._set_state("local", reason=down.reason)
@@ -347,6 +353,27 @@ class SharedTokenSource:
             return None
         token = self._holder.usable() or self._fetched
         return None if token is None else token.remaining(self._holder.clock())
+
+    async def _settle(self) -> None:
+        """Store our newest token under a lease we may still hold, and release it.
+
+        The lease is ours when Redis failed between taking it and
+        releasing it. Until now it has kept every process, this one too,
+        from refreshing through Redis; the stored entry may carry a
+        refresh token we spent meanwhile. Nobody stored since we took it
+        (each store needs the lease), so our newest token is the fleet's
+        newest. Both scripts check the fence: a lease that expired and
+        was taken by another process is left alone.
+        """
+        fence = self._unsettled
+        if fence is None:
+            return
+        fleet = self._fleet
+        token = self._holder.usable()
+        if token is not None:
+            await self._store(token, fence, refresh_token=token.refresh_token)
+        await self._redis(fleet.redis.eval, _RELEASE, 1, self._lease, fence)
+        self._unsettled = None
 
     async def _shared_fetch(self, refresh_token: Secret | None, stale: Token | None) -> Token:
         token = await self._look_or_lead(refresh_token, stale)
@@ -411,9 +438,13 @@ class SharedTokenSource:
     async def _take_lease(self) -> str | None:
         fence = secrets.token_hex(16)
         fleet = self._fleet
-        taken = await self._redis(
-            fleet.redis.set, self._lease, fence, nx=True, px=_ms(fleet.lease_ttl)
-        )
+        try:
+            taken = await self._redis(
+                fleet.redis.set, self._lease, fence, nx=True, px=_ms(fleet.lease_ttl)
+            )
+        except _RedisDown:
+            self._unsettled = fence  # Redis may have set it and lost the answer
+            raise
         return fence if taken else None
 
     async def _refresh_under_lease(
@@ -440,43 +471,52 @@ class SharedTokenSource:
             self.http_fetches += 1
             token = await self._inner.fetch(refresh_token)
             self._fetched = token
-            keep = token.refresh_token or refresh_token
-            wall = fleet.wall_clock()
-            entry = Entry.of(
-                token,
-                clock=self._holder.clock(),
-                wall=wall,
-                refresh_token=keep.reveal() if keep else None,
-            )
-            ttl = _ms(entry.expires_wall - wall)
-            if ttl > 0:
-                try:
-                    await self._redis(
-                        fleet.redis.eval,
-                        _STORE,
-                        3,
-                        self._key,
-                        self._lease,
-                        self._channel,
-                        fence,
-                        fleet.encode(entry),
-                        ttl,
-                        "published",
-                        fleet._publish,
-                    )
-                except _RedisDown as down:
-                    down.token = token
-                    raise
+            try:
+                await self._store(token, fence, refresh_token=token.refresh_token or refresh_token)
+            except _RedisDown as down:
+                down.token = token
+                raise
             return token
         except _RedisDown:
             redis_down = True
             raise
         finally:
-            # Released by its holder only; if Redis is gone it expires on its
-            # own (and asking a Redis that just failed would only delay us).
-            if not redis_down:
-                with anyio.CancelScope(shield=True), contextlib.suppress(_RedisDown):
-                    await self._redis(fleet.redis.eval, _RELEASE, 1, self._lease, fence)
+            # Asking a Redis that just failed would only delay us: the lease
+            # is settled at our next contact (see _settle).
+            if redis_down:
+                self._unsettled = fence
+            else:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self._redis(fleet.redis.eval, _RELEASE, 1, self._lease, fence)
+                    except _RedisDown:
+                        self._unsettled = fence
+
+    async def _store(self, token: Token, fence: str, *, refresh_token: Secret | None) -> None:
+        """Store and announce *token*, if the lease *fence* is still ours."""
+        fleet = self._fleet
+        wall = fleet.wall_clock()
+        entry = Entry.of(
+            token,
+            clock=self._holder.clock(),
+            wall=wall,
+            refresh_token=refresh_token.reveal() if refresh_token else None,
+        )
+        ttl = _ms(entry.expires_wall - wall)
+        if ttl > 0:
+            await self._redis(
+                fleet.redis.eval,
+                _STORE,
+                3,
+                self._key,
+                self._lease,
+                self._channel,
+                fence,
+                fleet.encode(entry),
+                ttl,
+                "published",
+                fleet._publish,
+            )
 
     def _newer_than(self, entry: Entry | None, stale: Token | None) -> Token | None:
         """The stored token as this process's token, if it is newer than *stale*."""
