@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 import redis.asyncio
 
 from aiopay_auth import Tenants, TokenManager
 from aiopay_auth.fleet import RedisFleet
 
+from .redis_server import RedisServer
 from .tenant_endpoint import tenant_api
+
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 pytestmark = pytest.mark.anyio
@@ -37,3 +47,62 @@ async def test_two_workers_share_each_merchants_token(client: redis.asyncio.Redi
         assert {"shared"} == {h.store for merchants in sets for h in merchants.health().values()}
     assert held[0] == held[1]  # both workers hold each merchant's one token
     assert sorted(k for k, _ in credentials) == sorted(c.client_id for c in server.token_calls)
+
+
+async def _worker(redis_port: int, base_url: str, credentials: Path) -> dict[str, Any]:
+    """Run tests/tenants_worker.py in its own process; its summary."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.tenants_worker",
+        "--redis-port",
+        str(redis_port),
+        "--base-url",
+        base_url,
+        "--credentials",
+        str(credentials),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        with anyio.fail_after(120):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode()[-2000:]
+    summary: dict[str, Any] = json.loads(out.decode().splitlines()[-1])
+    return summary
+
+
+async def test_two_processes_of_a_thousand_merchants_fetch_each_token_once(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Two worker processes, each serving the same 1,000 merchants through one
+    # tenant set and a RedisFleet on a real redis-server: the provider sees
+    # one token request per merchant in all, each process sends each
+    # merchant's request with that merchant's one shared token.
+    async with tenant_api() as server:
+        credentials = [server.client() for _ in range(1000)]
+        path = tmp_path / "merchants.json"
+        path.write_text(json.dumps(credentials))
+        path.chmod(0o600)
+        summaries = await asyncio.gather(
+            *(_worker(redis_server.port, str(server.base_url), path) for _ in range(2))
+        )
+    for summary in summaries:
+        assert {"200": 1000} == summary["statuses"]
+        assert {"shared": 1000} == summary["stores"]
+    assert summaries[0]["tokens"] == summaries[1]["tokens"]
+    assert 1000 == len(set(summaries[0]["tokens"].values()))
+    accepted = [call.client_id for call in server.token_calls if call.accepted]
+    assert sorted(key for key, _ in credentials) == sorted(accepted)  # once each, in all
+    assert 1000 == sum(s["http_fetches"] for s in summaries)
+    assert 1000 == sum(s["shared_hits"] for s in summaries)
+    # Every merchant's API requests carried its own token (the API answers
+    # 403 to a token of another merchant on its path).
+    assert 2000 == sum(call.client is not None for call in server.api_calls)
+    # Each process keeps to the set's cap of 4 token requests in flight.
+    assert server.max_in_flight <= 2 * 4
