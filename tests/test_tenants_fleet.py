@@ -13,11 +13,12 @@ import anyio
 import pytest
 import redis.asyncio
 
-from aiopay_auth import Tenants, TokenManager
+from aiopay_auth import Provider, Tenants, TokenManager
 from aiopay_auth.fleet import RedisFleet
+from aiopay_auth.providers import generic
 
 from .redis_server import RedisServer
-from .tenant_endpoint import tenant_api
+from .tenant_endpoint import TenantApi, tenant_api
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,3 +107,54 @@ async def test_two_processes_of_a_thousand_merchants_fetch_each_token_once(
     assert 2000 == sum(call.client is not None for call in server.api_calls)
     # Each process keeps to the set's cap of 4 token requests in flight.
     assert server.max_in_flight <= 2 * 4
+
+
+def _merchant(server: TenantApi, key: str, secret: str, ref: str) -> Provider:
+    """A merchant's profile; *ref* is a form field that tells its credential apart."""
+    provider = server.provider(key, secret)
+    return generic.provider(
+        name=provider.name,
+        token_url=provider.token_url,
+        api=server.api,
+        client_id=key,
+        client_secret=secret,
+        extra_fields={"merchant_ref": ref},
+    )
+
+
+@pytest.mark.parametrize("change", ["secret", "credential"])
+async def test_a_rotation_in_two_workers_is_fetched_once_and_both_rotations_return(
+    client: redis.asyncio.Redis, change: str
+) -> None:
+    # Worker A rotates merchant-1 and fetches with the new credentials; worker
+    # B then rotates too. B takes A's token from Redis and its rotate()
+    # returns that token at once, rather than waiting out wait_timeout for a
+    # token of its own; a worker started later with the new credentials
+    # takes it too. A new secret is the same credential (the same key set);
+    # a new form field is another one, and the key set follows it.
+    async with tenant_api() as server, AsyncExitStack() as stack:
+        credentials = [server.client() for _ in range(3)]
+        key = credentials[0][0]
+        _, new_secret = server.client(key)  # a second secret for merchant-1
+        new_ref = "v2" if change == "credential" else "v1"
+        managers: list[TokenManager] = []
+        sets: list[Tenants] = []
+        for _ in range(3):
+            fleet = RedisFleet(client, unencrypted=True, redis_timeout=5.0)
+            managers.append(await stack.enter_async_context(TokenManager(token_source=fleet.wrap)))
+        for tokens in managers[:2]:
+            merchants = tokens.add_tenants("acme", api=server.api, fetches_per_second=1000)
+            for merchant, secret in credentials:
+                merchants.add(merchant, _merchant(server, merchant, secret, "v1"))
+            for merchant, _ in credentials:
+                await merchants[merchant].holder.get()
+            sets.append(merchants)
+        with anyio.fail_after(5):
+            rotated_a = await sets[0].rotate(key, _merchant(server, key, new_secret, new_ref))
+            rotated_b = await sets[1].rotate(key, _merchant(server, key, new_secret, new_ref))
+        late = managers[2].add_tenants("acme", api=server.api)
+        late.add(key, _merchant(server, key, new_secret, new_ref))
+        with anyio.fail_after(5):
+            started = await late[key].holder.get()
+    assert rotated_a.access_token == rotated_b.access_token == started.access_token
+    assert 1 == sum(call.secret == new_secret for call in server.token_calls)

@@ -298,6 +298,7 @@ class SharedTokenSource:
         self._fleet = fleet
         self._holder = holder
         self._inner = inner
+        self._provider = holder.provider
         self._key, self._lease, self._channel = fleet.keys(holder.provider)
         self._fetched: Token | None = None  # fetched under the lease, not yet returned
         self._guarded = True  # whether the served token's life bounds Redis waits now
@@ -313,7 +314,8 @@ class SharedTokenSource:
         stale = self._holder.latest
         self._fetched, self._guarded = None, True
         try:
-            await self._settle()
+            await self._settle()  # under the keys of the fetch that left the lease
+            self._follow_credentials()
             token = await self._shared_fetch(refresh_token, stale)
         except _RedisDown as down:
             self._set_state("local", reason=down.reason)
@@ -353,6 +355,13 @@ class SharedTokenSource:
             return None
         token = self._holder.usable() or self._fetched
         return None if token is None else token.remaining(self._holder.clock())
+
+    def _follow_credentials(self) -> None:
+        """Use the key set of the holder's credentials now (a tenant's rotated secret)."""
+        provider = self._holder.provider
+        if provider is not self._provider:
+            self._provider = provider
+            self._key, self._lease, self._channel = self._fleet.keys(provider)
 
     async def _settle(self) -> None:
         """Store our newest token under a lease we may still hold, and release it.
