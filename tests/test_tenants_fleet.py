@@ -17,6 +17,7 @@ from aiopay_auth import Provider, Tenants, TokenManager
 from aiopay_auth.fleet import RedisFleet
 from aiopay_auth.providers import generic
 
+from .helpers import eventually
 from .redis_server import RedisServer
 from .tenant_endpoint import TenantApi, tenant_api
 
@@ -126,12 +127,11 @@ def _merchant(server: TenantApi, key: str, secret: str, ref: str) -> Provider:
 async def test_a_rotation_in_two_workers_is_fetched_once_and_both_rotations_return(
     client: redis.asyncio.Redis, change: str
 ) -> None:
-    # Worker A rotates merchant-1 and fetches with the new credentials; worker
-    # B then rotates too. B takes A's token from Redis and its rotate()
-    # returns that token at once, rather than waiting out wait_timeout for a
-    # token of its own; a worker started later with the new credentials
-    # takes it too. A new secret is the same credential (the same key set);
-    # a new form field is another one, and the key set follows it.
+    # Workers A and B each rotate merchant-1 and each return a token its own
+    # request fetched with the new credentials (a stored entry does not say
+    # which secret fetched it); a worker started later with them takes the
+    # stored one. A new secret is the same credential (the same key set); a
+    # new form field is another one, and the key set follows it.
     async with tenant_api() as server, AsyncExitStack() as stack:
         credentials = [server.client() for _ in range(3)]
         key = credentials[0][0]
@@ -156,5 +156,81 @@ async def test_a_rotation_in_two_workers_is_fetched_once_and_both_rotations_retu
         late.add(key, _merchant(server, key, new_secret, new_ref))
         with anyio.fail_after(5):
             started = await late[key].holder.get()
-    assert rotated_a.access_token == rotated_b.access_token == started.access_token
-    assert 1 == sum(call.secret == new_secret for call in server.token_calls)
+    assert started.access_token == rotated_b.access_token
+    for rotated in (rotated_a, rotated_b):
+        assert new_secret == server.issued_with[rotated.access_token]
+    assert 2 == sum(call.secret == new_secret for call in server.token_calls)
+
+
+async def test_rotate_never_returns_a_token_another_worker_asked_for_with_the_old_secret(
+    client: redis.asyncio.Redis,
+) -> None:
+    # Worker B's token request with the old secret is in flight (the endpoint
+    # holds each for 0.5 s) when worker A rotates: A's rotate() waits for its
+    # own request with the new secret, not for B's answer from Redis.
+    async with tenant_api(token_delay=0.5) as server, AsyncExitStack() as stack:
+        key, old_secret = server.client()
+        _, new_secret = server.client(key)
+        sets: list[Tenants] = []
+        for _ in range(2):
+            fleet = RedisFleet(client, unencrypted=True, redis_timeout=5.0)
+            tokens = await stack.enter_async_context(TokenManager(token_source=fleet.wrap))
+            merchants = tokens.add_tenants("acme", api=server.api, fetches_per_second=1000)
+            merchants.add(key, server.provider(key, old_secret))
+            sets.append(merchants)
+        first = await sets[1][key].holder.get()
+        await sets[0][key].holder.get()
+        sets[1][key].holder.invalidate(first)  # B asks again, with the old secret
+        await eventually(lambda: server.in_flight == 1, within=5)
+        with anyio.fail_after(10):
+            rotated = await sets[0].rotate(key, server.provider(key, new_secret))
+    assert new_secret == server.issued_with[rotated.access_token]
+
+
+async def test_a_lease_settled_after_a_rotation_stores_only_the_token_fetched_under_it(
+    client: redis.asyncio.Redis,
+) -> None:
+    # Writes are paused while the lease holder stores its token (credential
+    # v1): it keeps the lease unsettled and serves its token. While writes
+    # stay paused it rotates to another credential (v2, a new form field) and
+    # fetches with it alone. When Redis takes writes again, the settle stores
+    # the v1 token under the v1 key set, never the v2 token a v1 worker would
+    # then serve (nor the v2 token this process serves when it settles).
+    async with tenant_api(lifetime=30) as server, AsyncExitStack() as stack:
+        key, secret = server.client()
+        fleet = RedisFleet(client, unencrypted=True, redis_timeout=0.3)
+        tokens = await stack.enter_async_context(TokenManager(token_source=fleet.wrap))
+        merchants = tokens.add_tenants("acme", api=server.api, fetches_per_second=1000)
+        v1, v2 = (_merchant(server, key, secret, ref) for ref in ("v1", "v2"))
+        holder = merchants.add(key, v1).holder
+        first = await holder.get()
+
+        async def pause_writes() -> None:
+            await client.client_pause(10_000, all=False)
+
+        server.before_answer = pause_writes
+        try:
+            holder.invalidate(first)
+            await eventually(lambda: holder.current is not None, within=5)
+            assert "local" == holder.health().store
+            leased = holder.current
+            assert leased is not None
+            with anyio.fail_after(5):
+                rotated = await merchants.rotate(key, v2)
+        finally:
+            await client.client_unpause()
+        assert rotated is not leased
+        # The next contact with Redis: one more rotation (a new secret) while
+        # the v2 token is served.
+        _, new_secret = server.client(key)
+        with anyio.fail_after(5):
+            fresh = await merchants.rotate(key, _merchant(server, key, new_secret, "v2"))
+        assert "shared" == holder.health().store
+    stored = {}
+    for profile in (v1, v2):
+        token_key, lease, _ = fleet.keys(profile)
+        raw = await client.get(token_key)
+        assert isinstance(raw, bytes)
+        stored[profile] = fleet.read(raw).access_token
+        assert not await client.exists(lease)
+    assert stored == {v1: leased.access_token, v2: fresh.access_token}
