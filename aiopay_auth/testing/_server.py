@@ -27,8 +27,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import random
@@ -38,12 +36,26 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal, NamedTuple, get_args
-from urllib.parse import parse_qsl, unquote_plus
 
 import attrs
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
+
+from ._dialects._wire import (
+    JSON,
+    Rejection,
+    accepts_json,
+    forbid_authorization_header,
+    json_fields,
+    json_response,
+    parse_basic,
+    read_body,
+    read_form,
+    read_json,
+    require,
+    same,
+)
 
 
 __all__ = ["Dialect", "FakeProvider", "Scripted"]
@@ -69,9 +81,6 @@ _API_PATHS: Final[Mapping[str, str]] = {
 }
 _ORO_STOREFRONT_PATH: Final = "/api"
 
-_FORM: Final = "application/x-www-form-urlencoded"
-_JSON: Final = "application/json"
-
 _PAYME_API_VERSION: Final = "1618440906"
 _PAYME_SCOPES: Final = frozenset(
     {"create:token", "post:charges", "delete:charges", "offline_access"}
@@ -82,7 +91,6 @@ _KIND_API: Final = "api"
 _KIND_BACKOFFICE: Final = "backoffice"
 _KIND_STOREFRONT: Final = "storefront"
 
-_NO_STORE: Final[Mapping[str, str]] = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _INVALID_TOKEN_BODY: Final = json.dumps({"error": "invalid_token"})
 _INVALID_TOKEN_HEADERS: Final[Mapping[str, str]] = {
     "WWW-Authenticate": 'Bearer error="invalid_token"'
@@ -147,48 +155,6 @@ class _Refresh(NamedTuple):
     client_id: str
 
 
-class _Rejection(Exception):
-    """A token request the provider refuses; turned into the dialect's error response."""
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        description: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        oauth: bool = False,
-    ) -> None:
-        super().__init__(description)
-        self.status = status
-        self.error = error
-        self.description = description
-        self.headers: Mapping[str, str] = headers or {}
-        # Pay-me answers with its envelope unless this is set (spent/unknown refresh token).
-        self.oauth = oauth
-
-
-class _Grant(NamedTuple):
-    grant_type: str
-    client_id: str
-    scope: frozenset[str]
-    refresh_token: str | None
-
-
-def _json_response(
-    payload: object, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    response_headers = CIMultiDict(_NO_STORE)
-    if headers:
-        response_headers.update(headers)
-    return web.Response(
-        status=status,
-        text=json.dumps(payload),
-        content_type=_JSON,
-        headers=response_headers,
-    )
-
-
 def _wire_lifetime(lifetime: float) -> int | float:
     """The ``expires_in`` reported for a lifetime, exactly the value enforced.
 
@@ -197,59 +163,6 @@ def _wire_lifetime(lifetime: float) -> int | float:
     """
     seconds = float(lifetime)
     return int(seconds) if seconds.is_integer() else seconds
-
-
-def _same(given: str, expected: str) -> bool:
-    return secrets.compare_digest(given.encode(), expected.encode())
-
-
-def _accepts_json(accept: str) -> bool:
-    """Whether an ``Accept`` header value admits ``application/json`` with ``q > 0``."""
-    for item in accept.split(","):
-        media, *params = item.split(";")
-        if media.strip().lower() not in ("application/json", "application/*", "*/*"):
-            continue
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value.strip())
-                except ValueError:
-                    quality = 0.0
-        if quality > 0:
-            return True
-    return False
-
-
-def _parse_basic(value: str) -> tuple[str, str]:
-    """Decode an RFC 6749 §2.3.1 ``Basic`` credential (form-encoded id and secret).
-
-    Raises:
-        _Rejection: 401 ``invalid_client`` if the header is not a well-formed Basic credential.
-    """
-    scheme, _, param = value.strip().partition(" ")
-    challenge = {"WWW-Authenticate": 'Basic realm="token"'}
-    if scheme.lower() != "basic":
-        raise _Rejection(
-            401,
-            "invalid_client",
-            "unsupported Authorization scheme on the token endpoint",
-            headers=challenge,
-        )
-    try:
-        decoded = base64.b64decode(param.strip(), validate=True).decode("utf-8")
-        client_id, sep, client_secret = decoded.partition(":")
-        if not sep or not client_id:
-            raise ValueError("no colon")
-        return (
-            unquote_plus(client_id, errors="strict"),
-            unquote_plus(client_secret, errors="strict"),
-        )
-    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
-        raise _Rejection(
-            401, "invalid_client", "malformed Basic credentials", headers=challenge
-        ) from None
 
 
 def _payme_envelope_failure(reason: str) -> dict[str, object]:
@@ -667,7 +580,7 @@ class FakeProvider:
                             self.api_calls_by_client[info.client_id] += 1
                             return web.Response(
                                 text=json.dumps({"ok": True, "path": request.path}),
-                                content_type=_JSON,
+                                content_type=JSON,
                             )
                     else:
                         self.api_expired += 1
@@ -675,7 +588,7 @@ class FakeProvider:
             return web.Response(
                 status=401,
                 text=_INVALID_TOKEN_BODY,
-                content_type=_JSON,
+                content_type=JSON,
                 headers=_INVALID_TOKEN_HEADERS,
             )
 
@@ -726,7 +639,7 @@ class FakeProvider:
                 await asyncio.wait_for(self._closing.wait(), self.token_delay)
         try:
             if request.method != hdrs.METH_POST:
-                raise _Rejection(
+                raise Rejection(
                     405,
                     "invalid_request",
                     f"method {request.method} not allowed; the token endpoint takes POST",
@@ -737,18 +650,18 @@ class FakeProvider:
             if self.dialect == "oro":
                 return await self._oro(request)
             return await self._form_dialect(request)
-        except _Rejection as rejection:
+        except Rejection as rejection:
             return self._reject(rejection)
 
-    def _reject(self, rejection: _Rejection) -> web.Response:
+    def _reject(self, rejection: Rejection) -> web.Response:
         self.rejected.append(f"{self.dialect}: {rejection.description}")
         if self.dialect == "payme" and not rejection.oauth:
-            return _json_response(
+            return json_response(
                 _payme_envelope_failure(rejection.description),
                 rejection.status,
                 rejection.headers,
             )
-        return _json_response(
+        return json_response(
             {"error": rejection.error, "error_description": rejection.description},
             rejection.status,
             rejection.headers,
@@ -770,7 +683,7 @@ class FakeProvider:
         body: bytes = b""
         if script.json is not None:
             body = json.dumps(script.json).encode()
-            headers.setdefault(hdrs.CONTENT_TYPE, _JSON)
+            headers.setdefault(hdrs.CONTENT_TYPE, JSON)
         elif script.body is not None:
             body = script.body.encode() if isinstance(script.body, str) else script.body
             headers.setdefault(hdrs.CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -793,92 +706,27 @@ class FakeProvider:
             transport.abort()
         return response
 
-    async def _read_body(self, request: web.Request, content_type: str) -> str:
-        if request.content_type != content_type:
-            raise _Rejection(
-                415,
-                "invalid_request",
-                f"Content-Type must be {content_type}, got {request.content_type}",
-            )
-        try:
-            return (await request.read()).decode("utf-8")
-        except UnicodeDecodeError:
-            raise _Rejection(400, "invalid_request", "body is not valid UTF-8") from None
-
-    async def _read_form(self, request: web.Request) -> dict[str, str]:
-        text = await self._read_body(request, _FORM)
-        try:
-            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict")
-        except ValueError:
-            raise _Rejection(400, "invalid_request", "malformed form-encoded body") from None
-        params: dict[str, str] = {}
-        for name, value in pairs:
-            if name in params:
-                raise _Rejection(400, "invalid_request", f"parameter {name} repeated")
-            params[name] = value
-        # RFC 6749 §3.1: parameters sent without a value are treated as omitted.
-        return {name: value for name, value in params.items() if value}
-
-    async def _read_json(self, request: web.Request) -> dict[str, Any]:
-        text = await self._read_body(request, _JSON)
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise _Rejection(400, "invalid_request", "body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise _Rejection(400, "invalid_request", "JSON body must be an object")
-        return data
-
-    @staticmethod
-    def _json_fields(data: Mapping[str, Any], status: int, *names: str) -> dict[str, str]:
-        """Pick the named string fields of a JSON body; empty strings count as absent."""
-        fields: dict[str, str] = {}
-        for name in names:
-            value = data.get(name)
-            if value is None or value == "":
-                continue
-            if not isinstance(value, str):
-                raise _Rejection(status, "invalid_request", f"{name} must be a string")
-            fields[name] = value
-        return fields
-
-    @staticmethod
-    def _forbid_authorization_header(request: web.Request, status: int = 400) -> None:
-        if hdrs.AUTHORIZATION in request.headers:
-            raise _Rejection(
-                status,
-                "invalid_request",
-                "this provider takes client credentials only in the request body, "
-                "not in an Authorization header",
-            )
-
-    @staticmethod
-    def _require(params: Mapping[str, str], status: int, *names: str) -> None:
-        for name in names:
-            if name not in params:
-                raise _Rejection(status, "invalid_request", f"missing {name}")
-
     def _check_client(self, client_id: str, client_secret: str, *, basic: bool) -> str:
         """Authenticate the client and return the token kind it gets."""
         self.token_calls_by_client[client_id] += 1
         headers = {"WWW-Authenticate": 'Basic realm="token"'} if basic else None
         accepted = [self.client_secret]
-        if self.dialect == "oro" and _same(client_id, self.storefront_client_id):
+        if self.dialect == "oro" and same(client_id, self.storefront_client_id):
             kind = _KIND_STOREFRONT
-        elif _same(client_id, self.client_id):
+        elif same(client_id, self.client_id):
             kind = _KIND_BACKOFFICE if self.dialect == "oro" else _KIND_API
         elif client_id in self._clients:
             kind = _KIND_BACKOFFICE if self.dialect == "oro" else _KIND_API
             accepted = self._clients[client_id]
         else:
-            raise _Rejection(401, "invalid_client", "unknown client_id", headers=headers)
-        if not any(_same(client_secret, secret) for secret in accepted):
-            raise _Rejection(401, "invalid_client", "wrong client_secret", headers=headers)
+            raise Rejection(401, "invalid_client", "unknown client_id", headers=headers)
+        if not any(same(client_secret, secret) for secret in accepted):
+            raise Rejection(401, "invalid_client", "wrong client_secret", headers=headers)
         return kind
 
     def _check_user(self, username: str, password: str, status: int = 400) -> None:
-        if not (_same(username, self.username) and _same(password, self.password)):
-            raise _Rejection(status, "invalid_grant", "wrong username or password")
+        if not (same(username, self.username) and same(password, self.password)):
+            raise Rejection(status, "invalid_grant", "wrong username or password")
 
     def _wants_refresh(self, grant_type: str, scope: frozenset[str]) -> bool:
         if self.issue_refresh_tokens is not None:
@@ -893,9 +741,9 @@ class FakeProvider:
         """Validate a refresh token; return its kind and whether to issue a new one."""
         info = self._refresh.get(refresh_token)
         if info is None:
-            raise _Rejection(400, "invalid_grant", "refresh token is invalid", oauth=True)
-        if not _same(info.client_id, client_id):
-            raise _Rejection(
+            raise Rejection(400, "invalid_grant", "refresh token is invalid", oauth=True)
+        if not same(info.client_id, client_id):
+            raise Rejection(
                 400, "invalid_grant", "refresh token was issued to another client", oauth=True
             )
         if self.rotate_refresh_tokens:
@@ -926,72 +774,72 @@ class FakeProvider:
 
     async def _form_dialect(self, request: web.Request) -> web.Response:
         """``cm``, ``vonage`` and ``rfc6749``: form-encoded RFC 6749 token requests."""
-        params = await self._read_form(request)
+        params = await read_form(request)
         if self.dialect == "cm":
             accept = ",".join(request.headers.getall(hdrs.ACCEPT, ()))
-            if accept and not _accepts_json(accept):
-                raise _Rejection(406, "invalid_request", "Accept header excludes application/json")
-            self._forbid_authorization_header(request)
+            if accept and not accepts_json(accept):
+                raise Rejection(406, "invalid_request", "Accept header excludes application/json")
+            forbid_authorization_header(request)
             grants = frozenset({"client_credentials"})
         else:
             grants = frozenset({"client_credentials", "password", "refresh_token"})
 
         authorization = request.headers.getall(hdrs.AUTHORIZATION, ())
         if len(authorization) > 1:
-            raise _Rejection(400, "invalid_request", "repeated Authorization header")
+            raise Rejection(400, "invalid_request", "repeated Authorization header")
         if authorization:
-            client_id, client_secret = _parse_basic(authorization[0])
+            client_id, client_secret = parse_basic(authorization[0])
             if "client_secret" in params:
-                raise _Rejection(
+                raise Rejection(
                     400,
                     "invalid_request",
                     "client credentials sent both in the body and as HTTP Basic",
                 )
             if "client_id" in params and params["client_id"] != client_id:
-                raise _Rejection(
+                raise Rejection(
                     400, "invalid_request", "client_id in the body differs from HTTP Basic"
                 )
         else:
-            self._require(params, 400, "grant_type", "client_id", "client_secret")
+            require(params, 400, "grant_type", "client_id", "client_secret")
             client_id, client_secret = params["client_id"], params["client_secret"]
-        self._require(params, 400, "grant_type")
+        require(params, 400, "grant_type")
         kind = self._check_client(client_id, client_secret, basic=bool(authorization))
 
         grant_type = params["grant_type"]
         if grant_type not in grants:
-            raise _Rejection(400, "unsupported_grant_type", f"grant_type {grant_type} unsupported")
+            raise Rejection(400, "unsupported_grant_type", f"grant_type {grant_type} unsupported")
         scope = frozenset(params.get("scope", "").split())
         if self.dialect == "vonage" and "globalpci" not in scope:
-            raise _Rejection(400, "invalid_scope", "scope must include globalpci")
+            raise Rejection(400, "invalid_scope", "scope must include globalpci")
 
         if grant_type == "refresh_token":
-            self._require(params, 400, "refresh_token")
+            require(params, 400, "refresh_token")
             kind, with_refresh = self._spend_refresh(params["refresh_token"], client_id)
         else:
             if grant_type == "password":
-                self._require(params, 400, "username", "password")
+                require(params, 400, "username", "password")
                 self._check_user(params["username"], params["password"])
             with_refresh = self._wants_refresh(grant_type, scope)
-        return _json_response(self._issue(kind, client_id, with_refresh=with_refresh))
+        return json_response(self._issue(kind, client_id, with_refresh=with_refresh))
 
     async def _oro(self, request: web.Request) -> web.Response:
         """OroCommerce: JSON client-credentials requests; back-office or storefront client."""
-        data = await self._read_json(request)
-        self._forbid_authorization_header(request)
-        params = self._json_fields(data, 400, "grant_type", "client_id", "client_secret")
-        self._require(params, 400, "grant_type", "client_id", "client_secret")
+        data = await read_json(request)
+        forbid_authorization_header(request)
+        params = json_fields(data, 400, "grant_type", "client_id", "client_secret")
+        require(params, 400, "grant_type", "client_id", "client_secret")
         kind = self._check_client(params["client_id"], params["client_secret"], basic=False)
         if params["grant_type"] != "client_credentials":
-            raise _Rejection(
+            raise Rejection(
                 400, "unsupported_grant_type", f"grant_type {params['grant_type']} unsupported"
             )
-        return _json_response(self._issue(kind, params["client_id"], with_refresh=False))
+        return json_response(self._issue(kind, params["client_id"], with_refresh=False))
 
     async def _payme(self, request: web.Request) -> web.Response:
         """Pay-me/Alignet: JSON body, version header, enveloped answers (failures are 200)."""
         data = await self._read_json_payme(request)
-        self._forbid_authorization_header(request, status=200)
-        params = self._json_fields(
+        forbid_authorization_header(request, status=200)
+        params = json_fields(
             data,
             200,
             "action",
@@ -1004,32 +852,32 @@ class FakeProvider:
             "password",
             "refresh_token",
         )
-        self._require(params, 200, "action", "grant_type", "client_id", "client_secret")
+        require(params, 200, "action", "grant_type", "client_id", "client_secret")
         if params["action"] != "authorize":
-            raise _Rejection(200, "invalid_request", "action must be authorize")
+            raise Rejection(200, "invalid_request", "action must be authorize")
         self._check_client_payme(params["client_id"], params["client_secret"])
-        self._require(params, 200, "audience", "scope")
+        require(params, 200, "audience", "scope")
         if params["audience"] != self.audience:
-            raise _Rejection(200, "invalid_request", "unknown audience")
+            raise Rejection(200, "invalid_request", "unknown audience")
         scope = frozenset(params["scope"].split())
         unknown = sorted(scope - _PAYME_SCOPES)
         if unknown:
-            raise _Rejection(200, "invalid_scope", f"unknown scope {' '.join(unknown)}")
+            raise Rejection(200, "invalid_scope", f"unknown scope {' '.join(unknown)}")
 
         grant_type = params["grant_type"]
         if grant_type == "refresh_token":
-            self._require(params, 200, "refresh_token")
-            if "username" in params and not _same(params["username"], self.username):
-                raise _Rejection(200, "invalid_grant", "wrong username")
+            require(params, 200, "refresh_token")
+            if "username" in params and not same(params["username"], self.username):
+                raise Rejection(200, "invalid_grant", "wrong username")
             kind, with_refresh = self._spend_refresh(params["refresh_token"], params["client_id"])
         elif grant_type in ("password", "client_credentials"):
             if grant_type == "password":
-                self._require(params, 200, "username", "password")
+                require(params, 200, "username", "password")
                 self._check_user(params["username"], params["password"], status=200)
             kind = _KIND_API
             with_refresh = self._wants_refresh(grant_type, scope)
         else:
-            raise _Rejection(200, "unsupported_grant_type", f"grant_type {grant_type} unsupported")
+            raise Rejection(200, "unsupported_grant_type", f"grant_type {grant_type} unsupported")
 
         issued = self._issue(kind, params["client_id"], with_refresh=with_refresh)
         payload: dict[str, Any] = {
@@ -1050,20 +898,20 @@ class FakeProvider:
         }
         if "refresh_token" in issued:
             payload["refresh_token"] = issued["refresh_token"]
-        return _json_response(payload)
+        return json_response(payload)
 
     async def _read_json_payme(self, request: web.Request) -> dict[str, Any]:
-        if request.content_type != _JSON:
+        if request.content_type != JSON:
             # Checked before the version header so a wrong content type is always a 415.
-            await self._read_body(request, _JSON)
+            await read_body(request, JSON)
         if request.headers.get("ALG-API-VERSION") != _PAYME_API_VERSION:
-            raise _Rejection(
+            raise Rejection(
                 400, "invalid_request", f"header ALG-API-VERSION must be {_PAYME_API_VERSION}"
             )
-        return await self._read_json(request)
+        return await read_json(request)
 
     def _check_client_payme(self, client_id: str, client_secret: str) -> None:
         try:
             self._check_client(client_id, client_secret, basic=False)
-        except _Rejection as rejection:
-            raise _Rejection(200, rejection.error, rejection.description) from None
+        except Rejection as rejection:
+            raise Rejection(200, rejection.error, rejection.description) from None

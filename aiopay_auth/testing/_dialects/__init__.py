@@ -1,0 +1,1 @@
+"""The provider dialects a :class:`~aiopay_auth.testing.FakeProvider` speaks."""
