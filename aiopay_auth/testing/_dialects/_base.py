@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
 from aiohttp import web
+from yarl import URL
 
+from ..._provider import Provider
 from ._wire import Rejection
 
 
-__all__ = ["DialectRules", "TokenDesk"]
+__all__ = ["DialectRules", "Endpoint", "TokenDesk"]
 
 
 class TokenDesk(Protocol):
@@ -63,6 +66,55 @@ class TokenDesk(Protocol):
         ...
 
 
+class Endpoint(Protocol):
+    """Where a fake listens and what it accepts: a ``FakeProvider`` or a ``FakeEndpoint``."""
+
+    @property
+    def base_url(self) -> URL:
+        """The server's root URL."""
+        ...
+
+    @property
+    def token_url(self) -> URL:
+        """Its token endpoint."""
+        ...
+
+    @property
+    def api_base(self) -> URL:
+        """Base URL of its protected API."""
+        ...
+
+    @property
+    def client_id(self) -> str:
+        """The accepted client id."""
+        ...
+
+    @property
+    def client_secret(self) -> str:
+        """The accepted client secret."""
+        ...
+
+    @property
+    def username(self) -> str:
+        """The accepted resource-owner username."""
+        ...
+
+    @property
+    def password(self) -> str:
+        """The accepted resource-owner password."""
+        ...
+
+    @property
+    def storefront_client_id(self) -> str:
+        """The Oro storefront client id."""
+        ...
+
+    @property
+    def audience(self) -> str:
+        """The Pay-me ``audience``."""
+        ...
+
+
 class DialectRules(abc.ABC):
     """One provider as its fake speaks it: paths, token requests, answers and errors.
 
@@ -93,3 +145,7 @@ class DialectRules(abc.ABC):
     def error_body(self, rejection: Rejection) -> object:
         """The body of the error answer to a refused token request (RFC 6749 §5.2)."""
         return {"error": rejection.error, "error_description": rejection.description}
+
+    @abc.abstractmethod
+    def profile(self, fake: Endpoint, options: Mapping[str, Any]) -> Provider:
+        """The real provider profile aimed at *fake*, *options* overriding its defaults."""

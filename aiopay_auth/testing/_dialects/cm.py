@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from aiohttp import hdrs, web
 
+from ..._provider import Provider
+from ...providers import cm
+from ._base import Endpoint
 from ._form import FormRules
 from ._wire import Rejection, accepts_json, forbid_authorization_header
 
@@ -26,3 +30,13 @@ class CmRules(FormRules):
         if accept and not accepts_json(accept):
             raise Rejection(406, "invalid_request", "Accept header excludes application/json")
         forbid_authorization_header(request)
+
+    def profile(self, fake: Endpoint, options: Mapping[str, Any]) -> Provider:
+        """A :func:`~aiopay_auth.providers.cm.provider` aimed at *fake*."""
+        kwargs = {
+            "token_url": fake.token_url,
+            "api": fake.api_base,
+            "client_id": fake.client_id,
+            "client_secret": fake.client_secret,
+        }
+        return cm.provider(**{**kwargs, **options})

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from aiohttp import web
 
-from ._base import DialectRules, TokenDesk
+from ..._provider import Provider
+from ...providers import oro
+from ._base import DialectRules, Endpoint, TokenDesk
 from ._wire import (
     Rejection,
     forbid_authorization_header,
@@ -37,3 +42,16 @@ class OroRules(DialectRules):
                 400, "unsupported_grant_type", f"grant_type {params['grant_type']} unsupported"
             )
         return json_response(desk.issue(kind, params["client_id"], with_refresh=False))
+
+    def profile(self, fake: Endpoint, options: Mapping[str, Any]) -> Provider:
+        """An :func:`~aiopay_auth.providers.oro.provider` aimed at *fake*.
+
+        ``application="storefront"`` in *options* takes the storefront client's id.
+        """
+        storefront = options.get("application") == "storefront"
+        kwargs = {
+            "app_url": fake.base_url,
+            "client_id": fake.storefront_client_id if storefront else fake.client_id,
+            "client_secret": fake.client_secret,
+        }
+        return oro.provider(**{**kwargs, **options})

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 from aiohttp import web
 
-from ._base import DialectRules, TokenDesk
+from ..._provider import Provider
+from ...providers import payme
+from ._base import DialectRules, Endpoint, TokenDesk
 from ._wire import (
     JSON,
     Rejection,
@@ -116,6 +119,20 @@ class PaymeRules(DialectRules):
         if rejection.oauth:
             return super().error_body(rejection)
         return _envelope_failure(rejection.description)
+
+    def profile(self, fake: Endpoint, options: Mapping[str, Any]) -> Provider:
+        """A :func:`~aiopay_auth.providers.payme.provider` (development) aimed at *fake*."""
+        kwargs = {
+            "environment": "development",
+            "token_url": fake.token_url,
+            "api": fake.api_base,
+            "audience": fake.audience,
+            "username": fake.username,
+            "password": fake.password,
+            "client_id": fake.client_id,
+            "client_secret": fake.client_secret,
+        }
+        return payme.provider(**{**kwargs, **options})
 
 
 async def _read_json(request: web.Request) -> dict[str, Any]:
