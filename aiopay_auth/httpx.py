@@ -109,8 +109,9 @@ class BearerAuth(httpx.Auth):
     pass ``event_hooks={"request": [auth.hook]}`` to your own
     :class:`httpx.AsyncClient`. Without it, a call is sent with no token and
     then raises :class:`~aiopay_auth.exceptions.ConfigError`; never with a
-    token httpx might carry on to another URL. The hook of one
-    :class:`BearerAuth` stamps only the calls of its own flow.
+    token httpx might carry on to another URL. One hook serves every
+    :class:`BearerAuth` used on the client (a per-request ``auth=``
+    included), each call by its own auth's holders.
 
     Args:
         holders: The providers' token holders (from :meth:`TokenManager.add
@@ -205,12 +206,23 @@ class BearerAuth(httpx.Auth):
             self._scrub(call, request, answers)
 
     async def hook(self, request: httpx.Request) -> None:
-        """The client's ``request`` event hook: stamp or strip each hop just before it is sent."""
+        """The client's ``request`` event hook: stamp or strip each hop just before it is sent.
+
+        A hop of a call made through another :class:`BearerAuth` (a
+        per-request ``auth=``) is decided by that one's rules; this one's
+        tokens are kept off it all the same.
+        """
         call = request.extensions.get(_CALL)
-        if not isinstance(call, _Call) or call.auth is not self:
-            # Not a call of this flow: only our tokens that do not belong here go.
+        if not isinstance(call, _Call):
+            # Not a call of any flow: only our tokens that do not belong here go.
             self._strip(request, keep=self.holder_for(request.url))
             return
+        await call.auth._hop(call, request)
+        if call.auth is not self:
+            self._strip(request, keep=call.holder if call.sent is not None else None)
+
+    async def _hop(self, call: _Call, request: httpx.Request) -> None:
+        """Stamp *request*, a hop of *call*, if in scope of the call's provider; else strip."""
         call.hops += 1
         if call.own and call.hops == 1:
             return  # the caller's own header, on the request they sent

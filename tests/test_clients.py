@@ -428,3 +428,21 @@ def test_the_core_imports_without_httpx() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
     )
     assert (0, "refused\n") == (done.returncode, done.stdout), done.stderr
+
+
+async def test_httpx_one_hook_serves_a_per_request_auth() -> None:
+    async with serving(2) as (api, other), TokenManager() as tokens:
+        first = tokens.add(api.provider())
+        second = tokens.add(other.provider("second"))
+        other.redirects["/api/redirect"] = (307, str(api.api / "pay"))
+        async with BearerAuth(first).client(follow_redirects=True) as client:
+            per_request = BearerAuth(second)
+            paid = await client.get(str(other.api / "pay"), auth=per_request)
+            # Redirected from the second API to the first: neither token goes.
+            moved = await client.get(str(other.api / "redirect"), auth=per_request)
+            token = second.current
+    assert token is not None
+    assert (200, 401) == (paid.status_code, moved.status_code)
+    assert [("/api/pay", token.header), ("/api/redirect", token.header)] == seen(other)
+    assert [("/api/pay", None)] == seen(api)
+    assert 0 == first.stats.invalidations + second.stats.invalidations
