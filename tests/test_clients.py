@@ -13,19 +13,21 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import attrs
 import httpx
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from aiopay_auth import ConfigError, TokenHolder, TokenManager
 from aiopay_auth.httpx import BearerAuth, replayable
 from aiopay_auth.providers import generic
 
+from .helpers import ManualClock, eventually
 from .hostile import Api, serving
 
 
@@ -50,7 +52,7 @@ class Send(Protocol):
         url: URL,
         body: Body = None,
         headers: Mapping[str, str] | None = None,
-    ) -> Awaitable[Answer]: ...
+    ) -> Coroutine[Any, Any, Answer]: ...
 
 
 @pytest.fixture(name="client_kind", params=["aiohttp", "httpx"])
@@ -264,18 +266,55 @@ async def test_an_unreplayable_body_gets_the_401_not_an_empty_resend(client_kind
     assert 2 == api.token_calls
 
 
-async def test_a_second_401_is_handed_to_the_caller(client_kind: str) -> None:
-    async with serving() as (api,), TokenManager() as tokens:
+async def test_a_second_401_is_handed_to_the_caller_then_the_holder_backs_off(
+    client_kind: str,
+) -> None:
+    # A standing clock: the fresh token stays inside its backoff for the whole test.
+    async with serving() as (api,), TokenManager(clock=ManualClock()) as tokens:
         holder = tokens.add(api.provider())
         async with connect(client_kind, tokens, holder) as send:
             await holder.get()
             api.refuse_all = True
             answer = await send("GET", api.api / "pay")
-    assert 401 == answer.status
-    assert 2 == len(api.api_requests())  # the request and exactly one resend
+            fresh = holder.current
+            assert fresh is not None
+            assert holder.backing_off()
+            # Within the backoff: handed back as it is, no resend, no new token.
+            again = await send("POST", api.api / "pay", b"amount=1")
+            assert holder.current is fresh
+    assert (401, 401) == (answer.status, again.status)
+    assert 3 == len(api.api_requests())  # the request, exactly one resend, the next request
     assert 2 == api.token_calls
     assert holder.refusing is not None
     assert (1, True) == (holder.refusing.tokens, holder.refusing.refused)
+    assert (1, 0) == (holder.stats.recoveries, holder.stats.unreplayable)
+
+
+async def test_a_late_401_for_an_older_token_during_the_backoff_is_not_resent(
+    client_kind: str,
+) -> None:
+    hold = asyncio.Event()
+
+    def held(request: web.Request) -> bool:
+        return request.query.get("n") == "late"
+
+    async with (
+        serving(hold=hold, hold_when=held) as (api,),
+        TokenManager(clock=ManualClock()) as tokens,
+    ):
+        holder = tokens.add(api.provider())
+        async with connect(client_kind, tokens, holder) as send:
+            await holder.get()
+            api.refuse_all = True
+            late = asyncio.create_task(send("GET", (api.api / "pay").with_query(n="late")))
+            await eventually(lambda: api.in_flight == 1)
+            answer = await send("GET", api.api / "pay")  # 401, one resend, 401: backing off
+            assert holder.backing_off()
+            hold.set()
+            late_answer = await late  # refused with the first token, now an older one
+    assert (401, 401) == (answer.status, late_answer.status)
+    assert 3 == len(api.api_requests())  # the late one was not resent
+    assert 2 == api.token_calls
 
 
 async def test_the_callers_own_header_is_sent_untouched(client_kind: str) -> None:
@@ -446,3 +485,15 @@ async def test_httpx_one_hook_serves_a_per_request_auth() -> None:
     assert [("/api/pay", token.header), ("/api/redirect", token.header)] == seen(other)
     assert [("/api/pay", None)] == seen(api)
     assert 0 == first.stats.invalidations + second.stats.invalidations
+
+
+async def test_httpx_strips_only_our_field_of_several() -> None:
+    async with serving() as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        token = await holder.get()
+        async with BearerAuth(holder).client() as client:
+            echo = await client.get(
+                str(api.base_url / "open" / "echo"),
+                headers=[("Authorization", token.header), ("Authorization", "Basic abc")],
+            )
+    assert {"authorization": "Basic abc"} == echo.json()
