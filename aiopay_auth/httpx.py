@@ -247,6 +247,7 @@ class BearerAuth(httpx.Auth):
                 seen.append(response.next_request)
         for each in seen:
             _remove(each, lambda value: value in call.stamped or self._ours(value, None))
+            each.extensions.pop(_CALL, None)  # a next_request sent later is a call of its own
 
     def _strip(self, request: httpx.Request, keep: TokenHolder | None = None) -> None:
         """Remove every recent token of ours (other than *keep*'s) from *request*."""
