@@ -126,7 +126,7 @@ class BearerAuth(httpx.Auth):
 
     def __init__(self, *holders: TokenHolder) -> None:
         for holder in holders:
-            # Not a shared API (Tenants): choose a tenant's holder per request instead.
+            # Not a Tenants set: give a tenant's holder per request (auth=) instead.
             instance_of("aiopay_auth.httpx.BearerAuth holders", holder, TokenHolder)
         # The scope rule and its checks: the one the aiohttp middleware uses.
         self._routes = _Routes(*holders)

@@ -497,3 +497,16 @@ async def test_httpx_strips_only_our_field_of_several() -> None:
                 headers=[("Authorization", token.header), ("Authorization", "Basic abc")],
             )
     assert {"authorization": "Basic abc"} == echo.json()
+
+
+async def test_httpx_a_tenants_holder_per_request() -> None:
+    async with serving(2) as (api, other), TokenManager() as tokens:
+        merchants = tokens.add_tenants("m", api=api.api)
+        m1 = merchants.add("m1", api.provider("m1"))
+        base = tokens.add(other.provider())
+        async with BearerAuth(base).client() as client:
+            paid = await client.get(str(api.api / "pay"), auth=BearerAuth(m1.holder))
+            token = m1.holder.current
+    assert token is not None
+    assert 200 == paid.status_code
+    assert [("/api/pay", token.header)] == seen(api)
