@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -23,7 +24,13 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from aiopay_auth import ConfigError, TokenHolder, TokenManager
+from aiopay_auth import (
+    ConfigError,
+    RefreshPolicy,
+    TokenHolder,
+    TokenManager,
+    TokenUnavailableError,
+)
 from aiopay_auth.httpx import BearerAuth, replayable
 from aiopay_auth.providers import generic
 
@@ -188,6 +195,20 @@ async def test_a_redirect_hop_out_of_scope_carries_no_token(
     assert {"authorization": None} == answer.json
     received = seen(api) + seen(other)
     assert [("/api/redirect", token.header), ("/open/echo", None)] == received
+
+
+async def test_no_usable_token_waits_at_most_wait_timeout(client_kind: str) -> None:
+    token_hold = asyncio.Event()  # the token endpoint does not answer
+    policy = RefreshPolicy(wait_timeout=0.3)
+    async with serving(token_hold=token_hold) as (api,), TokenManager(policy=policy) as tokens:
+        holder = tokens.add(api.provider())
+        async with connect(client_kind, tokens, holder) as send:
+            started = time.monotonic()
+            with pytest.raises(TokenUnavailableError):
+                await send("POST", api.api / "pay", b"amount=1")
+            waited = time.monotonic() - started
+    assert 0.3 <= waited < 3.0
+    assert [] == api.api_requests()  # nothing was sent without a token
 
 
 async def test_a_redirect_within_the_api_keeps_the_token(client_kind: str) -> None:
