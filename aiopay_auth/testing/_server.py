@@ -35,7 +35,7 @@ import random
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal, NamedTuple, get_args
 from urllib.parse import parse_qsl, unquote_plus
@@ -328,6 +328,7 @@ class FakeProvider:
         rotate_refresh_tokens: bool = True,
         audience: str = "https://api.dev.alignet.io",
         clock: Callable[[], float] = time.monotonic,
+        clients: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Configure the provider; nothing is bound until :meth:`start`.
 
@@ -344,6 +345,9 @@ class FakeProvider:
             rotate_refresh_tokens: Whether refresh tokens are single use.
             audience: ``"payme"`` only: the ``audience`` the token request must name.
             clock: Monotonic clock timing token expiry (``time.monotonic`` by default).
+            clients: More ``(client_id, client_secret)`` pairs to accept, as
+                :meth:`add_client` adds them: one per merchant, chosen by the
+                caller (e.g. for a fake started in a child process).
 
         Raises:
             ValueError: If ``dialect`` is unknown.
@@ -389,6 +393,8 @@ class FakeProvider:
         self._base_url: URL | None = None
         self._closing = asyncio.Event()
         self._closed = False
+        for merchant, merchant_secret in clients:
+            self.add_client(merchant, merchant_secret)
 
     # ------------------------------------------------------------------ lifecycle
 
