@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import tenants
+
 
 if TYPE_CHECKING:
     from .run import Run
@@ -254,6 +256,8 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         "runs": [r.to_json() for r in runs],
         "disturbed_runs": [r.to_json() for r in results["disturbed"]],
     }
+    if "tenants" in results:
+        document["tenants"] = tenants.build(results["tenants"])
     document["targets"] = targets(document)
     return document
 
@@ -524,6 +528,8 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
             ]
         ],
     )
+    if "tenants" in document:
+        lines += tenants.markdown(document["tenants"])
     if images is not None:
         lines += ["## Plots", ""]
         lines += [f"![{title}]({images}{name})" for name, title in PLOTS.items()]
