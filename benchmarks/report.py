@@ -671,10 +671,13 @@ with:
 nox -s bench                 # full run, about 10 minutes; results in benchmarks/results/
 nox -s bench -- --quick      # smoke run, under a minute (CI runs it, numbers not judged)
 nox -s bench -- --publish    # full run, then rewrite this page and docs/benchmarks/*.png
+nox -s bench -- --tenants    # the many-merchants section alone, 1 to 2 minutes
 ```
 
 `python -m benchmarks --help` lists the knobs (rounds, requests per run,
-concurrency levels, a subset of scenarios).
+concurrency levels, a subset of scenarios). The many-merchants section
+(1, 100 and 10,000 tenants of one API) is described with its figures in
+[Many merchants (tenants)](#many-merchants-tenants).
 
 ## How it is measured
 

@@ -86,7 +86,7 @@ class TenantsConfig:
 
     counts: tuple[int, ...] = (1, 100, 10_000)
     rotations: int = 15
-    batch: int = 1_500
+    batch: int = 1_000
     concurrency: int = 64
     pool: int = 64
     memory_tenants: int = 1_000
@@ -372,6 +372,7 @@ async def run_tenants(
     cores = sorted(os.sched_getaffinity(0))
     pinned = pin and len(cores) >= 2
     started = time.time()
+    load_at_start = os.getloadavg()
     async with FakeProviderProcess(
         servers, cpu=cores[-1] if pinned else None, name="bench-tenants-server"
     ) as fakes:
@@ -424,6 +425,7 @@ async def run_tenants(
         "config": asdict(cfg),
         "pinned": pinned,
         "duration_s": time.time() - started,
+        "load_average": {"start": load_at_start, "end": os.getloadavg()},
         "cold_start": cold,
         "cold_start_by_count": {str(n): s.cold for n, s in setups.items()},
         "server_max_in_flight": clients.max_token_calls_in_flight,
@@ -507,6 +509,7 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def markdown(doc: dict[str, Any]) -> list[str]:
     """The section's lines, for the report and ``docs/benchmarks.md``."""
     cfg, cpu, mem, cold = doc["config"], doc["cpu"], doc["memory"], doc["cold_start"]
+    load = doc["load_average"]
     counts = ", ".join(f"{n:,}" for n in cfg["counts"])
     lines = [
         "## Many merchants (tenants)",
@@ -514,8 +517,9 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         f"One provider API, {counts} tenants (`tokens.add_tenants(...)`, `merchants.add(key, "
         "provider)`, one `tokens.session(merchants)`, `middlewares=tenant.middlewares` per "
         "request), against one fake provider in a child process that knows every merchant's "
-        "credential. Run alone with `python -m benchmarks --tenants` "
-        f"({doc['duration_s']:.0f} s here).",
+        "credential. Run alone with `python -m benchmarks --tenants`: "
+        f"{doc['duration_s']:.0f} s here, load average {load['start'][0]:.1f} at the start "
+        f"and {load['end'][0]:.1f} at the end (other work shares the machine).",
         "",
         "**Per-request client cost, paired in one process.** The configurations stay open side "
         f"by side; each of {cfg['rotations']} rotations sends one batch of {cfg['batch']:,} "
