@@ -55,33 +55,40 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("AIOPAY_")}
 
 
-# --- demo, end to end -------------------------------------------------------
-
-
-def test_demo_runs_every_provider_without_a_failure_or_an_expired_token() -> None:
-    duration, lifetime = 3.0, 1.0
+def _run_demo(*args: str, timeout: float) -> dict[str, Any]:
+    """Run the demo with *args* (``--json`` among them); its summary, once it exited 0 quietly."""
     done = subprocess.run(  # noqa: S603 - our own interpreter and module
-        _demo(
-            "--duration",
-            str(duration),
-            "--lifetime",
-            str(lifetime),
-            "--concurrency",
-            "200",
-            "--pool",
-            "50",
-            "--json",
-            "--quiet",
-        ),
+        _demo(*args),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         env=_clean_env(),
         check=False,
     )
     assert "" == done.stderr
     assert 0 == done.returncode
-    summary = json.loads(done.stdout)
+    summary: dict[str, Any] = json.loads(done.stdout)
+    return summary
+
+
+# --- demo, end to end -------------------------------------------------------
+
+
+def test_demo_runs_every_provider_without_a_failure_or_an_expired_token() -> None:
+    duration, lifetime = 3.0, 1.0
+    summary = _run_demo(
+        "--duration",
+        str(duration),
+        "--lifetime",
+        str(lifetime),
+        "--concurrency",
+        "200",
+        "--pool",
+        "50",
+        "--json",
+        "--quiet",
+        timeout=60,
+    )
     providers = summary["providers"]
     assert DEMO_PROVIDERS == set(providers)
     for name, row in providers.items():
@@ -138,30 +145,21 @@ def test_demo_ctrl_c_stops_cleanly() -> None:
 
 def test_demo_fleet_shares_tokens_between_processes() -> None:
     duration, lifetime, processes = 4.0, 1.0, 2
-    done = subprocess.run(  # noqa: S603 - our own interpreter and module
-        _demo(
-            "--fleet",
-            str(processes),
-            "--duration",
-            str(duration),
-            "--lifetime",
-            str(lifetime),
-            "--concurrency",
-            "100",
-            "--pool",
-            "20",
-            "--json",
-            "--quiet",
-        ),
-        capture_output=True,
-        text=True,
+    summary = _run_demo(
+        "--fleet",
+        str(processes),
+        "--duration",
+        str(duration),
+        "--lifetime",
+        str(lifetime),
+        "--concurrency",
+        "100",
+        "--pool",
+        "20",
+        "--json",
+        "--quiet",
         timeout=90,
-        env=_clean_env(),
-        check=False,
     )
-    assert "" == done.stderr
-    assert 0 == done.returncode
-    summary = json.loads(done.stdout)
     assert processes == summary["config"]["fleet"] == summary["fleet"]["processes"]
     assert [50, 50] == summary["fleet"]["concurrency"]
     assert [10, 10] == summary["fleet"]["pool"]
@@ -198,28 +196,19 @@ def test_demo_fleet_shares_tokens_between_processes() -> None:
 
 def test_demo_merchants_routes_each_request_to_its_own_merchants_token() -> None:
     merchants, duration = 50, 2.0
-    done = subprocess.run(  # noqa: S603 - our own interpreter and module
-        _demo(
-            "--merchants",
-            str(merchants),
-            "--duration",
-            str(duration),
-            "--concurrency",
-            "50",
-            "--pool",
-            "20",
-            "--json",
-            "--quiet",
-        ),
-        capture_output=True,
-        text=True,
+    summary = _run_demo(
+        "--merchants",
+        str(merchants),
+        "--duration",
+        str(duration),
+        "--concurrency",
+        "50",
+        "--pool",
+        "20",
+        "--json",
+        "--quiet",
         timeout=60,
-        env=_clean_env(),
-        check=False,
     )
-    assert "" == done.stderr
-    assert 0 == done.returncode
-    summary = json.loads(done.stdout)
     assert merchants == summary["merchants"] == summary["config"]["merchants"]
     by_merchant = summary["by_merchant"]
     assert {f"merchant-{i}" for i in range(1, merchants + 1)} == set(by_merchant)
