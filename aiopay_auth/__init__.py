@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from ._assertion import ClientAssertion
-from ._fetch import TokenSource
 from ._health import FailureKind, Health, HealthState
 from ._holder import ProviderStats, TokenHolder
 from ._limit import FetchLimit
@@ -23,6 +22,7 @@ from ._policy import RefreshPolicy
 from ._pool import FairGate, FairPool
 from ._provider import Provider
 from ._secret import Secret
+from ._source import TokenSource
 from ._tenants import Tenant, Tenants
 from ._token import Token
 from .exceptions import (

@@ -14,12 +14,12 @@ import random
 import anyio
 import attrs
 
-from ._fetch import TokenSource
 from ._health import failure_kind
 from ._holder import TokenHolder
 from ._log import log
 from ._policy import RefreshPolicy
 from ._secret import Secret
+from ._source import TokenSource
 from ._token import Token
 from .exceptions import AuthError, TokenResponseError
 

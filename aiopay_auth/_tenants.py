@@ -11,7 +11,6 @@ import attrs
 from yarl import URL
 
 from ._check import instance_of
-from ._fetch import TokenSource
 from ._health import Health
 from ._holder import TokenHolder
 from ._limit import FetchLimit
@@ -22,6 +21,7 @@ from ._pool import FairPool
 from ._provider import Provider
 from ._schedule import Schedule, Slot
 from ._secret import Secret
+from ._source import TokenSource
 from ._tenant_holder import TenantHolder
 from ._token import Token
 from .exceptions import (

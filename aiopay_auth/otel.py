@@ -25,10 +25,10 @@ from .exceptions import AuthError, TokenResponseError
 
 
 if TYPE_CHECKING:
-    from ._fetch import TokenSource
     from ._holder import TokenHolder
     from ._manager import TokenManager
     from ._secret import Secret
+    from ._source import TokenSource
     from ._token import Token
 
 
