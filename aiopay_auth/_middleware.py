@@ -22,6 +22,7 @@ from yarl import URL
 
 from ._check import instance_of
 from ._holder import TokenHolder
+from ._scope import ScopeTable
 from ._token import Token
 from .exceptions import AuthError, ConfigError
 
@@ -29,8 +30,6 @@ from .exceptions import AuthError, ConfigError
 __all__ = ["BearerAuth", "SharedApi"]
 
 _AUTHORIZATION = hdrs.AUTHORIZATION
-
-_Origin = tuple[str, str | None, int | None]
 
 # The current call of this task: its per-call object and the holder its
 # first hop was stamped for (None: not stamped), weakly: a context outlives
@@ -160,7 +159,7 @@ class BearerAuth:
         ConfigError: No holder, or two providers claim the same API URL.
     """
 
-    __slots__ = ("_holders", "_routes")
+    __slots__ = ("_holders", "_scopes")
 
     def __init__(self, *holders: TokenHolder | SharedApi) -> None:
         if not holders:
@@ -170,25 +169,16 @@ class BearerAuth:
             if not _shared(holder):
                 instance_of("BearerAuth holders", holder, TokenHolder)
         self._holders = tuple(h for h in holders if isinstance(h, TokenHolder))
-        routes: dict[_Origin, list[tuple[str, str, TokenHolder | SharedApi]]] = {}
+        self._scopes: ScopeTable[TokenHolder | SharedApi] = ScopeTable()
         for holder in holders:
             for url in holder.provider.api if isinstance(holder, TokenHolder) else holder.api:
-                entries = routes.setdefault((url.scheme, url.host, url.port), [])
-                prefix = url.raw_path.rstrip("/")
-                for other_prefix, _, other in entries:
-                    if other_prefix == prefix:
-                        msg = (
-                            f"providers {other.name!r} and {holder.name!r} both claim {url}; "
-                            "a URL can carry only one provider's token"
-                        )
-                        raise ConfigError(msg, provider=holder.name)
-                # The prefix itself, and what lies below it at a segment boundary.
-                entries.append((prefix, prefix + "/", holder))
-        # Most specific prefix first.
-        self._routes = {
-            origin: tuple(sorted(entries, key=lambda e: len(e[0]), reverse=True))
-            for origin, entries in routes.items()
-        }
+                other = self._scopes.claim(url, holder)
+                if other is not None:
+                    msg = (
+                        f"providers {other.name!r} and {holder.name!r} both claim {url}; "
+                        "a URL can carry only one provider's token"
+                    )
+                    raise ConfigError(msg, provider=holder.name)
 
     @property
     def holders(self) -> tuple[TokenHolder, ...]:
@@ -196,24 +186,17 @@ class BearerAuth:
         return self._holders
 
     def holder_for(self, url: URL) -> TokenHolder | None:
-        """The holder whose token a request to *url* carries, if any."""
-        holder = self._route(url)
-        return holder if isinstance(holder, TokenHolder) else None
+        """The holder whose token a request to *url* carries, if any.
 
-    def _route(self, url: URL) -> TokenHolder | SharedApi | None:
-        """The holder or shared API whose scope holds *url*, if any."""
-        entries = self._routes.get((url.scheme, url.host, url.port))
-        if entries is None:
-            return None
-        path = url.raw_path
-        for prefix, below, holder in entries:
-            if not prefix or path == prefix or path.startswith(below):
-                return holder
-        return None
+        Decided as every request is: :class:`~aiopay_auth._scope.ScopeTable`,
+        the one scope rule.
+        """
+        holder = self._scopes.find(url)
+        return holder if isinstance(holder, TokenHolder) else None
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Stamp *request* if it is in scope, send it, and recover from one 401."""
-        holder = self._route(request.url)
+        holder = self._scopes.find(request.url)
         call: object = getattr(request, "_traces", None)
         previous = _CALL.get()
         if call is not None and previous is not None and previous[0] is call:
