@@ -22,6 +22,7 @@ from ._provider import Provider
 from ._schedule import Schedule, Slot
 from ._secret import Secret
 from ._source import TokenSource
+from ._status import classify_status
 from ._tenant_holder import TenantHolder
 from ._token import Token
 from .exceptions import (
@@ -130,7 +131,7 @@ class TenantSource:
                 profile = self._holder.provider
                 token = await self._http(profile).fetch(refresh_token)
         except TokenResponseError as err:
-            if err.status != 429:
+            if classify_status(err.status) != "throttled":
                 limit.answered()
                 raise
             pause = limit.throttled(self._holder.policy, err.retry_after)
