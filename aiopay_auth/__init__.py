@@ -15,7 +15,7 @@ from ._holder import ProviderStats, TokenHolder
 from ._limit import FetchLimit
 from ._log import use_structlog
 from ._manager import TokenManager
-from ._middleware import BearerAuth
+from ._middleware import BearerAuth, ClientTenantRemovedError, ClientTokenUnavailableError
 from ._network import Network
 from ._oauth import TokenRequest, build_token_request, parse_token_response
 from ._policy import RefreshPolicy
@@ -42,6 +42,8 @@ __all__ = [
     "AuthError",
     "BearerAuth",
     "ClientAssertion",
+    "ClientTenantRemovedError",
+    "ClientTokenUnavailableError",
     "ConfigError",
     "FailureKind",
     "FairGate",

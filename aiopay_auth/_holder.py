@@ -16,7 +16,13 @@ from ._log import log
 from ._policy import RefreshPolicy
 from ._provider import Provider
 from ._token import Token
-from .exceptions import AuthError, TenantRemovedError, TokenUnavailableError, _without_frames
+from .exceptions import (
+    AuthError,
+    ConfigError,
+    TenantRemovedError,
+    TokenUnavailableError,
+    _without_frames,
+)
 
 
 __all__ = ["ProviderStats", "RefusalStreak", "TokenHolder"]
@@ -37,7 +43,9 @@ class ProviderStats:
         recoveries: Requests resent after a 401 with a fresh token.
         waits: Requests that had to wait for a token.
         max_wait: The longest such wait, in seconds.
-        last_error: The latest fetch failure, if any since the last success.
+        last_error: The latest fetch failure, if any since the last success
+            (a :class:`~aiopay_auth.ConfigError` if a custom token source
+            raised one).
         store: A shared token store's state (``"shared"``, or ``"local"``
             while it fails and the process fetches alone); ``None`` without
             one.
@@ -55,7 +63,7 @@ class ProviderStats:
     recoveries: int = 0
     waits: int = 0
     max_wait: float = 0.0
-    last_error: AuthError | None = None
+    last_error: AuthError | ConfigError | None = None
     store: str | None = None
     refused_tokens: int = 0
     unreplayable: int = 0
@@ -148,7 +156,7 @@ class TokenHolder:
         self._recent: collections.deque[str] = collections.deque(maxlen=_RECENT)
         self._since = 0.0  # when the current token was published
         self.fetching = False
-        self._failure: AuthError | None = None
+        self._failure: AuthError | ConfigError | None = None
         self._closed = False
         self._changed = anyio.Event()
         self._refresh_needed = anyio.Event()
@@ -229,7 +237,9 @@ class TokenHolder:
             self.stats.waits += 1
             self.stats.max_wait = max(self.stats.max_wait, waited)
 
-    def _unavailable(self, message: str, cause: AuthError | None) -> TokenUnavailableError:
+    def _unavailable(
+        self, message: str, cause: AuthError | ConfigError | None
+    ) -> TokenUnavailableError:
         if isinstance(cause, TenantRemovedError):
             return TenantRemovedError(message, provider=self.name)  # each waiter its own
         retryable = cause.retryable if cause is not None else True
@@ -334,7 +344,7 @@ class TokenHolder:
         self._refresh_needed = anyio.Event()
         self._wake()
 
-    def _record_failure(self, error: AuthError) -> None:
+    def _record_failure(self, error: AuthError | ConfigError) -> None:
         """Note a failed fetch (refresher only).
 
         An error that cannot heal fails every waiter at once, whatever the

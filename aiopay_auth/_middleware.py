@@ -17,17 +17,25 @@ import contextvars
 import weakref
 from typing import Protocol
 
-from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, MultipartWriter, hdrs, payload
+from aiohttp import (
+    ClientError,
+    ClientHandlerType,
+    ClientRequest,
+    ClientResponse,
+    MultipartWriter,
+    hdrs,
+    payload,
+)
 from yarl import URL
 
 from ._check import instance_of
 from ._holder import TokenHolder
 from ._scope import ScopeTable
 from ._token import Token
-from .exceptions import AuthError, ConfigError
+from .exceptions import ConfigError, TenantRemovedError, TokenUnavailableError
 
 
-__all__ = ["BearerAuth", "SharedApi"]
+__all__ = ["BearerAuth", "ClientTenantRemovedError", "ClientTokenUnavailableError", "SharedApi"]
 
 _AUTHORIZATION = hdrs.AUTHORIZATION
 
@@ -37,6 +45,57 @@ _AUTHORIZATION = hdrs.AUTHORIZATION
 _CALL: contextvars.ContextVar[tuple[object, weakref.ref[TokenHolder] | None] | None] = (
     contextvars.ContextVar("aiopay_auth_call", default=None)
 )
+
+
+class ClientTokenUnavailableError(TokenUnavailableError, ClientError):
+    """No token for a request sent through aiohttp: also an :class:`aiohttp.ClientError`.
+
+    :class:`BearerAuth` raises it when the request waited for its token
+    and none came (the wait bound passed, the provider failed in a way
+    that cannot heal, the manager closed), in place of the holder's
+    :class:`~aiopay_auth.exceptions.TokenUnavailableError`, with the same
+    message, ``provider``, ``retryable``, ``last_error`` and
+    ``__cause__``. So both the usual ``except aiohttp.ClientError`` around
+    a request and ``except TokenUnavailableError`` (or ``AuthError``)
+    catch it. It lives here, with the aiohttp middleware, so that
+    :mod:`aiopay_auth.exceptions` imports no HTTP client.
+    """
+
+
+class ClientTenantRemovedError(TenantRemovedError, ClientTokenUnavailableError):
+    """A request through aiohttp for a removed tenant: also an :class:`aiohttp.ClientError`.
+
+    The :class:`~aiopay_auth.exceptions.TenantRemovedError` that a removed
+    tenant's requests get, as :class:`ClientTokenUnavailableError` is the
+    holder's :class:`~aiopay_auth.exceptions.TokenUnavailableError`.
+    """
+
+
+def _client_error(err: TokenUnavailableError) -> ClientTokenUnavailableError:
+    """*err* as its aiohttp-catchable class: the same message, attributes and cause."""
+    if isinstance(err, ClientTokenUnavailableError):
+        return err
+    cls = (
+        ClientTenantRemovedError
+        if isinstance(err, TenantRemovedError)
+        else ClientTokenUnavailableError
+    )
+    client = cls.__new__(cls)
+    Exception.__init__(client, *err.args)
+    client.__dict__.update(err.__dict__)
+    client.__cause__ = err.__cause__
+    return client
+
+
+async def _next_token(holder: TokenHolder) -> Token:
+    """Wait for *holder*'s next usable token; no token is an aiohttp error too."""
+    try:
+        return await holder.get()
+    except TokenUnavailableError as err:
+        failure = _client_error(err)
+    # Raised outside the except block: the holder's error is not the
+    # context, only the same error told again.
+    raise failure
 
 
 class SharedApi(Protocol):
@@ -57,8 +116,8 @@ class SharedApi(Protocol):
         """The URLs the API covers (origin plus path prefix)."""
         ...
 
-    def no_tenant(self, url: URL) -> AuthError:
-        """The error for a request to *url* that chose no tenant."""
+    def no_tenant(self, url: URL) -> ConfigError:
+        """The error for a request to *url* that chose no tenant (a programming error)."""
         ...
 
 
@@ -195,7 +254,16 @@ class BearerAuth:
         return holder if isinstance(holder, TokenHolder) else None
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
-        """Stamp *request* if it is in scope, send it, and recover from one 401."""
+        """Stamp *request* if it is in scope, send it, and recover from one 401.
+
+        Raises:
+            ClientTokenUnavailableError: The request waited for a token and
+                none came (:class:`ClientTenantRemovedError`: its tenant was
+                removed); an :class:`aiohttp.ClientError` too.
+            TenantRequiredError: A request to a shared API chose no tenant
+                (a :class:`~aiopay_auth.exceptions.ConfigError`, not an
+                aiohttp error).
+        """
         holder = self._scopes.find(request.url)
         call: object = getattr(request, "_traces", None)
         previous = _CALL.get()
@@ -220,7 +288,7 @@ class BearerAuth:
             return await handler(request)
         token = holder.current
         if token is None or token.expires_at <= holder.clock():
-            token = await holder.get()
+            token = await _next_token(holder)
         request.headers[_AUTHORIZATION] = token.header
         try:
             response = await handler(request)
@@ -252,7 +320,7 @@ class BearerAuth:
             holder.stats.unreplayable += 1
             return response
         response.release()
-        token = await holder.get()
+        token = await _next_token(holder)
         request.headers[_AUTHORIZATION] = token.header
         holder.stats.recoveries += 1
         response = await handler(request)
