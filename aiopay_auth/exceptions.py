@@ -25,14 +25,16 @@ with :class:`~aiopay_auth.BearerAuth` among its middlewares) raise the
 token errors as aiohttp errors too: a :class:`TokenUnavailableError`
 (and a :class:`TenantRemovedError`) coming out of ``session.get()`` is
 also an :class:`aiohttp.ClientError`, so the usual ``except
-aiohttp.ClientError`` around a request catches it. Those classes
-(``ClientTokenUnavailableError``, ``ClientTenantRemovedError``) are
-defined with the middleware, in the aiohttp module, so that this module
-and everything client-agnostic imports no HTTP client; catch them by
-their names here or by ``aiohttp.ClientError``. :class:`TenantRequiredError`
-stays out of it on purpose: it is a programming error, and a retry loop
-around requests must not swallow it. ``holder.get()`` (no aiohttp
-involved) raises the plain classes.
+aiohttp.ClientError`` around a request catches it, and ``except
+TokenUnavailableError`` still does. Those subclasses
+(:class:`aiopay_auth.ClientTokenUnavailableError`,
+:class:`aiopay_auth.ClientTenantRemovedError`) are defined with the
+middleware, in ``_middleware.py``, not here: this module, like everything
+client-agnostic, imports no HTTP client, and an adapter for another
+client defines its own. :class:`TenantRequiredError` is deliberately not
+an aiohttp error: it is a programming error, and a retry loop around
+requests must not swallow it. ``holder.get()`` (no aiohttp involved)
+raises the plain classes.
 
 Each error carries ``retryable``: whether asking again later can help,
 and ``provider``: the name of the provider concerned, if any. No message
