@@ -340,9 +340,7 @@ class TokenManager:
             return self._wrap_source(holder, source)
         return source
 
-    def _tenant_step(
-        self, provider: Provider, tenants: Tenants
-    ) -> tuple[TenantHolder, TenantSource, FetchStep]:
+    def _tenant_step(self, provider: Provider, tenants: Tenants) -> tuple[TenantHolder, FetchStep]:
         """A tenant's holder, its token requests within the set's limit, and their rules.
 
         The set's schedule drives the step: no task of its own. Its jitter
@@ -358,7 +356,7 @@ class TokenManager:
         step = FetchStep(
             holder, self._wrapped(holder, source), self.policy, tenants._rng, spread=REFRESH_SPREAD
         )
-        return holder, source, step
+        return holder, step
 
     def holders(self) -> tuple[TokenHolder, ...]:
         """Every provider's holder, in the order they were added."""

@@ -30,6 +30,7 @@ from yarl import URL
 
 from ._check import instance_of
 from ._holder import TokenHolder
+from ._recovery import resend_after_401
 from ._scope import ScopeTable
 from ._token import Token
 from .exceptions import ConfigError, TenantRemovedError, TokenUnavailableError
@@ -310,14 +311,7 @@ class BearerAuth:
         response: ClientResponse,
     ) -> ClientResponse:
         """Answer a 401: resend once with a new token when that can help."""
-        if holder.backing_off():
-            holder.invalidate(token)  # noted as refused during its backoff
-            return response
-        holder.invalidate(token)
-        if holder.current is token:
-            return response  # backing off: the holder keeps the token
-        if not replayable(request):
-            holder.stats.unreplayable += 1
+        if not resend_after_401(holder, token, replayable=replayable(request)):
             return response
         response.release()
         token = await _next_token(holder)

@@ -18,6 +18,7 @@ from ._health import failure_kind
 from ._holder import TokenHolder
 from ._log import log
 from ._policy import RefreshPolicy
+from ._provider import Provider
 from ._secret import Secret
 from ._source import TokenSource
 from ._token import Token
@@ -83,6 +84,11 @@ class FetchStep:
         rng: Source of jitter.
         spread: The part of each refresh delay over which refresh points
             are spread (0: the policy's point, jittered as it says).
+
+    Attributes:
+        fetched_with: The holder's provider profile when the request of
+            the last token fetched began (``None`` before one), whatever
+            answered it: the provider or a fleet's store.
     """
 
     __slots__ = (
@@ -96,6 +102,7 @@ class FetchStep:
         "_served_failures",
         "_source",
         "_spread",
+        "fetched_with",
     )
 
     def __init__(
@@ -118,6 +125,7 @@ class FetchStep:
         self._served_failures = 0
         self._repeats = 0  # the same token handed back, in a row
         self._last_failure: tuple[object, ...] | None = None
+        self.fetched_with: Provider | None = None
 
     async def __call__(self) -> Outcome:
         """Fetch once; publish or record; return when to fetch again."""
@@ -219,7 +227,10 @@ class FetchStep:
             await anyio.sleep(wait)
         self._last_start = anyio.current_time()
         holder.stats.fetches += 1
-        return await self._source.fetch(refresh_token)
+        profile = holder.provider
+        token = await self._source.fetch(refresh_token)
+        self.fetched_with = profile
+        return token
 
     async def _fetch(self) -> Token:
         holder = self._holder

@@ -66,13 +66,12 @@ class Tenant:
             provider's token.
     """
 
-    __slots__ = ("_slot", "_source", "holder", "key", "middlewares")
+    __slots__ = ("_slot", "holder", "key", "middlewares")
 
-    def __init__(self, key: str, source: TenantSource, slot: Slot) -> None:
+    def __init__(self, key: str, slot: Slot) -> None:
         self.key = key
         self.holder: TokenHolder = slot.holder
         self.middlewares: tuple[ClientMiddlewareType, ...] = (FairPool(_TenantAuth(slot.holder)),)
-        self._source = source
         self._slot = slot
 
     def __repr__(self) -> str:
@@ -105,12 +104,9 @@ class TenantSource:
         holder: The tenant's holder (its provider is read at each fetch).
         http: Builds the source that asks the provider for a profile.
         limit: The set's bound on token requests.
-
-    Attributes:
-        fetched_with: The profile of the last request that brought a token.
     """
 
-    __slots__ = ("_holder", "_http", "_limit", "fetched_with")
+    __slots__ = ("_holder", "_http", "_limit")
 
     def __init__(
         self,
@@ -121,7 +117,6 @@ class TenantSource:
         self._holder = holder
         self._http = http
         self._limit = limit
-        self.fetched_with: Provider | None = None
 
     async def fetch(self, refresh_token: Secret | None) -> Token:
         """Wait for a turn under the limit, then ask the provider; a 429 pauses the set."""
@@ -144,7 +139,6 @@ class TenantSource:
             )
             raise
         limit.answered()
-        self.fetched_with = profile
         return token
 
 
@@ -244,9 +238,9 @@ class Tenants:
         if key in self._tenants:
             msg = f"tenants {self.name!r} already have a tenant {key!r}"
             raise ConfigError(msg, provider=self.name)
-        holder, source, step = self._manager._tenant_step(profile, self)
+        holder, step = self._manager._tenant_step(profile, self)
         slot = Slot(holder, step)
-        tenant = self._tenants[key] = Tenant(key, source, slot)
+        tenant = self._tenants[key] = Tenant(key, slot)
         self._schedule.add(slot)
         log.debug("aiopay_auth.tenant_added", provider=self.name, tenant=key)
         return tenant
@@ -303,7 +297,7 @@ class Tenants:
             with anyio.fail_after(holder.wait_timeout):
                 while (
                     token := holder.latest
-                ) is None or tenant._source.fetched_with is not profile:
+                ) is None or tenant._slot.step.fetched_with is not profile:
                     if holder._closed:  # removed (or the manager closed) meanwhile
                         failure = holder._failure
                         reason = failure.message if failure is not None else "closed"

@@ -18,7 +18,7 @@ import binascii
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import unquote_plus
 
 import attrs
@@ -70,6 +70,9 @@ class TenantApi:
         self.throttle = 0  # the next token requests to answer 429, with Retry-After
         self.retry_after = "1"
         self._valid: dict[str, tuple[str, float]] = {}  # token -> (client, expires at)
+        self.issued_with: dict[str, str] = {}  # token -> the secret that asked for it
+        # Awaited once before the next token answer, then cleared (a test's hook).
+        self.before_answer: Callable[[], Awaitable[object]] | None = None
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self.base_url = URL()
@@ -137,6 +140,9 @@ class TenantApi:
             self.in_flight -= 1
 
     async def _answer(self, request: web.Request, arrived: float) -> web.Response:
+        if self.before_answer is not None:
+            hook, self.before_answer = self.before_answer, None
+            await hook()
         if self.throttle:  # RFC 6585 §4: 429 Too Many Requests, Retry-After
             self.throttle -= 1
             self.token_calls.append(TokenCall("", "", arrived, accepted=False))
@@ -159,6 +165,7 @@ class TenantApi:
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
         token = f"{client_id}.{secrets.token_urlsafe(16)}"
         self._valid[token] = (client_id, time.monotonic() + self.lifetime)
+        self.issued_with[token] = secret
         return web.json_response(
             {"access_token": token, "token_type": "Bearer", "expires_in": self.lifetime},
             headers={"Cache-Control": "no-store", "Pragma": "no-cache"},

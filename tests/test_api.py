@@ -24,6 +24,7 @@ PUBLIC_MODULES = [
     "aiopay_auth.providers.payme",
     "aiopay_auth.providers.oro",
     "aiopay_auth.providers.generic",
+    "aiopay_auth.httpx",
     "aiopay_auth.testing",
 ]
 

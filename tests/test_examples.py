@@ -73,6 +73,13 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "charges by merchant-3: 1",
     ),
     "own_session.py": ("requests OK", "expired tokens sent: 0\n401s: 0\n"),
+    "httpx_client.py": (
+        "50 of 50 payments got 200",
+        "after a revocation: 200, token calls: 2",
+        "a stream after a revocation: 401, not resent",
+        "/echo-headers got a token: False",
+        "recoveries: 1, unreplayable: 1",
+    ),
     "refresh_policy.py": (
         "      1 s token: refreshed   0.5 s before expiry",
         "   3600 s token: refreshed 600.0 s before expiry",

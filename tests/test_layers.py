@@ -43,6 +43,7 @@ AGNOSTIC = [
     "aiopay_auth._tenant_holder",
     "aiopay_auth._step",
     "aiopay_auth._refresh",
+    "aiopay_auth._recovery",
     "aiopay_auth.fleet",
     "aiopay_auth.providers",
 ]

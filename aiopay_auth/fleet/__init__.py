@@ -39,9 +39,11 @@ When Redis is down, slow, or answers anything the fleet does not
 understand, each process fetches for itself: degraded, but never blocked.
 It logs the change once and rejoins when Redis answers again. A lease it
 may still hold (its store or release failed, or the answer to taking it
-was lost) is settled at its next contact: its newest token is stored if
-the lease is still its own, and the lease released, so neither it nor
-any other process waits out ``lease_ttl`` for it. Keys are
+was lost) is settled right after its own fetch, or else at its next
+contact: the token fetched under it is stored if the lease is still its
+own, and the lease released. After a rotation of a tenant's credentials
+no stored token is taken until this process's own request with them
+succeeds. Keys are
 derived from the provider profile and client identity, never from a
 secret. Stored tokens are encrypted and authenticated with an
 ``encryption_key`` (a Fernet key). Without one (``unencrypted=True``, an
@@ -59,6 +61,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import attrs
 
 from .._holder import TokenHolder
 from .._log import log
@@ -298,10 +301,12 @@ class SharedTokenSource:
         self._fleet = fleet
         self._holder = holder
         self._inner = inner
+        self._provider = holder.provider
         self._key, self._lease, self._channel = fleet.keys(holder.provider)
         self._fetched: Token | None = None  # fetched under the lease, not yet returned
         self._guarded = True  # whether the served token's life bounds Redis waits now
-        self._unsettled: str | None = None  # the fence of a lease we may still hold
+        self._unsettled: _Unsettled | None = None  # a lease we may still hold
+        self._own_only = False  # credentials rotated: only our own request will do
         self.state: FleetState = "shared"
         holder.stats.store = self.state
         self.http_fetches = 0
@@ -314,18 +319,26 @@ class SharedTokenSource:
         self._fetched, self._guarded = None, True
         try:
             await self._settle()
+            self._follow_credentials()
             token = await self._shared_fetch(refresh_token, stale)
         except _RedisDown as down:
             self._set_state("local", reason=down.reason)
-            if down.token is not None:
+            if down.token is None:
+                self.http_fetches += 1
+                # With the primary grant: a refresh token is spent only under
+                # the lease, and another process may be spending this one now.
+                token = await self._inner.fetch(None)
+            else:
                 # Fetched under the lease, only not stored: its refresh token
                 # was spent, so never ask again with it.
-                return down.token
-            self.http_fetches += 1
-            # With the primary grant: a refresh token is spent only under
-            # the lease, and another process may be spending this one now.
-            return await self._inner.fetch(None)
-        self._set_state("shared")
+                token = down.token
+            # A blip (a lost answer, a stale connection) may be over by now:
+            # settle at once, so the others need not wait for our next refresh.
+            with contextlib.suppress(_RedisDown):
+                await self._settle()
+        else:
+            self._set_state("shared")
+        self._own_only = False
         return token
 
     def _bound(self) -> float:
@@ -354,25 +367,53 @@ class SharedTokenSource:
         token = self._holder.usable() or self._fetched
         return None if token is None else token.remaining(self._holder.clock())
 
+    def _follow_credentials(self) -> None:
+        """Use the holder's credentials now (a tenant's rotation).
+
+        Their key set, which a rotation that changes more than the secret
+        changes; and until one of our requests with them succeeds, no
+        stored token: an entry does not say which secret fetched it.
+        """
+        provider = self._holder.provider
+        if provider is not self._provider:
+            self._provider = provider
+            self._key, self._lease, self._channel = self._fleet.keys(provider)
+            self._own_only = True
+
+    def _leave(self, fence: str, token: Token | None, refresh_token: Secret | None) -> None:
+        """Remember a lease we may still hold, to settle at our next contact."""
+        self._unsettled = _Unsettled(
+            keys=(self._key, self._lease, self._channel),
+            fence=fence,
+            token=token,
+            refresh_token=refresh_token,
+        )
+
     async def _settle(self) -> None:
-        """Store our newest token under a lease we may still hold, and release it.
+        """Store the token fetched under a lease we may still hold, and release it.
 
         The lease is ours when Redis failed between taking it and
-        releasing it. Until now it has kept every process, this one too,
-        from refreshing through Redis; the stored entry may carry a
-        refresh token we spent meanwhile. Nobody stored since we took it
-        (each store needs the lease), so our newest token is the fleet's
-        newest. Both scripts check the fence: a lease that expired and
-        was taken by another process is left alone.
+        releasing it. Until settled it keeps every process, this one too,
+        from refreshing through Redis, and the stored entry may carry the
+        refresh token its token request spent. Both scripts check the
+        fence, so a lease that expired and was taken by another process
+        is left alone; while it is ours nobody has stored since, so the
+        token fetched under it is the newest of its key set. Only that
+        token, under that key set: never one fetched later, perhaps with
+        other credentials.
         """
-        fence = self._unsettled
-        if fence is None:
+        unsettled = self._unsettled
+        if unsettled is None:
             return
-        fleet = self._fleet
-        token = self._holder.usable()
-        if token is not None:
-            await self._store(token, fence, refresh_token=token.refresh_token)
-        await self._redis(fleet.redis.eval, _RELEASE, 1, self._lease, fence)
+        _, lease, _ = unsettled.keys
+        if unsettled.token is not None:
+            await self._store(
+                unsettled.token,
+                unsettled.fence,
+                refresh_token=unsettled.refresh_token,
+                keys=unsettled.keys,
+            )
+        await self._redis(self._fleet.redis.eval, _RELEASE, 1, lease, unsettled.fence)
         self._unsettled = None
 
     async def _shared_fetch(self, refresh_token: Secret | None, stale: Token | None) -> Token:
@@ -443,7 +484,7 @@ class SharedTokenSource:
                 fleet.redis.set, self._lease, fence, nx=True, px=_ms(fleet.lease_ttl)
             )
         except _RedisDown:
-            self._unsettled = fence  # Redis may have set it and lost the answer
+            self._leave(fence, None, None)  # Redis may have set it and lost the answer
             raise
         return fence if taken else None
 
@@ -452,6 +493,7 @@ class SharedTokenSource:
     ) -> Token:
         fleet = self._fleet
         redis_down = False
+        keep: Secret | None = None
         try:
             stored = await self._load()
             shared = self._newer_than(stored, stale)  # someone finished just before us
@@ -471,8 +513,9 @@ class SharedTokenSource:
             self.http_fetches += 1
             token = await self._inner.fetch(refresh_token)
             self._fetched = token
+            keep = token.refresh_token or refresh_token
             try:
-                await self._store(token, fence, refresh_token=token.refresh_token or refresh_token)
+                await self._store(token, fence, refresh_token=keep)
             except _RedisDown as down:
                 down.token = token
                 raise
@@ -484,17 +527,28 @@ class SharedTokenSource:
             # Asking a Redis that just failed would only delay us: the lease
             # is settled at our next contact (see _settle).
             if redis_down:
-                self._unsettled = fence
+                self._leave(fence, self._fetched, keep)
             else:
                 with anyio.CancelScope(shield=True):
                     try:
                         await self._redis(fleet.redis.eval, _RELEASE, 1, self._lease, fence)
                     except _RedisDown:
-                        self._unsettled = fence
+                        self._leave(fence, None, None)  # stored; only the release failed
 
-    async def _store(self, token: Token, fence: str, *, refresh_token: Secret | None) -> None:
-        """Store and announce *token*, if the lease *fence* is still ours."""
+    async def _store(
+        self,
+        token: Token,
+        fence: str,
+        *,
+        refresh_token: Secret | None,
+        keys: tuple[str, str, str] | None = None,
+    ) -> None:
+        """Store and announce *token*, if the lease *fence* is still ours.
+
+        Under this credential's key set, or the given *keys*.
+        """
         fleet = self._fleet
+        key, lease, channel = keys or (self._key, self._lease, self._channel)
         wall = fleet.wall_clock()
         entry = Entry.of(
             token,
@@ -508,9 +562,9 @@ class SharedTokenSource:
                 fleet.redis.eval,
                 _STORE,
                 3,
-                self._key,
-                self._lease,
-                self._channel,
+                key,
+                lease,
+                channel,
                 fence,
                 fleet.encode(entry),
                 ttl,
@@ -520,7 +574,7 @@ class SharedTokenSource:
 
     def _newer_than(self, entry: Entry | None, stale: Token | None) -> Token | None:
         """The stored token as this process's token, if it is newer than *stale*."""
-        if entry is None:
+        if entry is None or self._own_only:
             return None
         if stale is not None and entry.access_token == stale.access_token:
             return None
@@ -564,6 +618,16 @@ class SharedTokenSource:
             log.warning("aiopay_auth.fleet_degraded", provider=name, reason=reason)
         else:
             log.info("aiopay_auth.fleet_rejoined", provider=name)
+
+
+@attrs.frozen
+class _Unsettled:
+    """A lease we may still hold: its key set, its fence, what was fetched under it."""
+
+    keys: tuple[str, str, str]
+    fence: str
+    token: Token | None
+    refresh_token: Secret | None = attrs.field(repr=False)
 
 
 class _RedisDown(Exception):

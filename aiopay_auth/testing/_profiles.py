@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._provider import Provider
-from ..providers import cm, generic, oro, payme, vonage
+from ._dialects import DIALECTS
 from ._remote import FakeEndpoint
 from ._server import FakeProvider
 
@@ -30,29 +30,4 @@ def provider_for(fake: FakeProvider | FakeEndpoint, **options: Any) -> Provider:
     Returns:
         The profile.
     """
-    creds: dict[str, Any] = {"client_id": fake.client_id, "client_secret": fake.client_secret}
-    dialect = fake.dialect
-    if dialect == "cm":
-        kwargs = {"token_url": fake.token_url, "api": fake.api_base, **creds}
-        return cm.provider(**{**kwargs, **options})
-    if dialect == "vonage":
-        kwargs = {"region": "emea", "token_url": fake.token_url, "api": fake.api_base, **creds}
-        return vonage.provider(**{**kwargs, **options})
-    if dialect == "payme":
-        kwargs = {
-            "environment": "development",
-            "token_url": fake.token_url,
-            "api": fake.api_base,
-            "audience": fake.audience,
-            "username": fake.username,
-            "password": fake.password,
-            **creds,
-        }
-        return payme.provider(**{**kwargs, **options})
-    if dialect == "oro":
-        if options.get("application") == "storefront":
-            creds["client_id"] = fake.storefront_client_id
-        kwargs = {"app_url": fake.base_url, **creds}
-        return oro.provider(**{**kwargs, **options})
-    kwargs = {"name": "rfc6749", "token_url": fake.token_url, "api": fake.api_base, **creds}
-    return generic.provider(**{**kwargs, **options})
+    return DIALECTS[fake.dialect].profile(fake, options)

@@ -17,6 +17,10 @@ Counters (:attr:`FakeProvider.token_calls`, :attr:`FakeProvider.api_unauthorized
 :attr:`FakeProvider.rejected` let tests assert what a client did, and
 :meth:`FakeProvider.queue` scripts misbehaving token responses (:class:`Scripted`).
 
+This module is the server every dialect shares (lifecycle, routing, the protected API, scripts,
+counters, the tokens it issued); what differs between providers lives in one module per
+dialect under ``_dialects/`` (:class:`~._dialects.DialectRules`), which the server asks.
+
 Example::
 
     async with FakeProvider("cm") as provider:
@@ -27,8 +31,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import random
@@ -37,52 +39,24 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Final, Literal, NamedTuple, get_args
-from urllib.parse import parse_qsl, unquote_plus
+from typing import Any, Final, NamedTuple
 
 import attrs
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from ._dialects import DIALECTS, Dialect, DialectRules, Rejection
+from ._dialects._wire import JSON, json_response, same
+
 
 __all__ = ["Dialect", "FakeProvider", "Scripted"]
 
-Dialect = Literal["cm", "vonage", "payme", "oro", "rfc6749"]
-"""The provider dialects a :class:`FakeProvider` can speak."""
-
-_DIALECTS: Final = frozenset(get_args(Dialect))
-
-_TOKEN_PATHS: Final[Mapping[str, str]] = {
-    "cm": "/api/v1/authorization/oauth2/token",
-    "vonage": "/auth/connect/token",
-    "payme": "/token",
-    "oro": "/oauth2-token",
-    "rfc6749": "/oauth/token",
-}
-_API_PATHS: Final[Mapping[str, str]] = {
-    "cm": "/api/v1",
-    "vonage": "/payment-api",
-    "payme": "/v1",
-    "oro": "/admin/api",
-    "rfc6749": "/api",
-}
-_ORO_STOREFRONT_PATH: Final = "/api"
-
-_FORM: Final = "application/x-www-form-urlencoded"
-_JSON: Final = "application/json"
-
-_PAYME_API_VERSION: Final = "1618440906"
-_PAYME_SCOPES: Final = frozenset(
-    {"create:token", "post:charges", "delete:charges", "offline_access"}
-)
-
-# Token kinds: which protected API a token is good for.
+# Token kinds: which protected API a token is good for. "api" is the dialect's main API
+# (Oro's back office); "storefront" the second API of a dialect that has one (Oro's).
 _KIND_API: Final = "api"
-_KIND_BACKOFFICE: Final = "backoffice"
 _KIND_STOREFRONT: Final = "storefront"
 
-_NO_STORE: Final[Mapping[str, str]] = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _INVALID_TOKEN_BODY: Final = json.dumps({"error": "invalid_token"})
 _INVALID_TOKEN_HEADERS: Final[Mapping[str, str]] = {
     "WWW-Authenticate": 'Bearer error="invalid_token"'
@@ -147,48 +121,6 @@ class _Refresh(NamedTuple):
     client_id: str
 
 
-class _Rejection(Exception):
-    """A token request the provider refuses; turned into the dialect's error response."""
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        description: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        oauth: bool = False,
-    ) -> None:
-        super().__init__(description)
-        self.status = status
-        self.error = error
-        self.description = description
-        self.headers: Mapping[str, str] = headers or {}
-        # Pay-me answers with its envelope unless this is set (spent/unknown refresh token).
-        self.oauth = oauth
-
-
-class _Grant(NamedTuple):
-    grant_type: str
-    client_id: str
-    scope: frozenset[str]
-    refresh_token: str | None
-
-
-def _json_response(
-    payload: object, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    response_headers = CIMultiDict(_NO_STORE)
-    if headers:
-        response_headers.update(headers)
-    return web.Response(
-        status=status,
-        text=json.dumps(payload),
-        content_type=_JSON,
-        headers=response_headers,
-    )
-
-
 def _wire_lifetime(lifetime: float) -> int | float:
     """The ``expires_in`` reported for a lifetime, exactly the value enforced.
 
@@ -197,71 +129,6 @@ def _wire_lifetime(lifetime: float) -> int | float:
     """
     seconds = float(lifetime)
     return int(seconds) if seconds.is_integer() else seconds
-
-
-def _same(given: str, expected: str) -> bool:
-    return secrets.compare_digest(given.encode(), expected.encode())
-
-
-def _accepts_json(accept: str) -> bool:
-    """Whether an ``Accept`` header value admits ``application/json`` with ``q > 0``."""
-    for item in accept.split(","):
-        media, *params = item.split(";")
-        if media.strip().lower() not in ("application/json", "application/*", "*/*"):
-            continue
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value.strip())
-                except ValueError:
-                    quality = 0.0
-        if quality > 0:
-            return True
-    return False
-
-
-def _parse_basic(value: str) -> tuple[str, str]:
-    """Decode an RFC 6749 §2.3.1 ``Basic`` credential (form-encoded id and secret).
-
-    Raises:
-        _Rejection: 401 ``invalid_client`` if the header is not a well-formed Basic credential.
-    """
-    scheme, _, param = value.strip().partition(" ")
-    challenge = {"WWW-Authenticate": 'Basic realm="token"'}
-    if scheme.lower() != "basic":
-        raise _Rejection(
-            401,
-            "invalid_client",
-            "unsupported Authorization scheme on the token endpoint",
-            headers=challenge,
-        )
-    try:
-        decoded = base64.b64decode(param.strip(), validate=True).decode("utf-8")
-        client_id, sep, client_secret = decoded.partition(":")
-        if not sep or not client_id:
-            raise ValueError("no colon")
-        return (
-            unquote_plus(client_id, errors="strict"),
-            unquote_plus(client_secret, errors="strict"),
-        )
-    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
-        raise _Rejection(
-            401, "invalid_client", "malformed Basic credentials", headers=challenge
-        ) from None
-
-
-def _payme_envelope_failure(reason: str) -> dict[str, object]:
-    return {
-        "action": "authorize",
-        "success": False,
-        "authorization": {
-            "meta": {
-                "status": {"code": "01", "message_ilgn": [{"locale": "es_PE", "value": reason}]}
-            }
-        },
-    }
 
 
 class FakeProvider:
@@ -348,9 +215,11 @@ class FakeProvider:
         Raises:
             ValueError: If ``dialect`` is unknown.
         """
-        if dialect not in _DIALECTS:
-            raise ValueError(f"unknown dialect {dialect!r}; expected one of {sorted(_DIALECTS)}")
+        if dialect not in DIALECTS:
+            raise ValueError(f"unknown dialect {dialect!r}; expected one of {sorted(DIALECTS)}")
         self.dialect: Dialect = dialect
+        self._rules: DialectRules = DIALECTS[dialect]
+        self._desk = _TokenDesk(self)
         self.lifetime = lifetime
         self.token_delay = 0.0
         self.client_id = client_id
@@ -492,7 +361,7 @@ class FakeProvider:
         Raises:
             RuntimeError: If the provider has not been started.
         """
-        return self.base_url.with_path(_TOKEN_PATHS[self.dialect])
+        return self.base_url.with_path(self._rules.token_path)
 
     @property
     def api_base(self) -> URL:
@@ -501,7 +370,7 @@ class FakeProvider:
         Raises:
             RuntimeError: If the provider has not been started.
         """
-        return self.base_url.with_path(_API_PATHS[self.dialect])
+        return self.base_url.with_path(self._rules.api_path)
 
     @property
     def storefront_api_base(self) -> URL:
@@ -511,9 +380,10 @@ class FakeProvider:
             AttributeError: If the dialect is not ``"oro"``.
             RuntimeError: If the provider has not been started.
         """
-        if self.dialect != "oro":
+        path = self._rules.storefront_path
+        if path is None:
             raise AttributeError("storefront_api_base exists only for the 'oro' dialect")
-        return self.base_url.with_path(_ORO_STOREFRONT_PATH)
+        return self.base_url.with_path(path)
 
     # ------------------------------------------------------------------ test controls
 
@@ -635,12 +505,10 @@ class FakeProvider:
         # The token route accepts every method so that a GET answers 405 from the token
         # handler (and counts as a token call) instead of falling through to the API route
         # that, for "cm", covers the token path's prefix.
-        router.add_route("*", _TOKEN_PATHS[self.dialect], self._token_endpoint)
-        if self.dialect == "oro":
-            self._add_api(router, _API_PATHS["oro"], _KIND_BACKOFFICE)
-            self._add_api(router, _ORO_STOREFRONT_PATH, _KIND_STOREFRONT)
-        else:
-            self._add_api(router, _API_PATHS[self.dialect], _KIND_API)
+        router.add_route("*", self._rules.token_path, self._token_endpoint)
+        self._add_api(router, self._rules.api_path, _KIND_API)
+        if self._rules.storefront_path is not None:
+            self._add_api(router, self._rules.storefront_path, _KIND_STOREFRONT)
         router.add_get("/redirect", self._redirect)
         router.add_route("*", "/echo-headers", self._echo_headers)
 
@@ -667,7 +535,7 @@ class FakeProvider:
                             self.api_calls_by_client[info.client_id] += 1
                             return web.Response(
                                 text=json.dumps({"ok": True, "path": request.path}),
-                                content_type=_JSON,
+                                content_type=JSON,
                             )
                     else:
                         self.api_expired += 1
@@ -675,7 +543,7 @@ class FakeProvider:
             return web.Response(
                 status=401,
                 text=_INVALID_TOKEN_BODY,
-                content_type=_JSON,
+                content_type=JSON,
                 headers=_INVALID_TOKEN_HEADERS,
             )
 
@@ -726,33 +594,19 @@ class FakeProvider:
                 await asyncio.wait_for(self._closing.wait(), self.token_delay)
         try:
             if request.method != hdrs.METH_POST:
-                raise _Rejection(
+                raise Rejection(
                     405,
                     "invalid_request",
                     f"method {request.method} not allowed; the token endpoint takes POST",
                     headers={hdrs.ALLOW: hdrs.METH_POST},
                 )
-            if self.dialect == "payme":
-                return await self._payme(request)
-            if self.dialect == "oro":
-                return await self._oro(request)
-            return await self._form_dialect(request)
-        except _Rejection as rejection:
+            return await self._rules.answer(request, self._desk)
+        except Rejection as rejection:
             return self._reject(rejection)
 
-    def _reject(self, rejection: _Rejection) -> web.Response:
+    def _reject(self, rejection: Rejection) -> web.Response:
         self.rejected.append(f"{self.dialect}: {rejection.description}")
-        if self.dialect == "payme" and not rejection.oauth:
-            return _json_response(
-                _payme_envelope_failure(rejection.description),
-                rejection.status,
-                rejection.headers,
-            )
-        return _json_response(
-            {"error": rejection.error, "error_description": rejection.description},
-            rejection.status,
-            rejection.headers,
-        )
+        return json_response(self._rules.error_body(rejection), rejection.status, rejection.headers)
 
     async def _play(self, request: web.Request, script: Scripted) -> web.StreamResponse:
         if script.delay > 0:
@@ -770,7 +624,7 @@ class FakeProvider:
         body: bytes = b""
         if script.json is not None:
             body = json.dumps(script.json).encode()
-            headers.setdefault(hdrs.CONTENT_TYPE, _JSON)
+            headers.setdefault(hdrs.CONTENT_TYPE, JSON)
         elif script.body is not None:
             body = script.body.encode() if isinstance(script.body, str) else script.body
             headers.setdefault(hdrs.CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -793,109 +647,42 @@ class FakeProvider:
             transport.abort()
         return response
 
-    async def _read_body(self, request: web.Request, content_type: str) -> str:
-        if request.content_type != content_type:
-            raise _Rejection(
-                415,
-                "invalid_request",
-                f"Content-Type must be {content_type}, got {request.content_type}",
-            )
-        try:
-            return (await request.read()).decode("utf-8")
-        except UnicodeDecodeError:
-            raise _Rejection(400, "invalid_request", "body is not valid UTF-8") from None
-
-    async def _read_form(self, request: web.Request) -> dict[str, str]:
-        text = await self._read_body(request, _FORM)
-        try:
-            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict")
-        except ValueError:
-            raise _Rejection(400, "invalid_request", "malformed form-encoded body") from None
-        params: dict[str, str] = {}
-        for name, value in pairs:
-            if name in params:
-                raise _Rejection(400, "invalid_request", f"parameter {name} repeated")
-            params[name] = value
-        # RFC 6749 §3.1: parameters sent without a value are treated as omitted.
-        return {name: value for name, value in params.items() if value}
-
-    async def _read_json(self, request: web.Request) -> dict[str, Any]:
-        text = await self._read_body(request, _JSON)
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise _Rejection(400, "invalid_request", "body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise _Rejection(400, "invalid_request", "JSON body must be an object")
-        return data
-
-    @staticmethod
-    def _json_fields(data: Mapping[str, Any], status: int, *names: str) -> dict[str, str]:
-        """Pick the named string fields of a JSON body; empty strings count as absent."""
-        fields: dict[str, str] = {}
-        for name in names:
-            value = data.get(name)
-            if value is None or value == "":
-                continue
-            if not isinstance(value, str):
-                raise _Rejection(status, "invalid_request", f"{name} must be a string")
-            fields[name] = value
-        return fields
-
-    @staticmethod
-    def _forbid_authorization_header(request: web.Request, status: int = 400) -> None:
-        if hdrs.AUTHORIZATION in request.headers:
-            raise _Rejection(
-                status,
-                "invalid_request",
-                "this provider takes client credentials only in the request body, "
-                "not in an Authorization header",
-            )
-
-    @staticmethod
-    def _require(params: Mapping[str, str], status: int, *names: str) -> None:
-        for name in names:
-            if name not in params:
-                raise _Rejection(status, "invalid_request", f"missing {name}")
+    # ------------------------------------------------------------------ token desk
 
     def _check_client(self, client_id: str, client_secret: str, *, basic: bool) -> str:
         """Authenticate the client and return the token kind it gets."""
         self.token_calls_by_client[client_id] += 1
         headers = {"WWW-Authenticate": 'Basic realm="token"'} if basic else None
         accepted = [self.client_secret]
-        if self.dialect == "oro" and _same(client_id, self.storefront_client_id):
+        if self._rules.storefront_path is not None and same(client_id, self.storefront_client_id):
             kind = _KIND_STOREFRONT
-        elif _same(client_id, self.client_id):
-            kind = _KIND_BACKOFFICE if self.dialect == "oro" else _KIND_API
+        elif same(client_id, self.client_id):
+            kind = _KIND_API
         elif client_id in self._clients:
-            kind = _KIND_BACKOFFICE if self.dialect == "oro" else _KIND_API
+            kind = _KIND_API
             accepted = self._clients[client_id]
         else:
-            raise _Rejection(401, "invalid_client", "unknown client_id", headers=headers)
-        if not any(_same(client_secret, secret) for secret in accepted):
-            raise _Rejection(401, "invalid_client", "wrong client_secret", headers=headers)
+            raise Rejection(401, "invalid_client", "unknown client_id", headers=headers)
+        if not any(same(client_secret, secret) for secret in accepted):
+            raise Rejection(401, "invalid_client", "wrong client_secret", headers=headers)
         return kind
 
     def _check_user(self, username: str, password: str, status: int = 400) -> None:
-        if not (_same(username, self.username) and _same(password, self.password)):
-            raise _Rejection(status, "invalid_grant", "wrong username or password")
+        if not (same(username, self.username) and same(password, self.password)):
+            raise Rejection(status, "invalid_grant", "wrong username or password")
 
-    def _wants_refresh(self, grant_type: str, scope: frozenset[str]) -> bool:
+    def _wants_refresh(self, default: bool) -> bool:
         if self.issue_refresh_tokens is not None:
             return self.issue_refresh_tokens
-        if self.dialect == "payme":
-            return "offline_access" in scope
-        if self.dialect == "rfc6749":
-            return grant_type == "password"
-        return False
+        return default
 
     def _spend_refresh(self, refresh_token: str, client_id: str) -> tuple[str, bool]:
         """Validate a refresh token; return its kind and whether to issue a new one."""
         info = self._refresh.get(refresh_token)
         if info is None:
-            raise _Rejection(400, "invalid_grant", "refresh token is invalid", oauth=True)
-        if not _same(info.client_id, client_id):
-            raise _Rejection(
+            raise Rejection(400, "invalid_grant", "refresh token is invalid", oauth=True)
+        if not same(info.client_id, client_id):
+            raise Rejection(
                 400, "invalid_grant", "refresh token was issued to another client", oauth=True
             )
         if self.rotate_refresh_tokens:
@@ -913,7 +700,7 @@ class FakeProvider:
         payload: dict[str, Any] = {
             "access_token": access_token,
             "expires_in": expires_in,
-            "token_type": "bearer" if self.dialect == "vonage" else "Bearer",
+            "token_type": self._rules.token_type,
         }
         if with_refresh:
             refresh_token = secrets.token_urlsafe(32)
@@ -922,148 +709,32 @@ class FakeProvider:
             payload["refresh_token"] = refresh_token
         return payload
 
-    # ------------------------------------------------------------------ dialects
 
-    async def _form_dialect(self, request: web.Request) -> web.Response:
-        """``cm``, ``vonage`` and ``rfc6749``: form-encoded RFC 6749 token requests."""
-        params = await self._read_form(request)
-        if self.dialect == "cm":
-            accept = ",".join(request.headers.getall(hdrs.ACCEPT, ()))
-            if accept and not _accepts_json(accept):
-                raise _Rejection(406, "invalid_request", "Accept header excludes application/json")
-            self._forbid_authorization_header(request)
-            grants = frozenset({"client_credentials"})
-        else:
-            grants = frozenset({"client_credentials", "password", "refresh_token"})
+@attrs.frozen
+class _TokenDesk:
+    """A :class:`~._dialects.TokenDesk` on a server: its dialect's only way back into it."""
 
-        authorization = request.headers.getall(hdrs.AUTHORIZATION, ())
-        if len(authorization) > 1:
-            raise _Rejection(400, "invalid_request", "repeated Authorization header")
-        if authorization:
-            client_id, client_secret = _parse_basic(authorization[0])
-            if "client_secret" in params:
-                raise _Rejection(
-                    400,
-                    "invalid_request",
-                    "client credentials sent both in the body and as HTTP Basic",
-                )
-            if "client_id" in params and params["client_id"] != client_id:
-                raise _Rejection(
-                    400, "invalid_request", "client_id in the body differs from HTTP Basic"
-                )
-        else:
-            self._require(params, 400, "grant_type", "client_id", "client_secret")
-            client_id, client_secret = params["client_id"], params["client_secret"]
-        self._require(params, 400, "grant_type")
-        kind = self._check_client(client_id, client_secret, basic=bool(authorization))
+    _server: FakeProvider
 
-        grant_type = params["grant_type"]
-        if grant_type not in grants:
-            raise _Rejection(400, "unsupported_grant_type", f"grant_type {grant_type} unsupported")
-        scope = frozenset(params.get("scope", "").split())
-        if self.dialect == "vonage" and "globalpci" not in scope:
-            raise _Rejection(400, "invalid_scope", "scope must include globalpci")
+    @property
+    def username(self) -> str:
+        return self._server.username
 
-        if grant_type == "refresh_token":
-            self._require(params, 400, "refresh_token")
-            kind, with_refresh = self._spend_refresh(params["refresh_token"], client_id)
-        else:
-            if grant_type == "password":
-                self._require(params, 400, "username", "password")
-                self._check_user(params["username"], params["password"])
-            with_refresh = self._wants_refresh(grant_type, scope)
-        return _json_response(self._issue(kind, client_id, with_refresh=with_refresh))
+    @property
+    def audience(self) -> str:
+        return self._server.audience
 
-    async def _oro(self, request: web.Request) -> web.Response:
-        """OroCommerce: JSON client-credentials requests; back-office or storefront client."""
-        data = await self._read_json(request)
-        self._forbid_authorization_header(request)
-        params = self._json_fields(data, 400, "grant_type", "client_id", "client_secret")
-        self._require(params, 400, "grant_type", "client_id", "client_secret")
-        kind = self._check_client(params["client_id"], params["client_secret"], basic=False)
-        if params["grant_type"] != "client_credentials":
-            raise _Rejection(
-                400, "unsupported_grant_type", f"grant_type {params['grant_type']} unsupported"
-            )
-        return _json_response(self._issue(kind, params["client_id"], with_refresh=False))
+    def check_client(self, client_id: str, client_secret: str, *, basic: bool) -> str:
+        return self._server._check_client(client_id, client_secret, basic=basic)
 
-    async def _payme(self, request: web.Request) -> web.Response:
-        """Pay-me/Alignet: JSON body, version header, enveloped answers (failures are 200)."""
-        data = await self._read_json_payme(request)
-        self._forbid_authorization_header(request, status=200)
-        params = self._json_fields(
-            data,
-            200,
-            "action",
-            "grant_type",
-            "client_id",
-            "client_secret",
-            "audience",
-            "scope",
-            "username",
-            "password",
-            "refresh_token",
-        )
-        self._require(params, 200, "action", "grant_type", "client_id", "client_secret")
-        if params["action"] != "authorize":
-            raise _Rejection(200, "invalid_request", "action must be authorize")
-        self._check_client_payme(params["client_id"], params["client_secret"])
-        self._require(params, 200, "audience", "scope")
-        if params["audience"] != self.audience:
-            raise _Rejection(200, "invalid_request", "unknown audience")
-        scope = frozenset(params["scope"].split())
-        unknown = sorted(scope - _PAYME_SCOPES)
-        if unknown:
-            raise _Rejection(200, "invalid_scope", f"unknown scope {' '.join(unknown)}")
+    def check_user(self, username: str, password: str, status: int = 400) -> None:
+        self._server._check_user(username, password, status)
 
-        grant_type = params["grant_type"]
-        if grant_type == "refresh_token":
-            self._require(params, 200, "refresh_token")
-            if "username" in params and not _same(params["username"], self.username):
-                raise _Rejection(200, "invalid_grant", "wrong username")
-            kind, with_refresh = self._spend_refresh(params["refresh_token"], params["client_id"])
-        elif grant_type in ("password", "client_credentials"):
-            if grant_type == "password":
-                self._require(params, 200, "username", "password")
-                self._check_user(params["username"], params["password"], status=200)
-            kind = _KIND_API
-            with_refresh = self._wants_refresh(grant_type, scope)
-        else:
-            raise _Rejection(200, "unsupported_grant_type", f"grant_type {grant_type} unsupported")
+    def spend_refresh(self, refresh_token: str, client_id: str) -> tuple[str, bool]:
+        return self._server._spend_refresh(refresh_token, client_id)
 
-        issued = self._issue(kind, params["client_id"], with_refresh=with_refresh)
-        payload: dict[str, Any] = {
-            "action": "authorize",
-            "success": True,
-            "access_token": issued["access_token"],
-            "scope": params["scope"],
-            "expires_in": issued["expires_in"],
-            "token_type": issued["token_type"],
-            "authorization": {
-                "meta": {
-                    "status": {
-                        "code": "00",
-                        "message_ilgn": [{"locale": "es_PE", "value": "Access Token creado"}],
-                    }
-                }
-            },
-        }
-        if "refresh_token" in issued:
-            payload["refresh_token"] = issued["refresh_token"]
-        return _json_response(payload)
+    def wants_refresh(self, default: bool) -> bool:
+        return self._server._wants_refresh(default)
 
-    async def _read_json_payme(self, request: web.Request) -> dict[str, Any]:
-        if request.content_type != _JSON:
-            # Checked before the version header so a wrong content type is always a 415.
-            await self._read_body(request, _JSON)
-        if request.headers.get("ALG-API-VERSION") != _PAYME_API_VERSION:
-            raise _Rejection(
-                400, "invalid_request", f"header ALG-API-VERSION must be {_PAYME_API_VERSION}"
-            )
-        return await self._read_json(request)
-
-    def _check_client_payme(self, client_id: str, client_secret: str) -> None:
-        try:
-            self._check_client(client_id, client_secret, basic=False)
-        except _Rejection as rejection:
-            raise _Rejection(200, rejection.error, rejection.description) from None
+    def issue(self, kind: str, client_id: str, *, with_refresh: bool) -> dict[str, Any]:
+        return self._server._issue(kind, client_id, with_refresh=with_refresh)
