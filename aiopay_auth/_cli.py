@@ -8,6 +8,10 @@
     ``redis-server``, and the report sets the fleet's token fetches beside
     what per-process fetching would have cost.
 
+    With ``--merchants N``, one provider API is served for N merchants
+    through a tenant set, and the report checks that every request carried
+    its own merchant's token.
+
 ``aiopay-auth token PROVIDER``
     Fetch one token from a real provider and describe it: its type, its
     lifetime and a fingerprint, never the token itself unless asked.
@@ -32,7 +36,7 @@ from typing import Any, Final
 import attrs
 from yarl import URL
 
-from ._demo._config import EXIT_INTERRUPTED, DemoConfig
+from ._demo._config import EXIT_INTERRUPTED, MERCHANTS_LIFETIME, DemoConfig
 from ._manager import TokenManager
 from ._policy import RefreshPolicy
 from ._provider import Provider
@@ -162,9 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--lifetime",
         type=_positive(float),
-        default=defaults.lifetime,
+        default=None,
         metavar="SECONDS",
-        help="lifetime of each fake token (default: %(default)g)",
+        help=(
+            f"lifetime of each fake token (default: {defaults.lifetime:g}; "
+            f"{MERCHANTS_LIFETIME:g} with --merchants)"
+        ),
     )
     demo.add_argument(
         "--servers",
@@ -185,6 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
             "(needs redis-server and the redis extra); the workers and the pool are "
             "split between them, and the summary sets the fleet's token fetches beside "
             "what per-process fetching would have cost"
+        ),
+    )
+    demo.add_argument(
+        "--merchants",
+        type=_positive(int),
+        default=None,
+        metavar="N",
+        help=(
+            "serve one CM.com API for N merchants through tenants: the fake provider "
+            "accepts N merchants' credentials, each request names its merchant, and the "
+            "summary checks that every request carried its own merchant's token and that "
+            "token calls stayed within the cap"
         ),
     )
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -274,10 +293,13 @@ def _run_demo(args: argparse.Namespace) -> int:
     # ends the demo as one during its run does.
     try:
         from ._demo._fleet import fleet_requirements, run_fleet_demo  # noqa: PLC0415
+        from ._demo._merchants import run_merchants_demo  # noqa: PLC0415
         from ._demo._report import (  # noqa: PLC0415
             fleet_summary_to_dict,
             format_fleet_table,
+            format_merchants_table,
             format_table,
+            merchants_summary_to_dict,
             summary_to_dict,
         )
         from ._demo._results import exit_status  # noqa: PLC0415
@@ -285,13 +307,20 @@ def _run_demo(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _error("demo", "interrupted")
         return EXIT_INTERRUPTED
+    if args.fleet and args.merchants:
+        _error("demo", "--merchants and --fleet cannot be combined")
+        return EXIT_USAGE
+    lifetime = args.lifetime
+    if lifetime is None:
+        lifetime = MERCHANTS_LIFETIME if args.merchants else DemoConfig().lifetime
     config = DemoConfig(
-        lifetime=args.lifetime,
+        lifetime=lifetime,
         duration=args.duration,
         concurrency=args.concurrency,
         pool=args.pool,
         servers=args.servers,
         fleet=args.fleet or 0,
+        merchants=args.merchants or 0,
     )
     if config.fleet:
         missing = fleet_requirements()
@@ -301,7 +330,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     progress = None if args.quiet else sys.stderr
     live = progress is not None and progress.isatty()
     try:
-        if config.fleet:
+        if config.merchants:
+            merchants = asyncio.run(run_merchants_demo(config, progress=progress, live=live))
+        elif config.fleet:
             fleet = asyncio.run(run_fleet_demo(config, progress=progress, live=live))
             summary = fleet.summary
         else:
@@ -312,6 +343,13 @@ def _run_demo(args: argparse.Namespace) -> int:
     except (OSError, RuntimeError) as err:  # no port, no child process, ...
         _error("demo", str(err) or type(err).__name__)
         return EXIT_FAILED
+    if config.merchants:
+        print(
+            json.dumps(merchants_summary_to_dict(merchants), indent=2)
+            if args.json
+            else format_merchants_table(merchants)
+        )
+        return merchants.exit_status()
     if config.fleet:
         print(
             json.dumps(fleet_summary_to_dict(fleet), indent=2)

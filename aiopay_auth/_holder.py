@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import random
 import time
 from collections.abc import Callable
@@ -125,7 +124,8 @@ class TokenHolder:
         "_failure",
         "_latest",
         "_recent",
-        "_refresh_needed",
+        "_refresh_asked",
+        "_refresh_event",
         "_since",
         "clock",
         "current",
@@ -153,13 +153,17 @@ class TokenHolder:
         self.stats = ProviderStats()
         self.wait_timeout = wait_timeout
         self._latest: Token | None = None
-        self._recent: collections.deque[str] = collections.deque(maxlen=_RECENT)
+        # A tuple, not a deque: a deque's first block alone is 600 bytes a holder.
+        self._recent: tuple[str, ...] = ()
         self._since = 0.0  # when the current token was published
         self.fetching = False
         self._failure: AuthError | ConfigError | None = None
         self._closed = False
-        self._changed = anyio.Event()
-        self._refresh_needed = anyio.Event()
+        # Events are made by the first waiter, not here: two events (with
+        # their waiter queues) were 1.7 KiB of each tenant, most never waited on.
+        self._changed: anyio.Event | None = None
+        self._refresh_event: anyio.Event | None = None
+        self._refresh_asked = False  # a refresh was asked since the last publication
 
     @property
     def name(self) -> str:
@@ -220,8 +224,7 @@ class TokenHolder:
                     failure = self._failure
                     if failure is not None:
                         raise self._unavailable(failure.message, failure) from failure
-                    changed = self._changed
-                    await changed.wait()
+                    await self._change().wait()
                     token = self.usable()
                     if token is not None:
                         return token
@@ -289,7 +292,7 @@ class TokenHolder:
         self._refused(streak)
         self.current = None
         self.stats.invalidations += 1
-        self._refresh_needed.set()
+        self._ask_refresh()
         return True
 
     def _refused(self, streak: RefusalStreak) -> None:
@@ -336,12 +339,13 @@ class TokenHolder:
                 )
         self.current = token
         self._latest = token
-        self._recent.append(token.access_token)
+        self._recent = (*self._recent[1 - _RECENT :], token.access_token)
         self._since = self.clock()
         self._failure = None
         self.stats.last_error = None
         self.stats.consecutive_failures = 0
-        self._refresh_needed = anyio.Event()
+        self._refresh_asked = False
+        self._refresh_event = None
         self._wake()
 
     def _record_failure(self, error: AuthError | ConfigError) -> None:
@@ -366,8 +370,19 @@ class TokenHolder:
 
     async def _wait_refresh_needed(self, delay: float) -> None:
         """Sleep *delay* seconds, or less if a token is invalidated (refresher only)."""
+        if self._refresh_asked:
+            return
+        event = self._refresh_event
+        if event is None:
+            event = self._refresh_event = anyio.Event()
         with anyio.move_on_after(delay):
-            await self._refresh_needed.wait()
+            await event.wait()
+
+    def _ask_refresh(self) -> None:
+        """Wake the refresher's :meth:`_wait_refresh_needed`, now or when it next waits."""
+        self._refresh_asked = True
+        if self._refresh_event is not None:
+            self._refresh_event.set()
 
     def _rotate(self, provider: Provider) -> None:
         """Fetch with *provider*'s credentials from now on, starting at once (tenants only).
@@ -375,7 +390,7 @@ class TokenHolder:
         The current token is still served until the new one is published.
         """
         self.provider = provider
-        self._refresh_needed.set()
+        self._ask_refresh()
 
     def _close(self, error: TokenUnavailableError | None = None) -> None:
         """Fail every present and future waiter with *error*: the manager is closing."""
@@ -423,9 +438,18 @@ class TokenHolder:
             unreplayable=stats.unreplayable,
         )
 
+    def _change(self) -> anyio.Event:
+        """The event the next change sets (:meth:`_wake`); made by the first waiter."""
+        changed = self._changed
+        if changed is None:
+            changed = self._changed = anyio.Event()
+        return changed
+
     def _wake(self) -> None:
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+        """Wake everything waiting for a change; the next waiter makes a new event."""
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     def __repr__(self) -> str:
         return f"<TokenHolder {self.name!r} {self.state}>"

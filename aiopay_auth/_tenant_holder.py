@@ -73,9 +73,7 @@ class TenantHolder(TokenHolder):
         """Drop the token: the tenant had no request for a while (its schedule only)."""
         self.current = None
         self._latest = None
-        recent = self._recent
-        while recent:  # not clear(): it allocates a fresh block (half a KiB)
-            recent.pop()
+        self._recent = ()
         self.idle = True
 
     @property

@@ -302,7 +302,7 @@ class Tenants:
                         failure = holder._failure
                         reason = failure.message if failure is not None else "closed"
                         raise holder._unavailable(f"{reason} while rotating", failure)
-                    changed = holder._changed
+                    changed = holder._change()
                     last = holder.stats.last_error
                     if holder.stats.failures > failures and last and not last.retryable:
                         break  # refused for good: no use waiting

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import tenants
+
 
 if TYPE_CHECKING:
     from .run import Run
@@ -254,6 +256,8 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         "runs": [r.to_json() for r in runs],
         "disturbed_runs": [r.to_json() for r in results["disturbed"]],
     }
+    if "tenants" in results:
+        document["tenants"] = tenants.build(results["tenants"])
     document["targets"] = targets(document)
     return document
 
@@ -524,6 +528,8 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
             ]
         ],
     )
+    if "tenants" in document:
+        lines += tenants.markdown(document["tenants"])
     if images is not None:
         lines += ["## Plots", ""]
         lines += [f"![{title}]({images}{name})" for name, title in PLOTS.items()]
@@ -665,10 +671,13 @@ with:
 nox -s bench                 # full run, about 10 minutes; results in benchmarks/results/
 nox -s bench -- --quick      # smoke run, under a minute (CI runs it, numbers not judged)
 nox -s bench -- --publish    # full run, then rewrite this page and docs/benchmarks/*.png
+nox -s bench -- --tenants    # the many-merchants section alone, 1 to 2 minutes
 ```
 
 `python -m benchmarks --help` lists the knobs (rounds, requests per run,
-concurrency levels, a subset of scenarios).
+concurrency levels, a subset of scenarios). The many-merchants section
+(1, 100 and 10,000 tenants of one API) is described with its figures in
+[Many merchants (tenants)](#many-merchants-tenants).
 
 ## How it is measured
 

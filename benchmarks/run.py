@@ -4,7 +4,8 @@ The fake providers run in a child process (:mod:`benchmarks.server`). For
 each round, each concurrency level and each scenario in turn (A B C … A B
 C …), one client is opened, warmed up (its pool filled), then sent a
 fixed number of requests under a time bound. Then come a cold start, the
-hot-path micro-benchmark and the memory check. Results go to
+hot-path micro-benchmark, the memory check and the many-merchants section
+(:mod:`benchmarks.tenants`; ``--tenants`` runs that section alone). Results go to
 ``benchmarks/results/`` (JSON, a markdown table, PNG plots); with
 ``--publish``, the table and plots also go to ``docs/``.
 
@@ -34,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from . import report
+from . import report, tenants
 from .micro import run_micro, vmrss_kib
 from .peers import PEERS
 from .scenarios import (
@@ -454,6 +455,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also write docs/benchmarks.md and docs/benchmarks/*.png (full runs only)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and server")
+    parser.add_argument(
+        "--tenants",
+        action="store_true",
+        help="run only the many-merchants section (1, 100, 10,000 tenants; about a minute; "
+        "with --quick: 1, 50, 500)",
+    )
     return parser.parse_args(argv)
 
 
@@ -472,9 +479,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or "baseline" not in cfg.scenarios:
         print(f"unknown scenarios {sorted(unknown)}, or no baseline", file=sys.stderr)
         return 2
-    if args.publish and cfg.mode != "full":
+    if args.publish and (cfg.mode != "full" or args.tenants):
         print("--publish takes a full run's figures only", file=sys.stderr)
         return 2
+    tenants_cfg = tenants.QUICK_TENANTS if args.quick else tenants.FULL_TENANTS
+    if args.tenants:
+        return tenants_only(tenants_cfg, args.out, pin=not args.no_pin)
 
     started = time.time()
     info = machine()
@@ -498,6 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     )
+    print("many merchants: tenants of one provider API", flush=True)
+    results["tenants"] = asyncio.run(tenants.run_tenants(tenants_cfg, pin=not args.no_pin))
     info["load_average_at_end"] = os.getloadavg()
     info["client_rss_kib"] = {"start": rss_start, "end": vmrss_kib()}
     results["meta"] = {
@@ -519,4 +531,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.publish:
         report.publish(document, out, ROOT / "docs")
         print("published to docs/benchmarks.md and docs/benchmarks/", flush=True)
+    return 0
+
+
+def tenants_only(cfg: tenants.TenantsConfig, out: Path, *, pin: bool) -> int:
+    """``--tenants``: the many-merchants section alone, into ``out/tenants.{json,md}``."""
+    info = machine()
+    results = asyncio.run(tenants.run_tenants(cfg, pin=pin))
+    document = tenants.build(results)
+    document["machine"] = info | {"load_average_at_end": os.getloadavg()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tenants.json").write_text(json.dumps(document, indent=2) + "\n")
+    markdown = "\n".join(tenants.markdown(document))
+    (out / "tenants.md").write_text(markdown)
+    print()
+    print(markdown)
+    print(f"results in {out}", flush=True)
     return 0

@@ -20,20 +20,23 @@ from aiopay_auth._demo._config import DemoConfig
 from aiopay_auth._demo._report import (
     fleet_summary_to_dict,
     format_fleet_table,
+    format_merchants_table,
     format_progress,
     format_table,
+    merchants_summary_to_dict,
     summary_to_dict,
 )
 from aiopay_auth._demo._results import (
     FleetRow,
     FleetSummary,
+    MerchantsSummary,
     ProviderRow,
     Summary,
     exit_status,
 )
 from aiopay_auth._demo._run import run_demo
 from aiopay_auth._secret import fingerprint
-from aiopay_auth.testing import FakeProvider, ServerCounters
+from aiopay_auth.testing import ClientCounters, FakeProvider, ServerCounters
 from aiopay_auth.testing.pytest_plugin import FakeProviderFactory
 
 
@@ -193,6 +196,63 @@ def test_demo_fleet_shares_tokens_between_processes() -> None:
     assert 0 == summary["exit_status"]
 
 
+def test_demo_merchants_routes_each_request_to_its_own_merchants_token() -> None:
+    merchants, duration = 50, 2.0
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        _demo(
+            "--merchants",
+            str(merchants),
+            "--duration",
+            str(duration),
+            "--concurrency",
+            "50",
+            "--pool",
+            "20",
+            "--json",
+            "--quiet",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_clean_env(),
+        check=False,
+    )
+    assert "" == done.stderr
+    assert 0 == done.returncode
+    summary = json.loads(done.stdout)
+    assert merchants == summary["merchants"] == summary["config"]["merchants"]
+    by_merchant = summary["by_merchant"]
+    assert {f"merchant-{i}" for i in range(1, merchants + 1)} == set(by_merchant)
+    # The server counted each accepted API request under the merchant whose
+    # token it carried: equal to what the workers saw succeed for that merchant.
+    for key, row in by_merchant.items():
+        assert row["ok"] > 0, key
+        assert row["ok"] == row["server_api_calls"], (key, row)
+        assert 1 == row["server_token_calls"], (key, row)  # 30-second tokens, a 2-second run
+    assert summary["requests"] == sum(row["ok"] for row in by_merchant.values())
+    assert 0 == summary["failed"] == summary["misrouted"] == summary["expired"]
+    assert merchants == summary["token_fetches"] == summary["server_token_calls"]
+    cap = summary["config"]["max_concurrent_fetches"]
+    assert 4 == cap
+    # The fake holds each token request 10 ms: the first tokens overlap there, up to the cap.
+    assert 2 <= summary["max_token_calls_at_once"] <= cap
+    assert 0 == summary["exit_status"]
+
+
+def test_demo_merchants_table_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--merchants", "5", "--duration", "0.5", "--concurrency", "10", "--pool", "5"]
+    assert 0 == main(["demo", *argv, "--servers", "inline", "--quiet"])
+    out, err = capsys.readouterr()
+    assert "" == err
+    lines = out.splitlines()
+    assert lines[0].startswith("aiopay-auth demo --merchants 5: one CM.com API, 10 workers")
+    assert "tokens live 30 s" in lines[0]
+    assert any(line.startswith("wrong merchant") and " 0 merchants" in line for line in lines)
+    assert lines[-1].startswith("OK: every request carried its own merchant's token")
+    assert 2 == main(["demo", "--merchants", "5", "--fleet", "2"])
+    assert "--merchants and --fleet cannot be combined" in capsys.readouterr().err
+
+
 def test_demo_fleet_without_redis_server_is_a_usage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -295,6 +355,46 @@ def test_failures_and_expired_tokens_fail_the_demo() -> None:
     assert 1 == summary_to_dict(expired)["total"]["expired"]
     assert 0 == exit_status(_summary())
     assert 130 == exit_status(_summary(interrupted=True))
+
+
+def _merchants_summary(**changes: Any) -> MerchantsSummary:
+    fields: dict[str, Any] = {
+        "config": DemoConfig(merchants=2, lifetime=30),
+        "elapsed": 2.0,
+        "cap": 4,
+        "fetches_per_second": 200.0,
+        "keys": ("merchant-1", "merchant-2"),
+        "ok": (3, 5),
+        "requests": 8,
+        "failed": 0,
+        "token_fetches": 2,
+        "max_wait": 0.01,
+        "server": ServerCounters(token_calls=2, tokens_issued=2, api_calls=8),
+        "clients": ClientCounters(
+            token_calls_by_client={"merchant-1": 1, "merchant-2": 1},
+            api_calls_by_client={"merchant-1": 3, "merchant-2": 5},
+            max_token_calls_in_flight=2,
+        ),
+    }
+    return MerchantsSummary(**{**fields, **changes})
+
+
+def test_a_request_with_another_merchants_token_or_over_the_cap_fails_the_merchants_demo() -> None:
+    assert 0 == _merchants_summary().exit_status()
+    # merchant-2's token went out on one of merchant-1's requests.
+    swapped = ClientCounters(api_calls_by_client={"merchant-1": 2, "merchant-2": 6})
+    wrong = _merchants_summary(clients=swapped)
+    assert ("merchant-1", "merchant-2") == wrong.misrouted()
+    assert 1 == wrong.exit_status()
+    assert 2 == merchants_summary_to_dict(wrong)["misrouted"]
+    assert "2 merchants served with another's token" in format_merchants_table(wrong)
+    over = _merchants_summary(
+        clients=ClientCounters(
+            api_calls_by_client={"merchant-1": 3, "merchant-2": 5}, max_token_calls_in_flight=5
+        )
+    )
+    assert 1 == over.exit_status()
+    assert 130 == _merchants_summary(interrupted=True).exit_status()
 
 
 def test_json_summary_carries_both_sides_per_provider() -> None:

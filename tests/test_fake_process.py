@@ -9,6 +9,7 @@ import pytest
 
 from aiopay_auth import TokenManager
 from aiopay_auth.testing import (
+    ClientCounters,
     FakeEndpoint,
     FakeProvider,
     FakeProviderProcess,
@@ -74,3 +75,33 @@ async def test_endpoint_of_a_fake_in_this_process() -> None:
     async with FakeProvider("payme") as fake:
         endpoint = FakeEndpoint.of(fake)
         assert provider_for(endpoint) == provider_for(fake)
+
+
+async def test_a_child_serves_many_merchants_and_counts_each() -> None:
+    merchants = [(f"m-{i}", f"secret-{i}") for i in range(3)]
+    servers = {"cm": functools.partial(FakeProvider, "cm", lifetime=60.0, clients=merchants)}
+    async with FakeProviderProcess(servers) as fakes:
+        endpoint = fakes.endpoints["cm"]
+        assert ClientCounters() == (await fakes.client_counters_async())["cm"]
+        async with TokenManager() as tokens:
+            shop = tokens.add_tenants("cm", api=endpoint.api_base)
+            tenants = [
+                shop.add(key, provider_for(endpoint, client_id=key, client_secret=secret))
+                for key, secret in merchants
+            ]
+            async with tokens.session(shop) as http:
+                for n, tenant in enumerate(tenants):
+                    for _ in range(n + 1):
+                        url = endpoint.api_base / "payments"
+                        async with http.get(url, middlewares=tenant.middlewares) as response:
+                            assert 200 == response.status
+        counters = (await fakes.client_counters_async())["cm"]
+    assert {"m-0": 1, "m-1": 2, "m-2": 3} == counters.api_calls_by_client
+    assert {"m-0": 1, "m-1": 1, "m-2": 1} == counters.token_calls_by_client
+    assert 1 <= counters.max_token_calls_in_flight <= 3
+
+
+def test_client_counters_blocking() -> None:
+    servers = {"cm": functools.partial(FakeProvider, "cm", clients=[("m-1", "s")])}
+    with FakeProviderProcess(servers) as fakes:
+        assert {"cm": ClientCounters()} == fakes.client_counters()

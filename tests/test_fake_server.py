@@ -17,7 +17,7 @@ from yarl import URL
 
 from aiopay_auth.testing._server import Dialect, FakeProvider, Scripted
 
-from .helpers import ManualClock
+from .helpers import ManualClock, eventually
 
 
 pytestmark = pytest.mark.anyio
@@ -774,3 +774,25 @@ async def test_token_calls_in_flight_are_counted(session: aiohttp.ClientSession)
         assert (5, 0) == (provider.max_token_calls_in_flight, provider.token_calls_in_flight)
         provider.reset_counters()
         assert 0 == provider.max_token_calls_in_flight
+
+
+async def test_a_client_gone_before_its_body_is_no_server_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A token request cut short while the fake holds it (token_delay) leaves
+    # the body unread: the fake answers nobody, without an error logged.
+    async with FakeProvider("cm") as fake:
+        fake.token_delay = 0.3
+        _, writer = await asyncio.open_connection("127.0.0.1", fake.port)
+        writer.write(
+            f"POST {fake.token_url.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+            "grant_type=cli".encode()
+        )
+        await writer.drain()
+        await eventually(lambda: 1 == fake.token_calls_in_flight)  # held by the delay
+        writer.close()
+        await writer.wait_closed()
+        await eventually(lambda: 0 == fake.token_calls_in_flight)
+    assert 1 == fake.token_calls
+    assert [] == [r for r in caplog.records if r.name.startswith("aiohttp")]

@@ -124,3 +124,46 @@ async def test_memory_per_tenant_stays_under_8_kib() -> None:
     per_tenant = grown / n
     print(f"memory per active tenant: {per_tenant:.0f} B")
     assert per_tenant <= 8 * 1024, per_tenant
+
+
+async def test_memory_per_resting_tenant_stays_under_4_kib() -> None:
+    # A tenant that rests (no request for idle_after) holds no token and no
+    # event: the SDK's own objects per resting tenant, with tracemalloc.
+    n = 200
+    async with tenant_api(lifetime=1) as server, TokenManager() as tokens:
+        merchants = tokens.add_tenants(
+            "acme",
+            api=server.api,
+            fetches_per_second=100_000,
+            max_concurrent_fetches=16,
+            idle_after=0.2,
+        )
+        (first,) = add(merchants, server, 1)
+        await merchants[first].holder.get()  # warm every code path, resting too
+        await eventually(lambda: "idle" == merchants.health()[first].state)
+        credentials = [server.client() for _ in range(n)]
+        profiles = [server.provider(key, secret) for key, secret in credentials]
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot()
+            for (key, _), profile in zip(credentials, profiles, strict=True):
+                merchants.add(key, profile)
+            await eventually(
+                lambda: all("idle" == h.state for h in merchants.health().values()), within=10
+            )
+            assert all(merchants[k].holder.current is None for k, _ in credentials)
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+    assert {k for k, _ in credentials} <= {c.client_id for c in server.token_calls}
+    ours = [tracemalloc.Filter(inclusive=False, filename_pattern="*tenant_endpoint.py")]
+    ours.append(tracemalloc.Filter(inclusive=False, filename_pattern="*/aiohttp/web*"))
+    grown = sum(
+        s.size_diff
+        for s in after.filter_traces(ours).compare_to(before.filter_traces(ours), "filename")
+    )
+    per_tenant = grown / n
+    print(f"memory per resting tenant: {per_tenant:.0f} B")
+    assert per_tenant <= 4 * 1024, per_tenant

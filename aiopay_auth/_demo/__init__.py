@@ -21,6 +21,12 @@ each with its own manager wrapped by :class:`~aiopay_auth.fleet.RedisFleet`
 and its share of the workers and the pool. The report then sets the token
 requests the fleet sent beside what per-process fetching would have cost.
 
+With ``--merchants N`` it serves one CM.com API for N merchants through a
+tenant set instead (:func:`~._merchants.run_merchants_demo`): the fake
+provider accepts each merchant's credentials, each request names its
+merchant, and the report checks at the server that every request carried
+its own merchant's token.
+
 One concern per module; this package imports none of them, so that the
 CLI's parser can read :mod:`._config` without loading the rest:
 
@@ -33,4 +39,5 @@ CLI's parser can read :mod:`._config` without loading the rest:
 * :mod:`._run`: the workers and the single-process run (:func:`~._run.run_demo`).
 * :mod:`._fleet_worker`: one fleet worker process.
 * :mod:`._fleet`: the fleet run's parent (:func:`~._fleet.run_fleet_demo`).
+* :mod:`._merchants`: the merchants' run (:func:`~._merchants.run_merchants_demo`).
 """

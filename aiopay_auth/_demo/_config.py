@@ -7,13 +7,20 @@ from typing import Literal
 import attrs
 
 
-__all__ = ["EXIT_INTERRUPTED", "DemoConfig", "ServerMode"]
+__all__ = ["EXIT_INTERRUPTED", "MERCHANTS_LIFETIME", "DemoConfig", "ServerMode"]
 
 ServerMode = Literal["child", "inline"]
 """Where the fake servers run: a child process, or this process's event loop."""
 
 EXIT_INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+
+MERCHANTS_LIFETIME = 30.0
+"""Seconds each fake token lives with ``--merchants`` unless ``--lifetime`` says otherwise.
+
+Thousands of merchants with 3-second tokens would ask for more tokens a
+second than the set's rate allows.
+"""
 
 
 @attrs.frozen(kw_only=True)
@@ -31,6 +38,9 @@ class DemoConfig:
             through a local ``redis-server`` (:func:`run_fleet_demo`), the
             workers and the pool split between them; 0 runs one process
             without Redis.
+        merchants: With 1 or more, one CM.com API served for that many
+            merchants through a tenant set (:func:`run_merchants_demo`);
+            0 runs the usual five providers.
     """
 
     lifetime: float = 3.0
@@ -39,3 +49,4 @@ class DemoConfig:
     pool: int = 100
     servers: ServerMode = "child"
     fleet: int = 0
+    merchants: int = 0

@@ -7,14 +7,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..testing import ServerCounters
-from ._results import FleetSummary, Summary, exit_status
+from ._results import FleetSummary, MerchantsSummary, Summary, exit_status
 
 
 __all__ = [
     "fleet_summary_to_dict",
     "format_fleet_table",
+    "format_merchants_table",
     "format_progress",
     "format_table",
+    "merchants_summary_to_dict",
     "summary_to_dict",
 ]
 
@@ -331,4 +333,127 @@ def format_fleet_table(fleet: FleetSummary) -> str:
         f"{alone:,}{saving}; {ended}."
     )
     lines.extend(_verdict(summary))
+    return "\n".join(lines)
+
+
+def merchants_summary_to_dict(summary: MerchantsSummary) -> dict[str, Any]:
+    """The merchants' summary as a JSON-ready object (``demo --merchants N --json``).
+
+    ``by_merchant`` gives, per merchant, the requests answered 2xx
+    (``ok``), the API requests the server accepted with its token
+    (``server_api_calls``) and its token requests at the server
+    (``server_token_calls``): the first two are equal for every merchant
+    when each request carried its own merchant's token.
+
+    Args:
+        summary: The demo's results.
+
+    Returns:
+        A dict of plain JSON types.
+    """
+    config, clients, server = summary.config, summary.clients, summary.server
+    served, asked = clients.api_calls_by_client, clients.token_calls_by_client
+    return {
+        "config": {
+            "merchants": summary.merchants,
+            "lifetime": config.lifetime,
+            "duration": config.duration,
+            "concurrency": config.concurrency,
+            "pool": config.pool,
+            "servers": config.servers,
+            "max_concurrent_fetches": summary.cap,
+            "fetches_per_second": summary.fetches_per_second,
+        },
+        "elapsed": round(summary.elapsed, 3),
+        "interrupted": summary.interrupted,
+        "merchants": summary.merchants,
+        "requests": summary.requests,
+        "requests_per_second": round(summary.requests / summary.elapsed, 1)
+        if summary.elapsed > 0
+        else 0.0,
+        "failed": summary.failed,
+        "errors": dict(summary.errors),
+        "token_fetches": summary.token_fetches,
+        "server_token_calls": server.token_calls,
+        "max_token_calls_at_once": clients.max_token_calls_in_flight,
+        "unauthorized": server.api_unauthorized,
+        "expired": server.api_expired,
+        "misrouted": len(summary.misrouted()),
+        "merchants_without_requests": summary.without_requests(),
+        "max_wait_ms": round(summary.max_wait * 1000, 1),
+        "by_merchant": {
+            key: {
+                "ok": ok,
+                "server_api_calls": served.get(key, 0),
+                "server_token_calls": asked.get(key, 0),
+            }
+            for key, ok in zip(summary.keys, summary.ok, strict=True)
+        },
+        "exit_status": summary.exit_status(),
+    }
+
+
+def format_merchants_table(summary: MerchantsSummary) -> str:
+    """The merchants' summary as text: one line of figures per subject, then the verdict.
+
+    Args:
+        summary: The demo's results.
+
+    Returns:
+        The lines joined by newlines, without a trailing newline.
+    """
+    data = merchants_summary_to_dict(summary)
+    config = summary.config
+    rows = [
+        ("merchants", f"{data['merchants']:,} (one tenant set, one pooled session)"),
+        (
+            "requests",
+            f"{data['requests']:,} ({data['requests_per_second']:,.0f} req/s), "
+            f"{data['failed']:,} failed",
+        ),
+        (
+            "token calls",
+            f"{data['token_fetches']:,} sent, {data['server_token_calls']:,} at the server",
+        ),
+        (
+            "token calls at once",
+            f"at most {data['max_token_calls_at_once']} at the server "
+            f"(cap {summary.cap}, {summary.fetches_per_second:g} a second)",
+        ),
+        (
+            "401s at server",
+            f"{data['unauthorized']:,} ({data['expired']:,} for an expired token)",
+        ),
+        (
+            "wrong merchant",
+            f"{data['misrouted']:,} merchants whose requests the server counted "
+            "under another merchant's token",
+        ),
+        ("longest token wait", f"{data['max_wait_ms']:,.1f} ms"),
+    ]
+    if data["merchants_without_requests"]:
+        rows.append(("no request", f"{data['merchants_without_requests']:,} merchants"))
+    width = max(len(name) for name, _ in rows)
+    lines = [
+        f"aiopay-auth demo --merchants {summary.merchants:,}: one CM.com API, "
+        f"{config.concurrency:,} workers, pool {config.pool:,}, tokens live {config.lifetime:g} s, "
+        f"ran {summary.elapsed:.1f} s" + (" (interrupted)" if summary.interrupted else ""),
+        "",
+        *(f"{name.ljust(width)}  {value}" for name, value in rows),
+        "",
+        *(f"! {count:,} x {description}" for description, count in summary.errors),
+    ]
+    status = summary.exit_status()
+    if status == 0:
+        lines.append(
+            "OK: every request carried its own merchant's token; no failure, no expired token, "
+            "token calls within the cap."
+        )
+    elif status == 1:
+        lines.append(
+            f"FAILED: {summary.failed:,} failed requests, {summary.server.api_expired:,} refused "
+            f"for an expired token, {len(summary.misrouted()):,} merchants served with another's "
+            f"token, at most {summary.clients.max_token_calls_in_flight} token calls at once "
+            f"(cap {summary.cap})."
+        )
     return "\n".join(lines)

@@ -7,13 +7,14 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from .._holder import ProviderStats
-from ..testing import ServerCounters
+from ..testing import ClientCounters, ServerCounters
 from ._config import EXIT_INTERRUPTED, DemoConfig
 
 
 __all__ = [
     "FleetRow",
     "FleetSummary",
+    "MerchantsSummary",
     "ProviderRow",
     "Summary",
     "Tally",
@@ -110,6 +111,84 @@ class Summary:
         """Servers that more than one provider talks to."""
         names = [row.server for row in self.rows]
         return frozenset(name for name in names if names.count(name) > 1)
+
+
+@attrs.frozen(kw_only=True)
+class MerchantsSummary:
+    """What ``demo --merchants N`` reports.
+
+    Attributes:
+        config: What was run.
+        elapsed: Seconds from the first request to the last response.
+        cap: The set's most token requests at once (``max_concurrent_fetches``).
+        fetches_per_second: The set's most token requests started a second.
+        keys: The merchants' client ids, in order.
+        ok: Requests answered 2xx, by merchant (the order of :attr:`keys`).
+        requests: Requests the workers sent.
+        failed: Of those, how many failed (non-2xx, or an exception).
+        errors: Distinct failure descriptions with their counts.
+        token_fetches: Token requests the merchants' holders sent.
+        max_wait: The longest any request waited for a token, in seconds.
+        server: The fake server's counters.
+        clients: The fake server's counts by merchant, and its peak of
+            token requests at once.
+        interrupted: Whether Ctrl-C ended the run early.
+    """
+
+    config: DemoConfig
+    elapsed: float
+    cap: int
+    fetches_per_second: float
+    keys: tuple[str, ...]
+    ok: tuple[int, ...]
+    requests: int
+    failed: int
+    errors: tuple[tuple[str, int], ...] = ()
+    token_fetches: int
+    max_wait: float
+    server: ServerCounters
+    clients: ClientCounters
+    interrupted: bool = False
+
+    @property
+    def merchants(self) -> int:
+        """How many merchants were served."""
+        return len(self.keys)
+
+    def misrouted(self) -> tuple[str, ...]:
+        """Merchants whose accepted API requests at the server differ from their 2xx answers.
+
+        The server counts each API request it accepted by the merchant whose
+        token it carried; a request sent with another merchant's token counts
+        for that one instead.
+        """
+        served = self.clients.api_calls_by_client
+        return tuple(
+            key for key, ok in zip(self.keys, self.ok, strict=True) if served.get(key, 0) != ok
+        )
+
+    def without_requests(self) -> int:
+        """Merchants no request was answered for (a short run, or a failing one)."""
+        return sum(1 for ok in self.ok if not ok)
+
+    def exit_status(self) -> int:
+        """The demo's exit status.
+
+        Returns:
+            130 when Ctrl-C ended the run; 1 when a request failed, was
+            refused for an expired token or went out with another
+            merchant's token, or when the server saw more token requests at
+            once than the cap; else 0.
+        """
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        bad = (
+            self.failed
+            or self.server.api_expired
+            or self.misrouted()
+            or self.clients.max_token_calls_in_flight > self.cap
+        )
+        return 1 if bad else 0
 
 
 class Tally:

@@ -10,7 +10,8 @@ address whose connections never complete.
 :class:`FakeProviderProcess` runs fake providers in a child process, so
 that they do not share the client's core: the child sends back each one's
 :class:`FakeEndpoint` (which :func:`provider_for` takes) and, on request,
-its :class:`ServerCounters`. :class:`RedisServer` starts a throwaway
+its :class:`ServerCounters` (:class:`ClientCounters` per merchant's
+client). :class:`RedisServer` starts a throwaway
 ``redis-server`` on a free loopback port.
 
 With pytest, the ``fake_provider`` fixture (registered automatically as a
@@ -26,11 +27,12 @@ pytest plugin) starts servers and closes them after the test::
 from ._blackhole import blackhole
 from ._profiles import provider_for
 from ._redis import RedisServer
-from ._remote import FakeEndpoint, FakeProviderProcess, ServerCounters
+from ._remote import ClientCounters, FakeEndpoint, FakeProviderProcess, ServerCounters
 from ._server import Dialect, FakeProvider, Scripted
 
 
 __all__ = [
+    "ClientCounters",
     "Dialect",
     "FakeEndpoint",
     "FakeProvider",

@@ -27,11 +27,12 @@ from ._process import STOP, ChildProcess, receive
 from ._server import Dialect, FakeProvider
 
 
-__all__ = ["FakeEndpoint", "FakeProviderProcess", "ServerCounters"]
+__all__ = ["ClientCounters", "FakeEndpoint", "FakeProviderProcess", "ServerCounters"]
 
 _START_TIMEOUT = 30.0  # bound on starting the child's servers
 _REPLY_TIMEOUT = 10.0  # bound on the child's answer to a request for counters
 _COUNTERS = "counters"
+_CLIENTS = "clients"
 _ENDPOINTS = "endpoints"
 
 
@@ -126,6 +127,36 @@ class ServerCounters:
 _COUNTER_NAMES = tuple(field.name for field in attrs.fields(ServerCounters))
 
 
+@attrs.frozen(kw_only=True)
+class ClientCounters:
+    """What one fake server counted per client credential, and its peak of token requests.
+
+    A copy of the fake's :attr:`~aiopay_auth.testing.FakeProvider.token_calls_by_client`,
+    :attr:`~aiopay_auth.testing.FakeProvider.api_calls_by_client` and
+    :attr:`~aiopay_auth.testing.FakeProvider.max_token_calls_in_flight`, for
+    a worker serving many merchants (tenants) from one process.
+
+    Attributes:
+        token_calls_by_client: Token requests by the client id they named.
+        api_calls_by_client: Accepted API requests by the client whose token
+            they carried.
+        max_token_calls_in_flight: The most token requests handled at once so far.
+    """
+
+    token_calls_by_client: Mapping[str, int] = attrs.field(factory=dict)
+    api_calls_by_client: Mapping[str, int] = attrs.field(factory=dict)
+    max_token_calls_in_flight: int = 0
+
+    @classmethod
+    def of(cls, fake: FakeProvider) -> ClientCounters:
+        """Read *fake*'s per-client counters now."""
+        return cls(
+            token_calls_by_client=dict(fake.token_calls_by_client),
+            api_calls_by_client=dict(fake.api_calls_by_client),
+            max_token_calls_in_flight=fake.max_token_calls_in_flight,
+        )
+
+
 FakeFactory = Callable[[], FakeProvider]
 """Builds one unstarted fake in the child; must pickle (e.g. a ``functools.partial``)."""
 
@@ -143,8 +174,12 @@ def _serve(conn: Connection, servers: Mapping[str, FakeFactory], cpu: int | None
             }
             conn.send((_ENDPOINTS, {name: FakeEndpoint.of(f, name) for name, f in fakes.items()}))
             with contextlib.suppress(EOFError, OSError):  # the parent went away
-                while await receive(conn) != STOP:
-                    conn.send((_COUNTERS, {n: ServerCounters.of(f) for n, f in fakes.items()}))
+                while (command := await receive(conn)) != STOP:
+                    if command == _CLIENTS:
+                        clients = {n: ClientCounters.of(f) for n, f in fakes.items()}
+                        conn.send((_CLIENTS, clients))
+                    else:
+                        conn.send((_COUNTERS, {n: ServerCounters.of(f) for n, f in fakes.items()}))
 
     try:
         asyncio.run(serve())
@@ -162,6 +197,11 @@ class FakeProviderProcess:
             provider = provider_for(fakes.endpoints["cm"])
             ...
             print(await fakes.counters_async())
+
+    A factory may prepare its fake before it starts, e.g. accept many
+    merchants' credentials (:meth:`FakeProvider.add_client
+    <aiopay_auth.testing.FakeProvider.add_client>`) that the parent chose;
+    :meth:`client_counters` then reads what each merchant's client did.
 
     The child ignores Ctrl-C (the parent stops it in order) and exits if
     the parent goes away.
@@ -258,4 +298,26 @@ class FakeProviderProcess:
         child = self._running()
         child.send(_COUNTERS)
         counters: dict[str, ServerCounters] = await child.expect(_COUNTERS, _REPLY_TIMEOUT)
+        return counters
+
+    def client_counters(self) -> dict[str, ClientCounters]:
+        """Every server's per-client counters now, by name (blocking this thread).
+
+        Raises:
+            RuntimeError: The child exited or did not answer.
+        """
+        child = self._running()
+        child.send(_CLIENTS)
+        counters: dict[str, ClientCounters] = child.expect_blocking(_CLIENTS, _REPLY_TIMEOUT)
+        return counters
+
+    async def client_counters_async(self) -> dict[str, ClientCounters]:
+        """Every server's per-client counters now, by name.
+
+        Raises:
+            RuntimeError: The child exited or did not answer.
+        """
+        child = self._running()
+        child.send(_CLIENTS)
+        counters: dict[str, ClientCounters] = await child.expect(_CLIENTS, _REPLY_TIMEOUT)
         return counters

@@ -37,7 +37,7 @@ import random
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, NamedTuple
 
@@ -195,6 +195,7 @@ class FakeProvider:
         rotate_refresh_tokens: bool = True,
         audience: str = "https://api.dev.alignet.io",
         clock: Callable[[], float] = time.monotonic,
+        clients: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Configure the provider; nothing is bound until :meth:`start`.
 
@@ -211,6 +212,9 @@ class FakeProvider:
             rotate_refresh_tokens: Whether refresh tokens are single use.
             audience: ``"payme"`` only: the ``audience`` the token request must name.
             clock: Monotonic clock timing token expiry (``time.monotonic`` by default).
+            clients: More ``(client_id, client_secret)`` pairs to accept, as
+                :meth:`add_client` adds them: one per merchant, chosen by the
+                caller (e.g. for a fake started in a child process).
 
         Raises:
             ValueError: If ``dialect`` is unknown.
@@ -258,6 +262,8 @@ class FakeProvider:
         self._base_url: URL | None = None
         self._closing = asyncio.Event()
         self._closed = False
+        for merchant, merchant_secret in clients:
+            self.add_client(merchant, merchant_secret)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -580,6 +586,11 @@ class FakeProvider:
         )
         try:
             return await self._answer_token_call(request)
+        except ConnectionResetError:
+            # The client went away before its body arrived (a fetch cut short
+            # while held by token_delay): nobody reads the answer, and it is
+            # not an error of the server's to log with a traceback.
+            return web.Response(status=400)
         finally:
             self.token_calls_in_flight -= 1
 
