@@ -10,19 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from ._assertion import ClientAssertion
-from ._fetch import TokenSource
 from ._health import FailureKind, Health, HealthState
 from ._holder import ProviderStats, TokenHolder
 from ._limit import FetchLimit
 from ._log import use_structlog
 from ._manager import TokenManager
-from ._middleware import BearerAuth
+from ._middleware import BearerAuth, ClientTenantRemovedError, ClientTokenUnavailableError
 from ._network import Network
 from ._oauth import TokenRequest, build_token_request, parse_token_response
 from ._policy import RefreshPolicy
 from ._pool import FairGate, FairPool
 from ._provider import Provider
 from ._secret import Secret
+from ._source import TokenSource
 from ._tenants import Tenant, Tenants
 from ._token import Token
 from .exceptions import (
@@ -42,6 +42,8 @@ __all__ = [
     "AuthError",
     "BearerAuth",
     "ClientAssertion",
+    "ClientTenantRemovedError",
+    "ClientTokenUnavailableError",
     "ConfigError",
     "FailureKind",
     "FairGate",

@@ -526,7 +526,7 @@ def _run_token(args: argparse.Namespace) -> int:
     except TokenUnavailableError as err:
         _error("token", str(err.last_error or err))
         return EXIT_FAILED
-    except AuthError as err:  # pragma: no cover - fetch_token raises only the above
+    except (AuthError, ConfigError) as err:  # pragma: no cover - fetch_token raises only the above
         _error("token", str(err))
         return EXIT_FAILED
     except KeyboardInterrupt:

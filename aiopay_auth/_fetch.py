@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 import aiohttp
 from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
@@ -14,6 +13,7 @@ from ._network import Network, tls_problem
 from ._oauth import MAX_RESPONSE_BYTES, build_token_request, parse_token_response
 from ._provider import Provider
 from ._secret import Secret
+from ._source import TokenSource
 from ._token import Token
 from .exceptions import (
     TokenEndpointError,
@@ -23,19 +23,9 @@ from .exceptions import (
 )
 
 
+# TokenSource is re-exported for code that imported it from here; its home
+# is _source.py, which imports no HTTP client.
 __all__ = ["HttpTokenSource", "TokenSource"]
-
-
-class TokenSource(Protocol):
-    """Where a refresher gets tokens from: the seam for a shared store.
-
-    The default asks the provider over HTTP; a fleet-wide cache can wrap it
-    without touching the request hot path.
-    """
-
-    async def fetch(self, refresh_token: Secret | None) -> Token:
-        """Return a new token, by the refresh grant when *refresh_token* is given."""
-        ...
 
 
 class HttpTokenSource:

@@ -8,7 +8,13 @@ from typing import Literal
 import attrs
 
 from ._status import classify_status
-from .exceptions import AuthError, TokenRequestError, TokenResponseError, TokenTLSError
+from .exceptions import (
+    AuthError,
+    ConfigError,
+    TokenRequestError,
+    TokenResponseError,
+    TokenTLSError,
+)
 
 
 __all__ = ["FailureKind", "Health", "HealthState", "failure_kind"]
@@ -62,7 +68,7 @@ What kind of failure a fetch met:
 """
 
 
-def failure_kind(error: AuthError) -> FailureKind:
+def failure_kind(error: AuthError | ConfigError) -> FailureKind:
     """Classify a fetch failure (see :data:`FailureKind`)."""
     if isinstance(error, TokenTLSError):
         return "tls"

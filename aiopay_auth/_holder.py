@@ -15,7 +15,13 @@ from ._log import log
 from ._policy import RefreshPolicy
 from ._provider import Provider
 from ._token import Token
-from .exceptions import AuthError, TenantRemovedError, TokenUnavailableError, _without_frames
+from .exceptions import (
+    AuthError,
+    ConfigError,
+    TenantRemovedError,
+    TokenUnavailableError,
+    _without_frames,
+)
 
 
 __all__ = ["ProviderStats", "RefusalStreak", "TokenHolder"]
@@ -36,7 +42,9 @@ class ProviderStats:
         recoveries: Requests resent after a 401 with a fresh token.
         waits: Requests that had to wait for a token.
         max_wait: The longest such wait, in seconds.
-        last_error: The latest fetch failure, if any since the last success.
+        last_error: The latest fetch failure, if any since the last success
+            (a :class:`~aiopay_auth.ConfigError` if a custom token source
+            raised one).
         store: A shared token store's state (``"shared"``, or ``"local"``
             while it fails and the process fetches alone); ``None`` without
             one.
@@ -54,7 +62,7 @@ class ProviderStats:
     recoveries: int = 0
     waits: int = 0
     max_wait: float = 0.0
-    last_error: AuthError | None = None
+    last_error: AuthError | ConfigError | None = None
     store: str | None = None
     refused_tokens: int = 0
     unreplayable: int = 0
@@ -149,7 +157,7 @@ class TokenHolder:
         self._recent: tuple[str, ...] = ()
         self._since = 0.0  # when the current token was published
         self.fetching = False
-        self._failure: AuthError | None = None
+        self._failure: AuthError | ConfigError | None = None
         self._closed = False
         # Events are made by the first waiter, not here: two events (with
         # their waiter queues) were 1.7 KiB of each tenant, most never waited on.
@@ -232,7 +240,9 @@ class TokenHolder:
             self.stats.waits += 1
             self.stats.max_wait = max(self.stats.max_wait, waited)
 
-    def _unavailable(self, message: str, cause: AuthError | None) -> TokenUnavailableError:
+    def _unavailable(
+        self, message: str, cause: AuthError | ConfigError | None
+    ) -> TokenUnavailableError:
         if isinstance(cause, TenantRemovedError):
             return TenantRemovedError(message, provider=self.name)  # each waiter its own
         retryable = cause.retryable if cause is not None else True
@@ -338,7 +348,7 @@ class TokenHolder:
         self._refresh_event = None
         self._wake()
 
-    def _record_failure(self, error: AuthError) -> None:
+    def _record_failure(self, error: AuthError | ConfigError) -> None:
         """Note a failed fetch (refresher only).
 
         An error that cannot heal fails every waiter at once, whatever the

@@ -15,7 +15,7 @@ from anyio.abc import TaskGroup
 from yarl import URL
 
 from ._check import callable_or_none, count, instance_of, number
-from ._fetch import HttpTokenSource, TokenSource
+from ._fetch import HttpTokenSource
 from ._holder import TokenHolder
 from ._limit import FetchLimit
 from ._log import log
@@ -26,6 +26,7 @@ from ._pool import FairPool
 from ._provider import Provider, _scopes, api_problems
 from ._refresh import Refresher
 from ._schedule import REFRESH_SPREAD
+from ._source import TokenSource
 from ._step import FetchStep
 from ._tenant_holder import TenantHolder
 from ._tenants import Tenants, TenantSource

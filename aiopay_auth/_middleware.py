@@ -17,21 +17,28 @@ import contextvars
 import weakref
 from typing import Protocol
 
-from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, MultipartWriter, hdrs, payload
+from aiohttp import (
+    ClientError,
+    ClientHandlerType,
+    ClientRequest,
+    ClientResponse,
+    MultipartWriter,
+    hdrs,
+    payload,
+)
 from yarl import URL
 
 from ._check import instance_of
 from ._holder import TokenHolder
 from ._recovery import resend_after_401
+from ._scope import ScopeTable
 from ._token import Token
-from .exceptions import AuthError, ConfigError
+from .exceptions import ConfigError, TenantRemovedError, TokenUnavailableError
 
 
-__all__ = ["BearerAuth", "SharedApi"]
+__all__ = ["BearerAuth", "ClientTenantRemovedError", "ClientTokenUnavailableError", "SharedApi"]
 
 _AUTHORIZATION = hdrs.AUTHORIZATION
-
-_Origin = tuple[str, str | None, int | None]
 
 # The current call of this task: its per-call object and the holder its
 # first hop was stamped for (None: not stamped), weakly: a context outlives
@@ -39,6 +46,57 @@ _Origin = tuple[str, str | None, int | None]
 _CALL: contextvars.ContextVar[tuple[object, weakref.ref[TokenHolder] | None] | None] = (
     contextvars.ContextVar("aiopay_auth_call", default=None)
 )
+
+
+class ClientTokenUnavailableError(TokenUnavailableError, ClientError):
+    """No token for a request sent through aiohttp: also an :class:`aiohttp.ClientError`.
+
+    :class:`BearerAuth` raises it when the request waited for its token
+    and none came (the wait bound passed, the provider failed in a way
+    that cannot heal, the manager closed), in place of the holder's
+    :class:`~aiopay_auth.exceptions.TokenUnavailableError`, with the same
+    message, ``provider``, ``retryable``, ``last_error`` and
+    ``__cause__``. So both the usual ``except aiohttp.ClientError`` around
+    a request and ``except TokenUnavailableError`` (or ``AuthError``)
+    catch it. It lives here, with the aiohttp middleware, so that
+    :mod:`aiopay_auth.exceptions` imports no HTTP client.
+    """
+
+
+class ClientTenantRemovedError(TenantRemovedError, ClientTokenUnavailableError):
+    """A request through aiohttp for a removed tenant: also an :class:`aiohttp.ClientError`.
+
+    The :class:`~aiopay_auth.exceptions.TenantRemovedError` that a removed
+    tenant's requests get, as :class:`ClientTokenUnavailableError` is the
+    holder's :class:`~aiopay_auth.exceptions.TokenUnavailableError`.
+    """
+
+
+def _client_error(err: TokenUnavailableError) -> ClientTokenUnavailableError:
+    """*err* as its aiohttp-catchable class: the same message, attributes and cause."""
+    if isinstance(err, ClientTokenUnavailableError):
+        return err
+    cls = (
+        ClientTenantRemovedError
+        if isinstance(err, TenantRemovedError)
+        else ClientTokenUnavailableError
+    )
+    client = cls.__new__(cls)
+    Exception.__init__(client, *err.args)
+    client.__dict__.update(err.__dict__)
+    client.__cause__ = err.__cause__
+    return client
+
+
+async def _next_token(holder: TokenHolder) -> Token:
+    """Wait for *holder*'s next usable token; no token is an aiohttp error too."""
+    try:
+        return await holder.get()
+    except TokenUnavailableError as err:
+        failure = _client_error(err)
+    # Raised outside the except block: the holder's error is not the
+    # context, only the same error told again.
+    raise failure
 
 
 class SharedApi(Protocol):
@@ -59,8 +117,8 @@ class SharedApi(Protocol):
         """The URLs the API covers (origin plus path prefix)."""
         ...
 
-    def no_tenant(self, url: URL) -> AuthError:
-        """The error for a request to *url* that chose no tenant."""
+    def no_tenant(self, url: URL) -> ConfigError:
+        """The error for a request to *url* that chose no tenant (a programming error)."""
         ...
 
 
@@ -161,7 +219,7 @@ class BearerAuth:
         ConfigError: No holder, or two providers claim the same API URL.
     """
 
-    __slots__ = ("_holders", "_routes")
+    __slots__ = ("_holders", "_scopes")
 
     def __init__(self, *holders: TokenHolder | SharedApi) -> None:
         if not holders:
@@ -171,25 +229,16 @@ class BearerAuth:
             if not _shared(holder):
                 instance_of("BearerAuth holders", holder, TokenHolder)
         self._holders = tuple(h for h in holders if isinstance(h, TokenHolder))
-        routes: dict[_Origin, list[tuple[str, str, TokenHolder | SharedApi]]] = {}
+        self._scopes: ScopeTable[TokenHolder | SharedApi] = ScopeTable()
         for holder in holders:
             for url in holder.provider.api if isinstance(holder, TokenHolder) else holder.api:
-                entries = routes.setdefault((url.scheme, url.host, url.port), [])
-                prefix = url.raw_path.rstrip("/")
-                for other_prefix, _, other in entries:
-                    if other_prefix == prefix:
-                        msg = (
-                            f"providers {other.name!r} and {holder.name!r} both claim {url}; "
-                            "a URL can carry only one provider's token"
-                        )
-                        raise ConfigError(msg, provider=holder.name)
-                # The prefix itself, and what lies below it at a segment boundary.
-                entries.append((prefix, prefix + "/", holder))
-        # Most specific prefix first.
-        self._routes = {
-            origin: tuple(sorted(entries, key=lambda e: len(e[0]), reverse=True))
-            for origin, entries in routes.items()
-        }
+                other = self._scopes.claim(url, holder)
+                if other is not None:
+                    msg = (
+                        f"providers {other.name!r} and {holder.name!r} both claim {url}; "
+                        "a URL can carry only one provider's token"
+                    )
+                    raise ConfigError(msg, provider=holder.name)
 
     @property
     def holders(self) -> tuple[TokenHolder, ...]:
@@ -197,24 +246,26 @@ class BearerAuth:
         return self._holders
 
     def holder_for(self, url: URL) -> TokenHolder | None:
-        """The holder whose token a request to *url* carries, if any."""
-        holder = self._route(url)
+        """The holder whose token a request to *url* carries, if any.
+
+        Decided as every request is: :class:`~aiopay_auth._scope.ScopeTable`,
+        the one scope rule.
+        """
+        holder = self._scopes.find(url)
         return holder if isinstance(holder, TokenHolder) else None
 
-    def _route(self, url: URL) -> TokenHolder | SharedApi | None:
-        """The holder or shared API whose scope holds *url*, if any."""
-        entries = self._routes.get((url.scheme, url.host, url.port))
-        if entries is None:
-            return None
-        path = url.raw_path
-        for prefix, below, holder in entries:
-            if not prefix or path == prefix or path.startswith(below):
-                return holder
-        return None
-
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
-        """Stamp *request* if it is in scope, send it, and recover from one 401."""
-        holder = self._route(request.url)
+        """Stamp *request* if it is in scope, send it, and recover from one 401.
+
+        Raises:
+            ClientTokenUnavailableError: The request waited for a token and
+                none came (:class:`ClientTenantRemovedError`: its tenant was
+                removed); an :class:`aiohttp.ClientError` too.
+            TenantRequiredError: A request to a shared API chose no tenant
+                (a :class:`~aiopay_auth.exceptions.ConfigError`, not an
+                aiohttp error).
+        """
+        holder = self._scopes.find(request.url)
         call: object = getattr(request, "_traces", None)
         previous = _CALL.get()
         if call is not None and previous is not None and previous[0] is call:
@@ -238,7 +289,7 @@ class BearerAuth:
             return await handler(request)
         token = holder.current
         if token is None or token.expires_at <= holder.clock():
-            token = await holder.get()
+            token = await _next_token(holder)
         request.headers[_AUTHORIZATION] = token.header
         try:
             response = await handler(request)
@@ -263,7 +314,7 @@ class BearerAuth:
         if not resend_after_401(holder, token, replayable=replayable(request)):
             return response
         response.release()
-        token = await holder.get()
+        token = await _next_token(holder)
         request.headers[_AUTHORIZATION] = token.header
         holder.stats.recoveries += 1
         response = await handler(request)

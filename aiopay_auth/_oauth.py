@@ -21,7 +21,7 @@ from yarl import URL
 from ._client_auth import client_auth_fields
 from ._provider import Provider, reveal
 from ._secret import Redactor, Secret
-from ._status import retryable_status
+from ._status import classify_status, retryable_status
 from ._token import Token
 from .exceptions import TokenResponseError
 
@@ -341,7 +341,7 @@ def parse_token_response(
     if len(body) > MAX_RESPONSE_BYTES:
         raise fail(f"token response of {len(body)} bytes is too large", retryable=True)
     data = _decode(body)
-    if not 200 <= status < 300:
+    if classify_status(status) != "success":
         error = _text(data.get("error"), redact) if isinstance(data, dict) else None
         description = (
             _text(data.get("error_description"), redact) if isinstance(data, dict) else None

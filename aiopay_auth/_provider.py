@@ -12,6 +12,7 @@ from yarl import URL
 
 from ._assertion import ClientAssertion, assertion_problems
 from ._check import callable_or_none, instance_of, number, type_name
+from ._scope import in_scope as _in_scope
 from ._secret import Secret
 from .exceptions import ConfigError
 
@@ -343,8 +344,12 @@ class Provider:
         return tuple(s for s in (*held, *extras) if s)
 
     def in_scope(self, url: URL) -> bool:
-        """Whether a request to *url* may carry this provider's token."""
-        return any(_matches(scope, url) for scope in self.api)
+        """Whether a request to *url* may carry this provider's token.
+
+        The one scope rule (``_scope.py``), which
+        :class:`~aiopay_auth.BearerAuth` applies on every request.
+        """
+        return _in_scope(self.api, url)
 
 
 def url_problems(what: str, url: URL, allow_insecure_http: bool) -> Iterable[str]:
@@ -374,17 +379,3 @@ def api_problems(api: tuple[URL, ...], allow_insecure_http: bool) -> Iterable[st
 def _shown(url: URL) -> str:
     # A query string or a fragment may hold a key: never quote them.
     return str(url.with_query(None).with_fragment(None))
-
-
-def _matches(scope: URL, url: URL) -> bool:
-    if (scope.scheme, scope.host, scope.port) != (url.scheme, url.host, url.port):
-        return False
-    return path_under(url.raw_path, scope.raw_path)
-
-
-def path_under(path: str, prefix: str) -> bool:
-    """Whether *path* equals *prefix* or lies below it at a segment boundary."""
-    prefix = prefix.rstrip("/")
-    if not prefix:
-        return True
-    return path == prefix or path.startswith(prefix + "/")

@@ -6,9 +6,9 @@ import random
 
 import anyio
 
-from ._fetch import TokenSource
 from ._holder import TokenHolder
 from ._policy import RefreshPolicy
+from ._source import TokenSource
 from ._step import FetchStep
 
 

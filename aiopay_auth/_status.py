@@ -1,4 +1,12 @@
-"""What an HTTP status from a token endpoint means: one rule, no I/O, no HTTP client."""
+"""What an HTTP status from a token endpoint means: one rule, no I/O, no HTTP client.
+
+Everything that judges a token endpoint's status asks here: the parser
+(success or not, retryable or not), health's failure kinds and the
+tenants' 429 pause. A payment API's ``401`` in
+:class:`~aiopay_auth.BearerAuth` is another rule, about another server:
+that the token sent was refused (RFC 6750 §3.1), which nothing here
+decides.
+"""
 
 from __future__ import annotations
 

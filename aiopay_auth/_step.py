@@ -14,15 +14,15 @@ import random
 import anyio
 import attrs
 
-from ._fetch import TokenSource
 from ._health import failure_kind
 from ._holder import TokenHolder
 from ._log import log
 from ._policy import RefreshPolicy
 from ._provider import Provider
 from ._secret import Secret
+from ._source import TokenSource
 from ._token import Token
-from .exceptions import AuthError, TokenResponseError
+from .exceptions import AuthError, ConfigError, TokenResponseError
 
 
 __all__ = ["FetchStep", "Outcome", "spread_delay"]
@@ -142,7 +142,8 @@ class FetchStep:
     def _failed(self, exc: Exception) -> float:
         holder = self._holder
         name = holder.name
-        err = exc if isinstance(exc, AuthError) else _unexpected(exc, name)
+        # A source's ConfigError is recorded as it is, never retryable, like an AuthError.
+        err = exc if isinstance(exc, AuthError | ConfigError) else _unexpected(exc, name)
         holder._record_failure(err)
         failures = holder.stats.consecutive_failures
         delay = self._retry_delay(err, failures)
@@ -200,7 +201,7 @@ class FetchStep:
         )
         return delay
 
-    def _retry_delay(self, err: AuthError, failures: int) -> float:
+    def _retry_delay(self, err: AuthError | ConfigError, failures: int) -> float:
         holder = self._holder
         token = holder.usable()
         if token is not None:

@@ -11,7 +11,6 @@ import attrs
 from yarl import URL
 
 from ._check import instance_of
-from ._fetch import TokenSource
 from ._health import Health
 from ._holder import TokenHolder
 from ._limit import FetchLimit
@@ -22,6 +21,8 @@ from ._pool import FairPool
 from ._provider import Provider
 from ._schedule import Schedule, Slot
 from ._secret import Secret
+from ._source import TokenSource
+from ._status import classify_status
 from ._tenant_holder import TenantHolder
 from ._token import Token
 from .exceptions import (
@@ -125,7 +126,7 @@ class TenantSource:
                 profile = self._holder.provider
                 token = await self._http(profile).fetch(refresh_token)
         except TokenResponseError as err:
-            if err.status != 429:
+            if classify_status(err.status) != "throttled":
                 limit.answered()
                 raise
             pause = limit.throttled(self._holder.policy, err.retry_after)

@@ -1,10 +1,9 @@
-"""Every error aiopay_auth raises.
+"""Every error aiopay_auth raises, in two trees.
 
-All of them derive from one root, so ``except AuthError`` catches them all::
+Run-time failures to get or use a token derive from :class:`AuthError`;
+misconfiguration and misuse is :class:`ConfigError`, apart from it::
 
-    AuthError
-    ├── ConfigError            (also a ValueError) bad configuration or call
-    │   └── TenantRequiredError  a request to a shared API named no tenant
+    AuthError                  getting or using a token failed at run time
     ├── TokenEndpointError     fetching a token failed
     │   ├── TokenRequestError  no usable answer: connect/read failure, timeout
     │   ├── TokenTLSError      TLS refused: untrusted CA, client certificate missing
@@ -12,9 +11,35 @@ All of them derive from one root, so ``except AuthError`` catches them all::
     └── TokenUnavailableError  a caller waited for a token and none came
         └── TenantRemovedError the tenant was removed while (or before) waiting
 
-Each error carries ``retryable``: whether asking again later can help.
-No message ever contains a secret or a token: bodies quoted from a
-provider are truncated and scrubbed of anything that looks like a credential.
+    ConfigError (a ValueError) bad configuration or call: a bug to fix, not retry
+    └── TenantRequiredError    a request to a shared API named no tenant
+
+Why two trees: a worker's ``except AuthError:`` is where it retries or
+degrades, and a misconfiguration must not land there, retried forever;
+``ConfigError`` is a ``ValueError`` like any bad argument. Code that wants
+both catches both: ``except (AuthError, ConfigError)``.
+
+Requests sent through aiohttp (a session from
+:meth:`TokenManager.session <aiopay_auth.TokenManager.session>`, or one
+with :class:`~aiopay_auth.BearerAuth` among its middlewares) raise the
+token errors as aiohttp errors too: a :class:`TokenUnavailableError`
+(and a :class:`TenantRemovedError`) coming out of ``session.get()`` is
+also an :class:`aiohttp.ClientError`, so the usual ``except
+aiohttp.ClientError`` around a request catches it, and ``except
+TokenUnavailableError`` still does. Those subclasses
+(:class:`aiopay_auth.ClientTokenUnavailableError`,
+:class:`aiopay_auth.ClientTenantRemovedError`) are defined with the
+middleware, in ``_middleware.py``, not here: this module, like everything
+client-agnostic, imports no HTTP client, and an adapter for another
+client defines its own. :class:`TenantRequiredError` is deliberately not
+an aiohttp error: it is a programming error, and a retry loop around
+requests must not swallow it. ``holder.get()`` (no aiohttp involved)
+raises the plain classes.
+
+Each error carries ``retryable``: whether asking again later can help,
+and ``provider``: the name of the provider concerned, if any. No message
+ever contains a secret or a token: bodies quoted from a provider are
+truncated and scrubbed of anything that looks like a credential.
 """
 
 from __future__ import annotations
@@ -85,8 +110,8 @@ def _without_frames(error: BaseException) -> BaseException:
     return error
 
 
-class AuthError(Exception):
-    """Root of every aiopay_auth error.
+class _Error(Exception):
+    """What both trees share: a message, the provider concerned, ``retryable``.
 
     Args:
         message: What went wrong, in words (never containing a secret).
@@ -116,15 +141,38 @@ class AuthError(Exception):
         return (_rebuild, (type(self), self.args, self.__dict__))
 
 
-def _rebuild(cls: type[AuthError], args: tuple[object, ...], state: dict[str, object]) -> AuthError:
+def _rebuild(cls: type[_Error], args: tuple[object, ...], state: dict[str, object]) -> _Error:
     err = cls.__new__(cls)
     Exception.__init__(err, *args)
     err.__dict__.update(state)
     return err
 
 
-class ConfigError(AuthError, ValueError):
-    """A provider profile, a policy or a call was given a value that cannot work."""
+class AuthError(_Error):
+    """Root of the run-time errors: getting or using a token failed.
+
+    Not the root of :class:`ConfigError` (see the module's tree).
+
+    Args:
+        message: What went wrong, in words (never containing a secret).
+        provider: The name of the provider concerned, when there is one.
+        retryable: Whether asking again later can help.
+    """
+
+
+class ConfigError(_Error, ValueError):
+    """A provider profile, a policy or a call was given a value that cannot work.
+
+    A ``ValueError``, and not an :class:`AuthError`: an ``except AuthError``
+    that retries does not catch it (see the module's tree). Never
+    retryable.
+
+    Args:
+        message: What is wrong, naming the field (never quoting a secret).
+        provider: The name of the provider concerned, when there is one.
+        retryable: Leave it ``False``: a configuration does not heal by
+            waiting.
+    """
 
 
 class TenantRequiredError(ConfigError):
@@ -234,18 +282,19 @@ class TokenUnavailableError(AuthError):
         provider: The provider's name.
         last_error: The last failure of the token endpoint, if any; also
             chained as ``__cause__``, without its traceback (its frames'
-            locals held the raw answer).
+            locals held the raw answer). A :class:`ConfigError` when a
+            custom token source raised one.
         retryable: Whether waiting again later can help.
     """
 
-    last_error: AuthError | None
+    last_error: AuthError | ConfigError | None
 
     def __init__(
         self,
         message: str,
         *,
         provider: str | None = None,
-        last_error: AuthError | None = None,
+        last_error: AuthError | ConfigError | None = None,
         retryable: bool = True,
     ) -> None:
         super().__init__(message, provider=provider, retryable=retryable)

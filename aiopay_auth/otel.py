@@ -21,14 +21,14 @@ from opentelemetry.trace import SpanKind, StatusCode, TracerProvider
 
 from ._health import failure_kind
 from ._pool import gates_for
-from .exceptions import AuthError, TokenResponseError
+from .exceptions import AuthError, ConfigError, TokenResponseError
 
 
 if TYPE_CHECKING:
-    from ._fetch import TokenSource
     from ._holder import TokenHolder
     from ._manager import TokenManager
     from ._secret import Secret
+    from ._source import TokenSource
     from ._token import Token
 
 
@@ -205,7 +205,7 @@ class OtelTokenSource:
         ) as span:
             try:
                 token = await self._inner.fetch(refresh_token)
-            except AuthError as exc:
+            except (AuthError, ConfigError) as exc:
                 span.set_attribute("aiopay_auth.outcome", "failure")
                 span.set_attribute("error.type", failure_kind(exc))
                 if isinstance(exc, TokenResponseError) and exc.status:

@@ -160,6 +160,26 @@ def _check_reference(app: Sphinx, env: BuildEnvironment) -> None:
             _logger.warning("public name %s is missing from the API reference", full)
 
 
+def _public_bases(
+    app: Sphinx, name: str, obj: object, options: object, bases: list[type]
+) -> None:
+    """Show a private base class (``exceptions._Error``) as its own public bases.
+
+    ``ConfigError`` is shown as a ``ValueError`` and ``AuthError`` as an
+    ``Exception``, not as subclasses of a name the reference cannot link.
+    """
+    index = 0
+    while index < len(bases):
+        base = bases[index]
+        if not base.__name__.startswith("_"):
+            index += 1
+            continue
+        others = bases[:index] + bases[index + 1 :]
+        bases[index : index + 1] = [
+            b for b in base.__bases__ if not any(issubclass(o, b) for o in others)
+        ]
+
+
 class ReexportedData(SphinxDirective):
     """``.. reexported-data:: aiopay_auth.HealthState <aiopay_auth._health>``.
 
@@ -199,4 +219,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("missing-reference", _resolve_alias)
     app.connect("doctree-resolved", _public_link_text)
     app.connect("env-check-consistency", _check_reference)
+    app.connect("autodoc-process-bases", _public_bases)
     return {"parallel_read_safe": True}

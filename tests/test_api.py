@@ -7,6 +7,7 @@ import inspect
 import re
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 import aiopay_auth
@@ -63,8 +64,28 @@ def test_package_is_marked_typed() -> None:
     assert (Path(aiopay_auth.__file__).parent / "py.typed").is_file()
 
 
-def test_every_error_derives_from_auth_error() -> None:
+def test_every_error_is_in_one_of_the_two_trees() -> None:
+    # Run-time failures under AuthError; misconfiguration under ConfigError, apart from it.
+    auth, config = aiopay_auth.AuthError, aiopay_auth.ConfigError
     for attr in aiopay_auth.exceptions.__all__:
         obj = getattr(aiopay_auth.exceptions, attr)
         if inspect.isclass(obj):
-            assert issubclass(obj, aiopay_auth.AuthError)
+            assert issubclass(obj, auth) != issubclass(obj, config), attr
+    assert issubclass(config, ValueError)
+    assert issubclass(aiopay_auth.TenantRequiredError, config)
+    assert not issubclass(aiopay_auth.TenantRequiredError, aiohttp.ClientError)
+
+
+@pytest.mark.parametrize(
+    ("client", "library"),
+    [
+        (aiopay_auth.ClientTokenUnavailableError, aiopay_auth.TokenUnavailableError),
+        (aiopay_auth.ClientTenantRemovedError, aiopay_auth.TenantRemovedError),
+    ],
+)
+def test_the_errors_of_aiohttp_requests_are_aiohttp_errors_too(
+    client: type[Exception], library: type[Exception]
+) -> None:
+    assert issubclass(client, library)
+    assert issubclass(client, aiohttp.ClientError)
+    assert issubclass(client, aiopay_auth.ClientTokenUnavailableError)

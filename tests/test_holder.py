@@ -66,7 +66,7 @@ def streak(holder: TokenHolder) -> RefusalStreak:
     return holder.refusing
 
 
-def last_error(holder: TokenHolder) -> AuthError | None:
+def last_error(holder: TokenHolder) -> AuthError | ConfigError | None:
     return holder.stats.last_error
 
 

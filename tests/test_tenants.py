@@ -18,6 +18,7 @@ import anyio
 import pytest
 
 from aiopay_auth import (
+    ClientTenantRemovedError,
     ConfigError,
     TenantRemovedError,
     TenantRequiredError,
@@ -169,7 +170,8 @@ async def test_remove_stops_the_refresher_fails_waiters_and_keeps_nothing() -> N
         del tenant, middlewares, waiters, results, later
         assert 0 == holders_alive(f"acme/{key}")  # nothing of it is kept, manager still open
     message = f"[acme/{key}] tenant {key!r} was removed"
-    assert [(TenantRemovedError, False, f"acme/{key}", message)] * 3 == errors
+    # Through the session: the aiohttp-catchable TenantRemovedError (aiopay_auth.exceptions).
+    assert [(ClientTenantRemovedError, False, f"acme/{key}", message)] * 3 == errors
     assert [] == server.api_calls
 
 

@@ -63,11 +63,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import attrs
 
-from .._fetch import TokenSource
 from .._holder import TokenHolder
 from .._log import log
 from .._provider import Provider
 from .._secret import Secret
+from .._source import TokenSource
 from .._token import Token
 from ..exceptions import ConfigError
 from ._entry import Entry, EntryRefused, entry_from_json, entry_to_json
@@ -284,7 +284,7 @@ def _codec(key: bytes | str | None) -> tuple[Callable[[bytes], bytes], Callable[
 
 
 class SharedTokenSource:
-    """A :class:`~aiopay_auth._fetch.TokenSource` that shares tokens through Redis.
+    """A :class:`~aiopay_auth.TokenSource` that shares tokens through Redis.
 
     Made by :meth:`RedisFleet.wrap`; see :mod:`aiopay_auth.fleet`.
 
