@@ -21,13 +21,19 @@ def resend_after_401(holder: TokenHolder, token: Token, *, replayable: bool) -> 
 
     The token is invalidated in every case (only the first report against
     the current token wakes the refresher). No resend while the holder backs
-    off (the API refuses fresh tokens too: the 401 goes to the caller), nor
-    when the holder kept the token, nor when the body cannot be sent again
+    off on the current token, when the 401 is for that token or the API
+    has refused it too (it refuses fresh tokens: the 401 goes to the
+    caller); a late 401 for an older token, while the current one has not
+    been refused, is resent with the current one. No resend either when
+    the holder kept the token, nor when the body cannot be sent again
     (*replayable* false; counted in ``stats.unreplayable``). The caller
     that resends waits for the next token (:meth:`TokenHolder.get`), counts
     ``stats.recoveries`` and, on a second 401, invalidates that token too.
     """
-    backing_off = holder.backing_off()
+    streak = holder.refusing
+    backing_off = holder.backing_off() and (
+        token is holder.current or (streak is not None and streak.refused)
+    )
     holder.invalidate(token)  # during a backoff: noted as refused
     if backing_off or holder.current is token:
         return False  # backing off: the holder keeps the token

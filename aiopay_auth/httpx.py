@@ -74,6 +74,7 @@ class _Call:
     hops: int = 0  # hops the hook saw
     sent: Token | None = None  # the token the latest hop carried
     stamped: set[str] = attrs.Factory(set)  # every header value stamped on the call's hops
+    requests: list[httpx.Request] = attrs.Factory(list)  # every hop the hook saw
 
 
 class BearerAuth(httpx.Auth):
@@ -103,7 +104,14 @@ class BearerAuth(httpx.Auth):
 
     Once the answer is in (or the call failed), our tokens are removed from
     every request the response shows (``response.request``, its
-    ``history``, ``next_request``).
+    ``history``, ``next_request``) and from every hop the hook saw (the
+    ``request`` of an exception raised on a later hop). Not from the
+    request of :class:`httpx.TooManyRedirects`, a copy the hook never sees;
+    and your own response hooks see each hop's request as it was sent.
+
+    The hook must be the client's last ``request`` hook: a hook after it
+    that rewrites the URL would send the stamped token wherever it points.
+    :meth:`client` puts it last; keep it last if you add hooks later.
 
     The flow needs its request hook on the client: use :meth:`client`, or
     pass ``event_hooks={"request": [auth.hook]}`` to your own
@@ -224,6 +232,7 @@ class BearerAuth(httpx.Auth):
     async def _hop(self, call: _Call, request: httpx.Request) -> None:
         """Stamp *request*, a hop of *call*, if in scope of the call's provider; else strip."""
         call.hops += 1
+        call.requests.append(request)  # scrubbed when the call ends, however it ends
         if call.own and call.hops == 1:
             return  # the caller's own header, on the request they sent
         holder = call.holder
@@ -240,7 +249,7 @@ class BearerAuth(httpx.Auth):
 
     def _scrub(self, call: _Call, request: httpx.Request, answers: list[httpx.Response]) -> None:
         """Remove the call's tokens from every request the caller can still see."""
-        seen = [request]
+        seen = [request, *call.requests]
         for response in answers:
             seen += [r.request for r in (*response.history, response)]
             if response.next_request is not None:

@@ -338,6 +338,38 @@ async def test_a_late_401_for_an_older_token_during_the_backoff_is_not_resent(
     assert 2 == api.token_calls
 
 
+async def test_a_late_401_for_a_revoked_token_is_resent_with_its_successor(
+    client_kind: str,
+) -> None:
+    # One token is revoked while two requests carry it. The first 401 brings
+    # a new token, which is not refused; the later 401 for the revoked one
+    # is resent with it, although the new token is within its first backoff
+    # (a standing clock keeps it there).
+    hold = asyncio.Event()
+
+    def held(request: web.Request) -> bool:
+        return request.query.get("n") == "late"
+
+    async with (
+        serving(hold=hold, hold_when=held) as (api,),
+        TokenManager(clock=ManualClock()) as tokens,
+    ):
+        holder = tokens.add(api.provider())
+        async with connect(client_kind, tokens, holder) as send:
+            await holder.get()
+            late = asyncio.create_task(send("GET", (api.api / "pay").with_query(n="late")))
+            await eventually(lambda: api.in_flight == 1)
+            api.revoke_all()  # the one token the two requests carry
+            answer = await send("GET", api.api / "pay")  # 401, one resend: 200
+            assert holder.backing_off()
+            hold.set()
+            late_answer = await late
+    assert (200, 200) == (answer.status, late_answer.status)
+    assert 4 == len(api.api_requests())  # each request and its one resend
+    assert 2 == api.token_calls
+    assert (2, 0) == (holder.stats.recoveries, holder.stats.unreplayable)
+
+
 async def test_the_callers_own_header_is_sent_untouched(client_kind: str) -> None:
     async with serving() as (api,), TokenManager() as tokens:
         holder = tokens.add(api.provider())
@@ -400,6 +432,31 @@ async def test_httpx_hides_the_token_from_what_the_response_shows() -> None:
     assert ("/api/old", "/api/new") == (followed.history[0].url.path, followed.url.path)
     assert [401] == [r.status_code for r in recovered.history]
     assert ("/api/pay", token.header) == seen(api)[-1]
+
+
+async def test_httpx_hides_the_token_from_a_call_that_failed_on_a_later_hop() -> None:
+    # The second hop's answer makes a response hook raise: the exception
+    # shows that hop's request, which must not carry our token.
+    async def raise_on_error(response: httpx.Response) -> None:
+        if response.status_code >= 400:
+            await response.aread()
+            response.raise_for_status()
+
+    async with serving() as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        await holder.get()
+        api.redirects["/api/old"] = (307, "/api/missing")
+        api.refuse_when = lambda request: request.path == "/api/missing"
+        auth = BearerAuth(holder)
+        client = auth.client(follow_redirects=True, event_hooks={"response": [raise_on_error]})
+        async with client:
+            with pytest.raises(httpx.HTTPStatusError) as failed:
+                await client.get(str(api.api / "old"))
+    assert "/api/missing" == failed.value.request.url.path
+    path, sent = seen(api)[-1]
+    assert ("/api/missing", True) == (path, sent is not None and sent.startswith("Bearer "))
+    shown = [failed.value.request, failed.value.response.request]
+    assert [None, None] == [r.headers.get("authorization") for r in shown]
 
 
 async def test_httpx_hook_strips_our_token_from_other_calls() -> None:
