@@ -125,6 +125,8 @@ MUTANT_TESTS: dict[str, list[str]] = {
     "_pool": ["tests/test_pool.py", "tests/test_middleware.py"],
     # The one URL scope rule, which BearerAuth's table and Provider.in_scope use.
     "_scope": ["tests/test_scope.py", "tests/test_profiles.py", "tests/test_middleware.py"],
+    # The routing both clients share: scope lookups, conflicting claims, our own tokens.
+    "_routes": ["tests/test_middleware.py", "tests/test_hostile_api.py", "tests/test_clients.py"],
     "_manager": [
         "tests/test_manager_wiring.py",  # its sessions, bounds, log and misuse errors
         "tests/test_manager.py",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextvars
 import weakref
-from typing import Protocol
 
 from aiohttp import (
     ClientError,
@@ -28,12 +27,11 @@ from aiohttp import (
 )
 from yarl import URL
 
-from ._check import instance_of
 from ._holder import TokenHolder
 from ._recovery import resend_after_401
-from ._scope import ScopeTable
+from ._routes import Routes, SharedApi
 from ._token import Token
-from .exceptions import ConfigError, TenantRemovedError, TokenUnavailableError
+from .exceptions import TenantRemovedError, TokenUnavailableError
 
 
 __all__ = ["BearerAuth", "ClientTenantRemovedError", "ClientTokenUnavailableError", "SharedApi"]
@@ -97,34 +95,6 @@ async def _next_token(holder: TokenHolder) -> Token:
     # Raised outside the except block: the holder's error is not the
     # context, only the same error told again.
     raise failure
-
-
-class SharedApi(Protocol):
-    """An API many credentials share (:class:`~aiopay_auth.Tenants`): each request names one.
-
-    :class:`BearerAuth` given one sends nothing to its API on its own: a
-    request there with no tenant chosen fails with :meth:`no_tenant`'s
-    error, never a guess.
-    """
-
-    @property
-    def name(self) -> str:
-        """The API's name, for errors."""
-        ...
-
-    @property
-    def api(self) -> tuple[URL, ...]:
-        """The URLs the API covers (origin plus path prefix)."""
-        ...
-
-    def no_tenant(self, url: URL) -> ConfigError:
-        """The error for a request to *url* that chose no tenant (a programming error)."""
-        ...
-
-
-def _shared(value: object) -> bool:
-    """Whether *value* is a shared API (duck-typed: :class:`SharedApi`'s members)."""
-    return not isinstance(value, TokenHolder) and callable(getattr(value, "no_tenant", None))
 
 
 def replayable(request: ClientRequest) -> bool:
@@ -219,40 +189,19 @@ class BearerAuth:
         ConfigError: No holder, or two providers claim the same API URL.
     """
 
-    __slots__ = ("_holders", "_scopes")
+    __slots__ = ("_routes",)
 
     def __init__(self, *holders: TokenHolder | SharedApi) -> None:
-        if not holders:
-            msg = "BearerAuth needs at least one token holder"
-            raise ConfigError(msg)
-        for holder in holders:
-            if not _shared(holder):
-                instance_of("BearerAuth holders", holder, TokenHolder)
-        self._holders = tuple(h for h in holders if isinstance(h, TokenHolder))
-        self._scopes: ScopeTable[TokenHolder | SharedApi] = ScopeTable()
-        for holder in holders:
-            for url in holder.provider.api if isinstance(holder, TokenHolder) else holder.api:
-                other = self._scopes.claim(url, holder)
-                if other is not None:
-                    msg = (
-                        f"providers {other.name!r} and {holder.name!r} both claim {url}; "
-                        "a URL can carry only one provider's token"
-                    )
-                    raise ConfigError(msg, provider=holder.name)
+        self._routes = Routes("BearerAuth", *holders)
 
     @property
     def holders(self) -> tuple[TokenHolder, ...]:
         """The holders whose tokens this middleware stamps."""
-        return self._holders
+        return self._routes.holders
 
     def holder_for(self, url: URL) -> TokenHolder | None:
-        """The holder whose token a request to *url* carries, if any.
-
-        Decided as every request is: :class:`~aiopay_auth._scope.ScopeTable`,
-        the one scope rule.
-        """
-        holder = self._scopes.find(url)
-        return holder if isinstance(holder, TokenHolder) else None
+        """The holder whose token a request to *url* carries, if any (see :class:`Routes`)."""
+        return self._routes.holder_for(url)
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Stamp *request* if it is in scope, send it, and recover from one 401.
@@ -265,7 +214,7 @@ class BearerAuth:
                 (a :class:`~aiopay_auth.exceptions.ConfigError`, not an
                 aiohttp error).
         """
-        holder = self._scopes.find(request.url)
+        holder = self._routes.find(request.url)
         call: object = getattr(request, "_traces", None)
         previous = _CALL.get()
         if call is not None and previous is not None and previous[0] is call:
@@ -333,16 +282,8 @@ class BearerAuth:
         sent = headers.getall(_AUTHORIZATION, ())
         if not sent:
             return
-        kept = [value for value in sent if not self._ours(value, keep)]
+        kept = [value for value in sent if not self._routes.ours(value, keep)]
         if len(kept) != len(sent):
             del headers[_AUTHORIZATION]
             for value in kept:
                 headers.add(_AUTHORIZATION, value)
-
-    def _ours(self, value: str, keep: TokenHolder | None) -> bool:
-        """Whether the header *value* carries a recent token of a holder other than *keep*."""
-        parts = value.split(None, 1)
-        if len(parts) != 2 or parts[0].lower() != "bearer":
-            return False
-        credentials = parts[1].strip()
-        return any(holder is not keep and holder.issued(credentials) for holder in self._holders)

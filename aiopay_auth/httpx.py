@@ -34,8 +34,8 @@ from yarl import URL
 
 from ._check import instance_of
 from ._holder import TokenHolder
-from ._middleware import BearerAuth as _Routes
 from ._recovery import resend_after_401
+from ._routes import Routes
 from ._token import Token
 from .exceptions import ConfigError
 
@@ -137,7 +137,7 @@ class BearerAuth(httpx.Auth):
             # Not a Tenants set: give a tenant's holder per request (auth=) instead.
             instance_of("aiopay_auth.httpx.BearerAuth holders", holder, TokenHolder)
         # The scope rule and its checks: the one the aiohttp middleware uses.
-        self._routes = _Routes(*holders)
+        self._routes = Routes("aiopay_auth.httpx.BearerAuth", *holders)
 
     @property
     def holders(self) -> tuple[TokenHolder, ...]:
@@ -264,7 +264,7 @@ class BearerAuth(httpx.Auth):
 
     def _ours(self, value: str, keep: TokenHolder | None) -> bool:
         """Whether the header *value* carries a recent token of a holder other than *keep*."""
-        return self._routes._ours(value, keep)
+        return self._routes.ours(value, keep)
 
 
 def _remove(request: httpx.Request, drop: Callable[[str], bool]) -> None:

@@ -44,6 +44,7 @@ AGNOSTIC = [
     "aiopay_auth._step",
     "aiopay_auth._refresh",
     "aiopay_auth._recovery",
+    "aiopay_auth._routes",
     "aiopay_auth.fleet",
     "aiopay_auth.providers",
 ]
