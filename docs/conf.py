@@ -160,9 +160,7 @@ def _check_reference(app: Sphinx, env: BuildEnvironment) -> None:
             _logger.warning("public name %s is missing from the API reference", full)
 
 
-def _public_bases(
-    app: Sphinx, name: str, obj: object, options: object, bases: list[type]
-) -> None:
+def _public_bases(app: Sphinx, name: str, obj: object, options: object, bases: list[type]) -> None:
     """Show a private base class (``exceptions._Error``) as its own public bases.
 
     ``ConfigError`` is shown as a ``ValueError`` and ``AuthError`` as an
