@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -36,8 +37,9 @@ from typing import Any, Final
 import attrs
 from yarl import URL
 
-from ._demo._config import EXIT_INTERRUPTED, MERCHANTS_LIFETIME, DemoConfig
+from ._demo._config import EXIT_INTERRUPTED, MAX_MERCHANTS, MERCHANTS_LIFETIME, DemoConfig
 from ._manager import TokenManager
+from ._oauth import MIN_LIFETIME
 from ._policy import RefreshPolicy
 from ._provider import Provider
 from ._secret import Secret
@@ -91,15 +93,26 @@ class UsageError(Exception):
 # --- the parser -------------------------------------------------------------
 
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+def _positive(
+    kind: Callable[[str], float], *, at_least: float | None = None, at_most: float | None = None
+) -> Callable[[str], Any]:
     def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
             msg = f"not a number: {text!r}"
+            with contextlib.suppress(ValueError):
+                float(text)
+                msg = f"not an integer: {text!r}"  # a number, only not of this kind
             raise argparse.ArgumentTypeError(msg) from None
         if not value > 0:
             msg = f"must be positive, not {text}"
+            raise argparse.ArgumentTypeError(msg)
+        if at_least is not None and value < at_least:
+            msg = f"must be at least {at_least:g}, not {text}"
+            raise argparse.ArgumentTypeError(msg)
+        if at_most is not None and value > at_most:
+            msg = f"must be at most {at_most:g}, not {text}"
             raise argparse.ArgumentTypeError(msg)
         return value
 
@@ -165,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--lifetime",
-        type=_positive(float),
+        type=_positive(float, at_least=MIN_LIFETIME),
         default=None,
         metavar="SECONDS",
         help=(
@@ -196,11 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--merchants",
-        type=_positive(int),
+        type=_positive(int, at_most=MAX_MERCHANTS),
         default=None,
         metavar="N",
         help=(
-            "serve one CM.com API for N merchants through tenants: the fake provider "
+            f"serve one CM.com API for N merchants (at most {MAX_MERCHANTS:,}) through "
+            "tenants: the fake provider "
             "accepts N merchants' credentials, each request names its merchant, and the "
             "summary checks that every request carried its own merchant's token and that "
             "token calls stayed within the cap"

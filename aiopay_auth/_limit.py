@@ -78,17 +78,18 @@ class FetchLimit:
         if not gate.try_acquire():
             await gate.acquire()
         try:
-            while True:
-                # A start time of its own, spaced from the others', after any pause.
-                start = max(anyio.current_time(), self._next, self._paused_until)
-                self._next = start + self._interval
-                # A loop, not one sleep: a timer may fire a hair early.
-                while (wait := start - anyio.current_time()) > 0:  # noqa: ASYNC110
-                    await anyio.sleep(wait)
-                if self._paused_until <= start:
-                    break
-                # A 429 met meanwhile paused the set past this start: a new
-                # one after the pause, spaced like every other (no burst).
+            # Sleep until the set may start a request, then book the start.
+            # Nothing is booked while asleep, so a request cancelled there
+            # (its tenant removed) holds no one else back. Looked at again
+            # on each wake: another request may have started meanwhile, or
+            # a 429 paused the set (then starts are spaced after the pause
+            # like every other: no burst). A loop, not one sleep: a timer
+            # may also fire a hair early.
+            while (  # noqa: ASYNC110
+                wait := max(self._next, self._paused_until) - anyio.current_time()
+            ) > 0:
+                await anyio.sleep(wait)
+            self._next = anyio.current_time() + self._interval
             yield
         finally:
             gate.release()

@@ -644,3 +644,22 @@ def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "invalid choice: 'paypal'" in err
     assert "--duration: must be positive" in err
     assert "demo" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--merchants", "10001"], "--merchants: must be at most 10000, not 10001"),
+        (["--merchants", "99999999999999999999"], "--merchants: must be at most 10000"),
+        (["--merchants", "2.5"], "--merchants: not an integer: '2.5'"),
+        (["--merchants", "many"], "--merchants: not a number: 'many'"),
+        (["--lifetime", "0.1"], "--lifetime: must be at least 0.2, not 0.1"),
+    ],
+)
+def test_demo_bounds_are_refused_at_once(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused by the parser, before anything starts: a huge N never builds
+    # its credentials, a lifetime too short to use never runs.
+    assert 2 == main(["demo", *argv])
+    assert message in capsys.readouterr().err

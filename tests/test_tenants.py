@@ -274,6 +274,30 @@ async def test_token_requests_start_no_faster_than_the_rate() -> None:
     assert arrived[-1] - started >= 0.5
 
 
+async def test_tenants_removed_while_waiting_for_their_start_hold_nobody_back() -> None:
+    # 50 tenants are added and removed while their first token requests wait
+    # for their start slots (10 a second): each removal cancels a request
+    # that was never sent. A tenant added after them starts at once, not
+    # 50 slots (5 s) later.
+    async with tenant_api() as server, TokenManager() as tokens:
+        merchants = tokens.add_tenants("acme", api=server.api, fetches_per_second=10)
+        key, secret = server.client()
+        merchants.add(key, server.provider(key, secret))
+        await merchants[key].holder.get()  # the next start is 0.1 s off
+        for i in range(50):
+            merchants.add(f"gone-{i}", server.provider(key, secret))
+        await eventually(lambda: merchants.limit.in_flight == merchants.limit.concurrent)
+        for i in range(50):
+            await merchants.remove(f"gone-{i}")
+        started = time.monotonic()
+        key, secret = server.client()
+        merchants.add(key, server.provider(key, secret))
+        await merchants[key].holder.get()
+        waited = time.monotonic() - started
+    assert 2 == len(server.token_calls)
+    assert waited < 1.0, waited
+
+
 async def test_a_429_pauses_every_tenant_of_the_set() -> None:
     async with tenant_api() as server, TokenManager() as tokens:
         merchants = tokens.add_tenants("acme", api=server.api, fetches_per_second=10)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 import attrs
 
 
-__all__ = ["EXIT_INTERRUPTED", "MERCHANTS_LIFETIME", "DemoConfig", "ServerMode"]
+__all__ = ["EXIT_INTERRUPTED", "MAX_MERCHANTS", "MERCHANTS_LIFETIME", "DemoConfig", "ServerMode"]
 
 ServerMode = Literal["child", "inline"]
 """Where the fake servers run: a child process, or this process's event loop."""
@@ -21,6 +21,9 @@ MERCHANTS_LIFETIME = 30.0
 Thousands of merchants with 3-second tokens would ask for more tokens a
 second than the set's rate allows.
 """
+
+MAX_MERCHANTS: Final = 10_000
+"""The most merchants ``demo --merchants`` serves: the scale the benchmarks measure."""
 
 
 @attrs.frozen(kw_only=True)
