@@ -676,7 +676,7 @@ nox -s bench                 # full run, about 10 minutes; results in benchmarks
 nox -s bench -- --quick      # smoke run, under a minute (CI runs it, numbers not judged)
 nox -s bench -- --publish    # full run, then rewrite this page and docs/benchmarks/*.png
 nox -s bench -- --tenants    # the many-merchants section alone, 1 to 2 minutes
-nox -s bench -- --httpx      # the httpx section alone, about a minute and a half
+nox -s bench -- --httpx      # the httpx section alone, about a minute
 ```
 
 `python -m benchmarks --help` lists the knobs (rounds, requests per run,
