@@ -62,33 +62,62 @@ def httpx_limits(limit: int) -> httpx.Limits:
 
 
 @asynccontextmanager
-async def open_authlib(endpoint: Endpoint, limit: int) -> AsyncIterator[Client]:
+async def open_authlib(
+    endpoint: Endpoint, limit: int, *, leeway: float | None = None
+) -> AsyncIterator[Client]:
+    """Authlib as its documentation shows for client credentials.
+
+    ``token_endpoint`` and ``grant_type`` set, the first token fetched up
+    front, and an ``update_token`` callback (where an application stores
+    each renewed token; here it notes when one arrives). *leeway*: seconds
+    before expiry at which Authlib renews (its default, 60, when ``None``).
+    """
+    log = FetchLog()
+
+    async def update_token(token: dict[str, Any], **kwargs: Any) -> None:
+        log.published.append(time.perf_counter())
+
+    margin = {} if leeway is None else {"leeway": leeway}
     async with AsyncOAuth2Client(
         client_id=endpoint.client_id,
         client_secret=endpoint.client_secret,
         token_endpoint=endpoint.token_url,
         grant_type="client_credentials",
         token_endpoint_auth_method="client_secret_basic",
+        update_token=update_token,
         limits=httpx_limits(limit),
         timeout=_HTTPX_TIMEOUT,
+        **margin,
     ) as client:
         await client.fetch_token()
+        log.published.append(time.perf_counter())
         url = endpoint.api_url
 
         async def send() -> int:
             resp = await client.get(url)
             return int(resp.status_code)
 
-        yield Client(send)
+        yield Client(send, fetches=log)
 
 
 # --- httpx-auth ----------------------------------------------------------------
 
 
 @asynccontextmanager
-async def open_httpx_auth(endpoint: Endpoint, limit: int) -> AsyncIterator[Client]:
+async def open_httpx_auth(
+    endpoint: Endpoint, limit: int, *, early_expiry: float | None = None
+) -> AsyncIterator[Client]:
+    """httpx-auth's ``OAuth2ClientCredentials`` as the ``auth`` of an ``httpx.AsyncClient``.
+
+    *early_expiry*: seconds before expiry at which httpx-auth renews (its
+    default, 30, when ``None``).
+    """
+    margin = {} if early_expiry is None else {"early_expiry": early_expiry}
     auth = OAuth2ClientCredentials(
-        endpoint.token_url, client_id=endpoint.client_id, client_secret=endpoint.client_secret
+        endpoint.token_url,
+        client_id=endpoint.client_id,
+        client_secret=endpoint.client_secret,
+        **margin,
     )
     async with httpx.AsyncClient(
         auth=auth, limits=httpx_limits(limit), timeout=_HTTPX_TIMEOUT

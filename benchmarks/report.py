@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import tenants
+from . import httpx_section, tenants
 
 
 if TYPE_CHECKING:
@@ -258,6 +258,8 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
     }
     if "tenants" in results:
         document["tenants"] = tenants.build(results["tenants"])
+    if "httpx" in results:
+        document["httpx"] = httpx_section.build(results["httpx"])
     document["targets"] = targets(document)
     return document
 
@@ -530,6 +532,8 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
     )
     if "tenants" in document:
         lines += tenants.markdown(document["tenants"])
+    if "httpx" in document:
+        lines += httpx_section.markdown(document["httpx"])
     if images is not None:
         lines += ["## Plots", ""]
         lines += [f"![{title}]({images}{name})" for name, title in PLOTS.items()]
@@ -672,12 +676,15 @@ nox -s bench                 # full run, about 10 minutes; results in benchmarks
 nox -s bench -- --quick      # smoke run, under a minute (CI runs it, numbers not judged)
 nox -s bench -- --publish    # full run, then rewrite this page and docs/benchmarks/*.png
 nox -s bench -- --tenants    # the many-merchants section alone, 1 to 2 minutes
+nox -s bench -- --httpx      # the httpx section alone, about a minute
 ```
 
 `python -m benchmarks --help` lists the knobs (rounds, requests per run,
 concurrency levels, a subset of scenarios). The many-merchants section
 (1, 100 and 10,000 tenants of one API) is described with its figures in
-[Many merchants (tenants)](#many-merchants-tenants).
+[Many merchants (tenants)](#many-merchants-tenants), and the httpx adapter
+against Authlib, httpx-auth and raw httpx, paired in one process, in
+[httpx](#httpx).
 
 ## How it is measured
 

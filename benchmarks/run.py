@@ -4,8 +4,11 @@ The fake providers run in a child process (:mod:`benchmarks.server`). For
 each round, each concurrency level and each scenario in turn (A B C … A B
 C …), one client is opened, warmed up (its pool filled), then sent a
 fixed number of requests under a time bound. Then come a cold start, the
-hot-path micro-benchmark, the memory check and the many-merchants section
-(:mod:`benchmarks.tenants`; ``--tenants`` runs that section alone). Results go to
+httpx section (:mod:`benchmarks.httpx_section`: aiopay_auth's httpx adapter
+against Authlib, httpx-auth and raw httpx, paired; ``--httpx`` runs it
+alone), the hot-path micro-benchmark, the memory check and the
+many-merchants section (:mod:`benchmarks.tenants`; ``--tenants`` runs that
+section alone). Results go to
 ``benchmarks/results/`` (JSON, a markdown table, PNG plots); with
 ``--publish``, the table and plots also go to ``docs/``.
 
@@ -35,7 +38,7 @@ from typing import Any
 
 import attrs
 
-from . import report, tenants
+from . import httpx_section, report, tenants
 from .micro import run_micro, vmrss_kib
 from .peers import PEERS
 from .scenarios import (
@@ -48,7 +51,7 @@ from .scenarios import (
     open_aiopay,
     open_baseline,
 )
-from .server import Counters, ServerProcess
+from .server import LIFETIMES, Counters, ServerProcess
 
 
 SCENARIOS: tuple[Scenario, ...] = (*OURS, *PEERS)
@@ -456,6 +459,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and server")
     parser.add_argument(
+        "--httpx",
+        action="store_true",
+        help="run only the httpx section (aiopay_auth, Authlib, httpx-auth and raw httpx, "
+        "paired; about a minute; with --quick: a few seconds)",
+    )
+    parser.add_argument(
         "--tenants",
         action="store_true",
         help="run only the many-merchants section (1, 100, 10,000 tenants; about a minute; "
@@ -479,17 +488,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or "baseline" not in cfg.scenarios:
         print(f"unknown scenarios {sorted(unknown)}, or no baseline", file=sys.stderr)
         return 2
-    if args.publish and (cfg.mode != "full" or args.tenants):
+    if args.publish and (cfg.mode != "full" or args.tenants or args.httpx):
         print("--publish takes a full run's figures only", file=sys.stderr)
         return 2
     tenants_cfg = tenants.QUICK_TENANTS if args.quick else tenants.FULL_TENANTS
+    httpx_cfg = httpx_section.QUICK_HTTPX if args.quick else httpx_section.FULL_HTTPX
+    if args.tenants and args.httpx:
+        print("--tenants and --httpx each run one section alone: pick one", file=sys.stderr)
+        return 2
     if args.tenants:
         return tenants_only(tenants_cfg, args.out, pin=not args.no_pin)
+    if args.httpx:
+        return httpx_only(httpx_cfg, args.out, pin=not args.no_pin)
 
     started = time.time()
     info = machine()
     rss_start = vmrss_kib()
-    with ServerProcess(pin=not args.no_pin) as server:
+    lifetimes = {**LIFETIMES, **httpx_section.servers(httpx_cfg)}
+    with ServerProcess(
+        pin=not args.no_pin, lifetimes=lifetimes, clients=httpx_section.clients(httpx_cfg)
+    ) as server:
         info["pinned"] = server.pinned
         print(
             f"{cfg.mode} run: {cfg.rounds} round(s), concurrency {cfg.concurrency}, "
@@ -498,6 +516,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         results = asyncio.run(run_all(cfg, server))
+        print("httpx: aiopay_auth, Authlib, httpx-auth and raw httpx, paired", flush=True)
+        results["httpx"] = httpx_section.run_httpx(httpx_cfg, server=server)
     print("hot path micro-benchmark and memory", flush=True)
     results.update(
         asyncio.run(
@@ -544,6 +564,21 @@ def tenants_only(cfg: tenants.TenantsConfig, out: Path, *, pin: bool) -> int:
     (out / "tenants.json").write_text(json.dumps(document, indent=2) + "\n")
     markdown = "\n".join(tenants.markdown(document))
     (out / "tenants.md").write_text(markdown)
+    print()
+    print(markdown)
+    print(f"results in {out}", flush=True)
+    return 0
+
+
+def httpx_only(cfg: httpx_section.HttpxConfig, out: Path, *, pin: bool) -> int:
+    """``--httpx``: the httpx section alone, into ``out/httpx.{json,md}``."""
+    info = machine()
+    document = httpx_section.build(httpx_section.run_httpx(cfg, pin=pin))
+    document["machine"] = info | {"load_average_at_end": os.getloadavg()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "httpx.json").write_text(json.dumps(document, indent=2) + "\n")
+    markdown = "\n".join(httpx_section.markdown(document))
+    (out / "httpx.md").write_text(markdown)
     print()
     print(markdown)
     print(f"results in {out}", flush=True)

@@ -16,10 +16,17 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Self
 
-from aiopay_auth.testing import FakeEndpoint, FakeProvider, FakeProviderProcess, ServerCounters
+from aiopay_auth.testing import (
+    ClientCounters,
+    FakeEndpoint,
+    FakeProvider,
+    FakeProviderProcess,
+    ServerCounters,
+)
 
 
 LIFETIMES = {"long": 86_400.0, "short": 1.0}
@@ -69,9 +76,19 @@ class ServerProcess:
     Args:
         pin: Pin the child to the last core and this process to the others
             (when there are at least two), so that they never share a core.
+        lifetimes: The servers to run, by name, and their tokens' lifetimes.
+        clients: More ``(client_id, client_secret)`` pairs every server
+            accepts, so that its counts can tell clients apart
+            (:meth:`client_stats`).
     """
 
-    def __init__(self, *, pin: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        pin: bool = True,
+        lifetimes: Mapping[str, float] = LIFETIMES,
+        clients: Sequence[tuple[str, str]] = (),
+    ) -> None:
         cores = sorted(os.sched_getaffinity(0))
         self.pinned = pin and len(cores) >= 2
         self._original_cpus = set(cores)
@@ -83,8 +100,9 @@ class ServerProcess:
                 lifetime=lifetime,
                 client_id=CLIENT_ID,
                 client_secret=CLIENT_SECRET,
+                clients=list(clients),
             )
-            for name, lifetime in LIFETIMES.items()
+            for name, lifetime in lifetimes.items()
         }
         self._fakes = FakeProviderProcess(
             servers, cpu=cores[-1] if self.pinned else None, name="bench-server"
@@ -114,6 +132,10 @@ class ServerProcess:
     def stats(self, name: str) -> Counters:
         """One server's counters, now."""
         return self._fakes.counters()[name]
+
+    def client_stats(self, name: str) -> ClientCounters:
+        """One server's per-client counters (token calls, accepted API calls), now."""
+        return self._fakes.client_counters()[name]
 
     def __exit__(self, *exc_info: object) -> None:
         os.sched_setaffinity(0, self._original_cpus)
