@@ -20,7 +20,10 @@ its flow marks the call and answers a 401, and its request hook
 whether it carries the token. The flow refuses to work without the hook:
 a call whose hops the hook never saw goes out with no token and then
 raises :class:`~aiopay_auth.exceptions.ConfigError`. :meth:`BearerAuth.client`
-builds a client with both.
+builds a client with both, and with a fair gate in front of its pool:
+httpx runs request hooks before a hop waits for a pooled connection, so
+the client's last hook takes the hop's place at the gate first, then
+stamps it, and the place is held until the hop's response is closed.
 """
 
 from __future__ import annotations
