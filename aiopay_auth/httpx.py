@@ -31,7 +31,8 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import attrs
 import httpx
@@ -453,6 +454,20 @@ class _GatedTransport(httpx.AsyncBaseTransport):
             return response
         response.stream = _ReleasingStream(stream, place)
         return response
+
+    async def __aenter__(self) -> Self:
+        """Enter the wrapped transport (the client enters each of its transports)."""
+        await self._transport.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        """Exit the wrapped transport."""
+        await self._transport.__aexit__(exc_type, exc_value, traceback)
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""
