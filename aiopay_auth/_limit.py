@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 import anyio
 
 from ._check import count, number
+from ._gate import FairGate
 from ._policy import RefreshPolicy
-from ._pool import FairGate
 
 
 __all__ = ["FetchLimit"]

@@ -16,82 +16,19 @@ stamped after the gate is sent within moments of being read.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import weakref
-from collections import deque
 from collections.abc import Hashable
 
 import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 
 from ._check import count, instance_of
+from ._gate import FairGate
 from ._middleware import BearerAuth
 
 
 __all__ = ["FairGate", "FairPool", "PoolGates", "gates_for"]
-
-
-class FairGate:
-    """A first-in, first-out counting gate.
-
-    Unlike :class:`asyncio.Semaphore`, a released place is handed straight to
-    the longest waiter, so nobody can overtake a queued request.
-
-    Args:
-        size: How many holders may be inside at once.
-    """
-
-    __slots__ = ("_free", "_waiters", "size")
-
-    def __init__(self, size: int) -> None:
-        self.size = size = count("FairGate size", size, minimum=1)
-        self._free = size
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def waiting(self) -> int:
-        """How many callers are queued."""
-        return len(self._waiters)
-
-    @property
-    def inside(self) -> int:
-        """How many places are taken."""
-        return self.size - self._free
-
-    def try_acquire(self) -> bool:
-        """Take a place if one is free and nobody is queued; never waits."""
-        if self._free and not self._waiters:
-            self._free -= 1
-            return True
-        return False
-
-    async def acquire(self) -> None:
-        """Take a place, waiting in line if none is free."""
-        if self.try_acquire():
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                # The place was handed to us just as we were cancelled.
-                self.release()
-            elif fut in self._waiters:
-                # Still queued (a release may already have dropped it).
-                self._waiters.remove(fut)
-            raise
-
-    def release(self) -> None:
-        """Give a place back; the longest waiter gets it."""
-        waiters = self._waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
-        self._free += 1
 
 
 class PoolGates:

@@ -20,19 +20,26 @@ its flow marks the call and answers a 401, and its request hook
 whether it carries the token. The flow refuses to work without the hook:
 a call whose hops the hook never saw goes out with no token and then
 raises :class:`~aiopay_auth.exceptions.ConfigError`. :meth:`BearerAuth.client`
-builds a client with both.
+builds a client with both, and with a fair gate in front of its pool:
+httpx runs request hooks before a hop waits for a pooled connection, so
+the client's last hook takes the hop's place at the gate first, then
+stamps it, and the place is held until the hop's response is closed.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Generator
-from typing import Any
+import asyncio
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
+from types import TracebackType
+from typing import Any, Self
 
 import attrs
 import httpx
 from yarl import URL
 
-from ._check import instance_of
+from ._check import count, instance_of
+from ._gate import FairGate
 from ._holder import TokenHolder
 from ._recovery import resend_after_401
 from ._routes import Routes
@@ -40,11 +47,15 @@ from ._token import Token
 from .exceptions import ConfigError
 
 
-__all__ = ["BearerAuth", "replayable"]
+__all__ = ["BearerAuth", "pool_gate", "replayable"]
 
 _AUTHORIZATION = "Authorization"
 # The request extension that ties every hop of a call to the flow that marked it.
 _CALL = "aiopay_auth.call"
+# The request extension that carries a hop's place at its client's gate, hook to transport.
+_PLACE = "aiopay_auth.place"
+# httpx's own default pool size (httpx.Limits' max_connections), the gate's default.
+_DEFAULT_LIMIT = 100
 _SYNC_ONLY = (
     "aiopay_auth.httpx.BearerAuth is async only: use it with httpx.AsyncClient "
     "(its tokens come from asyncio refreshers)"
@@ -149,22 +160,49 @@ class BearerAuth(httpx.Auth):
         # The one call of the scope rule (origin + longest path prefix) in this module.
         return self._routes.holder_for(URL(str(httpx.URL(url)), encoded=True))
 
-    def client(self, **kwargs: Any) -> httpx.AsyncClient:
-        """An :class:`httpx.AsyncClient` with this auth and its request hook.
+    def client(self, *, limit: int | None = None, **kwargs: Any) -> httpx.AsyncClient:
+        """An :class:`httpx.AsyncClient` with this auth, its request hook and a fair pool.
+
+        httpx runs request hooks, and so stamps the token, *before* a
+        request waits for a pooled connection, and its pool is not fair.
+        So the client gets a first-come, first-served gate
+        (:class:`~aiopay_auth.FairGate`) with as many places as its pool
+        has connections: each hop takes a place before the token is read,
+        and holds it until its response is closed (read, ``aclose()``, the
+        ``async with`` block left) or the hop fails. A hop past the gate
+        finds a free connection at once, so no stamped request waits in
+        httpx's pool, and waiters are served in arrival order. Every
+        transport of the client (``proxy=``, ``mounts=``, proxies from the
+        environment) is behind the one gate.
 
         Args:
+            limit: The pool's connections (``max_connections``, and as
+                many kept alive) and the gate's places. Default 100,
+                httpx's own default; required with your own ``transport=``
+                or ``mounts=``: at most the smallest of their pools.
             kwargs: Passed to :class:`httpx.AsyncClient`, except ``auth``;
-                the hook is added after any ``event_hooks["request"]`` given.
+                the hook is added after any ``event_hooks["request"]``
+                given. ``limits=`` instead of *limit*: the gate takes its
+                ``max_connections`` (``None``, an unbounded pool: no gate).
 
         Raises:
-            ConfigError: ``auth`` was given.
+            ConfigError: ``auth`` was given, both *limit* and ``limits``,
+                ``transport`` or ``mounts`` without *limit*, or a *limit*
+                that is not an int of at least 1.
         """
         if "auth" in kwargs:
             msg = "BearerAuth.client() sets auth itself"
             raise ConfigError(msg)
+        size = _pool_size(limit, kwargs)
+        gate = None if size is None else FairGate(size)
         hooks = dict(kwargs.pop("event_hooks", None) or {})
-        hooks["request"] = [*hooks.get("request", ()), self.hook]
-        return httpx.AsyncClient(auth=self, event_hooks=hooks, **kwargs)
+        last = self.hook if gate is None else _Admission(self, gate).hook
+        hooks["request"] = [*hooks.get("request", ()), last]
+        client = httpx.AsyncClient(auth=self, event_hooks=hooks, **kwargs)
+        if gate is not None:
+            _gate_transports(client, gate)
+            _GATES[client] = gate
+        return client
 
     def sync_auth_flow(
         self, request: httpx.Request
@@ -277,3 +315,179 @@ def _remove(request: httpx.Request, drop: Callable[[str], bool]) -> None:
     if kept:
         items = [*request.headers.multi_items(), *((_AUTHORIZATION, v) for v in kept)]
         request.headers = httpx.Headers(items, encoding=request.headers.encoding)
+
+
+def pool_gate(client: httpx.AsyncClient) -> FairGate | None:
+    """The admission gate of a client built by :meth:`BearerAuth.client`.
+
+    ``None`` for any other client and for an unbounded pool. Its
+    :attr:`~aiopay_auth.FairGate.inside` and
+    :attr:`~aiopay_auth.FairGate.waiting` are the hops holding a place
+    (in flight) and those queued for one.
+    """
+    return _GATES.get(client)
+
+
+_GATES: weakref.WeakKeyDictionary[httpx.AsyncClient, FairGate] = weakref.WeakKeyDictionary()
+
+
+def _pool_size(limit: int | None, kwargs: dict[str, Any]) -> int | None:
+    """The gate's size for :meth:`BearerAuth.client`; sets ``kwargs["limits"]`` from *limit*."""
+    own = next((name for name in ("transport", "mounts") if name in kwargs), None)
+    if limit is None and own is not None:
+        msg = (
+            f"BearerAuth.client({own}=...) needs limit=: the most requests in flight, "
+            "at most your transports' max_connections"
+        )
+        raise ConfigError(msg)
+    if "limits" in kwargs:
+        if limit is not None:
+            msg = "BearerAuth.client() takes limit= or limits=, not both"
+            raise ConfigError(msg)
+        limits = instance_of("BearerAuth.client() limits", kwargs["limits"], httpx.Limits)
+        return limits.max_connections
+    size = count("BearerAuth.client() limit", _DEFAULT_LIMIT if limit is None else limit, minimum=1)
+    # As many kept alive as open: no connection is closed and reopened under load.
+    kwargs["limits"] = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+    return size
+
+
+def _gate_transports(client: httpx.AsyncClient, gate: FairGate) -> None:
+    """Put every transport *client* may send a hop through behind *gate*.
+
+    httpx picks a hop's transport by its URL: a mount (``proxy=``,
+    ``mounts=``, proxies from the environment; ``None`` for the default)
+    or the default one. httpx has no public way to wrap them after it built
+    them, so its two attributes are replaced; a test with ``proxy=`` and one
+    with ``mounts=`` fail if httpx ever moves them.
+    """
+    client._transport = _GatedTransport(client._transport, gate)
+    mounts = client._mounts
+    for pattern, transport in mounts.items():
+        if transport is not None:
+            mounts[pattern] = _GatedTransport(transport, gate)
+
+
+class _Place:
+    """One hop's place at a client's gate.
+
+    Taken by the request hook before the hop is stamped, claimed by the
+    transport when the hop is sent, given back when its response is closed
+    or the hop fails, once.
+    """
+
+    __slots__ = ("_state", "gate")
+
+    def __init__(self, gate: FairGate) -> None:
+        self.gate = gate
+        self._state = "admitted"
+
+    def claim(self) -> bool:
+        """Take over the place for sending; ``False`` if it was not waiting for its hop."""
+        if self._state != "admitted":
+            return False
+        self._state = "sending"
+        return True
+
+    def unclaimed(self) -> None:
+        """Give the place back if no transport claimed it (the hop went nowhere)."""
+        if self._state == "admitted":
+            self.release()
+
+    def release(self) -> None:
+        """Give the place back to the gate (its longest waiter); later calls do nothing."""
+        if self._state != "free":
+            self._state = "free"
+            self.gate.release()
+
+
+@attrs.define(eq=False)
+class _Admission:
+    """A gated client's last request hook: a place at its gate, then the auth's hook."""
+
+    auth: BearerAuth
+    gate: FairGate
+
+    async def hook(self, request: httpx.Request) -> None:
+        """Wait in line for a place, then stamp or strip *request*; the place goes with it."""
+        gate = self.gate
+        await gate.acquire()
+        place = _Place(gate)
+        try:
+            await self.auth.hook(request)
+        except BaseException:
+            place.release()  # no token (TokenUnavailableError), or cancelled while waiting
+            raise
+        # A fresh dict: httpx copies the extensions of a hop into the next one.
+        request.extensions = {**request.extensions, _PLACE: place}
+        # httpx sends the hop right after its last request hook, with no await
+        # in between: by the loop's next turn the transport has claimed the
+        # place. One still unclaimed went nowhere (a later hook raised; httpx
+        # refused the request) and is given back.
+        asyncio.get_running_loop().call_soon(place.unclaimed)
+
+
+class _GatedTransport(httpx.AsyncBaseTransport):
+    """A transport whose hops each hold a place at the gate until their response is closed."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, gate: FairGate) -> None:
+        self._transport = transport
+        self._gate = gate
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send *request* on the place its hook took (or wait for one here)."""
+        place = request.extensions.get(_PLACE)
+        if not (isinstance(place, _Place) and place.gate is self._gate and place.claim()):
+            # Not admitted by this client's hook (it was replaced, or a hook
+            # after it waited): wait in line here, after the stamp.
+            await self._gate.acquire()
+            place = _Place(self._gate)
+            place.claim()
+        try:
+            response = await self._transport.handle_async_request(request)
+        except BaseException:
+            place.release()
+            raise
+        stream = response.stream
+        if not isinstance(stream, httpx.AsyncByteStream):
+            place.release()  # not an async body: httpx refuses the response next
+            return response
+        response.stream = _ReleasingStream(stream, place)
+        return response
+
+    async def __aenter__(self) -> Self:
+        """Enter the wrapped transport (the client enters each of its transports)."""
+        await self._transport.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        """Exit the wrapped transport."""
+        await self._transport.__aexit__(exc_type, exc_value, traceback)
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self._transport.aclose()
+
+
+class _ReleasingStream(httpx.AsyncByteStream):
+    """A response body that gives its hop's place back once closed (after the connection)."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, place: _Place) -> None:
+        self._stream = stream
+        self._place = place
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        """Close the body (its connection goes back to the pool), then free the place."""
+        try:
+            await self._stream.aclose()
+        finally:
+            self._place.release()

@@ -2,15 +2,13 @@
 
 Needs the extra: pip install 'aiopay-auth[httpx]'. ``auth.client()``
 builds an ``httpx.AsyncClient`` with the auth and its request hook, which
-decides on every redirect hop whether it carries the token. A semaphore
-the size of the pool keeps requests from queueing inside httpx after
-their token was stamped.
+decides on every redirect hop whether it carries the token, and puts the
+pool behind a first-come, first-served gate of ``limit`` places, so that
+no request waits inside httpx after its token was stamped.
 """
 
 import asyncio
 from collections.abc import AsyncIterator
-
-import httpx
 
 from aiopay_auth import TokenManager
 from aiopay_auth.httpx import BearerAuth
@@ -21,15 +19,13 @@ async def main() -> None:
     async with FakeProvider("cm") as fake, TokenManager() as tokens:
         pay = tokens.add(provider_for(fake))
         auth = BearerAuth(pay)
-        limits = httpx.Limits(max_connections=10)
-        async with auth.client(limits=limits, timeout=30) as http:
+        # 10 connections; the 11th request waits in line, unstamped.
+        async with auth.client(limit=10, timeout=30) as http:
             url = f"{fake.api_base}/payments"
-            pool = asyncio.Semaphore(10)  # as many as the connections
 
             async def charge(n: int) -> int:
-                async with pool:
-                    resp = await http.post(url, json={"order": n})
-                    return resp.status_code
+                resp = await http.post(url, json={"order": n})
+                return resp.status_code
 
             done = await asyncio.gather(*(charge(n) for n in range(50)))
             print(f"{done.count(200)} of 50 payments got 200")

@@ -45,6 +45,9 @@ AGNOSTIC = [
     "aiopay_auth._refresh",
     "aiopay_auth._recovery",
     "aiopay_auth._routes",
+    "aiopay_auth._gate",
+    "aiopay_auth._limit",
+    "aiopay_auth._schedule",
     "aiopay_auth.fleet",
     "aiopay_auth.providers",
 ]
