@@ -122,8 +122,8 @@ async def test_a_401_recovers_the_refused_tenant_only() -> None:
                 assert 200 == r.status  # refused once, resent with a new token
             async with http.get(server.api / "x", middlewares=merchants[b].middlewares) as r:
                 assert 200 == r.status
-        assert 1 == merchants[a].holder.stats.recoveries
-        assert 0 == merchants[b].holder.stats.invalidations
+        assert 1 == merchants[a].holder.health().recoveries
+        assert 0 == merchants[b].holder.health().invalidations
     assert 2 == len(server.calls_by(a))
     assert 1 == len(server.calls_by(b))
 
