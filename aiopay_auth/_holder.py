@@ -119,6 +119,10 @@ _RECENT = 4  # published access tokens remembered by issued()
 
 _RNG = random.Random()  # noqa: S311 - jitter, not cryptography
 
+# How this module writes a holder's read-only slots (``current``, ``clock``),
+# as attrs does for a frozen class.
+_set = object.__setattr__
+
 
 class TokenHolder:
     """Publishes one provider's current token to any number of readers.
@@ -131,14 +135,19 @@ class TokenHolder:
 
     You get a holder from :meth:`TokenManager.add
     <aiopay_auth.TokenManager.add>`; you do not build one yourself.
+
+    Attributes:
+        current: The latest token, or ``None`` before the first fetch and
+            after an invalidation. It may have expired: check
+            :attr:`Token.expires_at <aiopay_auth.Token.expires_at>`
+            against :attr:`clock`, or call :meth:`usable`.
+        clock: The monotonic clock tokens' times are on.
     """
 
     __slots__ = (
         "__weakref__",
         "_changed",
-        "_clock",
         "_closed",
-        "_current",
         "_failure",
         "_fetched",
         "_fetching",
@@ -154,7 +163,14 @@ class TokenHolder:
         "_source",
         "_wait_timeout",
         "_writer",
+        # Plain slots, not properties: read on every request (a property
+        # costs 3-5 times a slot read). __setattr__ keeps them read-only.
+        "clock",
+        "current",
     )
+
+    current: Token | None
+    clock: Callable[[], float]
 
     def __init__(
         self,
@@ -166,9 +182,9 @@ class TokenHolder:
     ) -> None:
         self._provider = provider
         self._policy = policy or RefreshPolicy()
-        self._clock = clock
+        _set(self, "clock", clock)
         self._wait_timeout = wait_timeout
-        self._current: Token | None = None
+        _set(self, "current", None)
         self._latest: Token | None = None
         # A tuple, not a deque: a deque's first block alone is 600 bytes a holder.
         self._recent: tuple[str, ...] = ()
@@ -190,16 +206,6 @@ class TokenHolder:
     # --- the readers' face ---------------------------------------------
 
     @property
-    def current(self) -> Token | None:
-        """The latest token, or ``None`` before the first fetch and after an invalidation.
-
-        It may have expired: check :attr:`Token.expires_at
-        <aiopay_auth.Token.expires_at>` against :attr:`clock`, or call
-        :meth:`usable`.
-        """
-        return self._current
-
-    @property
     def provider(self) -> Provider:
         """The provider whose token this holds (a tenant's changes when it is rotated)."""
         return self._provider
@@ -208,11 +214,6 @@ class TokenHolder:
     def name(self) -> str:
         """The provider's name."""
         return self._provider.name
-
-    @property
-    def clock(self) -> Callable[[], float]:
-        """The monotonic clock tokens' times are on."""
-        return self._clock
 
     @property
     def wait_timeout(self) -> float:
@@ -284,8 +285,8 @@ class TokenHolder:
 
     def usable(self) -> Token | None:
         """Return the current token if it has not expired, else ``None``."""
-        token = self._current
-        if token is not None and token.expires_at > self._clock():
+        token = self.current
+        if token is not None and token.expires_at > self.clock():
             return token
         return None
 
@@ -316,7 +317,7 @@ class TokenHolder:
         token = self.usable()
         if token is not None:
             return token
-        started = self._clock()
+        started = self.clock()
         try:
             with anyio.fail_after(self._wait_timeout if timeout is None else timeout):
                 while True:
@@ -335,7 +336,7 @@ class TokenHolder:
                 last,
             ) from last
         finally:
-            waited = self._clock() - started
+            waited = self.clock() - started
             requests = self._requests
             requests.waits += 1
             requests.max_wait = max(requests.max_wait, waited)
@@ -377,11 +378,11 @@ class TokenHolder:
         Returns:
             Whether this call invalidated the current token.
         """
-        if token is not self._current:
+        if token is not self.current:
             return False
         streak = self._refusing
         if streak is not None:
-            age = self._clock() - self._since
+            age = self.clock() - self._since
             if age < streak.delay:
                 if not streak.refused:
                     self._refusing = attrs.evolve(streak, refused=True)
@@ -389,7 +390,7 @@ class TokenHolder:
             if age > 2 * self._policy.backoff_max:
                 streak = None
         self._refused(streak or RefusalStreak())
-        self._current = None
+        _set(self, "current", None)
         self._requests.invalidations += 1
         self._ask_refresh()
         return True
@@ -413,10 +414,10 @@ class TokenHolder:
         """
         streak = self._refusing
         backing_off = self.backing_off() and (
-            token is self._current or (streak is not None and streak.refused)
+            token is self.current or (streak is not None and streak.refused)
         )
         self.invalidate(token)  # during a backoff: noted as refused
-        if backing_off or self._current is token:
+        if backing_off or self.current is token:
             return False  # backing off: the holder keeps the token
         if not replayable:
             self._requests.unreplayable += 1
@@ -442,7 +443,7 @@ class TokenHolder:
     def _replaced(self) -> None:
         """The current token is being replaced by a refresh: end or grow the streak."""
         streak = self._refusing
-        if streak is None or self._current is None:
+        if streak is None or self.current is None:
             return
         if streak.refused:
             self._refused(streak)  # refreshed, but refused during its backoff
@@ -459,9 +460,9 @@ class TokenHolder:
     def refusal_backoff(self) -> float:
         """Seconds left before a 401 may invalidate the current token (0: none)."""
         streak = self._refusing
-        if streak is None or self._current is None:
+        if streak is None or self.current is None:
             return 0.0
-        return max(0.0, self._since + streak.delay - self._clock())
+        return max(0.0, self._since + streak.delay - self.clock())
 
     def _ask_refresh(self) -> None:
         """Wake the refresher's wait for its refresh point, now or when it next waits."""
@@ -483,12 +484,12 @@ class TokenHolder:
 
     def health(self) -> Health:
         """A snapshot of state and counters; no I/O, no await."""
-        fetched, requests, token = self._fetched, self._requests, self._current
+        fetched, requests, token = self._fetched, self._requests, self.current
         last = fetched.last_error
         return Health(
             provider=self.name,
             state=self.state,
-            expires_in=None if token is None else token.expires_at - self._clock(),
+            expires_in=None if token is None else token.expires_at - self.clock(),
             fetches=fetched.fetches,
             failures=fetched.failures,
             failures_by_kind=dict(fetched.failures_by_kind),
@@ -519,6 +520,12 @@ class TokenHolder:
         changed, self._changed = self._changed, None
         if changed is not None:
             changed.set()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if not name.startswith("_"):
+            msg = f"{type(self).__name__}.{name} is read-only: only its refresher writes it"
+            raise AttributeError(msg)
+        _set(self, name, value)
 
     def __repr__(self) -> str:
         return f"<TokenHolder {self.name!r} {self.state}>"
@@ -574,10 +581,10 @@ class HolderWriter:
         if holder._latest is not None:
             holder._fetched.refreshes += 1
         holder._replaced()
-        holder._current = token
+        _set(holder, "current", token)
         holder._latest = token
         holder._recent = (*holder._recent[1 - _RECENT :], token.access_token)
-        holder._since = holder._clock()
+        holder._since = holder.clock()
         holder._failure = None
         holder._fetched.last_error = None
         holder._fetched.consecutive_failures = 0
@@ -665,7 +672,7 @@ class HolderWriter:
         """Fail every present and future waiter with *error*: the manager is closing."""
         holder = self.holder
         holder._closed = True
-        holder._current = None
+        _set(holder, "current", None)
         holder._failure = error or TokenUnavailableError(
             "the token manager is closed", provider=holder.name, retryable=False
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ._health import HealthState
-from ._holder import HolderWriter, TokenHolder
+from ._holder import HolderWriter, TokenHolder, _set
 from ._policy import RefreshPolicy
 from ._provider import Provider
 from ._source import TokenSource
@@ -107,7 +107,7 @@ class TenantWriter(HolderWriter):
     def rest(self) -> None:
         """Drop the token: the tenant had no request for a while."""
         holder = self.holder
-        holder._current = None
+        _set(holder, "current", None)
         holder._latest = None
         holder._recent = ()
         holder._idle = True

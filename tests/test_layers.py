@@ -146,4 +146,4 @@ def test_a_holders_public_attributes_cannot_be_set() -> None:
         with pytest.raises(AttributeError):
             setattr(holder, name, None)
     with pytest.raises(AttributeError):
-        holder.stats = None  # type: ignore[misc]
+        holder.stats = None  # type: ignore[misc,assignment]
