@@ -279,14 +279,14 @@ class FakeProviderProcess:
             await self._running().aclose()
 
     def _ask(self, kind: str) -> dict[str, Any]:
-        """Ask the child for *kind* (counters by server name); wait, blocking, for the answer."""
+        """The child's answer to *kind* (counters by server name), blocking this thread."""
         child = self._running()
         child.send(kind)
         answer: dict[str, Any] = child.expect_blocking(kind, _REPLY_TIMEOUT)
         return answer
 
     async def _ask_async(self, kind: str) -> dict[str, Any]:
-        """Ask the child for *kind* (counters, by server name) and await the answer."""
+        """The child's answer to *kind* (counters by server name)."""
         child = self._running()
         child.send(kind)
         answer: dict[str, Any] = await child.expect(kind, _REPLY_TIMEOUT)
