@@ -57,7 +57,7 @@ import httpx
 
 from aiopay_auth.httpx import BearerAuth
 
-from .peers import _HTTPX_TIMEOUT, httpx_limits, open_authlib, open_httpx_auth
+from .peers import _HTTPX_TIMEOUT, httpx_limits, httpx_sender, open_authlib, open_httpx_auth
 from .scenarios import Client, Scenario, drive, fetch_token, recorded_holder
 from .server import CLIENT_SECRET, Endpoint, ServerProcess
 
@@ -101,13 +101,7 @@ async def open_raw_httpx(endpoint: Endpoint, limit: int) -> AsyncIterator[Client
         limits=httpx_limits(limit),
         timeout=_HTTPX_TIMEOUT,
     ) as client:
-        url = endpoint.api_url
-
-        async def send() -> int:
-            resp = await client.get(url)
-            return resp.status_code
-
-        yield Client(send)
+        yield Client(httpx_sender(client, endpoint))
 
 
 @asynccontextmanager
@@ -116,13 +110,7 @@ async def open_aiopay_httpx(endpoint: Endpoint, limit: int) -> AsyncIterator[Cli
     async with recorded_holder(endpoint) as rec:
         auth = BearerAuth(rec.holder)
         async with auth.client(limits=httpx_limits(limit), timeout=_HTTPX_TIMEOUT) as client:
-            url = endpoint.api_url
-
-            async def send() -> int:
-                resp = await client.get(url)
-                return resp.status_code
-
-            yield Client(send, fetches=rec.log, holder=rec.holder)
+            yield Client(httpx_sender(client, endpoint), fetches=rec.log, holder=rec.holder)
 
 
 def scenarios(cfg: HttpxConfig) -> tuple[Scenario, ...]:
