@@ -55,12 +55,10 @@ from typing import Any
 import aiohttp
 import httpx
 
-from aiopay_auth import TokenHolder, TokenManager, TokenSource
 from aiopay_auth.httpx import BearerAuth
-from aiopay_auth.providers import generic
 
-from .peers import _HTTPX_TIMEOUT, httpx_limits, open_authlib, open_httpx_auth
-from .scenarios import Client, FetchLog, RecordingSource, Scenario, drive, fetch_token
+from .peers import _HTTPX_TIMEOUT, httpx_limits, httpx_sender, open_authlib, open_httpx_auth
+from .scenarios import Client, Scenario, drive, fetch_token, recorded_holder
 from .server import CLIENT_SECRET, Endpoint, ServerProcess
 
 
@@ -103,43 +101,16 @@ async def open_raw_httpx(endpoint: Endpoint, limit: int) -> AsyncIterator[Client
         limits=httpx_limits(limit),
         timeout=_HTTPX_TIMEOUT,
     ) as client:
-        url = endpoint.api_url
-
-        async def send() -> int:
-            resp = await client.get(url)
-            return resp.status_code
-
-        yield Client(send)
+        yield Client(httpx_sender(client, endpoint))
 
 
 @asynccontextmanager
 async def open_aiopay_httpx(endpoint: Endpoint, limit: int) -> AsyncIterator[Client]:
     """aiopay_auth on httpx as documented: ``BearerAuth(holder).client(...)``."""
-    log = FetchLog()
-
-    def record(holder: TokenHolder, inner: TokenSource) -> TokenSource:
-        return RecordingSource(inner, log)
-
-    async with TokenManager(token_source=record) as tokens:
-        holder = tokens.add(
-            generic.provider(
-                name="bench",
-                token_url=endpoint.token_url,
-                api=endpoint.api_base,
-                client_id=endpoint.client_id,
-                client_secret=endpoint.client_secret,
-            )
-        )
-        await holder.get()
-        auth = BearerAuth(holder)
+    async with recorded_holder(endpoint) as rec:
+        auth = BearerAuth(rec.holder)
         async with auth.client(limits=httpx_limits(limit), timeout=_HTTPX_TIMEOUT) as client:
-            url = endpoint.api_url
-
-            async def send() -> int:
-                resp = await client.get(url)
-                return resp.status_code
-
-            yield Client(send, fetches=log, holder=holder)
+            yield Client(httpx_sender(client, endpoint), fetches=rec.log, holder=rec.holder)
 
 
 def scenarios(cfg: HttpxConfig) -> tuple[Scenario, ...]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
@@ -58,6 +58,17 @@ def httpx_limits(limit: int) -> httpx.Limits:
     return httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
 
 
+def httpx_sender(client: httpx.AsyncClient, endpoint: Endpoint) -> Callable[[], Awaitable[int]]:
+    """The httpx equivalent of :func:`~benchmarks.scenarios.aiohttp_sender`."""
+    url = endpoint.api_url
+
+    async def send() -> int:
+        resp = await client.get(url)
+        return resp.status_code
+
+    return send
+
+
 # --- Authlib -------------------------------------------------------------------
 
 
@@ -91,13 +102,7 @@ async def open_authlib(
     ) as client:
         await client.fetch_token()
         log.published.append(time.perf_counter())
-        url = endpoint.api_url
-
-        async def send() -> int:
-            resp = await client.get(url)
-            return int(resp.status_code)
-
-        yield Client(send, fetches=log)
+        yield Client(httpx_sender(client, endpoint), fetches=log)
 
 
 # --- httpx-auth ----------------------------------------------------------------
@@ -122,12 +127,7 @@ async def open_httpx_auth(
     async with httpx.AsyncClient(
         auth=auth, limits=httpx_limits(limit), timeout=_HTTPX_TIMEOUT
     ) as client:
-        url = endpoint.api_url
-
-        async def send() -> int:
-            resp = await client.get(url)
-            return resp.status_code
-
+        send = httpx_sender(client, endpoint)
         await send()  # the first request fetches the token (synchronously)
         yield Client(send)
 

@@ -30,8 +30,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -99,18 +99,16 @@ FULL = Config(
     memory_requests=1_000_000,
     scenarios=tuple(s.name for s in SCENARIOS),
 )
-QUICK = Config(
+QUICK = replace(
+    FULL,
     mode="quick",
     rounds=1,
     concurrency=(64, 256),
     requests=3_000,
     max_seconds=2.0,
-    pool=100,
-    cold_requests=10_000,
     micro_loops=20_000,
     micro_repeats=5,
     memory_requests=100_000,
-    scenarios=FULL.scenarios,
     retries=1,
     retry_budget=4,
 )
@@ -554,32 +552,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def tenants_only(cfg: tenants.TenantsConfig, out: Path, *, pin: bool) -> int:
-    """``--tenants``: the many-merchants section alone, into ``out/tenants.{json,md}``."""
+def _section_only(
+    name: str,
+    measure: Callable[[], dict[str, Any]],
+    build: Callable[[dict[str, Any]], dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], list[str]],
+    out: Path,
+) -> int:
+    """One section alone: *measure*, *build* its document, write ``out/{name}.{json,md}``."""
     info = machine()
-    results = asyncio.run(tenants.run_tenants(cfg, pin=pin))
-    document = tenants.build(results)
+    document = build(measure())
     document["machine"] = info | {"load_average_at_end": os.getloadavg()}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tenants.json").write_text(json.dumps(document, indent=2) + "\n")
-    markdown = "\n".join(tenants.markdown(document))
-    (out / "tenants.md").write_text(markdown)
+    (out / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
+    text = "\n".join(markdown(document))
+    (out / f"{name}.md").write_text(text)
     print()
-    print(markdown)
+    print(text)
     print(f"results in {out}", flush=True)
     return 0
+
+
+def tenants_only(cfg: tenants.TenantsConfig, out: Path, *, pin: bool) -> int:
+    """``--tenants``: the many-merchants section alone, into ``out/tenants.{json,md}``."""
+    return _section_only(
+        "tenants",
+        lambda: asyncio.run(tenants.run_tenants(cfg, pin=pin)),
+        tenants.build,
+        tenants.markdown,
+        out,
+    )
 
 
 def httpx_only(cfg: httpx_section.HttpxConfig, out: Path, *, pin: bool) -> int:
     """``--httpx``: the httpx section alone, into ``out/httpx.{json,md}``."""
-    info = machine()
-    document = httpx_section.build(httpx_section.run_httpx(cfg, pin=pin))
-    document["machine"] = info | {"load_average_at_end": os.getloadavg()}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "httpx.json").write_text(json.dumps(document, indent=2) + "\n")
-    markdown = "\n".join(httpx_section.markdown(document))
-    (out / "httpx.md").write_text(markdown)
-    print()
-    print(markdown)
-    print(f"results in {out}", flush=True)
-    return 0
+    return _section_only(
+        "httpx",
+        lambda: httpx_section.run_httpx(cfg, pin=pin),
+        httpx_section.build,
+        httpx_section.markdown,
+        out,
+    )

@@ -148,14 +148,24 @@ class RecordingSource:
         return token
 
 
-@asynccontextmanager
-async def open_aiopay(
-    endpoint: Endpoint, limit: int, *, wait_for_token: bool = True
-) -> AsyncIterator[Client]:
-    """aiopay_auth as documented: ``tokens.session(holder, limit=...)``.
+@dataclass(frozen=True)
+class Recorded:
+    """An open manager with one holder for an endpoint, its fetches noted in *log*."""
 
-    With *wait_for_token* false, the client is handed out before the first
-    token has arrived (a cold start).
+    tokens: TokenManager
+    holder: TokenHolder
+    log: FetchLog
+
+
+@asynccontextmanager
+async def recorded_holder(
+    endpoint: Endpoint, *, wait_for_token: bool = True
+) -> AsyncIterator[Recorded]:
+    """A :class:`TokenManager` with one holder for *endpoint*, behind a :class:`RecordingSource`.
+
+    With *wait_for_token* (the default), the first token has arrived when
+    this yields. Every aiopay_auth scenario, whatever its HTTP client,
+    opens its holder here.
     """
     log = FetchLog()
 
@@ -174,8 +184,23 @@ async def open_aiopay(
         )
         if wait_for_token:
             await holder.get()
-        async with tokens.session(holder, limit=limit) as http:
-            yield Client(aiohttp_sender(http, endpoint), fetches=log, holder=holder)
+        yield Recorded(tokens, holder, log)
+
+
+@asynccontextmanager
+async def open_aiopay(
+    endpoint: Endpoint, limit: int, *, wait_for_token: bool = True
+) -> AsyncIterator[Client]:
+    """aiopay_auth as documented: ``tokens.session(holder, limit=...)``.
+
+    With *wait_for_token* false, the client is handed out before the first
+    token has arrived (a cold start).
+    """
+    async with (
+        recorded_holder(endpoint, wait_for_token=wait_for_token) as rec,
+        rec.tokens.session(rec.holder, limit=limit) as http,
+    ):
+        yield Client(aiohttp_sender(http, endpoint), fetches=rec.log, holder=rec.holder)
 
 
 OURS = (

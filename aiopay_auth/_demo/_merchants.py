@@ -41,7 +41,7 @@ from ..testing import (
 from ._config import DemoConfig, ServerMode
 from ._progress import interrupt_handler, report_progress
 from ._results import MerchantsSummary, Tally
-from ._run import REQUEST_TIMEOUT
+from ._run import REQUEST_TIMEOUT, post_counted
 
 
 __all__ = [
@@ -151,19 +151,10 @@ async def _send(http: aiohttp.ClientSession, run: MerchantsRun, worker: int) -> 
         merchant = merchants[index]
         sent += 1
         body = {"reference": f"demo-{worker}-{sent}", "amount": {"currency": "EUR", "value": 1250}}
-        try:
-            async with http.post(run.url, json=body, middlewares=merchant.middlewares) as resp:
-                await resp.read()
-                status = resp.status
-        except Exception as exc:  # every failure is counted and reported
-            tally.requests += 1
-            tally.fail(f"{type(exc).__name__}: {exc}"[:120])
-            continue
-        tally.requests += 1
-        if 200 <= status < 300:
+        if await post_counted(
+            tally, http.post(run.url, json=body, middlewares=merchant.middlewares)
+        ):
             run.ok[index] += 1
-        else:
-            tally.fail(f"HTTP {status}")
 
 
 def _credentials(n: int) -> list[tuple[str, str]]:

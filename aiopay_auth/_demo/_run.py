@@ -6,6 +6,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TextIO
 
 import aiohttp
@@ -20,7 +21,14 @@ from ._results import ProviderRow, Summary, Tally
 from ._servers import fake_servers
 
 
-__all__ = ["REQUEST_TIMEOUT", "RunState", "run_demo", "run_workers", "send_payments"]
+__all__ = [
+    "REQUEST_TIMEOUT",
+    "RunState",
+    "post_counted",
+    "run_demo",
+    "run_workers",
+    "send_payments",
+]
 
 REQUEST_TIMEOUT = 30.0
 """Bound on one demo request, queueing for the pool included (seconds)."""
@@ -53,6 +61,28 @@ class RunState:
         return sum(holder.health().fetches for holder in self.holders)
 
 
+async def post_counted(
+    tally: Tally, request: AbstractAsyncContextManager[aiohttp.ClientResponse]
+) -> bool:
+    """Send *request*, read its answer and count it in *tally*; whether it was a 2xx.
+
+    Every failure, an exception or a non-2xx status, is counted and described.
+    """
+    try:
+        async with request as response:
+            await response.read()
+            status = response.status
+    except Exception as exc:  # every failure is counted and reported
+        tally.requests += 1
+        tally.fail(f"{type(exc).__name__}: {exc}"[:120])
+        return False
+    tally.requests += 1
+    if 200 <= status < 300:
+        return True
+    tally.fail(f"HTTP {status}")
+    return False
+
+
 async def send_payments(http: aiohttp.ClientSession, run: RunState, index: int) -> None:
     """Send payments round-robin over the providers until the run ends."""
     lanes, tallies = run.lanes, run.tallies
@@ -64,17 +94,7 @@ async def send_payments(http: aiohttp.ClientSession, run: RunState, index: int) 
         position = (position + 1) % count
         sent += 1
         body = payment_body(lane, f"demo-{index}-{sent}")
-        try:
-            async with http.post(lane.url, data=body, headers=lane.headers) as response:
-                await response.read()
-                status = response.status
-        except Exception as exc:  # every failure is counted and reported
-            tally.requests += 1
-            tally.fail(f"{type(exc).__name__}: {exc}"[:120])
-            continue
-        tally.requests += 1
-        if not 200 <= status < 300:
-            tally.fail(f"HTTP {status}")
+        await post_counted(tally, http.post(lane.url, data=body, headers=lane.headers))
 
 
 async def run_workers(

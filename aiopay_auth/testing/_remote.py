@@ -17,7 +17,7 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
-from typing import Self
+from typing import Any, Self
 
 import anyio
 import attrs
@@ -278,16 +278,27 @@ class FakeProviderProcess:
         with anyio.CancelScope(shield=True):
             await self._running().aclose()
 
+    def _ask(self, kind: str) -> dict[str, Any]:
+        """The child's answer to *kind* (counters by server name), blocking this thread."""
+        child = self._running()
+        child.send(kind)
+        answer: dict[str, Any] = child.expect_blocking(kind, _REPLY_TIMEOUT)
+        return answer
+
+    async def _ask_async(self, kind: str) -> dict[str, Any]:
+        """The child's answer to *kind* (counters by server name)."""
+        child = self._running()
+        child.send(kind)
+        answer: dict[str, Any] = await child.expect(kind, _REPLY_TIMEOUT)
+        return answer
+
     def counters(self) -> dict[str, ServerCounters]:
         """Every server's counters now, by name (blocking this thread for the answer).
 
         Raises:
             RuntimeError: The child exited or did not answer.
         """
-        child = self._running()
-        child.send(_COUNTERS)
-        counters: dict[str, ServerCounters] = child.expect_blocking(_COUNTERS, _REPLY_TIMEOUT)
-        return counters
+        return self._ask(_COUNTERS)
 
     async def counters_async(self) -> dict[str, ServerCounters]:
         """Every server's counters now, by name.
@@ -295,10 +306,7 @@ class FakeProviderProcess:
         Raises:
             RuntimeError: The child exited or did not answer.
         """
-        child = self._running()
-        child.send(_COUNTERS)
-        counters: dict[str, ServerCounters] = await child.expect(_COUNTERS, _REPLY_TIMEOUT)
-        return counters
+        return await self._ask_async(_COUNTERS)
 
     def client_counters(self) -> dict[str, ClientCounters]:
         """Every server's per-client counters now, by name (blocking this thread).
@@ -306,10 +314,7 @@ class FakeProviderProcess:
         Raises:
             RuntimeError: The child exited or did not answer.
         """
-        child = self._running()
-        child.send(_CLIENTS)
-        counters: dict[str, ClientCounters] = child.expect_blocking(_CLIENTS, _REPLY_TIMEOUT)
-        return counters
+        return self._ask(_CLIENTS)
 
     async def client_counters_async(self) -> dict[str, ClientCounters]:
         """Every server's per-client counters now, by name.
@@ -317,7 +322,4 @@ class FakeProviderProcess:
         Raises:
             RuntimeError: The child exited or did not answer.
         """
-        child = self._running()
-        child.send(_CLIENTS)
-        counters: dict[str, ClientCounters] = await child.expect(_CLIENTS, _REPLY_TIMEOUT)
-        return counters
+        return await self._ask_async(_CLIENTS)

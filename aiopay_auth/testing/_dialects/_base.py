@@ -13,7 +13,7 @@ from ..._provider import Provider
 from ._wire import Rejection
 
 
-__all__ = ["DialectRules", "Endpoint", "TokenDesk"]
+__all__ = ["DialectRules", "Endpoint", "TokenDesk", "aimed_at"]
 
 
 class TokenDesk(Protocol):
@@ -113,6 +113,16 @@ class Endpoint(Protocol):
     def audience(self) -> str:
         """The Pay-me ``audience``."""
         ...
+
+
+def aimed_at(fake: Endpoint) -> dict[str, Any]:
+    """A profile's token URL, API and client credentials, taken from *fake*."""
+    return {
+        "token_url": fake.token_url,
+        "api": fake.api_base,
+        "client_id": fake.client_id,
+        "client_secret": fake.client_secret,
+    }
 
 
 class DialectRules(abc.ABC):

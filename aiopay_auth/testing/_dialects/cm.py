@@ -9,7 +9,7 @@ from aiohttp import hdrs, web
 
 from ..._provider import Provider
 from ...providers import cm
-from ._base import Endpoint
+from ._base import Endpoint, aimed_at
 from ._form import FormRules
 from ._wire import Rejection, accepts_json, forbid_authorization_header
 
@@ -33,10 +33,4 @@ class CmRules(FormRules):
 
     def profile(self, fake: Endpoint, options: Mapping[str, Any]) -> Provider:
         """A :func:`~aiopay_auth.providers.cm.provider` aimed at *fake*."""
-        kwargs = {
-            "token_url": fake.token_url,
-            "api": fake.api_base,
-            "client_id": fake.client_id,
-            "client_secret": fake.client_secret,
-        }
-        return cm.provider(**{**kwargs, **options})
+        return cm.provider(**{**aimed_at(fake), **options})

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..._provider import Provider
 from ...providers import payme
-from ._base import DialectRules, Endpoint, TokenDesk
+from ._base import DialectRules, Endpoint, TokenDesk, aimed_at
 from ._wire import (
     JSON,
     Rejection,
@@ -124,13 +124,10 @@ class PaymeRules(DialectRules):
         """A :func:`~aiopay_auth.providers.payme.provider` (development) aimed at *fake*."""
         kwargs = {
             "environment": "development",
-            "token_url": fake.token_url,
-            "api": fake.api_base,
+            **aimed_at(fake),
             "audience": fake.audience,
             "username": fake.username,
             "password": fake.password,
-            "client_id": fake.client_id,
-            "client_secret": fake.client_secret,
         }
         return payme.provider(**{**kwargs, **options})
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..._provider import Provider
 from ...providers import generic
-from ._base import Endpoint
+from ._base import Endpoint, aimed_at
 from ._form import FormRules
 
 
@@ -26,11 +26,4 @@ class Rfc6749Rules(FormRules):
 
     def profile(self, fake: Endpoint, options: Mapping[str, Any]) -> Provider:
         """A :func:`~aiopay_auth.providers.generic.provider` named ``rfc6749`` aimed at *fake*."""
-        kwargs = {
-            "name": "rfc6749",
-            "token_url": fake.token_url,
-            "api": fake.api_base,
-            "client_id": fake.client_id,
-            "client_secret": fake.client_secret,
-        }
-        return generic.provider(**{**kwargs, **options})
+        return generic.provider(**{"name": "rfc6749", **aimed_at(fake), **options})

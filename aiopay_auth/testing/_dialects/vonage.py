@@ -7,7 +7,7 @@ from typing import Any
 
 from ..._provider import Provider
 from ...providers import vonage
-from ._base import Endpoint
+from ._base import Endpoint, aimed_at
 from ._form import FormRules
 from ._wire import Rejection
 
@@ -29,11 +29,4 @@ class VonageRules(FormRules):
 
     def profile(self, fake: Endpoint, options: Mapping[str, Any]) -> Provider:
         """A :func:`~aiopay_auth.providers.vonage.provider` (region ``emea``) aimed at *fake*."""
-        kwargs = {
-            "region": "emea",
-            "token_url": fake.token_url,
-            "api": fake.api_base,
-            "client_id": fake.client_id,
-            "client_secret": fake.client_secret,
-        }
-        return vonage.provider(**{**kwargs, **options})
+        return vonage.provider(**{"region": "emea", **aimed_at(fake), **options})
