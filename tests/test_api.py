@@ -14,6 +14,10 @@ import aiopay_auth
 import aiopay_auth.exceptions
 import aiopay_auth.providers
 import aiopay_auth.testing
+from aiopay_auth import TokenHolder
+from aiopay_auth._holder import HolderWriter
+
+from .endpoints import make_provider
 
 
 PUBLIC_MODULES = [
@@ -89,3 +93,26 @@ def test_the_errors_of_aiohttp_requests_are_aiohttp_errors_too(
     assert issubclass(client, library)
     assert issubclass(client, aiohttp.ClientError)
     assert issubclass(client, aiopay_auth.ClientTokenUnavailableError)
+
+
+@pytest.mark.parametrize(
+    ("name", "instead"),
+    [("FairGate", "aiopay_auth.httpx's client"), ("ProviderStats", "TokenHolder.health")],
+)
+def test_names_taken_out_of_all_still_import_with_a_warning(name: str, instead: str) -> None:
+    assert name not in aiopay_auth.__all__
+    with pytest.warns(DeprecationWarning, match=f"aiopay_auth.{name} is deprecated.*{instead}"):
+        value = getattr(aiopay_auth, name)
+    assert value.__name__ == name
+
+
+def test_holder_stats_warns_and_is_a_copy_of_health() -> None:
+    holder = TokenHolder(make_provider("http://127.0.0.1:9"))
+    writer = HolderWriter(holder)
+    writer.fetch_started()
+    with pytest.warns(DeprecationWarning, match=r"use holder.health\(\)"):
+        stats = holder.stats
+    writer.fetch_started()
+    assert (1, 2) == (stats.fetches, holder.health().fetches)  # a copy, not a live view
+    with pytest.raises(AttributeError):
+        stats.fetches = 5  # type: ignore[misc]
