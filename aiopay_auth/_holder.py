@@ -258,21 +258,14 @@ class TokenHolder:
             DeprecationWarning,
             stacklevel=2,
         )
-        fetched, requests = self._fetched, self._requests
+        health = self.health()
         return ProviderStats(
-            fetches=fetched.fetches,
-            failures=fetched.failures,
-            failures_by_kind=dict(fetched.failures_by_kind),
-            consecutive_failures=fetched.consecutive_failures,
-            refreshes=fetched.refreshes,
-            invalidations=requests.invalidations,
-            recoveries=requests.recoveries,
-            waits=requests.waits,
-            max_wait=requests.max_wait,
-            last_error=fetched.last_error,
-            store=store_of(self._source),
-            refused_tokens=requests.refused_tokens,
-            unreplayable=requests.unreplayable,
+            **{
+                field.name: getattr(health, field.name)
+                for field in attrs.fields(ProviderStats)
+                if field.name != "last_error"
+            },
+            last_error=self._fetched.last_error,
         )
 
     def issued(self, credentials: str) -> bool:
