@@ -92,7 +92,10 @@ def __getattr__(name: str) -> Any:
             DeprecationWarning,
             stacklevel=2,
         )
-        return getattr(import_module(module, __name__), attribute)
+        value = getattr(import_module(module, __name__), attribute)
+        # Kept, so that one use warns once: ``from aiopay_auth import X`` looks twice.
+        globals()[name] = value
+        return value
     if name == "__version__":
         from importlib.metadata import version  # noqa: PLC0415 - only when asked
 

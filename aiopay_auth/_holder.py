@@ -24,6 +24,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 import attrs
@@ -44,7 +45,7 @@ from .exceptions import (
 )
 
 
-__all__ = ["HolderWriter", "ProviderStats", "RefusalStreak", "TokenHolder"]
+__all__ = ["Fetches", "HolderWriter", "ProviderStats", "RefusalStreak", "TokenHolder"]
 
 
 @attrs.define
@@ -122,6 +123,18 @@ _RNG = random.Random()  # noqa: S311 - jitter, not cryptography
 # How this module writes a holder's read-only slots (``current``, ``clock``),
 # as attrs does for a frozen class.
 _set = object.__setattr__
+
+
+class Fetches(Protocol):
+    """What a writer knows of its fetches: the credentials of the last success and failure."""
+
+    @property
+    def fetched_with(self) -> Provider | None:
+        """The provider profile the last token was fetched with."""
+
+    @property
+    def failed_with(self) -> Provider | None:
+        """The provider profile of the last request that failed."""
 
 
 class TokenHolder:
@@ -520,6 +533,10 @@ class TokenHolder:
             raise AttributeError(msg)
         _set(self, name, value)
 
+    def __delattr__(self, name: str) -> None:
+        msg = f"{type(self).__name__}.{name} cannot be deleted"
+        raise AttributeError(msg)
+
     def __repr__(self) -> str:
         return f"<TokenHolder {self.name!r} {self.state}>"
 
@@ -569,8 +586,14 @@ class HolderWriter:
         self.holder._fetched.fetches += 1
 
     def publish(self, token: Token) -> None:
-        """Make *token* current and wake every waiter."""
+        """Make *token* current and wake every waiter; nothing once the holder is closed.
+
+        A fetch may finish in the same turn of the event loop as the close
+        (or a tenant's removal): its token is dropped, never served.
+        """
         holder = self.holder
+        if holder._closed:
+            return
         if holder._latest is not None:
             holder._fetched.refreshes += 1
         holder._replaced()
@@ -596,6 +619,8 @@ class HolderWriter:
         """
         _without_frames(error)  # kept below: its frames' locals held the raw answer
         holder = self.holder
+        if holder._closed:
+            return  # the close's error stands: waiters fail at once
         fetched = holder._fetched
         fetched.failures += 1
         fetched.consecutive_failures += 1
@@ -625,13 +650,14 @@ class HolderWriter:
         self.holder._provider = provider
         self.holder._ask_refresh()
 
-    async def rotated(self, fetched_with: Callable[[], Provider | None]) -> Token:
+    async def rotated(self, fetches: Fetches) -> Token:
         """Wait until a token fetched with the holder's current credentials is published.
 
-        *fetched_with* tells which credentials the last token was fetched
-        with. Gives up at once when they are refused with an error that
-        cannot heal, or when the holder closes; else after its
-        ``wait_timeout``.
+        *fetches* tells which credentials the last token was fetched with,
+        and the last failure. Gives up at once when the current
+        credentials are refused with an error that cannot heal (not when a
+        request still in flight with the old ones is), or when the holder
+        closes; else after its ``wait_timeout``.
 
         Raises:
             TokenUnavailableError: As :meth:`TokenHolder.get`; its
@@ -641,15 +667,20 @@ class HolderWriter:
         profile, failures = holder._provider, holder._fetched.failures
         try:
             with anyio.fail_after(holder._wait_timeout):
-                while (token := holder._latest) is None or fetched_with() is not profile:
+                while (token := holder._latest) is None or fetches.fetched_with is not profile:
                     if holder._closed:  # removed (or the manager closed) meanwhile
                         failure = holder._failure
                         reason = failure.message if failure is not None else "closed"
                         raise holder._unavailable(f"{reason} while rotating", failure)
                     changed = holder._change()
                     last = holder._fetched.last_error
-                    if holder._fetched.failures > failures and last and not last.retryable:
-                        break  # refused for good: no use waiting
+                    if (
+                        holder._fetched.failures > failures
+                        and fetches.failed_with is profile
+                        and last
+                        and not last.retryable
+                    ):
+                        break  # the new credentials refused for good: no use waiting
                     await changed.wait()
                 else:
                     return token

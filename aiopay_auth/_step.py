@@ -89,6 +89,7 @@ class FetchStep:
         fetched_with: The holder's provider profile when the request of
             the last token fetched began (``None`` before one), whatever
             answered it: the provider or a fleet's store.
+        failed_with: The same for the last request that failed.
     """
 
     __slots__ = (
@@ -103,6 +104,7 @@ class FetchStep:
         "_source",
         "_spread",
         "_writer",
+        "failed_with",
         "fetched_with",
     )
 
@@ -128,6 +130,7 @@ class FetchStep:
         self._repeats = 0  # the same token handed back, in a row
         self._last_failure: tuple[object, ...] | None = None
         self.fetched_with: Provider | None = None
+        self.failed_with: Provider | None = None
 
     async def __call__(self) -> Outcome:
         """Fetch once; publish or record; return when to fetch again."""
@@ -230,7 +233,11 @@ class FetchStep:
         self._last_start = anyio.current_time()
         self._writer.fetch_started()
         profile = holder.provider
-        token = await self._source.fetch(refresh_token)
+        try:
+            token = await self._source.fetch(refresh_token)
+        except Exception:
+            self.failed_with = profile
+            raise
         self.fetched_with = profile
         return token
 

@@ -290,8 +290,7 @@ class Tenants:
         writer = tenant._slot.writer
         writer.rotate(profile)
         log.info("aiopay_auth.tenant_rotated", provider=self.name, tenant=key)
-        step = tenant._slot.step
-        return await writer.rotated(lambda: step.fetched_with)
+        return await writer.rotated(tenant._slot.step)
 
     def __getitem__(self, key: str) -> Tenant:
         """The tenant *key*; :class:`~aiopay_auth.ConfigError` if there is none."""

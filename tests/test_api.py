@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import warnings
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -101,9 +103,16 @@ def test_the_errors_of_aiohttp_requests_are_aiohttp_errors_too(
 )
 def test_names_taken_out_of_all_still_import_with_a_warning(name: str, instead: str) -> None:
     assert name not in aiopay_auth.__all__
-    with pytest.warns(DeprecationWarning, match=f"aiopay_auth.{name} is deprecated.*{instead}"):
-        value = getattr(aiopay_auth, name)
-    assert value.__name__ == name
+    vars(aiopay_auth).pop(name, None)  # as if never used in this process
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        namespace: dict[str, Any] = {}
+        exec(f"from aiopay_auth import {name} as value", namespace)  # noqa: S102
+    assert [f"aiopay_auth.{name} is deprecated"] == [
+        str(w.message).split(" and goes")[0] for w in caught
+    ]  # one use, one warning
+    assert instead in str(caught[0].message)
+    assert name == namespace["value"].__name__
 
 
 def test_holder_stats_warns_and_is_a_copy_of_health() -> None:

@@ -619,3 +619,18 @@ async def test_health_is_an_exact_snapshot_of_state_and_counters() -> None:
     assert (1, 1, 0) == (health.refused_tokens, health.refusal_streak, health.failures - 3)
     assert 0 == health.consecutive_failures
     assert health.last_error is None
+
+
+async def test_a_token_or_a_failure_that_comes_after_the_close_changes_nothing() -> None:
+    # A fetch may end in the same turn of the event loop as the close (or a
+    # tenant's removal): its token is never served, its error never replaces
+    # the close's.
+    clock = ManualClock()
+    holder = new_holder(clock)
+    write(holder).close()
+    write(holder).publish(token(clock))
+    write(holder).record_failure(transient())
+    assert (None, "closed") == (current(holder), state(holder))
+    with anyio.fail_after(1), pytest.raises(TokenUnavailableError, match="closed") as caught:
+        await holder.get()
+    assert not caught.value.retryable

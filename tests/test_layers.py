@@ -147,3 +147,6 @@ def test_a_holders_public_attributes_cannot_be_set() -> None:
             setattr(holder, name, None)
     with pytest.raises(AttributeError):
         holder.stats = None  # type: ignore[misc,assignment]
+    for name in ("current", "clock", "provider", "_current"):
+        with pytest.raises(AttributeError, match="cannot be deleted"):
+            delattr(holder, name)
