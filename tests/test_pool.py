@@ -24,6 +24,18 @@ from .loopback import serve
 pytestmark = pytest.mark.anyio
 
 
+async def test_free_places_are_taken_at_once_and_counted() -> None:
+    gate = FairGate(2)
+    assert (2, 0, 0) == (gate.size, gate.inside, gate.waiting)
+    assert gate.try_acquire()
+    await asyncio.wait_for(gate.acquire(), 1)  # the second place, without waiting
+    assert (2, 0) == (gate.inside, gate.waiting)
+    assert not gate.try_acquire()  # full: refused, never queued
+    assert (2, 0) == (gate.inside, gate.waiting)
+    gate.release()
+    assert 1 == gate.inside
+
+
 async def test_places_are_handed_out_in_arrival_order() -> None:
     gate = FairGate(2)
     order: list[int] = []
