@@ -126,7 +126,16 @@ MUTANT_TESTS: dict[str, list[str]] = {
     # The one URL scope rule, which BearerAuth's table and Provider.in_scope use.
     "_scope": ["tests/test_scope.py", "tests/test_profiles.py", "tests/test_middleware.py"],
     # The routing both clients share: scope lookups, conflicting claims, our own tokens.
-    "_routes": ["tests/test_middleware.py", "tests/test_hostile_api.py", "tests/test_clients.py"],
+    "_routes": [
+        "tests/test_routes.py",  # a Tenants set and a provider in one middleware
+        "tests/test_middleware.py",
+        "tests/test_hostile_api.py",
+        "tests/test_clients.py",
+    ],
+    # The FIFO gate of both clients' pools (aiohttp's FairPool, httpx's gated client).
+    "_gate": ["tests/test_pool.py", "tests/test_httpx_pool.py", "tests/test_config_types.py"],
+    # What a token endpoint's status means: the parser's, health's and the tenants' one rule.
+    "_status": ["tests/test_oauth.py", "tests/test_parser_properties.py", "tests/test_holder.py"],
     "_manager": [
         "tests/test_manager_wiring.py",  # its sessions, bounds, log and misuse errors
         "tests/test_manager.py",

@@ -25,11 +25,28 @@ from .loopback import serve
 pytestmark = pytest.mark.anyio
 
 
+async def enter(gate: FairGate) -> None:
+    """Take a free place of *gate*: at once, or the test fails (it never hangs)."""
+    await asyncio.wait_for(gate.acquire(), 1)
+
+
+async def test_free_places_are_taken_at_once_and_counted() -> None:
+    gate = FairGate(2)
+    assert (2, 0, 0) == (gate.size, gate.inside, gate.waiting)
+    assert gate.try_acquire()
+    await asyncio.wait_for(gate.acquire(), 1)  # the second place, without waiting
+    assert (2, 0) == (gate.inside, gate.waiting)
+    assert not gate.try_acquire()  # full: refused, never queued
+    assert (2, 0) == (gate.inside, gate.waiting)
+    gate.release()
+    assert 1 == gate.inside
+
+
 async def test_places_are_handed_out_in_arrival_order() -> None:
     gate = FairGate(2)
     order: list[int] = []
-    await gate.acquire()
-    await gate.acquire()
+    await enter(gate)
+    await enter(gate)
 
     async def waiter(n: int) -> None:
         await gate.acquire()
@@ -49,7 +66,7 @@ async def test_places_are_handed_out_in_arrival_order() -> None:
 
 async def test_a_newcomer_cannot_overtake_the_queue() -> None:
     gate = FairGate(1)
-    await gate.acquire()
+    await enter(gate)
     first = asyncio.create_task(gate.acquire())
     await asyncio.sleep(0)
     gate.release()  # handed to `first`, not kept free for a newcomer
@@ -64,7 +81,7 @@ async def test_a_newcomer_cannot_overtake_the_queue() -> None:
 
 async def test_cancelled_waiter_gives_up_its_place() -> None:
     gate = FairGate(1)
-    await gate.acquire()
+    await enter(gate)
     doomed = asyncio.create_task(gate.acquire())
     survivor = asyncio.create_task(gate.acquire())
     await asyncio.sleep(0)
@@ -79,7 +96,7 @@ async def test_cancelled_waiter_gives_up_its_place() -> None:
 
 async def test_cancelled_after_handoff_passes_the_place_on() -> None:
     gate = FairGate(1)
-    await gate.acquire()
+    await enter(gate)
     doomed = asyncio.create_task(gate.acquire())
     survivor = asyncio.create_task(gate.acquire())
     await asyncio.sleep(0)
@@ -188,7 +205,7 @@ async def test_cancelled_waiter_dropped_by_a_release_still_raises_cancelled() ->
     # cancelled future from the queue; the waiter must still see only its
     # cancellation (a stray ValueError would swallow it).
     gate = FairGate(1)
-    await gate.acquire()
+    await enter(gate)
     waiter = asyncio.create_task(gate.acquire())
     await asyncio.sleep(0)
     waiter.cancel()

@@ -146,3 +146,9 @@ def test_one_scope_written_two_ways_is_claimed_once() -> None:
     assert "first" == table.find(URL("https://h.example/api/x"))
     assert "third" == table.find(URL("https://h.example/api/v1/x"))
     assert table.find(URL("https://h.example/v1")) is None
+
+
+def test_a_scope_shows_its_origin_with_the_port_and_its_prefix() -> None:
+    # What a debugger or a log of the table shows: the port yarl fills in, no trailing slash.
+    assert "<Scope https://h.example:443/api>" == repr(Scope(URL("https://h.example/api/")))
+    assert "<Scope http://127.0.0.1:8080>" == repr(Scope(URL("http://127.0.0.1:8080/")))
