@@ -7,11 +7,12 @@ stamps them on every request to that provider's API.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from ._assertion import ClientAssertion
 from ._health import FailureKind, Health, HealthState
-from ._holder import ProviderStats, TokenHolder
+from ._holder import TokenHolder
 from ._limit import FetchLimit
 from ._log import use_structlog
 from ._manager import TokenManager
@@ -19,7 +20,7 @@ from ._middleware import BearerAuth, ClientTenantRemovedError, ClientTokenUnavai
 from ._network import Network
 from ._oauth import TokenRequest, build_token_request, parse_token_response
 from ._policy import RefreshPolicy
-from ._pool import FairGate, FairPool
+from ._pool import FairPool
 from ._provider import Provider
 from ._secret import Secret
 from ._source import TokenSource
@@ -46,14 +47,12 @@ __all__ = [
     "ClientTokenUnavailableError",
     "ConfigError",
     "FailureKind",
-    "FairGate",
     "FairPool",
     "FetchLimit",
     "Health",
     "HealthState",
     "Network",
     "Provider",
-    "ProviderStats",
     "RefreshPolicy",
     "Secret",
     "Tenant",
@@ -76,7 +75,27 @@ __all__ = [
 ]
 
 
+# Names taken out of __all__ in 0.2, importable until 0.3 with a warning.
+_DEPRECATED = {
+    "FairGate": ("._pool", "FairGate", "use FairPool (aiohttp) or aiopay_auth.httpx's client()"),
+    "ProviderStats": ("._holder", "ProviderStats", "use TokenHolder.health()"),
+}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        from importlib import import_module  # noqa: PLC0415 - only when asked
+
+        module, attribute, instead = _DEPRECATED[name]
+        warnings.warn(
+            f"aiopay_auth.{name} is deprecated and goes in 0.3: {instead}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        value = getattr(import_module(module, __name__), attribute)
+        # Kept, so that one use warns once: ``from aiopay_auth import X`` looks twice.
+        globals()[name] = value
+        return value
     if name == "__version__":
         from importlib.metadata import version  # noqa: PLC0415 - only when asked
 

@@ -102,7 +102,8 @@ class Health:
         consecutive_failures: Failures since the last success.
         refreshes: Tokens published after the first one.
         invalidations: Tokens dropped after a 401.
-        recoveries: Requests resent after a 401.
+        recoveries: 401s answered by resending the request with the next
+            token (counted when the resend is decided).
         waits: Requests that had to wait for a token.
         max_wait: The longest such wait, in seconds.
         last_error: The last failure's message (never a secret), if the

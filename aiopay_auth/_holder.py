@@ -1,10 +1,30 @@
-"""The lock-free token holder: one writer, any number of readers."""
+"""A provider's token: one writer publishes it, any number of readers take it.
+
+A holder has two halves, and each piece of its state has one writer:
+
+* :class:`TokenHolder` is the readers' face, and the only half users and
+  client adapters see. Its attributes are read-only. It writes only what
+  readers report: a 401 (:meth:`~TokenHolder.invalidate`,
+  :meth:`~TokenHolder.resend_after_401`) and a wait (:meth:`~TokenHolder.get`),
+  with the counters that go with them.
+* :class:`HolderWriter` is the writer's half, held by the holder's
+  refresher (or its set's schedule) and the manager that closes it:
+  tokens published, fetches and their failures, the fetch in flight,
+  closing.
+
+Nothing outside this module (and its tenant subclass) writes a holder's
+state; ``tests/test_layers.py`` checks it. A shared store reports its own
+state (``store``) through the token source it wraps, and
+:meth:`TokenHolder.health` reads it there.
+"""
 
 from __future__ import annotations
 
 import random
 import time
+import warnings
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 import attrs
@@ -14,6 +34,7 @@ from ._health import FailureKind, Health, HealthState, failure_kind
 from ._log import log
 from ._policy import RefreshPolicy
 from ._provider import Provider
+from ._source import TokenSource, store_of
 from ._token import Token
 from .exceptions import (
     AuthError,
@@ -24,53 +45,63 @@ from .exceptions import (
 )
 
 
-__all__ = ["ProviderStats", "RefusalStreak", "TokenHolder"]
+__all__ = ["Fetches", "HolderWriter", "ProviderStats", "RefusalStreak", "TokenHolder"]
 
 
-@attrs.define(kw_only=True)
-class ProviderStats:
-    """Counters for one provider, readable at any time without I/O.
-
-    Attributes:
-        fetches: Token requests sent (successful or not).
-        failures: Token requests that failed.
-        failures_by_kind: Failures counted by kind (see
-            :data:`~aiopay_auth.FailureKind`).
-        consecutive_failures: Failures since the last success.
-        refreshes: Tokens published after the first one.
-        invalidations: 401 answers that invalidated the current token.
-        recoveries: Requests resent after a 401 with a fresh token.
-        waits: Requests that had to wait for a token.
-        max_wait: The longest such wait, in seconds.
-        last_error: The latest fetch failure, if any since the last success
-            (a :class:`~aiopay_auth.ConfigError` if a custom token source
-            raised one).
-        store: A shared token store's state (``"shared"``, or ``"local"``
-            while it fails and the process fetches alone); ``None`` without
-            one.
-        refused_tokens: Tokens the API refused (401) for the first time.
-        unreplayable: 401 answers handed to the caller without a resend
-            because the request's body could not be sent again.
-    """
+@attrs.define
+class _FetchCounts:
+    """What the writer counts: token requests and what came of them."""
 
     fetches: int = 0
     failures: int = 0
     failures_by_kind: dict[FailureKind, int] = attrs.Factory(dict)
     consecutive_failures: int = 0
     refreshes: int = 0
+    last_error: AuthError | ConfigError | None = None
+
+
+@attrs.define
+class _RequestCounts:
+    """What the readers' face counts: waits, 401s and resends."""
+
     invalidations: int = 0
     recoveries: int = 0
     waits: int = 0
     max_wait: float = 0.0
-    last_error: AuthError | ConfigError | None = None
-    store: str | None = None
     refused_tokens: int = 0
     unreplayable: int = 0
 
 
-@attrs.define
+@attrs.frozen(kw_only=True)
+class ProviderStats:
+    """Deprecated: a copy of one provider's counters; use :meth:`TokenHolder.health`.
+
+    Returned by the deprecated :attr:`TokenHolder.stats`. Every field is
+    in :class:`~aiopay_auth.Health` under the same name, except
+    ``last_error``, which :attr:`TokenHolder.last_error` gives as the
+    exception itself.
+    """
+
+    fetches: int
+    failures: int
+    failures_by_kind: dict[FailureKind, int]
+    consecutive_failures: int
+    refreshes: int
+    invalidations: int
+    recoveries: int
+    waits: int
+    max_wait: float
+    last_error: AuthError | ConfigError | None
+    store: str | None
+    refused_tokens: int
+    unreplayable: int
+
+
+@attrs.frozen
 class RefusalStreak:
     """Tokens in a row that ended by a 401 rather than by a normal refresh.
+
+    A snapshot: the holder replaces it as the streak changes.
 
     Attributes:
         tokens: How many tokens in a row the API refused (invalidated).
@@ -89,32 +120,41 @@ _RECENT = 4  # published access tokens remembered by issued()
 
 _RNG = random.Random()  # noqa: S311 - jitter, not cryptography
 
+# How this module writes a holder's read-only slots (``current``, ``clock``),
+# as attrs does for a frozen class.
+_set = object.__setattr__
+
+
+class Fetches(Protocol):
+    """What a writer knows of its fetches: the credentials of the last success and failure."""
+
+    @property
+    def fetched_with(self) -> Provider | None:
+        """The provider profile the last token was fetched with."""
+
+    @property
+    def failed_with(self) -> Provider | None:
+        """The provider profile of the last request that failed."""
+
 
 class TokenHolder:
     """Publishes one provider's current token to any number of readers.
 
-    Its refresher is the only writer. Readers take :attr:`current` (a plain
-    attribute: no lock, no await) and check its expiry; only when no usable
-    token is there do they ``await`` :meth:`get`, and all of them share the
-    one fetch that the refresher has in flight.
+    Its refresher is the only writer (through a private writer half).
+    Readers take :attr:`current` (no lock, no await) and check its expiry;
+    only when no usable token is there do they ``await`` :meth:`get`, and
+    all of them share the one fetch that the refresher has in flight.
+    Every attribute is read-only.
 
     You get a holder from :meth:`TokenManager.add
     <aiopay_auth.TokenManager.add>`; you do not build one yourself.
 
     Attributes:
-        provider: The provider whose token this holds.
         current: The latest token, or ``None`` before the first fetch and
             after an invalidation. It may have expired: check
             :attr:`Token.expires_at <aiopay_auth.Token.expires_at>`
             against :attr:`clock`, or call :meth:`usable`.
         clock: The monotonic clock tokens' times are on.
-        stats: Counters for this provider.
-        fetching: Whether the refresher has a token request in flight
-            (read it; only the refresher sets it).
-        refusing: The current streak of tokens ended by a 401, or ``None``
-            (read it; see :meth:`invalidate`).
-        policy: The manager's :class:`~aiopay_auth.RefreshPolicy`; its
-            backoff paces new tokens while the API refuses them.
     """
 
     __slots__ = (
@@ -122,20 +162,28 @@ class TokenHolder:
         "_changed",
         "_closed",
         "_failure",
+        "_fetched",
+        "_fetching",
         "_latest",
+        "_policy",
+        "_provider",
         "_recent",
         "_refresh_asked",
         "_refresh_event",
+        "_refusing",
+        "_requests",
         "_since",
+        "_source",
+        "_wait_timeout",
+        "_writer",
+        # Plain slots, not properties: read on every request (a property
+        # costs 3-5 times a slot read). __setattr__ keeps them read-only.
         "clock",
         "current",
-        "fetching",
-        "policy",
-        "provider",
-        "refusing",
-        "stats",
-        "wait_timeout",
     )
+
+    current: Token | None
+    clock: Callable[[], float]
 
     def __init__(
         self,
@@ -145,35 +193,93 @@ class TokenHolder:
         wait_timeout: float = 30.0,
         policy: RefreshPolicy | None = None,
     ) -> None:
-        self.provider = provider
-        self.policy = policy or RefreshPolicy()
-        self.refusing: RefusalStreak | None = None
-        self.clock = clock
-        self.current: Token | None = None
-        self.stats = ProviderStats()
-        self.wait_timeout = wait_timeout
+        self._provider = provider
+        self._policy = policy or RefreshPolicy()
+        _set(self, "clock", clock)
+        self._wait_timeout = wait_timeout
+        _set(self, "current", None)
         self._latest: Token | None = None
         # A tuple, not a deque: a deque's first block alone is 600 bytes a holder.
         self._recent: tuple[str, ...] = ()
         self._since = 0.0  # when the current token was published
-        self.fetching = False
+        self._fetching = False
         self._failure: AuthError | ConfigError | None = None
         self._closed = False
+        self._refusing: RefusalStreak | None = None
+        self._fetched = _FetchCounts()
+        self._requests = _RequestCounts()
+        self._source: TokenSource | None = None
+        self._writer: HolderWriter | None = None
         # Events are made by the first waiter, not here: two events (with
         # their waiter queues) were 1.7 KiB of each tenant, most never waited on.
         self._changed: anyio.Event | None = None
         self._refresh_event: anyio.Event | None = None
         self._refresh_asked = False  # a refresh was asked since the last publication
 
+    # --- the readers' face ---------------------------------------------
+
+    @property
+    def provider(self) -> Provider:
+        """The provider whose token this holds (a tenant's changes when it is rotated)."""
+        return self._provider
+
     @property
     def name(self) -> str:
         """The provider's name."""
-        return self.provider.name
+        return self._provider.name
+
+    @property
+    def wait_timeout(self) -> float:
+        """Most seconds :meth:`get` waits when given no timeout."""
+        return self._wait_timeout
+
+    @property
+    def policy(self) -> RefreshPolicy:
+        """The manager's :class:`~aiopay_auth.RefreshPolicy`; its backoff paces refused tokens."""
+        return self._policy
+
+    @property
+    def fetching(self) -> bool:
+        """Whether the refresher has a token request in flight, or a retry pending."""
+        return self._fetching
+
+    @property
+    def refusing(self) -> RefusalStreak | None:
+        """The current streak of tokens ended by a 401, or ``None`` (see :meth:`invalidate`)."""
+        return self._refusing
 
     @property
     def latest(self) -> Token | None:
         """The last token published, even if since invalidated or expired."""
         return self._latest
+
+    @property
+    def last_error(self) -> AuthError | ConfigError | None:
+        """The latest fetch failure, if any since the last success.
+
+        A :class:`~aiopay_auth.ConfigError` if a custom token source
+        raised one. :meth:`health` gives its message.
+        """
+        return self._fetched.last_error
+
+    @property
+    def stats(self) -> ProviderStats:
+        """Deprecated: a copy of the counters; use :meth:`health` (and :attr:`last_error`)."""
+        warnings.warn(
+            "TokenHolder.stats is deprecated: use holder.health() (same field names) "
+            "and holder.last_error",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        health = self.health()
+        return ProviderStats(
+            **{
+                field.name: getattr(health, field.name)
+                for field in attrs.fields(ProviderStats)
+                if field.name != "last_error"
+            },
+            last_error=self._fetched.last_error,
+        )
 
     def issued(self, credentials: str) -> bool:
         """Whether *credentials* is one of the last few access tokens published here.
@@ -219,7 +325,7 @@ class TokenHolder:
             return token
         started = self.clock()
         try:
-            with anyio.fail_after(self.wait_timeout if timeout is None else timeout):
+            with anyio.fail_after(self._wait_timeout if timeout is None else timeout):
                 while True:
                     failure = self._failure
                     if failure is not None:
@@ -229,7 +335,7 @@ class TokenHolder:
                     if token is not None:
                         return token
         except TimeoutError:
-            last = self.stats.last_error
+            last = self._fetched.last_error
             raise self._unavailable(
                 "no usable token within the wait bound"
                 + (f"; last failure: {last.message}" if last else ""),
@@ -237,8 +343,9 @@ class TokenHolder:
             ) from last
         finally:
             waited = self.clock() - started
-            self.stats.waits += 1
-            self.stats.max_wait = max(self.stats.max_wait, waited)
+            requests = self._requests
+            requests.waits += 1
+            requests.max_wait = max(requests.max_wait, waited)
 
     def _unavailable(
         self, message: str, cause: AuthError | ConfigError | None
@@ -279,36 +386,78 @@ class TokenHolder:
         """
         if token is not self.current:
             return False
-        streak = self.refusing
+        streak = self._refusing
         if streak is not None:
             age = self.clock() - self._since
             if age < streak.delay:
-                streak.refused = True
+                if not streak.refused:
+                    self._refusing = attrs.evolve(streak, refused=True)
                 return False
-            if age > 2 * self.policy.backoff_max:
+            if age > 2 * self._policy.backoff_max:
                 streak = None
-        if streak is None:
-            streak = self.refusing = RefusalStreak()
-        self._refused(streak)
-        self.current = None
-        self.stats.invalidations += 1
+        self._refused(streak or RefusalStreak())
+        _set(self, "current", None)
+        self._requests.invalidations += 1
         self._ask_refresh()
+        return True
+
+    def resend_after_401(self, token: Token, *, replayable: bool) -> bool:
+        """Report that *token* got a 401; whether the request may be resent once.
+
+        The one 401 rule every client adapter shares (the aiohttp
+        middleware and :mod:`aiopay_auth.httpx` both call it). The token is
+        invalidated in every case (only the first report against the
+        current token wakes the refresher, see :meth:`invalidate`). No
+        resend while the holder backs off on the current token, when the
+        401 is for that token or the API has refused it too (it refuses
+        fresh tokens: the 401 goes to the caller); a late 401 for an older
+        token, while the current one has not been refused, is resent with
+        the current one. No resend either when the holder kept the token,
+        nor when the body cannot be sent again (*replayable* false; counted
+        in ``health().unreplayable``). A ``True`` answer is counted in
+        ``health().recoveries``: the caller resends once with the next
+        token (:meth:`get`) and, on a second 401, invalidates that one too.
+        """
+        streak = self._refusing
+        backing_off = self.backing_off() and (
+            token is self.current or (streak is not None and streak.refused)
+        )
+        self.invalidate(token)  # during a backoff: noted as refused
+        if backing_off or self.current is token:
+            return False  # backing off: the holder keeps the token
+        if not replayable:
+            self._requests.unreplayable += 1
+            return False
+        self._requests.recoveries += 1
         return True
 
     def _refused(self, streak: RefusalStreak) -> None:
         """Count the current token as refused: the streak grows, its backoff too."""
-        streak.tokens += 1
-        streak.delay = self.policy.backoff(streak.tokens, rng=_RNG)
-        streak.refused = False
-        self.stats.refused_tokens += 1
-        if streak.tokens >= 2:
-            emit = log.warning if streak.tokens == 2 else log.debug
+        tokens = streak.tokens + 1
+        delay = self._policy.backoff(tokens, rng=_RNG)
+        self._refusing = RefusalStreak(tokens=tokens, delay=delay, refused=False)
+        self._requests.refused_tokens += 1
+        if tokens >= 2:
+            emit = log.warning if tokens == 2 else log.debug
             emit(
                 "aiopay_auth.api_refusing_tokens",
                 provider=self.name,
-                refused=streak.tokens,
-                backoff=round(streak.delay, 3),
+                refused=tokens,
+                backoff=round(delay, 3),
             )
+
+    def _replaced(self) -> None:
+        """The current token is being replaced by a refresh: end or grow the streak."""
+        streak = self._refusing
+        if streak is None or self.current is None:
+            return
+        if streak.refused:
+            self._refused(streak)  # refreshed, but refused during its backoff
+            return
+        # A normal refresh: this token ended without any 401.
+        self._refusing = None
+        if streak.tokens >= 2:
+            log.info("aiopay_auth.api_accepting_tokens", provider=self.name, refused=streak.tokens)
 
     def backing_off(self) -> bool:
         """Whether 401s now go to callers as they are (see :meth:`invalidate`)."""
@@ -316,90 +465,16 @@ class TokenHolder:
 
     def refusal_backoff(self) -> float:
         """Seconds left before a 401 may invalidate the current token (0: none)."""
-        streak = self.refusing
+        streak = self._refusing
         if streak is None or self.current is None:
             return 0.0
         return max(0.0, self._since + streak.delay - self.clock())
 
-    # --- the writer's side: the refresher and the manager only -------------
-
-    def _publish(self, token: Token) -> None:
-        """Make *token* current and wake every waiter (refresher only)."""
-        if self._latest is not None:
-            self.stats.refreshes += 1
-        streak = self.refusing
-        if streak is not None and self.current is not None and streak.refused:
-            self._refused(streak)  # refreshed, but refused during its backoff
-        elif streak is not None and self.current is not None:
-            # A normal refresh: this token ended without any 401.
-            self.refusing = None
-            if streak.tokens >= 2:
-                log.info(
-                    "aiopay_auth.api_accepting_tokens", provider=self.name, refused=streak.tokens
-                )
-        self.current = token
-        self._latest = token
-        self._recent = (*self._recent[1 - _RECENT :], token.access_token)
-        self._since = self.clock()
-        self._failure = None
-        self.stats.last_error = None
-        self.stats.consecutive_failures = 0
-        self._refresh_asked = False
-        self._refresh_event = None
-        self._wake()
-
-    def _record_failure(self, error: AuthError | ConfigError) -> None:
-        """Note a failed fetch (refresher only).
-
-        An error that cannot heal fails every waiter at once, whatever the
-        order of events: when no usable token is left now, or later, when
-        the token still served expires or is invalidated; only a published
-        token clears it. A retryable error leaves waiters waiting for the
-        next attempt, up to their wait bound.
-        """
-        _without_frames(error)  # kept below: its frames' locals held the raw answer
-        stats = self.stats
-        stats.failures += 1
-        stats.consecutive_failures += 1
-        kind = failure_kind(error)
-        stats.failures_by_kind[kind] = stats.failures_by_kind.get(kind, 0) + 1
-        stats.last_error = error
-        self._failure = None if error.retryable else error
-        if self._failure is not None:
-            self._wake()
-
-    async def _wait_refresh_needed(self, delay: float) -> None:
-        """Sleep *delay* seconds, or less if a token is invalidated (refresher only)."""
-        if self._refresh_asked:
-            return
-        event = self._refresh_event
-        if event is None:
-            event = self._refresh_event = anyio.Event()
-        with anyio.move_on_after(delay):
-            await event.wait()
-
     def _ask_refresh(self) -> None:
-        """Wake the refresher's :meth:`_wait_refresh_needed`, now or when it next waits."""
+        """Wake the refresher's wait for its refresh point, now or when it next waits."""
         self._refresh_asked = True
         if self._refresh_event is not None:
             self._refresh_event.set()
-
-    def _rotate(self, provider: Provider) -> None:
-        """Fetch with *provider*'s credentials from now on, starting at once (tenants only).
-
-        The current token is still served until the new one is published.
-        """
-        self.provider = provider
-        self._ask_refresh()
-
-    def _close(self, error: TokenUnavailableError | None = None) -> None:
-        """Fail every present and future waiter with *error*: the manager is closing."""
-        self._closed = True
-        self.current = None
-        self._failure = error or TokenUnavailableError(
-            "the token manager is closed", provider=self.name, retryable=False
-        )
-        self._wake()
 
     @property
     def state(self) -> HealthState:
@@ -407,35 +482,36 @@ class TokenHolder:
         if self._closed:
             return "closed"
         usable = self.usable() is not None
-        if self.stats.last_error is not None:
+        if self._fetched.last_error is not None:
             return "degraded" if usable else "failing"
         if not usable:
             return "starting" if self._latest is None else "refreshing"
-        return "refreshing" if self.fetching else "fresh"
+        return "refreshing" if self._fetching else "fresh"
 
     def health(self) -> Health:
         """A snapshot of state and counters; no I/O, no await."""
-        stats, token, last = self.stats, self.current, self.stats.last_error
+        fetched, requests, token = self._fetched, self._requests, self.current
+        last = fetched.last_error
         return Health(
             provider=self.name,
             state=self.state,
             expires_in=None if token is None else token.expires_at - self.clock(),
-            fetches=stats.fetches,
-            failures=stats.failures,
-            failures_by_kind=dict(stats.failures_by_kind),
-            consecutive_failures=stats.consecutive_failures,
-            refreshes=stats.refreshes,
-            invalidations=stats.invalidations,
-            recoveries=stats.recoveries,
-            waits=stats.waits,
-            max_wait=stats.max_wait,
+            fetches=fetched.fetches,
+            failures=fetched.failures,
+            failures_by_kind=dict(fetched.failures_by_kind),
+            consecutive_failures=fetched.consecutive_failures,
+            refreshes=fetched.refreshes,
+            invalidations=requests.invalidations,
+            recoveries=requests.recoveries,
+            waits=requests.waits,
+            max_wait=requests.max_wait,
             last_error=None if last is None else str(last),
             last_error_kind=None if last is None else failure_kind(last),
-            store=stats.store,
-            refused_tokens=stats.refused_tokens,
-            refusal_streak=0 if self.refusing is None else self.refusing.tokens,
+            store=store_of(self._source),
+            refused_tokens=requests.refused_tokens,
+            refusal_streak=0 if self._refusing is None else self._refusing.tokens,
             refusal_backoff=self.refusal_backoff(),
-            unreplayable=stats.unreplayable,
+            unreplayable=requests.unreplayable,
         )
 
     def _change(self) -> anyio.Event:
@@ -451,5 +527,177 @@ class TokenHolder:
         if changed is not None:
             changed.set()
 
+    def __setattr__(self, name: str, value: object) -> None:
+        if not name.startswith("_"):
+            msg = f"{type(self).__name__}.{name} is read-only: only its refresher writes it"
+            raise AttributeError(msg)
+        _set(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        msg = f"{type(self).__name__}.{name} cannot be deleted"
+        raise AttributeError(msg)
+
     def __repr__(self) -> str:
         return f"<TokenHolder {self.name!r} {self.state}>"
+
+
+class HolderWriter:
+    """The writer's half of a :class:`TokenHolder`: the only code that publishes on it.
+
+    Held by the holder's refresher (or its set's schedule) and by the
+    manager, which closes it. A holder takes one writer, once.
+
+    Args:
+        holder: The holder to write.
+        source: The token source its refresher fetches from; a shared
+            store's ``store`` state is read there (see
+            :func:`~aiopay_auth._source.store_of`).
+
+    Raises:
+        RuntimeError: *holder* already has a writer.
+    """
+
+    __slots__ = ("holder",)
+
+    def __init__(self, holder: TokenHolder, source: TokenSource | None = None) -> None:
+        if holder._writer is not None:
+            msg = f"{holder!r} already has a writer"
+            raise RuntimeError(msg)
+        holder._writer = self
+        holder._source = source
+        self.holder = holder
+
+    @property
+    def fetching(self) -> bool:
+        """Whether a token request is in flight or a retry pending (shown by ``state``)."""
+        return self.holder._fetching
+
+    @fetching.setter
+    def fetching(self, value: bool) -> None:
+        self.holder._fetching = value
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Failed fetches since the last token published."""
+        return self.holder._fetched.consecutive_failures
+
+    def fetch_started(self) -> None:
+        """Count one token request sent."""
+        self.holder._fetched.fetches += 1
+
+    def publish(self, token: Token) -> None:
+        """Make *token* current and wake every waiter; nothing once the holder is closed.
+
+        A fetch may finish in the same turn of the event loop as the close
+        (or a tenant's removal): its token is dropped, never served.
+        """
+        holder = self.holder
+        if holder._closed:
+            return
+        if holder._latest is not None:
+            holder._fetched.refreshes += 1
+        holder._replaced()
+        _set(holder, "current", token)
+        holder._latest = token
+        holder._recent = (*holder._recent[1 - _RECENT :], token.access_token)
+        holder._since = holder.clock()
+        holder._failure = None
+        holder._fetched.last_error = None
+        holder._fetched.consecutive_failures = 0
+        holder._refresh_asked = False
+        holder._refresh_event = None
+        holder._wake()
+
+    def record_failure(self, error: AuthError | ConfigError) -> None:
+        """Note a failed fetch.
+
+        An error that cannot heal fails every waiter at once, whatever the
+        order of events: when no usable token is left now, or later, when
+        the token still served expires or is invalidated; only a published
+        token clears it. A retryable error leaves waiters waiting for the
+        next attempt, up to their wait bound.
+        """
+        _without_frames(error)  # kept below: its frames' locals held the raw answer
+        holder = self.holder
+        if holder._closed:
+            return  # the close's error stands: waiters fail at once
+        fetched = holder._fetched
+        fetched.failures += 1
+        fetched.consecutive_failures += 1
+        kind = failure_kind(error)
+        fetched.failures_by_kind[kind] = fetched.failures_by_kind.get(kind, 0) + 1
+        fetched.last_error = error
+        holder._failure = None if error.retryable else error
+        if holder._failure is not None:
+            holder._wake()
+
+    async def wait_refresh_needed(self, delay: float) -> None:
+        """Sleep *delay* seconds, or less if a token is invalidated or new credentials come."""
+        holder = self.holder
+        if holder._refresh_asked:
+            return
+        event = holder._refresh_event
+        if event is None:
+            event = holder._refresh_event = anyio.Event()
+        with anyio.move_on_after(delay):
+            await event.wait()
+
+    def rotate(self, provider: Provider) -> None:
+        """Fetch with *provider*'s credentials from now on, starting at once.
+
+        The current token is still served until the new one is published.
+        """
+        self.holder._provider = provider
+        self.holder._ask_refresh()
+
+    async def rotated(self, fetches: Fetches) -> Token:
+        """Wait until a token fetched with the holder's current credentials is published.
+
+        *fetches* tells which credentials the last token was fetched with,
+        and the last failure. Gives up at once when the current
+        credentials are refused with an error that cannot heal (not when a
+        request still in flight with the old ones is), or when the holder
+        closes; else after its ``wait_timeout``.
+
+        Raises:
+            TokenUnavailableError: As :meth:`TokenHolder.get`; its
+                ``last_error`` says why.
+        """
+        holder = self.holder
+        profile, failures = holder._provider, holder._fetched.failures
+        try:
+            with anyio.fail_after(holder._wait_timeout):
+                while (token := holder._latest) is None or fetches.fetched_with is not profile:
+                    if holder._closed:  # removed (or the manager closed) meanwhile
+                        failure = holder._failure
+                        reason = failure.message if failure is not None else "closed"
+                        raise holder._unavailable(f"{reason} while rotating", failure)
+                    changed = holder._change()
+                    last = holder._fetched.last_error
+                    if (
+                        holder._fetched.failures > failures
+                        and fetches.failed_with is profile
+                        and last
+                        and not last.retryable
+                    ):
+                        break  # the new credentials refused for good: no use waiting
+                    await changed.wait()
+                else:
+                    return token
+        except TimeoutError:
+            pass
+        last = holder._fetched.last_error
+        msg = "no token with the new credentials" + (
+            f"; last failure: {last.message}" if last else ""
+        )
+        raise TokenUnavailableError(msg, provider=holder.name, last_error=last) from last
+
+    def close(self, error: TokenUnavailableError | None = None) -> None:
+        """Fail every present and future waiter with *error*: the manager is closing."""
+        holder = self.holder
+        holder._closed = True
+        _set(holder, "current", None)
+        holder._failure = error or TokenUnavailableError(
+            "the token manager is closed", provider=holder.name, retryable=False
+        )
+        holder._wake()

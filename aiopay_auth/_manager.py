@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -16,7 +17,7 @@ from yarl import URL
 
 from ._check import callable_or_none, count, instance_of, number
 from ._fetch import HttpTokenSource
-from ._holder import TokenHolder
+from ._holder import HolderWriter, TokenHolder
 from ._limit import FetchLimit
 from ._log import log
 from ._middleware import BearerAuth
@@ -28,7 +29,7 @@ from ._refresh import Refresher
 from ._schedule import REFRESH_SPREAD
 from ._source import TokenSource
 from ._step import FetchStep
-from ._tenant_holder import TenantHolder
+from ._tenant_holder import TenantHolder, TenantWriter
 from ._tenants import Tenants, TenantSource
 from ._token import Token
 from .exceptions import ConfigError
@@ -69,9 +70,14 @@ class TokenManager:
         rng: Jitter source (inject a seeded one for exact tests).
         token_pool_size: Connections of the token-endpoint pool.
         token_source: Wrap each provider's token source: called with the
-            provider's holder and the default source (which fetches over
-            HTTP) and returns the source to use. The seam for a shared token
-            store such as :meth:`aiopay_auth.fleet.RedisFleet.wrap`.
+            provider's holder (read-only: its ``provider``, which a
+            tenant's rotation changes, its ``latest`` token and its
+            ``clock``) and the default source (which fetches over HTTP),
+            and returns the source to use. The seam for a shared token
+            store such as :meth:`aiopay_auth.fleet.RedisFleet.wrap`; a
+            source with a ``store`` attribute shows it in
+            ``health().store``, and a wrapper forwards its inner
+            source's (see :func:`~aiopay_auth._source.store_of`).
         network: How token requests reach the token endpoints: proxy,
             ``trust_env``, an :class:`ssl.SSLContext` (private CA, client
             certificate for mTLS), connect and read bounds (within
@@ -102,6 +108,7 @@ class TokenManager:
         callable_or_none("TokenManager token_source", token_source)
         self._wrap_source = token_source
         self._holders: dict[str, TokenHolder] = {}
+        self._writers: list[HolderWriter] = []  # the providers' (tenants' are their sets')
         self._tenants: dict[str, Tenants] = {}
         self._sessions: list[aiohttp.ClientSession] = []
         self._network = network or Network()
@@ -162,8 +169,8 @@ class TokenManager:
             if runner is not None:
                 runner.cancel()
                 await asyncio.wait([runner])
-            for holder in self._holders.values():
-                holder._close()
+            for writer in self._writers:
+                writer.close()
             for tenants in self._tenants.values():
                 tenants._close()
             for session in self._sessions:
@@ -193,7 +200,7 @@ class TokenManager:
 
         Returns:
             The provider's token holder: pass it to :meth:`middleware` or
-            :meth:`session`, read its ``stats``.
+            :meth:`session`, read its ``health()``.
 
         Raises:
             ConfigError: The manager is not open, or a provider of that
@@ -204,8 +211,13 @@ class TokenManager:
         self._check_name(provider.name)
         network = checked_network(network, provider=provider.name)
         holder = self._new_holder(provider)
-        refresher = self._new_refresher(holder, self._http(network)(provider))
+        source = self._wrapped(holder, self._http(network)(provider))
+        writer = HolderWriter(holder, source)
+        # Its jitter comes from a generator of its own seeded from the manager's.
+        rng = random.Random(self._rng.random())  # noqa: S311 - jitter, not cryptography
+        refresher = Refresher(writer, source, self.policy, rng=rng)
         self._holders[provider.name] = holder
+        self._writers.append(writer)
         tg.start_soon(refresher.run, name=f"aiopay_auth refresher {provider.name}")
         log.debug("aiopay_auth.provider_added", provider=provider.name)
         return holder
@@ -319,29 +331,14 @@ class TokenManager:
             provider, clock=self._clock, wait_timeout=self.policy.wait_timeout, policy=self.policy
         )
 
-    def _new_refresher(
-        self, holder: TokenHolder, source: TokenSource, rng: random.Random | None = None
-    ) -> Refresher:
-        """The refresher of *holder*, fetching from *source* (wrapped by ``token_source``).
-
-        Its jitter comes from a generator of its own seeded from the
-        manager's.
-        """
-        return Refresher(
-            holder,
-            self._wrapped(holder, source),
-            self.policy,
-            rng=rng or random.Random(self._rng.random()),  # noqa: S311
-        )
-
     def _wrapped(self, holder: TokenHolder, source: TokenSource) -> TokenSource:
         """*source* as the ``token_source`` wrapper makes it, if there is one."""
         if self._wrap_source is not None:
             return self._wrap_source(holder, source)
         return source
 
-    def _tenant_step(self, provider: Provider, tenants: Tenants) -> tuple[TenantHolder, FetchStep]:
-        """A tenant's holder, its token requests within the set's limit, and their rules.
+    def _tenant_step(self, provider: Provider, tenants: Tenants) -> tuple[TenantWriter, FetchStep]:
+        """A tenant's holder (its writer half), its token requests under the limit, its rules.
 
         The set's schedule drives the step: no task of its own. Its jitter
         comes from the set's generator (2.5 KiB a tenant otherwise).
@@ -352,20 +349,20 @@ class TokenManager:
         )
         if tenants._http is None:  # one for the whole set
             tenants._http = self._http(tenants.network)
-        source = TenantSource(holder, tenants._http, tenants.limit)
-        step = FetchStep(
-            holder, self._wrapped(holder, source), self.policy, tenants._rng, spread=REFRESH_SPREAD
-        )
-        return holder, step
+        source = self._wrapped(holder, TenantSource(holder, tenants._http, tenants.limit))
+        writer = TenantWriter(holder, source)
+        step = FetchStep(writer, source, self.policy, tenants._rng, spread=REFRESH_SPREAD)
+        return writer, step
 
     def holders(self) -> tuple[TokenHolder, ...]:
         """Every provider's holder, in the order they were added."""
         return tuple(self._holders.values())
 
     async def token(self, holder: TokenHolder, *, timeout: float | None = None) -> Token:
-        """Return *holder*'s usable token, waiting for it when there is none.
+        """Deprecated: use ``await holder.get(timeout)``, which this calls.
 
-        A shortcut for ``await holder.get(timeout)``.
+        It returns *holder*'s usable token, waiting for it when there is
+        none. It warns (:class:`DeprecationWarning`) and goes in 0.3.
 
         Raises:
             ConfigError: *holder* is not one of this manager's holders, or
@@ -373,6 +370,11 @@ class TokenManager:
             TokenUnavailableError: As :meth:`TokenHolder.get
                 <aiopay_auth.TokenHolder.get>`.
         """
+        warnings.warn(
+            "TokenManager.token(holder) is deprecated: use await holder.get(timeout)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         self._check_holder(holder)
         return await holder.get(timeout)
 

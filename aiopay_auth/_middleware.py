@@ -28,7 +28,6 @@ from aiohttp import (
 from yarl import URL
 
 from ._holder import TokenHolder
-from ._recovery import resend_after_401
 from ._routes import Routes, SharedApi
 from ._token import Token
 from .exceptions import TenantRemovedError, TokenUnavailableError
@@ -260,12 +259,11 @@ class BearerAuth:
         response: ClientResponse,
     ) -> ClientResponse:
         """Answer a 401: resend once with a new token when that can help."""
-        if not resend_after_401(holder, token, replayable=replayable(request)):
+        if not holder.resend_after_401(token, replayable=replayable(request)):
             return response
         response.release()
         token = await _next_token(holder)
         request.headers[_AUTHORIZATION] = token.header
-        holder.stats.recoveries += 1
         response = await handler(request)
         if response.status == 401:
             holder.invalidate(token)  # a fresh token refused too

@@ -6,7 +6,7 @@ import random
 
 import anyio
 
-from ._holder import TokenHolder
+from ._holder import HolderWriter
 from ._policy import RefreshPolicy
 from ._source import TokenSource
 from ._step import FetchStep
@@ -27,7 +27,7 @@ class Refresher:
     loop around it for one provider.
 
     Args:
-        holder: Where tokens are published.
+        writer: The writer's half of the holder where tokens are published.
         source: Where tokens come from.
         policy: Timing rules.
         rng: Source of jitter (inject a seeded one for exact tests).
@@ -35,15 +35,15 @@ class Refresher:
 
     def __init__(
         self,
-        holder: TokenHolder,
+        writer: HolderWriter,
         source: TokenSource,
         policy: RefreshPolicy,
         *,
         rng: random.Random | None = None,
     ) -> None:
-        self._holder = holder
+        self._writer = writer
         self._step = FetchStep(
-            holder,
+            writer,
             source,
             policy,
             rng or random.Random(),  # noqa: S311 - jitter, not cryptography
@@ -51,16 +51,16 @@ class Refresher:
 
     async def run(self) -> None:
         """Run until cancelled."""
-        holder, step = self._holder, self._step
+        writer, step = self._writer, self._step
         while True:
             outcome = await step()
             if outcome.published:
-                await holder._wait_refresh_needed(outcome.delay)
+                await writer.wait_refresh_needed(outcome.delay)
             else:
                 # A retry is pending: ``fetching`` stays set through the
                 # backoff, as it always has for a provider's refresher.
-                holder.fetching = True
+                writer.fetching = True
                 try:
                     await anyio.sleep(outcome.delay)
                 finally:
-                    holder.fetching = False
+                    writer.fetching = False

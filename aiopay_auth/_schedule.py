@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 from ._limit import FetchLimit
 from ._log import log
 from ._step import FetchStep
-from ._tenant_holder import TenantHolder
+from ._tenant_holder import TenantHolder, TenantWriter
 
 
 __all__ = ["REFRESH_SPREAD", "Schedule", "Slot"]
@@ -51,7 +51,7 @@ class Slot:
     """One tenant's place in its set's :class:`Schedule`.
 
     Attributes:
-        holder: The tenant's holder.
+        writer: The writer's half of the tenant's holder.
         step: Its token requests and their rules.
     """
 
@@ -64,12 +64,12 @@ class Slot:
         "_state",
         "_ticket",
         "_wanted",
-        "holder",
         "step",
+        "writer",
     )
 
-    def __init__(self, holder: TenantHolder, step: FetchStep) -> None:
-        self.holder = holder
+    def __init__(self, writer: TenantWriter, step: FetchStep) -> None:
+        self.writer = writer
         self.step = step
         self._state = _READY
         self._ticket = -1  # the one queue entry of this slot that counts
@@ -79,6 +79,11 @@ class Slot:
         self._fetch: tuple[anyio.CancelScope, anyio.Event] | None = None
         self._last_used = 0.0  # a refresh point at which it had been used
         self._schedule: Schedule | None = None
+
+    @property
+    def holder(self) -> TenantHolder:
+        """The tenant's holder."""
+        return self.writer.holder
 
     def urge(self, again: bool) -> None:
         """Tell the schedule a token is wanted now (see :meth:`Schedule.urge`)."""
@@ -104,7 +109,7 @@ class Schedule:
     since at least *idle_after* seconds rests: its token is dropped and it is not
     refreshed. Its next request (or ``holder.get()``) queues one fetch,
     ahead of background ones, that all its waiters share; refreshing then
-    resumes. Requests are noted as they come (``holder.used``) and read at
+    resumes. Requests are noted as they come (``note_request()``) and read at
     refresh points, so a tenant rests at the first refresh point at least
     *idle_after* after its last request, never sooner.
 
@@ -146,9 +151,9 @@ class Schedule:
     def add(self, slot: Slot) -> None:
         """Queue *slot*'s first token request (behind the ones already queued)."""
         slot._schedule = self
-        slot.holder._urge = slot.urge
+        slot.writer.urge_with(slot.urge)
         slot._last_used = anyio.current_time()
-        slot.holder.used = False  # idle from now until a request comes
+        slot.writer.take_use()  # idle from now until a request comes
         self._queue(slot, urgent=False)
         self._wake.set()
 
@@ -169,7 +174,7 @@ class Schedule:
         if state == _TIMER and not slot._refresh and not again:
             return  # the backoff stands; the retry is queued first when due
         if state == _IDLE:
-            slot.holder.idle = False
+            slot.writer.resume()
             log.debug("aiopay_auth.tenant_resumed", provider=self._name, tenant=slot.holder.name)
         self._queue(slot, urgent=True)
         self._wake.set()
@@ -226,9 +231,8 @@ class Schedule:
         A refresh point or a retry alike: a tenant nobody uses stops
         asking, also while its token requests fail.
         """
-        holder = slot.holder
-        if holder.used:
-            holder.used = False
+        writer = slot.writer
+        if writer.take_use():
             slot._last_used = now
             return False
         idle_after = self._idle_after
@@ -236,8 +240,8 @@ class Schedule:
             return False
         slot._state = _IDLE
         slot._ticket = -1
-        holder._rest()
-        log.debug("aiopay_auth.tenant_idle", provider=self._name, tenant=holder.name)
+        writer.rest()
+        log.debug("aiopay_auth.tenant_idle", provider=self._name, tenant=writer.holder.name)
         return True
 
     def _next(self) -> Slot | None:

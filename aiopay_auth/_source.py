@@ -14,7 +14,7 @@ from ._secret import Secret
 from ._token import Token
 
 
-__all__ = ["TokenSource"]
+__all__ = ["TokenSource", "store_of"]
 
 
 class TokenSource(Protocol):
@@ -27,3 +27,16 @@ class TokenSource(Protocol):
     async def fetch(self, refresh_token: Secret | None) -> Token:
         """Return a new token, by the refresh grant when *refresh_token* is given."""
         ...
+
+
+def store_of(source: object) -> str | None:
+    """A token source's shared-store state, for ``health().store``.
+
+    A source that shares tokens through a store (such as
+    :class:`~aiopay_auth.fleet.RedisFleet`'s) says how it stands as its
+    ``store`` attribute: ``"shared"``, or ``"local"`` while the store fails
+    and the process fetches alone. A source that wraps another forwards
+    the inner one's. ``None`` for any other source, or none.
+    """
+    store = getattr(source, "store", None)
+    return store if isinstance(store, str) else None

@@ -15,7 +15,7 @@ import anyio
 import attrs
 
 from ._health import failure_kind
-from ._holder import TokenHolder
+from ._holder import HolderWriter
 from ._log import log
 from ._policy import RefreshPolicy
 from ._provider import Provider
@@ -78,7 +78,7 @@ class FetchStep:
     apart. No exception but cancellation leaves a call.
 
     Args:
-        holder: Where tokens are published.
+        writer: The writer's half of the holder where tokens are published.
         source: Where tokens come from.
         policy: Timing rules.
         rng: Source of jitter.
@@ -89,6 +89,7 @@ class FetchStep:
         fetched_with: The holder's provider profile when the request of
             the last token fetched began (``None`` before one), whatever
             answered it: the provider or a fleet's store.
+        failed_with: The same for the last request that failed.
     """
 
     __slots__ = (
@@ -102,19 +103,22 @@ class FetchStep:
         "_served_failures",
         "_source",
         "_spread",
+        "_writer",
+        "failed_with",
         "fetched_with",
     )
 
     def __init__(
         self,
-        holder: TokenHolder,
+        writer: HolderWriter,
         source: TokenSource,
         policy: RefreshPolicy,
         rng: random.Random,
         *,
         spread: float = 0.0,
     ) -> None:
-        self._holder = holder
+        self._writer = writer
+        self._holder = holder = writer.holder
         self._source = source
         self._policy = policy
         self._rng = rng
@@ -126,17 +130,18 @@ class FetchStep:
         self._repeats = 0  # the same token handed back, in a row
         self._last_failure: tuple[object, ...] | None = None
         self.fetched_with: Provider | None = None
+        self.failed_with: Provider | None = None
 
     async def __call__(self) -> Outcome:
         """Fetch once; publish or record; return when to fetch again."""
-        holder = self._holder
-        holder.fetching = True
+        writer = self._writer
+        writer.fetching = True
         try:
             token = await self._fetch()
         except Exception as exc:
             return Outcome(published=False, delay=self._failed(exc))
         finally:
-            holder.fetching = False
+            writer.fetching = False
         return Outcome(published=True, delay=self._fetched(token))
 
     def _failed(self, exc: Exception) -> float:
@@ -144,8 +149,8 @@ class FetchStep:
         name = holder.name
         # A source's ConfigError is recorded as it is, never retryable, like an AuthError.
         err = exc if isinstance(exc, AuthError | ConfigError) else _unexpected(exc, name)
-        holder._record_failure(err)
-        failures = holder.stats.consecutive_failures
+        self._writer.record_failure(err)
+        failures = self._writer.consecutive_failures
         delay = self._retry_delay(err, failures)
         fields = {
             "provider": name,
@@ -172,13 +177,13 @@ class FetchStep:
         holder, policy, rng = self._holder, self._policy, self._rng
         name = holder.name
         self._served_failures = 0
-        if failures := holder.stats.consecutive_failures:
+        if failures := self._writer.consecutive_failures:
             log.info("aiopay_auth.recovered", provider=name, after_failures=failures)
         self._last_failure = None
         previous = holder.latest
         same = previous is not None and previous.access_token == token.access_token
         self._repeats = repeats = self._repeats + 1 if same else 0
-        holder._publish(token)
+        self._writer.publish(token)
         now = holder.clock()
         delay = policy.refresh_delay(
             issued_at=token.issued_at, expires_at=token.expires_at, now=now, rng=rng
@@ -226,9 +231,13 @@ class FetchStep:
         while wait := policy.fetch_wait(last_start=self._last_start, now=anyio.current_time()):  # noqa: ASYNC110
             await anyio.sleep(wait)
         self._last_start = anyio.current_time()
-        holder.stats.fetches += 1
+        self._writer.fetch_started()
         profile = holder.provider
-        token = await self._source.fetch(refresh_token)
+        try:
+            token = await self._source.fetch(refresh_token)
+        except Exception:
+            self.failed_with = profile
+            raise
         self.fetched_with = profile
         return token
 

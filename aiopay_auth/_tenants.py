@@ -6,7 +6,6 @@ import random
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-import anyio
 import attrs
 from yarl import URL
 
@@ -30,7 +29,6 @@ from .exceptions import (
     TenantRemovedError,
     TenantRequiredError,
     TokenResponseError,
-    TokenUnavailableError,
 )
 
 
@@ -89,7 +87,7 @@ class _TenantAuth(BearerAuth):
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Note the request, then stamp and send it as :class:`BearerAuth` does."""
-        self._tenant_holder.used = True
+        self._tenant_holder.note_request()
         return await super().__call__(request, handler)
 
 
@@ -238,8 +236,8 @@ class Tenants:
         if key in self._tenants:
             msg = f"tenants {self.name!r} already have a tenant {key!r}"
             raise ConfigError(msg, provider=self.name)
-        holder, step = self._manager._tenant_step(profile, self)
-        slot = Slot(holder, step)
+        writer, step = self._manager._tenant_step(profile, self)
+        slot = Slot(writer, step)
         tenant = self._tenants[key] = Tenant(key, slot)
         self._schedule.add(slot)
         log.debug("aiopay_auth.tenant_added", provider=self.name, tenant=key)
@@ -259,7 +257,7 @@ class Tenants:
         """
         tenant = self[key]
         del self._tenants[key]
-        tenant.holder._close(
+        tenant._slot.writer.close(
             TenantRemovedError(f"tenant {key!r} was removed", provider=tenant.holder.name)
         )
         await self._schedule.remove(tenant._slot)  # cancelling this wait leaves it ending anyway
@@ -289,33 +287,10 @@ class Tenants:
         """
         tenant = self[key]
         profile = self._profile(key, provider)
-        holder = tenant.holder
-        failures = holder.stats.failures
-        holder._rotate(profile)
+        writer = tenant._slot.writer
+        writer.rotate(profile)
         log.info("aiopay_auth.tenant_rotated", provider=self.name, tenant=key)
-        try:
-            with anyio.fail_after(holder.wait_timeout):
-                while (
-                    token := holder.latest
-                ) is None or tenant._slot.step.fetched_with is not profile:
-                    if holder._closed:  # removed (or the manager closed) meanwhile
-                        failure = holder._failure
-                        reason = failure.message if failure is not None else "closed"
-                        raise holder._unavailable(f"{reason} while rotating", failure)
-                    changed = holder._change()
-                    last = holder.stats.last_error
-                    if holder.stats.failures > failures and last and not last.retryable:
-                        break  # refused for good: no use waiting
-                    await changed.wait()
-                else:
-                    return token
-        except TimeoutError:
-            pass
-        last = holder.stats.last_error
-        msg = "no token with the new credentials" + (
-            f"; last failure: {last.message}" if last else ""
-        )
-        raise TokenUnavailableError(msg, provider=holder.name, last_error=last) from last
+        return await writer.rotated(tenant._slot.step)
 
     def __getitem__(self, key: str) -> Tenant:
         """The tenant *key*; :class:`~aiopay_auth.ConfigError` if there is none."""
@@ -368,7 +343,7 @@ class Tenants:
     def _close(self) -> None:
         """Fail every tenant's waiters: the manager is closing."""
         for tenant in self._tenants.values():
-            tenant.holder._close()
+            tenant._slot.writer.close()
 
     def __repr__(self) -> str:
         return f"<Tenants {self.name!r} tenants={len(self)}>"

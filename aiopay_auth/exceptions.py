@@ -92,7 +92,7 @@ def scrub(text: str, limit: int = _QUOTE_LIMIT) -> str:
 def _without_frames(error: BaseException) -> BaseException:
     """Drop the tracebacks of *error* and of everything it chains; return it.
 
-    The one rule for an error that is kept (``stats.last_error``, a failure
+    The one rule for an error that is kept (``holder.last_error``, a failure
     handed to waiters, a ``__cause__``): the frames it was raised through
     hold the request body and the raw answer (which may echo a secret) in
     their locals, and a renderer that shows locals would print them. The

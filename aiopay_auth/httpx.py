@@ -41,13 +41,12 @@ from yarl import URL
 from ._check import count, instance_of
 from ._gate import FairGate
 from ._holder import TokenHolder
-from ._recovery import resend_after_401
 from ._routes import Routes
 from ._token import Token
 from .exceptions import ConfigError
 
 
-__all__ = ["BearerAuth", "pool_gate", "replayable"]
+__all__ = ["BearerAuth", "FairGate", "pool_gate", "replayable"]
 
 _AUTHORIZATION = "Authorization"
 # The request extension that ties every hop of a call to the flow that marked it.
@@ -111,7 +110,7 @@ class BearerAuth(httpx.Auth):
     token; otherwise (or while the holder backs off from an API that refuses
     fresh tokens too) the caller gets the 401, and the token is still
     invalidated. A second 401 is returned as it is. The rule is the aiohttp
-    middleware's, shared (``stats.recoveries``, ``stats.unreplayable``).
+    middleware's, shared (``health().recoveries``, ``health().unreplayable``).
 
     Once the answer is in (or the call failed), our tokens are removed from
     every request the response shows (``response.request``, its
@@ -166,7 +165,7 @@ class BearerAuth(httpx.Auth):
         httpx runs request hooks, and so stamps the token, *before* a
         request waits for a pooled connection, and its pool is not fair.
         So the client gets a first-come, first-served gate
-        (:class:`~aiopay_auth.FairGate`) with as many places as its pool
+        (:class:`~aiopay_auth.httpx.FairGate`) with as many places as its pool
         has connections: each hop takes a place before the token is read,
         and holds it until its response is closed (read, ``aclose()``, the
         ``async with`` block left) or the hop fails. A hop past the gate
@@ -240,9 +239,8 @@ class BearerAuth(httpx.Auth):
                 holder is not None
                 and token is not None
                 and response.status_code == 401
-                and resend_after_401(holder, token, replayable=replayable(request))
+                and holder.resend_after_401(token, replayable=replayable(request))
             ):
-                holder.stats.recoveries += 1
                 # The hook stamps the next token, waiting for it if need be.
                 response = yield request
                 answers.append(response)
@@ -321,8 +319,8 @@ def pool_gate(client: httpx.AsyncClient) -> FairGate | None:
     """The admission gate of a client built by :meth:`BearerAuth.client`.
 
     ``None`` for any other client and for an unbounded pool. Its
-    :attr:`~aiopay_auth.FairGate.inside` and
-    :attr:`~aiopay_auth.FairGate.waiting` are the hops holding a place
+    :attr:`~aiopay_auth.httpx.FairGate.inside` and
+    :attr:`~aiopay_auth.httpx.FairGate.waiting` are the hops holding a place
     (in flight) and those queued for one.
     """
     return _GATES.get(client)

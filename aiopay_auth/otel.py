@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind, StatusCode, TracerProvider
 
 from ._health import failure_kind
 from ._pool import gates_for
+from ._source import store_of
 from .exceptions import AuthError, ConfigError, TokenResponseError
 
 
@@ -80,14 +81,14 @@ def instrument(
 
     def stat(field: str) -> _Read:
         def read(holder: TokenHolder) -> Iterable[tuple[float, dict[str, str]]]:
-            return [(getattr(holder.stats, field), _provider(holder))]
+            return [(getattr(holder.health(), field), _provider(holder))]
 
         return read
 
     def failures(holder: TokenHolder) -> Iterable[tuple[float, dict[str, str]]]:
         return [
             (count, {**_provider(holder), "error.type": kind})
-            for kind, count in holder.stats.failures_by_kind.items()
+            for kind, count in holder.health().failures_by_kind.items()
         ]
 
     def expires_in(holder: TokenHolder) -> Iterable[tuple[float, dict[str, str]]]:
@@ -180,12 +181,17 @@ class OtelTokenSource:
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._inner = inner
-        self._provider = holder.provider
+        self._holder = holder
         self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
+
+    @property
+    def store(self) -> str | None:
+        """The wrapped source's shared-store state, if it has one (``health().store``)."""
+        return store_of(self._inner)
 
     async def fetch(self, refresh_token: Secret | None) -> Token:
         """Fetch through the wrapped source inside a span."""
-        provider = self._provider
+        provider = self._holder.provider  # a tenant's changes when it is rotated
         url = provider.token_url
         grant = "refresh_token" if refresh_token is not None else provider.grant_type
         attributes: dict[str, str | int] = {

@@ -184,7 +184,7 @@ _HOLDER_COUNTERS = ("waits", "invalidations", "recoveries")
 
 def _holder_counters(client: Client) -> dict[str, int]:
     holder = client.holder
-    return {k: getattr(holder.stats, k) for k in _HOLDER_COUNTERS} if holder else {}
+    return {k: getattr(holder.health(), k) for k in _HOLDER_COUNTERS} if holder else {}
 
 
 def _token_figures(
@@ -313,7 +313,7 @@ async def cold_start(server: ServerProcess, requests: int, pool: int) -> dict[st
         loop = await drive(client.send, requests=requests, concurrency=requests, timeout=60.0)
         assert client.holder is not None
         assert client.fetches is not None
-        waits, max_wait = client.holder.stats.waits, client.holder.stats.max_wait
+        waits, max_wait = client.holder.health().waits, client.holder.health().max_wait
         first_token = client.fetches.published[0] - loop.started_at
     counters = server.stats("long") - before
     gc.collect()

@@ -55,7 +55,7 @@ async def main() -> None:
             print(
                 f"/echo-headers got a token: {'authorization' in resp.json()}"
             )
-            stats = pay.stats
+            stats = pay.health()
             print(f"recoveries: {stats.recoveries}, ", end="")
             print(f"unreplayable: {stats.unreplayable}")
 

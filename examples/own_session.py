@@ -45,7 +45,7 @@ async def main() -> None:
         print(f"tokens issued: {fake.tokens_issued}")
         print(f"expired tokens sent: {fake.api_expired}")
         print(f"401s: {fake.api_unauthorized}")
-        print(f"requests that waited for a token: {pay.stats.waits}")
+        print(f"requests that waited for a token: {pay.health().waits}")
 
 
 if __name__ == "__main__":

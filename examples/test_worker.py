@@ -72,7 +72,7 @@ async def test_the_worker_rides_out_a_token_endpoint_outage(
         )
         async with tokens.session(holder) as http:
             assert await charge_for(http, fake.api_base, 1.0) > 0
-        assert holder.stats.failures_by_kind == {
+        assert holder.health().failures_by_kind == {
             "server_error": 1,
             "connection": 1,
         }

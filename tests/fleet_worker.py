@@ -132,26 +132,26 @@ class Worker:
             "shared_hits": sum(source.shared_hits for source in sources),
             "store": stores.pop() if len(stores) == 1 else "mixed",
             "has_token": all(holder.usable() is not None for holder in holders),
-            "fetches": sum(holder.stats.fetches for holder in holders),
-            "failures": sum(holder.stats.failures for holder in holders),
-            "refreshes": sum(holder.stats.refreshes for holder in holders),
-            "waits": sum(holder.stats.waits for holder in holders),
-            "tokens_used": sum(h.stats.refreshes + (h.latest is not None) for h in holders),
+            "fetches": sum(holder.health().fetches for holder in holders),
+            "failures": sum(holder.health().failures for holder in holders),
+            "refreshes": sum(holder.health().refreshes for holder in holders),
+            "waits": sum(holder.health().waits for holder in holders),
+            "tokens_used": sum(h.health().refreshes + (h.latest is not None) for h in holders),
         }
 
     def figures_at_end(self) -> dict[str, Any]:
         holders, tally = self.holders, self.tally
         kinds: dict[str, int] = {}
         for holder in holders:
-            for kind, count in holder.stats.failures_by_kind.items():
+            for kind, count in holder.health().failures_by_kind.items():
                 kinds[kind] = kinds.get(kind, 0) + count
         return {
             **self.figures(),
             "statuses": dict(sorted(tally.statuses.items())),
             "errors": tally.errors,
             "failures_by_kind": kinds,
-            "recoveries": sum(holder.stats.recoveries for holder in holders),
-            "max_wait": round(max(holder.stats.max_wait for holder in holders), 3),
+            "recoveries": sum(holder.health().recoveries for holder in holders),
+            "max_wait": round(max(holder.health().max_wait for holder in holders), 3),
         }
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import warnings
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -14,6 +16,10 @@ import aiopay_auth
 import aiopay_auth.exceptions
 import aiopay_auth.providers
 import aiopay_auth.testing
+from aiopay_auth import TokenHolder
+from aiopay_auth._holder import HolderWriter
+
+from .endpoints import make_provider
 
 
 PUBLIC_MODULES = [
@@ -89,3 +95,33 @@ def test_the_errors_of_aiohttp_requests_are_aiohttp_errors_too(
     assert issubclass(client, library)
     assert issubclass(client, aiohttp.ClientError)
     assert issubclass(client, aiopay_auth.ClientTokenUnavailableError)
+
+
+@pytest.mark.parametrize(
+    ("name", "instead"),
+    [("FairGate", "aiopay_auth.httpx's client"), ("ProviderStats", "TokenHolder.health")],
+)
+def test_names_taken_out_of_all_still_import_with_a_warning(name: str, instead: str) -> None:
+    assert name not in aiopay_auth.__all__
+    vars(aiopay_auth).pop(name, None)  # as if never used in this process
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        namespace: dict[str, Any] = {}
+        exec(f"from aiopay_auth import {name} as value", namespace)  # noqa: S102
+    assert [f"aiopay_auth.{name} is deprecated"] == [
+        str(w.message).split(" and goes")[0] for w in caught
+    ]  # one use, one warning
+    assert instead in str(caught[0].message)
+    assert name == namespace["value"].__name__
+
+
+def test_holder_stats_warns_and_is_a_copy_of_health() -> None:
+    holder = TokenHolder(make_provider("http://127.0.0.1:9"))
+    writer = HolderWriter(holder)
+    writer.fetch_started()
+    with pytest.warns(DeprecationWarning, match=r"use holder.health\(\)"):
+        stats = holder.stats
+    writer.fetch_started()
+    assert (1, 2) == (stats.fetches, holder.health().fetches)  # a copy, not a live view
+    with pytest.raises(AttributeError):
+        stats.fetches = 5  # type: ignore[misc]

@@ -243,9 +243,9 @@ async def test_one_401_is_recovered_with_exactly_one_refresh(client_kind: str) -
         by_body.setdefault(r.body, []).append(r.authorization)
     assert {b"n=%d" % n: [old.header, new.header] for n in range(20)} == by_body
     assert (1, 20, 0) == (
-        holder.stats.invalidations,
-        holder.stats.recoveries,
-        holder.stats.unreplayable,
+        holder.health().invalidations,
+        holder.health().recoveries,
+        holder.health().unreplayable,
     )
 
 
@@ -265,7 +265,7 @@ async def test_a_replayable_body_is_resent_identical(client_kind: str) -> None:
     assert [(old.header, body), (new.header, body)] == [
         (r.authorization, r.body) for r in api.api_requests()
     ]
-    assert 1 == holder.stats.recoveries
+    assert 1 == holder.health().recoveries
 
 
 async def test_an_unreplayable_body_gets_the_401_not_an_empty_resend(client_kind: str) -> None:
@@ -283,7 +283,7 @@ async def test_an_unreplayable_body_gets_the_401_not_an_empty_resend(client_kind
     assert [(old.header, b"amount=1250"), (new.header, b"amount=1250")] == [
         (r.authorization, r.body) for r in api.api_requests()
     ]
-    assert (1, 0) == (holder.stats.unreplayable, holder.stats.recoveries)
+    assert (1, 0) == (holder.health().unreplayable, holder.health().recoveries)
     assert 2 == api.token_calls
 
 
@@ -308,7 +308,7 @@ async def test_a_second_401_is_handed_to_the_caller_then_the_holder_backs_off(
     assert 2 == api.token_calls
     assert holder.refusing is not None
     assert (1, True) == (holder.refusing.tokens, holder.refusing.refused)
-    assert (1, 0) == (holder.stats.recoveries, holder.stats.unreplayable)
+    assert (1, 0) == (holder.health().recoveries, holder.health().unreplayable)
 
 
 @pytest.mark.parametrize("refuse_all", [True, False], ids=["refused-too", "revoked-once"])
@@ -349,7 +349,7 @@ async def test_a_late_401_is_resent_with_the_new_token_unless_the_api_refuses_th
     # Each request and one resend, but the late one when the API refuses all.
     assert (3 if refuse_all else 4) == len(api.api_requests())
     assert 2 == api.token_calls
-    assert (1 if refuse_all else 2) == holder.stats.recoveries
+    assert (1 if refuse_all else 2) == holder.health().recoveries
 
 
 async def test_the_callers_own_header_is_sent_untouched(client_kind: str) -> None:
@@ -371,7 +371,7 @@ async def test_the_callers_own_header_is_sent_untouched(client_kind: str) -> Non
         ("/api/pay", token.header),
         ("/open/echo", None),
     ] == seen(api)
-    assert 0 == holder.stats.invalidations
+    assert 0 == holder.health().invalidations
 
 
 # --- httpx's own ------------------------------------------------------------
@@ -544,7 +544,7 @@ async def test_httpx_one_hook_serves_a_per_request_auth() -> None:
     assert (200, 401) == (paid.status_code, moved.status_code)
     assert [("/api/pay", token.header), ("/api/redirect", token.header)] == seen(other)
     assert [("/api/pay", None)] == seen(api)
-    assert 0 == first.stats.invalidations + second.stats.invalidations
+    assert 0 == first.health().invalidations + second.health().invalidations
 
 
 async def test_httpx_strips_only_our_field_of_several() -> None:

@@ -65,8 +65,8 @@ async def test_cold_start_10000_requests_one_fetch(gated: bool) -> None:
             statuses = await fan
     assert [200] * 10_000 == statuses
     assert 1 == api.token_calls
-    assert 1 == holder.stats.fetches
-    assert (200 if gated else 10_000) == holder.stats.waits
+    assert 1 == holder.health().fetches
+    assert (200 if gated else 10_000) == holder.health().waits
     assert 0 == api.unauthorized
 
 
@@ -91,7 +91,7 @@ async def test_10000_requests_at_an_expiry_share_one_fetch(
     assert [200] * 10_000 == statuses
     assert 2 == fake.token_calls
     assert 0 == fake.api_unauthorized
-    assert holder.stats.max_wait > 0.1  # they really waited for the fetch
+    assert holder.health().max_wait > 0.1  # they really waited for the fetch
 
 
 async def test_1000_simultaneous_401s_one_fetch(fake_provider: FakeProviderFactory) -> None:
@@ -109,9 +109,9 @@ async def test_1000_simultaneous_401s_one_fetch(fake_provider: FakeProviderFacto
             statuses = await fan(http, str(fake.api_base / "pay"), 1000)
     assert [200] * 1000 == statuses
     assert 2 == fake.token_calls
-    assert 1 == holder.stats.invalidations
+    assert 1 == holder.health().invalidations
     assert 1000 == fake.api_unauthorized
-    assert 1000 == holder.stats.recoveries
+    assert 1000 == holder.health().recoveries
 
 
 async def test_late_401s_for_the_old_token_leave_the_new_one_alone() -> None:
@@ -147,9 +147,9 @@ async def test_late_401s_for_the_old_token_leave_the_new_one_alone() -> None:
             assert [200] * 500 == await late
         assert holder.current is new  # not invalidated by the late 401s
     assert 2 == api.token_calls  # exactly one extra token call
-    assert 1 == holder.stats.invalidations
+    assert 1 == holder.health().invalidations
     assert 1000 == api.unauthorized
-    assert 1000 == holder.stats.recoveries
+    assert 1000 == holder.health().recoveries
 
 
 async def run_workers(
@@ -191,7 +191,7 @@ async def test_small_pool_saturated_is_fair_and_never_sends_expired_tokens() -> 
     # Fresh: the API refused nothing, so no request carried an expired
     # token (a 401 recovered by a resend would still end in a 200).
     assert 0 == api.unauthorized
-    assert 0 == holder.stats.invalidations
+    assert 0 == holder.health().invalidations
     assert {200} == set(statuses)
     # Fair, by count and not by clock: the gate is FIFO and each worker has
     # one request out, so a request reaches the API after at most one request
@@ -217,11 +217,11 @@ async def test_refresh_happens_before_expiry_without_any_request_waiting() -> No
     async with serving(lifetime=3.0) as (api,), TokenManager() as tokens:
         holder = tokens.add(api.provider())
         await holder.get()
-        waits = holder.stats.waits
+        waits = holder.health().waits
         async with tokens.session(holder, limit=20) as http:
             counts, statuses, _ = await run_workers(api, http, workers=50, seconds=4)
-        assert waits == holder.stats.waits  # steady state: nobody waited
-        assert 0 == holder.stats.failures
+        assert waits == holder.health().waits  # steady state: nobody waited
+        assert 0 == holder.health().failures
     assert {200} == set(statuses)
     assert sum(counts) > 100
     assert 0 == api.unauthorized

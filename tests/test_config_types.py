@@ -12,7 +12,6 @@ from aiopay_auth import (
     BearerAuth,
     ClientAssertion,
     ConfigError,
-    FairGate,
     FairPool,
     Network,
     Provider,
@@ -20,6 +19,7 @@ from aiopay_auth import (
     Secret,
     TokenManager,
 )
+from aiopay_auth._gate import FairGate
 
 
 SECRET = "s3cr/et+Val:ue-0123456789"
@@ -158,12 +158,18 @@ async def test_bad_wait_bounds_and_holders_are_config_errors(timeout: object) ->
     async with TokenManager() as tokens:
         holder = tokens.add(provider())
         if timeout is None:
-            with pytest.raises(ConfigError, match="a holder"):
+            with (
+                pytest.raises(ConfigError, match="a holder"),
+                pytest.warns(DeprecationWarning, match="deprecated"),
+            ):
                 await tokens.token("x")  # type: ignore[arg-type]
             return
         with pytest.raises(ConfigError, match="timeout"):
             await holder.get(timeout)  # type: ignore[arg-type]
-        with pytest.raises(ConfigError, match="timeout"):
+        with (
+            pytest.raises(ConfigError, match="timeout"),
+            pytest.warns(DeprecationWarning, match="deprecated"),
+        ):
             await tokens.token(holder, timeout=timeout)  # type: ignore[arg-type]
 
 

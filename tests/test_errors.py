@@ -174,7 +174,7 @@ async def test_a_config_error_from_a_token_source_fails_waiters_at_once() -> Non
         with anyio.fail_after(5), pytest.raises(TokenUnavailableError) as caught:
             await holder.get()
         assert time.monotonic() - started < 2
-        assert isinstance(holder.stats.last_error, ConfigError)
+        assert isinstance(holder.last_error, ConfigError)
         assert "unexpected" == holder.health().last_error_kind
-    assert caught.value.last_error is holder.stats.last_error
+    assert caught.value.last_error is holder.last_error
     assert not caught.value.retryable

@@ -209,7 +209,7 @@ async def test_transient_fault_keeps_serving_and_recovers(
     async with TokenManager(policy=POLICY) as tokens:
         holder = tokens.add(provider_for(fake))
         first = await holder.get()
-        waits = holder.stats.waits
+        waits = holder.health().waits
         traffic = Traffic()
         async with (
             tokens.session(holder, limit=4, trace_configs=[traffic.trace]) as http,
@@ -219,13 +219,13 @@ async def test_transient_fault_keeps_serving_and_recovers(
                 tg.start_soon(traffic.worker, http, fake.api_base / "charges")
             fake.queue(scripted)
             fake.token_delay = HOLD  # the retry (unscripted) is held
-            await eventually(lambda: holder.stats.failures == 1, within=lifetime + 1)
+            await eventually(lambda: holder.health().failures == 1, within=lifetime + 1)
             failed_at = time.monotonic()
             served_before = len(traffic.carried)
             # The failed refresh did not disturb the token being served.
             assert first is holder.usable()
             assert "degraded" == holder.state
-            assert {kind: 1} == holder.stats.failures_by_kind
+            assert {kind: 1} == holder.health().failures_by_kind
             health = holder.health()
             assert kind == health.last_error_kind
             assert health.expires_in is not None
@@ -246,13 +246,13 @@ async def test_transient_fault_keeps_serving_and_recovers(
         assert (0, 0) == (fake.api_expired, fake.api_unauthorized)
         assert len(traffic.statuses) == traffic.statuses.count(200) == fake.api_calls
         assert renewed_at < first.expires_at
-        assert waits == holder.stats.waits
-        assert 0 == holder.stats.recoveries
+        assert waits == holder.health().waits
+        assert 0 == holder.health().recoveries
         if retry_after:
             assert recovered_at - failed_at >= retry_after - 0.05
         else:
             assert recovered_at - failed_at < 0.5 + HOLD
-        texts = [repr(holder), repr(holder.stats), str(holder.stats), repr(first)]
+        texts = [repr(holder), repr(holder.health()), str(holder.last_error), repr(first)]
     assert 3 == fake.token_calls  # first fetch, the fault, one retry
     assert [] == fake.rejected
     assert_no_secrets(fake, texts + logs.lines)
@@ -347,7 +347,7 @@ async def test_connect_timeout_is_bounded_and_typed(dialect: Dialect) -> None:
                 assert time.monotonic() - started < 1.5
     assert info.value.retryable
     assert "timed out" in str(info.value)
-    assert holder.stats.failures_by_kind.get("timeout", 0) >= 2
+    assert holder.health().failures_by_kind.get("timeout", 0) >= 2
 
 
 @pytest.mark.parametrize("dialect", ["payme", "rfc6749"])
@@ -370,7 +370,7 @@ async def test_spent_refresh_token_falls_back_once_to_the_primary_grant(
     assert second.refresh_token is not None
     # first fetch, the refused refresh, the primary grant: no loop.
     assert 3 == fake.token_calls
-    assert 0 == holder.stats.failures
+    assert 0 == holder.health().failures
 
 
 async def test_refused_refresh_and_refused_primary_grant_do_not_loop(
@@ -419,7 +419,7 @@ async def test_retry_after_is_honoured_over_the_backoff(
     # counted twice.
     assert asked - 0.005 <= elapsed <= asked + RETRY_SLACK
     assert 2 == fake.token_calls
-    assert {"throttled": 1} == holder.stats.failures_by_kind
+    assert {"throttled": 1} == holder.health().failures_by_kind
 
 
 async def test_last_cause_carries_status_error_and_message(
@@ -468,7 +468,7 @@ async def test_health_walks_through_its_states(fake_provider: FakeProviderFactor
         seen.append(holder.state)
     seen.append(holder.state)
     assert ["starting", "fresh", "refreshing", "degraded", "failing", "fresh", "closed"] == seen
-    assert {"server_error": holder.stats.failures} == holder.health().failures_by_kind
+    assert {"server_error": holder.health().failures} == holder.health().failures_by_kind
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
@@ -482,5 +482,5 @@ async def test_oversized_token_response_is_refused(
         holder = tokens.add(provider_for(fake))
         token = await holder.get()
     assert token.access_token in fake.issued_tokens  # the retry, not the huge one
-    assert {"bad_response": 1} == holder.stats.failures_by_kind
+    assert {"bad_response": 1} == holder.health().failures_by_kind
     assert any("is too large" in line for line in logs.lines)

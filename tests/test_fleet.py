@@ -128,7 +128,7 @@ async def test_rotating_refresh_token_is_never_spent_twice(
             await holder.get()
         await eventually(lambda: fake.tokens_issued >= 8, within=15)
     assert [] == fake.rejected  # no invalid_grant: no refresh token reused
-    assert 0 == sum(h.stats.failures for h in holders)
+    assert 0 == sum(h.health().failures for h in holders)
     assert len(fake.issued_refresh_tokens) == fake.tokens_issued
 
 
@@ -155,7 +155,7 @@ async def test_redis_down_falls_back_then_rejoins(
             await eventually(lambda: {h.health().store for h in holders} == {"shared"}, within=8)
             hits = sum(s.shared_hits for s in fleet.sources)
             await eventually(lambda: sum(s.shared_hits for s in fleet.sources) > hits, within=5)
-        assert 0 == sum(h.stats.failures for h in holders)
+        assert 0 == sum(h.health().failures for h in holders)
         assert 0 == fake.api_unauthorized
     finally:
         await client.aclose()
@@ -203,7 +203,7 @@ async def test_a_redis_that_answers_nothing_never_outlasts_the_served_token(
                 assert "local" == holder.health().store
                 assert 2 == fake.token_calls
             await eventually(lambda: holder.health().store == "shared", within=5)
-        assert 0 == holder.stats.failures
+        assert 0 == holder.health().failures
     finally:
         await member.aclose()
 
@@ -410,7 +410,7 @@ async def test_fleet_shares_one_token_per_cycle_on_each_setup(
     assert hits >= 6
     assert fake.token_calls == sum(s.http_fetches for s in fleet.sources)
     assert fake.token_calls <= 2 * (elapsed / 0.5) + 2
-    assert 0 == sum(h.stats.failures for h in holders)
+    assert 0 == sum(h.health().failures for h in holders)
 
 
 async def test_a_redis_error_the_fleet_does_not_know_means_fetching_locally(
@@ -437,7 +437,7 @@ async def test_a_redis_error_the_fleet_does_not_know_means_fetching_locally(
     degraded = [r for r in caplog.records if "fleet_degraded" in r.getMessage()]
     assert len(degraded) == 1  # logged once, not at every refresh
     assert "RedisClusterException" in degraded[0].getMessage()
-    assert 0 == holder.stats.failures
+    assert 0 == holder.health().failures
 
 
 def _entry(**fields: object) -> bytes:
@@ -500,7 +500,7 @@ async def test_a_bad_stored_entry_is_absent_fetched_over_and_overwritten(
     assert len({t.access_token for t in tokens}) == 1
     assert all(t.lifetime <= 30 for t in tokens)
     assert 0 < await client.pttl(token_key) <= 30_000  # overwritten, with a TTL
-    assert 0 == sum(h.stats.failures for h in holders)
+    assert 0 == sum(h.health().failures for h in holders)
     assert sum(s.refused_entries for s in members.sources) >= 1
 
 
@@ -588,7 +588,7 @@ async def test_racing_refreshes_on_a_rotating_refresh_token_spend_each_once(
             await holder.get()
         await eventually(lambda: fake.tokens_issued >= 6, within=20)
     assert [] == fake.rejected  # no invalid_grant: no refresh token spent twice
-    assert 0 == sum(h.stats.failures for h in holders)
+    assert 0 == sum(h.health().failures for h in holders)
     assert fake.token_calls == fake.tokens_issued
 
 
@@ -687,7 +687,7 @@ async def test_a_redis_node_stopped_and_restarted_members_fetch_locally_then_rej
         await eventually(lambda: {h.health().store for h in holders} == {"shared"}, within=15)
         hits = sum(s.shared_hits for s in fleet.sources)
         await eventually(lambda: sum(s.shared_hits for s in fleet.sources) > hits, within=8)
-    assert 0 == sum(h.stats.failures for h in holders)
+    assert 0 == sum(h.health().failures for h in holders)
     assert 0 == fake.api_unauthorized
 
 
@@ -1028,7 +1028,7 @@ async def test_without_a_subscription_a_waiting_member_polls(
             with anyio.fail_after(5):
                 tokens = [await leader.get(), await follower.get()]
             stores = [h.health().store for h in (leader, follower)]
-            failures = [h.stats.failures for h in (leader, follower)]
+            failures = [h.health().failures for h in (leader, follower)]
     finally:
         release.set()
         await client.aclose()
@@ -1199,7 +1199,7 @@ async def test_a_lease_left_by_a_failed_store_is_settled_at_the_next_contact(
         assert calls == 2
         # The pause is over within a second; the next refresh settles the lease.
         await _until_settled(client, fleet, holder, within=4)
-    assert 0 == holder.stats.failures
+    assert 0 == holder.health().failures
 
 
 class _AnswerLosingRelay:
@@ -1282,4 +1282,4 @@ async def test_a_lease_taken_while_its_answer_was_lost_is_released_at_once(
                         await anyio.sleep(0.02)
         finally:
             await member.aclose()
-    assert 0 == holder.stats.failures
+    assert 0 == holder.health().failures

@@ -1,8 +1,9 @@
 """The token holder on its own, on an injected clock: what readers see, counters, errors.
 
-The holder does no I/O: its refresher (the only writer) publishes tokens and
-records failures, readers take them. These tests play the refresher's part
-by hand (``_publish``, ``_record_failure``, ``_close``) and move the clock
+The holder does no I/O: its refresher (the only writer, through the
+holder's writer half) publishes tokens and records failures, readers take
+them. These tests play the refresher's part by hand (``publish``,
+``record_failure``, ``close`` of :class:`HolderWriter`) and move the clock
 themselves, so every time and counter they assert is exact.
 """
 
@@ -11,10 +12,18 @@ from __future__ import annotations
 import logging
 
 import anyio
+import attrs
 import pytest
 
-from aiopay_auth import HealthState, RefreshPolicy, Token, TokenHolder, TokenUnavailableError
-from aiopay_auth._holder import RefusalStreak
+from aiopay_auth import (
+    HealthState,
+    RefreshPolicy,
+    Secret,
+    Token,
+    TokenHolder,
+    TokenUnavailableError,
+)
+from aiopay_auth._holder import HolderWriter, RefusalStreak
 from aiopay_auth.exceptions import AuthError, ConfigError, TokenRequestError, TokenResponseError
 
 from .endpoints import make_provider
@@ -27,7 +36,15 @@ NAME = "hostile"  # make_provider's name
 
 
 def new_holder(clock: ManualClock, **kwargs: object) -> TokenHolder:
-    return TokenHolder(make_provider("http://127.0.0.1:9"), clock=clock, **kwargs)  # type: ignore[arg-type]
+    holder = TokenHolder(make_provider("http://127.0.0.1:9"), clock=clock, **kwargs)  # type: ignore[arg-type]
+    HolderWriter(holder)
+    return holder
+
+
+def write(holder: TokenHolder) -> HolderWriter:
+    """The holder's writer half, through which these tests play the refresher."""
+    assert holder._writer is not None
+    return holder._writer
 
 
 def token(clock: ManualClock, name: str = "tok-1", lifetime: float = 10.0) -> Token:
@@ -67,7 +84,7 @@ def streak(holder: TokenHolder) -> RefusalStreak:
 
 
 def last_error(holder: TokenHolder) -> AuthError | ConfigError | None:
-    return holder.stats.last_error
+    return holder.last_error
 
 
 async def outcome_of(holder: TokenHolder, timeout: float | None, into: list[object]) -> None:
@@ -85,17 +102,17 @@ async def test_a_usable_token_is_handed_out_at_once_and_no_wait_is_counted() -> 
     clock = ManualClock()
     holder = new_holder(clock)
     served = token(clock)
-    holder._publish(served)
+    write(holder).publish(served)
     assert served is await holder.get()
     assert served is await holder.get(timeout=0.01)
-    assert (0, 0.0) == (holder.stats.waits, holder.stats.max_wait)
+    assert (0, 0.0) == (holder.health().waits, holder.health().max_wait)
 
 
 async def test_a_token_is_not_usable_from_its_expiry_instant() -> None:
     clock = ManualClock()
     holder = new_holder(clock)
     served = token(clock, lifetime=10.0)
-    holder._publish(served)
+    write(holder).publish(served)
     clock.now = served.expires_at - 0.001
     assert served is holder.usable()
     assert "fresh" == state(holder)
@@ -120,22 +137,22 @@ async def test_waits_and_the_longest_wait_are_counted_on_the_holders_clock() -> 
         await waiter_started()
         clock.now += 2.5
         first = token(clock)
-        holder._publish(first)
+        write(holder).publish(first)
     assert [first] == got
-    assert (1, 2.5) == (holder.stats.waits, holder.stats.max_wait)
+    assert (1, 2.5) == (holder.health().waits, holder.health().max_wait)
 
     holder.invalidate(first)
     async with anyio.create_task_group() as tg:
         tg.start_soon(wait)
         await waiter_started()
         clock.now += 1.0  # shorter: the longest stays
-        holder._publish(token(clock, "tok-2"))
-    assert (2, 2.5) == (holder.stats.waits, holder.stats.max_wait)
+        write(holder).publish(token(clock, "tok-2"))
+    assert (2, 2.5) == (holder.health().waits, holder.health().max_wait)
 
     clock.now += 100  # expired
     with pytest.raises(TokenUnavailableError):
         await holder.get(timeout=0.01)  # a wait that fails counts too
-    assert 3 == holder.stats.waits
+    assert 3 == holder.health().waits
 
 
 async def test_a_waiter_woken_by_a_token_already_expired_waits_on() -> None:
@@ -145,7 +162,7 @@ async def test_a_waiter_woken_by_a_token_already_expired_waits_on() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(outcome_of, holder, 0.2, outcome)
         await waiter_started()
-        holder._publish(token(clock, lifetime=-1.0))  # dead on arrival
+        write(holder).publish(token(clock, lifetime=-1.0))  # dead on arrival
     assert isinstance(outcome[0], TokenUnavailableError)
     assert "no usable token within the wait bound" == outcome[0].message
 
@@ -170,7 +187,7 @@ async def test_a_timeout_that_is_not_a_number_of_seconds_is_refused(
 ) -> None:
     clock = ManualClock()
     holder = new_holder(clock)
-    holder._publish(token(clock))  # even with a token at hand
+    write(holder).publish(token(clock))  # even with a token at hand
     with pytest.raises(ConfigError) as caught:
         await holder.get(bad)  # type: ignore[arg-type]
     assert f"timeout must be a number of seconds, not {shown}" == caught.value.message
@@ -185,7 +202,7 @@ async def test_the_holders_wait_bound_applies_without_a_timeout_argument() -> No
 async def test_a_wait_bound_error_names_and_chains_the_last_failure() -> None:
     holder = new_holder(ManualClock())
     last = transient()
-    holder._record_failure(last)
+    write(holder).record_failure(last)
     with pytest.raises(TokenUnavailableError) as caught:
         await holder.get(timeout=0.01)
     err = caught.value
@@ -207,11 +224,11 @@ async def test_a_retryable_failure_leaves_waiters_waiting_for_the_next_attempt()
 
         tg.start_soon(wait)
         await waiter_started()
-        holder._record_failure(TokenRequestError("connection reset", provider=NAME))
+        write(holder).record_failure(TokenRequestError("connection reset", provider=NAME))
         await waiter_started()
         assert not got  # still waiting
         fresh = token(clock)
-        holder._publish(fresh)
+        write(holder).publish(fresh)
     assert [fresh] == got
 
 
@@ -223,7 +240,7 @@ async def test_an_unhealable_failure_fails_waiters_at_once_with_its_message() ->
         async with anyio.create_task_group() as tg:
             tg.start_soon(outcome_of, holder, None, outcome)
             await waiter_started()
-            holder._record_failure(failure)
+            write(holder).record_failure(failure)
     err = outcome[0]
     assert isinstance(err, TokenUnavailableError)
     assert "invalid_client: client authentication failed" == err.message
@@ -241,8 +258,8 @@ async def test_an_unhealable_failure_while_a_token_is_served_keeps_serving_it() 
     clock = ManualClock()
     holder = new_holder(clock)
     served = token(clock)
-    holder._publish(served)
-    holder._record_failure(unhealable())
+    write(holder).publish(served)
+    write(holder).record_failure(unhealable())
     assert served is await holder.get()
     assert "degraded" == state(holder)
 
@@ -253,28 +270,30 @@ async def test_an_unhealable_failure_while_a_token_is_served_keeps_serving_it() 
 async def test_failures_are_counted_by_kind_until_a_token_is_published() -> None:
     clock = ManualClock()
     holder = new_holder(clock)
-    holder._record_failure(transient())
-    holder._record_failure(transient())
-    holder._record_failure(TokenRequestError("timed out", provider=NAME, timed_out=True))
-    stats = holder.stats
+    write(holder).record_failure(transient())
+    write(holder).record_failure(transient())
+    write(holder).record_failure(TokenRequestError("timed out", provider=NAME, timed_out=True))
+    stats = holder.health()
     assert (3, 3) == (stats.failures, stats.consecutive_failures)
     assert {"server_error": 2, "timeout": 1} == stats.failures_by_kind
     assert isinstance(last_error(holder), TokenRequestError)
     assert "failing" == state(holder)
 
-    holder._publish(token(clock))
+    write(holder).publish(token(clock))
+    stats = holder.health()
     assert (3, 0) == (stats.failures, stats.consecutive_failures)
     assert last_error(holder) is None
     assert 0 == stats.refreshes  # the first token is not a refresh
     assert "fresh" == state(holder)
 
-    holder._record_failure(AuthError("bug", provider=NAME))
+    write(holder).record_failure(AuthError("bug", provider=NAME))
+    stats = holder.health()
     assert (4, 1) == (stats.failures, stats.consecutive_failures)
     assert {"server_error": 2, "timeout": 1, "unexpected": 1} == stats.failures_by_kind
 
-    holder._publish(token(clock, "tok-2"))
-    holder._publish(token(clock, "tok-3"))
-    assert 2 == stats.refreshes
+    write(holder).publish(token(clock, "tok-2"))
+    write(holder).publish(token(clock, "tok-3"))
+    assert 2 == holder.health().refreshes
 
 
 async def test_invalidate_drops_only_the_current_token_once() -> None:
@@ -282,36 +301,36 @@ async def test_invalidate_drops_only_the_current_token_once() -> None:
     holder = new_holder(clock)
     first = token(clock)
     assert not holder.invalidate(first)  # never published
-    holder._publish(first)
+    write(holder).publish(first)
     assert holder.invalidate(first)
     assert current(holder) is None
     assert first is holder.latest
     assert not holder.invalidate(first)  # a late 401 for the same token
     second = token(clock, "tok-2")
-    holder._publish(second)
+    write(holder).publish(second)
     assert not holder.invalidate(first)  # a 401 for an older token
     assert second is current(holder)
-    assert 1 == holder.stats.invalidations
-    assert 1 == holder.stats.refused_tokens
+    assert 1 == holder.health().invalidations
+    assert 1 == holder.health().refused_tokens
     clock.now += 1.0  # past the refusal backoff of one token (at most 0.5 s)
     assert holder.invalidate(second)
-    assert (2, 2) == (holder.stats.invalidations, holder.stats.refused_tokens)
+    assert (2, 2) == (holder.health().invalidations, holder.health().refused_tokens)
 
 
 async def test_an_invalidation_wakes_the_refresher_at_once() -> None:
     clock = ManualClock()
     holder = new_holder(clock)
     served = token(clock)
-    holder._publish(served)
+    write(holder).publish(served)
     with anyio.fail_after(10):  # not the hour it was told to sleep
         async with anyio.create_task_group() as tg:
-            tg.start_soon(holder._wait_refresh_needed, 3600.0)
+            tg.start_soon(write(holder).wait_refresh_needed, 3600.0)
             await waiter_started()
             holder.invalidate(served)
     # A new token re-arms it: the next sleep lasts its full delay.
-    holder._publish(token(clock, "tok-2"))
+    write(holder).publish(token(clock, "tok-2"))
     with anyio.move_on_after(0.05) as scope:
-        await holder._wait_refresh_needed(3600.0)
+        await write(holder).wait_refresh_needed(3600.0)
     assert scope.cancelled_caught
 
 
@@ -320,7 +339,7 @@ async def test_the_last_four_access_tokens_are_recognised_as_issued() -> None:
     holder = new_holder(clock)
     assert not holder.issued("tok-0")
     for n in range(5):
-        holder._publish(token(clock, f"tok-{n}"))
+        write(holder).publish(token(clock, f"tok-{n}"))
     assert [False, True, True, True, True] == [holder.issued(f"tok-{n}") for n in range(5)]
 
 
@@ -334,7 +353,7 @@ async def test_a_streak_of_refused_tokens_backs_off_and_ends_with_a_normal_refre
     policy = RefreshPolicy(backoff_initial=2.0, backoff_max=8.0)
     holder = new_holder(clock, policy=policy)
     first = token(clock, "tok-1", lifetime=100.0)
-    holder._publish(first)
+    write(holder).publish(first)
     assert holder.refusal_backoff() == 0.0
     assert holder.invalidate(first)  # the first 401 of a streak: at once
     assert 1 == streak(holder).tokens
@@ -343,7 +362,7 @@ async def test_a_streak_of_refused_tokens_backs_off_and_ends_with_a_normal_refre
     assert not holder.backing_off()  # no current token: nothing to back off
 
     second = token(clock, "tok-2", lifetime=100.0)
-    holder._publish(second)
+    write(holder).publish(second)
     assert delay == pytest.approx(holder.refusal_backoff())
     assert holder.backing_off()
     clock.now += delay / 2
@@ -352,18 +371,18 @@ async def test_a_streak_of_refused_tokens_backs_off_and_ends_with_a_normal_refre
     assert not holder.invalidate(second)  # during its backoff: handed to the caller
     assert streak(holder).refused
     assert second is current(holder)
-    assert 1 == holder.stats.invalidations
+    assert 1 == holder.health().invalidations
     clock.now += delay / 2 + 1e-6  # (a hair past: the sums round differently)
     assert 0.0 == holder.refusal_backoff()
     assert not holder.backing_off()
     assert holder.invalidate(second)  # backoff over: the second refused token
     assert 2 == streak(holder).tokens
     assert 2.0 <= streak(holder).delay <= 4.0  # backoff(2): 4 s
-    assert 2 == holder.stats.refused_tokens
+    assert 2 == holder.health().refused_tokens
     delays = [streak(holder).delay]
 
     third = token(clock, "tok-3", lifetime=100.0)
-    holder._publish(third)
+    write(holder).publish(third)
     health = holder.health()
     assert 2 == health.refusal_streak
     assert streak(holder).delay == pytest.approx(health.refusal_backoff)
@@ -378,8 +397,8 @@ async def test_a_streak_of_refused_tokens_backs_off_and_ends_with_a_normal_refre
         assert {"provider": NAME, "refused": n, "backoff": round(delay, 3)} == fields
         assert isinstance(fields["backoff"], float)
 
-    holder._publish(token(clock, "tok-4", lifetime=100.0))
-    holder._publish(token(clock, "tok-5", lifetime=100.0))  # a refresh without a 401
+    write(holder).publish(token(clock, "tok-4", lifetime=100.0))
+    write(holder).publish(token(clock, "tok-5", lifetime=100.0))  # a refresh without a 401
     assert holder.refusing is None
     assert 0 == holder.health().refusal_streak
     assert [(logging.INFO, {"provider": NAME, "refused": 3})] == events(
@@ -395,11 +414,11 @@ async def test_the_end_of_a_streak_is_logged_from_two_refused_tokens(
     holder = new_holder(clock, policy=RefreshPolicy(backoff_initial=2.0, backoff_max=8.0))
     for n in range(refused):
         served = token(clock, f"tok-{n}", lifetime=100.0)
-        holder._publish(served)
+        write(holder).publish(served)
         clock.now += 4.001  # past any backoff so far
         assert holder.invalidate(served)
-    holder._publish(token(clock, "tok-a", lifetime=100.0))
-    holder._publish(token(clock, "tok-b", lifetime=100.0))  # a refresh without a 401
+    write(holder).publish(token(clock, "tok-a", lifetime=100.0))
+    write(holder).publish(token(clock, "tok-b", lifetime=100.0))  # a refresh without a 401
     assert holder.refusing is None
     ended = events(records, "api_accepting_tokens")
     assert ([(logging.INFO, {"provider": NAME, "refused": 2})] if refused == 2 else []) == ended
@@ -413,7 +432,7 @@ async def test_the_refusal_backoff_is_logged_to_the_millisecond(
     delays: list[float] = []
     for n in range(8):  # (eight jittered delays: a coarser rounding cannot pass them all)
         served = token(clock, f"tok-{n}", lifetime=100.0)
-        holder._publish(served)
+        write(holder).publish(served)
         clock.now += 8.001  # past any backoff (8 s at most), within the streak (16 s)
         assert holder.invalidate(served)
         delays.append(streak(holder).delay)
@@ -425,11 +444,11 @@ async def test_the_backoff_ends_at_its_exact_instant() -> None:
     clock = ManualClock()
     holder = new_holder(clock)
     first = token(clock, "tok-1", lifetime=100.0)
-    holder._publish(first)
+    write(holder).publish(first)
     holder.invalidate(first)
-    streak(holder).delay = 1.0  # an exact backoff, for an exact instant
+    holder._refusing = attrs.evolve(streak(holder), delay=1.0)  # an exact backoff, exact instant
     second = token(clock, "tok-2", lifetime=100.0)
-    holder._publish(second)
+    write(holder).publish(second)
     clock.now += 1.0
     assert not holder.backing_off()
     assert holder.invalidate(second)
@@ -439,16 +458,16 @@ async def test_a_token_refused_during_its_backoff_then_refreshed_counts_as_refus
     clock = ManualClock()
     holder = new_holder(clock, policy=RefreshPolicy(backoff_initial=2.0, backoff_max=8.0))
     first = token(clock, "tok-1", lifetime=100.0)
-    holder._publish(first)
+    write(holder).publish(first)
     holder.invalidate(first)
     second = token(clock, "tok-2", lifetime=100.0)
-    holder._publish(second)
+    write(holder).publish(second)
     assert not holder.invalidate(second)  # refused during its backoff
-    holder._publish(token(clock, "tok-3", lifetime=100.0))  # then its refresh point
+    write(holder).publish(token(clock, "tok-3", lifetime=100.0))  # then its refresh point
     assert 2 == streak(holder).tokens
     assert streak(holder).refused is False  # the new token starts clean
-    assert 2 == holder.stats.refused_tokens
-    assert 1 == holder.stats.invalidations
+    assert 2 == holder.health().refused_tokens
+    assert 1 == holder.health().invalidations
 
 
 async def test_a_refusal_long_after_the_last_starts_a_new_streak() -> None:
@@ -456,15 +475,15 @@ async def test_a_refusal_long_after_the_last_starts_a_new_streak() -> None:
     policy = RefreshPolicy(backoff_initial=2.0, backoff_max=8.0)
     holder = new_holder(clock, policy=policy)
     first = token(clock, "tok-1", lifetime=100.0)
-    holder._publish(first)
+    write(holder).publish(first)
     holder.invalidate(first)
     second = token(clock, "tok-2", lifetime=100.0)
-    holder._publish(second)
+    write(holder).publish(second)
     clock.now += 2 * policy.backoff_max  # not more: the streak goes on
     assert holder.invalidate(second)
     assert 2 == streak(holder).tokens
     third = token(clock, "tok-3", lifetime=100.0)
-    holder._publish(third)
+    write(holder).publish(third)
     clock.now += 2 * policy.backoff_max + 0.001
     assert holder.invalidate(third)
     assert 1 == streak(holder).tokens  # afresh
@@ -476,9 +495,9 @@ async def test_a_refusal_long_after_the_last_starts_a_new_streak() -> None:
 async def test_closing_fails_every_waiter_and_later_caller_for_good() -> None:
     clock = ManualClock()
     holder = new_holder(clock)
-    holder._publish(token(clock))
-    holder._record_failure(transient())  # retryable, but the holder closes
-    holder._close()
+    write(holder).publish(token(clock))
+    write(holder).record_failure(transient())  # retryable, but the holder closes
+    write(holder).close()
     assert current(holder) is None
     assert "closed" == state(holder)
     with anyio.fail_after(10), pytest.raises(TokenUnavailableError) as caught:
@@ -496,7 +515,7 @@ async def test_closing_fails_every_waiter_and_later_caller_for_good() -> None:
 async def test_a_wait_that_times_out_on_a_closed_holder_is_not_retryable() -> None:
     clock = ManualClock()
     holder = new_holder(clock)
-    holder._record_failure(transient())
+    write(holder).record_failure(transient())
     holder._closed = True  # closing, its error not yet recorded
     with pytest.raises(TokenUnavailableError) as caught:
         await holder.get(timeout=0.01)
@@ -511,27 +530,37 @@ async def test_the_state_follows_the_token_and_the_fetches() -> None:
     holder = new_holder(clock)
     assert "starting" == state(holder)
     assert f"<TokenHolder {NAME!r} starting>" == repr(holder)
-    holder.fetching = True
+    write(holder).fetching = True
     assert "starting" == state(holder)
     served = token(clock, lifetime=10.0)
-    holder._publish(served)
+    write(holder).publish(served)
     assert "refreshing" == state(holder)  # the refresher has not yet cleared it
-    holder.fetching = False
+    write(holder).fetching = False
     assert "fresh" == state(holder)
     assert f"<TokenHolder {NAME!r} fresh>" == repr(holder)
-    holder._record_failure(transient())
+    write(holder).record_failure(transient())
     assert "degraded" == state(holder)
     clock.now += 10.0
     assert "failing" == state(holder)
-    holder._publish(token(clock, "tok-2", lifetime=10.0))
+    write(holder).publish(token(clock, "tok-2", lifetime=10.0))
     assert "fresh" == state(holder)
     holder.invalidate(current(holder))  # type: ignore[arg-type]
     assert "refreshing" == state(holder)
 
 
+class SharedStore:
+    """A token source that says it shares tokens through a store (``health().store``)."""
+
+    store = "shared"
+
+    async def fetch(self, refresh_token: Secret | None) -> Token:
+        raise NotImplementedError
+
+
 async def test_health_is_an_exact_snapshot_of_state_and_counters() -> None:
     clock = ManualClock()
-    holder = new_holder(clock)
+    holder = TokenHolder(make_provider("http://127.0.0.1:9"), clock=clock)
+    writer = HolderWriter(holder, SharedStore())
     start = holder.health()
     assert ("starting", None, None, None) == (
         start.state,
@@ -540,13 +569,13 @@ async def test_health_is_an_exact_snapshot_of_state_and_counters() -> None:
         start.last_error_kind,
     )
     served = token(clock, lifetime=10.0)
-    holder._publish(served)
-    holder.stats.fetches = 7
-    holder.stats.recoveries = 2
-    holder.stats.unreplayable = 1
-    holder.stats.store = "shared"
-    holder._record_failure(transient())
-    holder._record_failure(TokenRequestError("timed out", provider=NAME, timed_out=True))
+    write(holder).publish(served)
+    for _ in range(7):
+        writer.fetch_started()
+    holder._requests.recoveries = 2
+    holder._requests.unreplayable = 1
+    writer.record_failure(transient())
+    writer.record_failure(TokenRequestError("timed out", provider=NAME, timed_out=True))
     clock.now += 4.0
     health = holder.health()
     assert "degraded" == health.state
@@ -566,7 +595,7 @@ async def test_health_is_an_exact_snapshot_of_state_and_counters() -> None:
         health.unreplayable,
     )
     # A snapshot: later failures do not change it.
-    holder._record_failure(transient())
+    write(holder).record_failure(transient())
     assert {"server_error": 1, "timeout": 1} == health.failures_by_kind
 
     clock.now += 10.0
@@ -578,7 +607,7 @@ async def test_health_is_an_exact_snapshot_of_state_and_counters() -> None:
         tg.start_soon(outcome_of, holder, 5.0, [])
         await waiter_started()
         clock.now += 1.5
-        holder._publish(token(clock, "tok-2", lifetime=10.0))
+        write(holder).publish(token(clock, "tok-2", lifetime=10.0))
     health = holder.health()
     assert "fresh" == health.state
     assert (1, 1, 1, 1.5) == (
@@ -590,3 +619,18 @@ async def test_health_is_an_exact_snapshot_of_state_and_counters() -> None:
     assert (1, 1, 0) == (health.refused_tokens, health.refusal_streak, health.failures - 3)
     assert 0 == health.consecutive_failures
     assert health.last_error is None
+
+
+async def test_a_token_or_a_failure_that_comes_after_the_close_changes_nothing() -> None:
+    # A fetch may end in the same turn of the event loop as the close (or a
+    # tenant's removal): its token is never served, its error never replaces
+    # the close's.
+    clock = ManualClock()
+    holder = new_holder(clock)
+    write(holder).close()
+    write(holder).publish(token(clock))
+    write(holder).record_failure(transient())
+    assert (None, "closed") == (current(holder), state(holder))
+    with anyio.fail_after(1), pytest.raises(TokenUnavailableError, match="closed") as caught:
+        await holder.get()
+    assert not caught.value.retryable

@@ -121,8 +121,8 @@ async def _check_unreplayable(body: object) -> None:
             fresh = holder.current
         assert fresh is not None
         assert fresh is not refused
-        assert 1 == holder.stats.unreplayable
-        assert 0 == holder.stats.recoveries
+        assert 1 == holder.health().unreplayable
+        assert 0 == holder.health().recoveries
         assert 1 == holder.health().unreplayable
     sent = api.api_requests()
     assert [BODY, BODY] == [r.body for r in sent]  # never resent empty
@@ -151,9 +151,9 @@ async def test_each_unreplayable_401_is_counted() -> None:
                 hold.set()
                 assert [401, 401] == await asyncio.gather(*tasks)
             assert (2, 0, 1) == (
-                holder.stats.unreplayable,
-                holder.stats.recoveries,
-                holder.stats.invalidations,
+                holder.health().unreplayable,
+                holder.health().recoveries,
+                holder.health().invalidations,
             )
     assert [refused.header] * 2 == [r.authorization for r in api.api_requests()]
 
@@ -206,7 +206,7 @@ async def test_a_multipart_body_with_an_unseekable_part_is_never_resent() -> Non
                         data.add_field("pipe", pipe_reader(stack), filename="pipe.bin")
                         async with http.post(api.api / "pay", data=data) as resp:
                             assert 401 == resp.status
-                assert (1, 0) == (holder.stats.unreplayable, holder.stats.recoveries)
+                assert (1, 0) == (holder.health().unreplayable, holder.health().recoveries)
     assert [] == api.api_requests()  # no body, whole or truncated, was ever accepted
 
 
@@ -237,7 +237,7 @@ async def test_expect_100_continue_refused_at_the_headers_gets_the_401() -> None
                 ):
                     assert 401 == resp.status
                 assert holder.current is not refused  # still invalidated
-                assert (0, 1) == (holder.stats.recoveries, holder.stats.unreplayable)
+                assert (0, 1) == (holder.health().recoveries, holder.health().unreplayable)
     finally:
         server.close()
         await server.wait_closed()
@@ -286,8 +286,8 @@ async def test_a_replayable_body_is_resent_identical_after_a_401(
                 answer = await resp.json()
             fresh = holder.current
         assert fresh is not None
-        assert 1 == holder.stats.recoveries
-        assert 0 == holder.stats.unreplayable
+        assert 1 == holder.health().recoveries
+        assert 0 == holder.health().unreplayable
     first, resend = api.api_requests()
     assert (first.authorization, resend.authorization) == (refused.header, fresh.header)
     assert first.body
@@ -448,11 +448,11 @@ async def test_a_refusal_streak_ends_at_a_normal_refresh_then_a_revocation_is_re
             recovered = holder.health()
             assert (0, 0.0) == (recovered.refusal_streak, recovered.refusal_backoff)
             # A later single revocation is recovered at once.
-            recoveries, calls = holder.stats.recoveries, api.token_calls
+            recoveries, calls = holder.health().recoveries, api.token_calls
             api.revoke_all()
             async with http.get(api.api / "pay") as resp:
                 assert 200 == resp.status
-            assert (recoveries + 1, calls + 1) == (holder.stats.recoveries, api.token_calls)
+            assert (recoveries + 1, calls + 1) == (holder.health().recoveries, api.token_calls)
     assert 1 == len(events(caplog, "aiopay_auth.api_accepting_tokens"))
 
 
@@ -495,7 +495,7 @@ async def test_a_redirect_to_another_providers_api_carries_neither_token() -> No
         ("GET", token_b.header, b""),
         ("POST", None, BODY),
     ] == at_b
-    assert 0 == pay_a.stats.invalidations + pay_b.stats.invalidations
+    assert 0 == pay_a.health().invalidations + pay_b.health().invalidations
 
 
 # --- 4. the caller's own Authorization --------------------------------------
@@ -515,8 +515,8 @@ async def test_an_explicit_authorization_is_sent_untouched_without_401_recovery(
             async with http.post(api.api / "pay", data=BODY, auth=basic) as resp:
                 assert 401 == resp.status
         assert holder.current is token  # not invalidated: it was never sent
-        assert 0 == holder.stats.invalidations
-        assert 0 == holder.stats.recoveries
+        assert 0 == holder.health().invalidations
+        assert 0 == holder.health().recoveries
     sent = [r.authorization for r in api.api_requests()]
     assert ["Bearer the-callers-own", basic.encode()] == sent  # once each, untouched
     assert 1 == api.token_calls
@@ -599,11 +599,11 @@ async def test_a_token_refused_after_twice_backoff_max_current_starts_a_fresh_st
             # Current for more than 2 * backoff_max: its refusal is a new streak.
             await asyncio.sleep(2 * policy.backoff_max + 0.05)
             assert holder.current is serving_token
-            recoveries, calls = holder.stats.recoveries, api.token_calls
+            recoveries, calls = holder.health().recoveries, api.token_calls
             api.revoke_all()
             async with http.get(api.api / "pay") as resp:
                 assert 200 == resp.status  # recovered at once
-            assert (recoveries + 1, calls + 1) == (holder.stats.recoveries, api.token_calls)
+            assert (recoveries + 1, calls + 1) == (holder.health().recoveries, api.token_calls)
             assert 1 == holder.health().refusal_streak
 
 

@@ -238,4 +238,4 @@ async def test_no_answer_makes_the_refresher_spin_or_leak(raw: RawEndpoint, answ
     assert calls <= elapsed / policy.min_fetch_interval + 1, (calls, elapsed)
     assert_no_secret(health.last_error)
     assert health.last_error is None or health.last_error.isprintable()
-    assert isinstance(holder.stats.last_error, AuthError | None)
+    assert isinstance(holder.last_error, AuthError | None)

@@ -182,7 +182,7 @@ async def test_a_lifetime_too_short_to_use_is_a_bad_response_backed_off(
         holder = tokens.add(make_provider(endpoint.base))
         # The window opens at the first refused answer, however slow a loaded
         # machine is to get there, so the bound below counts only the refresher.
-        await eventually(lambda: holder.stats.failures >= 1, within=10)
+        await eventually(lambda: holder.health().failures >= 1, within=10)
         started, before = time.monotonic(), len(endpoint.calls)
         with pytest.raises(TokenUnavailableError) as caught:
             await holder.get(timeout=window)  # no usable token ever comes
@@ -196,7 +196,7 @@ async def test_a_lifetime_too_short_to_use_is_a_bad_response_backed_off(
     assert "too short to use" in str(caught.value)
     # Every answer that was classified is a bad response (one may still have
     # been in flight when the manager closed, never classified).
-    stats = holder.stats
+    stats = holder.health()
     assert {"bad_response": stats.failures} == holder.health().failures_by_kind
     assert 0 <= stats.fetches - stats.failures <= 1
     assert len(endpoint.calls) <= stats.fetches
@@ -354,4 +354,4 @@ async def test_whole_second_expiry_from_a_flooring_server_is_never_overstated(tt
         await endpoint.stop()
     assert server.api_ok > 100
     assert 0 == server.api_refused_expired
-    assert 0 == holder.stats.recoveries
+    assert 0 == holder.health().recoveries

@@ -25,13 +25,12 @@ from aiohttp import web
 
 from aiopay_auth import (
     ConfigError,
-    FairGate,
     RefreshPolicy,
     TokenHolder,
     TokenManager,
     TokenUnavailableError,
 )
-from aiopay_auth.httpx import BearerAuth, pool_gate
+from aiopay_auth.httpx import BearerAuth, FairGate, pool_gate
 from aiopay_auth.providers import generic
 
 from .forward_proxy import forward_proxy
@@ -104,7 +103,7 @@ async def test_saturated_small_pool_sends_no_expired_token_and_is_fair() -> None
     # Fresh: the API refused nothing (a 401 recovered by a resend would still
     # end in a 200), so no request carried an expired token.
     assert 0 == api.unauthorized - refused_before
-    assert 0 == holder.stats.invalidations
+    assert 0 == holder.health().invalidations
     assert {200} == set(statuses)
     assert api.max_in_flight <= pool
     # First come, first served, by count and not by clock: a request reaches

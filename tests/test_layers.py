@@ -11,6 +11,7 @@ the seam stay one.
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -19,6 +20,9 @@ from pathlib import Path
 import pytest
 
 import aiopay_auth
+from aiopay_auth import TokenHolder
+
+from .endpoints import make_provider
 
 
 PACKAGE = Path(aiopay_auth.__file__).parent
@@ -43,7 +47,6 @@ AGNOSTIC = [
     "aiopay_auth._tenant_holder",
     "aiopay_auth._step",
     "aiopay_auth._refresh",
-    "aiopay_auth._recovery",
     "aiopay_auth._routes",
     "aiopay_auth._gate",
     "aiopay_auth._limit",
@@ -95,3 +98,55 @@ def test_the_module_map_marks_exactly_these_modules() -> None:
         name = row.removesuffix(".py").removesuffix("/*").replace("/", ".")
         marked.add(f"aiopay_auth.{name}")
     assert sorted(AGNOSTIC) == sorted(marked)
+
+
+# A holder's state has one writer: the module that defines it (docs/design.md,
+# "One writer per state"). Elsewhere a holder is read through its public face,
+# and written only through its writer half's methods.
+HOLDER_MODULES = {"_holder.py", "_tenant_holder.py"}
+
+
+def _is_holder(node: ast.expr) -> bool:
+    """Whether *node* names a holder: ``holder``, ``self._holder``, ``slot.holder``, ..."""
+    name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
+    return name.lower().endswith("holder")
+
+
+def holder_state_touched(source: str) -> list[str]:
+    """Each place in *source* that writes a holder's attribute or reads a private one."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Attribute) or not _is_holder(node.value):
+            continue
+        if isinstance(node.ctx, ast.Store | ast.Del) or node.attr.startswith("_"):
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_module_but_the_holders_own_touches_a_holders_state() -> None:
+    touched = {
+        str(path.relative_to(PACKAGE)): places
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name not in HOLDER_MODULES
+        and (places := holder_state_touched(path.read_text(encoding="utf-8")))
+    }
+    assert {} == touched
+
+
+def test_the_check_sees_a_write_and_a_private_read() -> None:
+    source = "holder.current = None\nself._holder._fetched.fetches += 1\nx = slot.holder.name\n"
+    assert ["line 1: holder.current", "line 2: self._holder._fetched"] == sorted(
+        holder_state_touched(source)
+    )
+
+
+def test_a_holders_public_attributes_cannot_be_set() -> None:
+    holder = TokenHolder(make_provider("http://127.0.0.1:9"))
+    for name in ("current", "provider", "clock", "fetching", "refusing", "latest", "policy"):
+        with pytest.raises(AttributeError):
+            setattr(holder, name, None)
+    with pytest.raises(AttributeError):
+        holder.stats = None  # type: ignore[misc,assignment]
+    for name in ("current", "clock", "provider", "_current"):
+        with pytest.raises(AttributeError, match="cannot be deleted"):
+            delattr(holder, name)

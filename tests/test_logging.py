@@ -80,8 +80,14 @@ async def exercise(fake_provider: FakeProviderFactory) -> tuple[list[str], set[s
             await bad.get()
         texts += [str(info.value), repr(info.value), str(info.value.last_error)]
         for holder in (good, bad, pay):
-            texts += [repr(holder), repr(holder.current), repr(holder.provider), repr(holder.stats)]
-            texts += [str(holder.stats.last_error)]
+            texts += [
+                repr(holder),
+                repr(holder.current),
+                repr(holder.provider),
+                repr(holder.health()),
+                repr(holder.last_error),
+            ]
+            texts += [str(holder.last_error)]
     return texts, secrets_of(cm, payme)
 
 

@@ -144,7 +144,7 @@ async def test_keeps_serving_the_current_token_while_refreshes_fail(
         holder = tokens.add(provider_for(fake))
         token = await holder.get()
         fake.queue(Scripted(status=500), Scripted(drop=True), Scripted(body="{trunc"))
-        await eventually(lambda: holder.stats.failures == 3, within=3)
+        await eventually(lambda: holder.health().failures == 3, within=3)
         assert token is holder.usable()  # still served while it lives
         await eventually(lambda: holder.current is not token, within=3)
     assert 5 == fake.token_calls
@@ -177,7 +177,7 @@ async def test_refresher_survives_an_unexpected_exception(
         token = await holder.get()
     assert token is not None
     assert 2 == calls
-    assert 1 == holder.stats.failures
+    assert 1 == holder.health().failures
 
 
 async def test_same_token_handed_back_is_not_asked_again_at_once(
@@ -217,7 +217,8 @@ async def test_misuse_raises_config_errors(fake_provider: FakeProviderFactory) -
         with pytest.raises(ConfigError, match="at least 1"):
             tokens.session(holder, limit=0)
         assert (holder,) == tokens.holders()
-        assert await tokens.token(holder, timeout=5) is holder.current
+        with pytest.warns(DeprecationWarning, match=r"use await holder.get\(timeout\)"):
+            assert await tokens.token(holder, timeout=5) is holder.current
     with pytest.raises(ConfigError, match="only once"):
         await tokens.__aenter__()
 

@@ -162,8 +162,8 @@ async def test_a_providers_own_network_bounds_its_token_requests(
 ) -> None:
     async with TokenManager() as tokens:  # no read bound; a 10 s fetch timeout
         holder = tokens.add(make_provider(endpoint.base), network=Network(read_timeout=0.2))
-        await eventually(lambda: holder.stats.failures >= 1, within=5)
-    assert {"timeout"} == set(holder.stats.failures_by_kind)
+        await eventually(lambda: holder.health().failures >= 1, within=5)
+    assert {"timeout"} == set(holder.health().failures_by_kind)
 
 
 async def test_a_seeded_rng_gives_the_same_jitter_every_run(
@@ -195,15 +195,15 @@ async def test_a_token_request_is_cut_at_the_policys_fetch_timeout(
     async with TokenManager(policy=policy) as tokens:
         holder = tokens.add(make_provider(endpoint.base))
         # The default bound is 10 s; the policy's 0.2 s cuts it long before.
-        await eventually(lambda: holder.stats.failures >= 1, within=5)
-    assert {"timeout"} == set(holder.stats.failures_by_kind)
+        await eventually(lambda: holder.health().failures >= 1, within=5)
+    assert {"timeout"} == set(holder.health().failures_by_kind)
 
 
-async def test_token_waits_at_most_the_timeout_given(endpoint: WebEndpoint, silent: Silent) -> None:
+async def test_get_waits_at_most_the_timeout_given(endpoint: WebEndpoint, silent: Silent) -> None:
     async with TokenManager() as tokens:  # a 30 s wait bound
         holder = tokens.add(make_provider(endpoint.base))
         with anyio.fail_after(10), pytest.raises(TokenUnavailableError, match="wait bound"):
-            await tokens.token(holder, timeout=0.1)
+            await holder.get(timeout=0.1)
 
 
 # --------------------------------------------------------------------------- closing
@@ -391,7 +391,10 @@ async def test_misuse_inside_and_after_say_what_was_wrong(
                 caught.value.message,
                 caught.value.provider,
             )
-        with pytest.raises(ConfigError) as caught:
+        with (
+            pytest.raises(ConfigError) as caught,
+            pytest.warns(DeprecationWarning, match="deprecated"),
+        ):
             await other.token(holder)
         assert "provider 'cm' was not added to this manager" == caught.value.message
         with pytest.raises(
@@ -476,8 +479,8 @@ async def test_a_tenant_set_is_logged_and_its_network_bounds_its_token_requests(
             "cm", api=f"{endpoint.base}/api", network=Network(read_timeout=0.2)
         )
         holder = merchants.add("m-1", make_provider(endpoint.base)).holder
-        await eventually(lambda: holder.stats.failures >= 1, within=5)
-    assert {"timeout"} == set(holder.stats.failures_by_kind)
+        await eventually(lambda: holder.health().failures >= 1, within=5)
+    assert {"timeout"} == set(holder.health().failures_by_kind)
     added = [
         (r.levelno, getattr(r, "aiopay_auth", {}))
         for r in records

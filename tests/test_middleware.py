@@ -107,7 +107,7 @@ async def test_second_401_is_returned_not_retried_forever(
             assert 401 == resp.status
     assert 2 == fake.api_calls  # the request and exactly one resend
     assert 2 == fake.token_calls
-    assert 1 == holder.stats.recoveries
+    assert 1 == holder.health().recoveries
     # The fresh token was refused too: within its backoff, noted as refused.
     assert holder.refusing is not None
     assert (1, True) == (holder.refusing.tokens, holder.refusing.refused)
@@ -162,7 +162,7 @@ async def test_no_token_on_a_downgrade_to_plain_http() -> None:
             async with http.get(api.api / "pay") as resp:
                 assert 401 == resp.status
     assert [token.header, None] == [r.authorization for r in api.api_requests()]
-    assert 0 == holder.stats.invalidations  # refused once, not retried: it was never ours
+    assert 0 == holder.health().invalidations  # refused once, not retried: it was never ours
 
 
 async def test_one_middleware_routes_each_url_to_its_provider(

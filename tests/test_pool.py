@@ -13,7 +13,8 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from aiopay_auth import ConfigError, FairGate, FairPool, TokenManager
+from aiopay_auth import ConfigError, FairPool, TokenManager
+from aiopay_auth._gate import FairGate
 from aiopay_auth._pool import PoolGates, gates_for
 
 from .helpers import eventually

@@ -85,8 +85,8 @@ async def test_first_fetch_refresh_before_expiry_and_401_recovery(
             fake.revoke_all()
             async with http.get(url) as resp:
                 assert 200 == resp.status
-            assert 1 == holder.stats.recoveries
-            assert 1 == holder.stats.invalidations
+            assert 1 == holder.health().recoveries
+            assert 1 == holder.health().invalidations
     assert [] == fake.rejected
     assert 0 == fake.api_expired
 
@@ -134,8 +134,8 @@ async def test_refused_refresh_token_falls_back_to_the_password_grant(
         token = await holder.get()
     assert token.refresh_token is not None
     assert 2 == fake.token_calls  # the refused refresh, then the password grant
-    assert 2 == holder.stats.fetches
-    assert 0 == holder.stats.failures
+    assert 2 == holder.health().fetches
+    assert 0 == holder.health().failures
 
 
 async def test_oro_tokens_are_stamped_only_on_their_own_api(
@@ -260,7 +260,7 @@ async def test_payme_preproduction_speaks_the_current_version_and_audience() -> 
             async with tokens.session(holder) as http, http.post(server.url / "nonce") as resp:
                 assert 200 == resp.status
     assert ["/token", "/nonce"] == [seen.path for seen in server.seen]
-    assert 0 == holder.stats.failures
+    assert 0 == holder.health().failures
 
 
 async def test_vonage_token_url_moved_alone_is_refused_before_any_call() -> None:
@@ -300,7 +300,7 @@ async def test_vonage_token_url_moved_alone_is_refused_before_any_call() -> None
             ):
                 assert 200 == resp.status
     assert ["/Auth/connect/token", "/globalpci/v1/session"] == [s.path for s in server.seen]
-    assert 0 == holder.stats.recoveries
+    assert 0 == holder.health().recoveries
 
 
 async def test_oro_storefront_customer_user_password_grant_and_refresh() -> None:
@@ -367,4 +367,4 @@ async def test_oro_storefront_customer_user_password_grant_and_refresh() -> None
                 await anyio.sleep(0.05)
             assert holder.current is not first
     assert ["password", "refresh_token"] == grants[:2]
-    assert 0 == holder.stats.failures
+    assert 0 == holder.health().failures

@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 
 from aiopay_auth import RefreshPolicy, Token, TokenHolder, TokenManager, TokenUnavailableError
+from aiopay_auth._holder import HolderWriter
 from aiopay_auth.exceptions import TokenRequestError, TokenResponseError
 
 from .endpoints import WebEndpoint, make_provider, oauth_error, token_json
@@ -45,7 +46,7 @@ async def test_an_unhealable_error_met_while_a_token_is_served_fails_waiters_at_
     async with TokenManager(policy=policy) as tokens:
         holder = tokens.add(make_provider(endpoint.base))
         first = await holder.get()
-        await eventually(lambda: holder.stats.failures >= 1, within=4)
+        await eventually(lambda: holder.health().failures >= 1, within=4)
         if then == "token-expires":
             await eventually(lambda: holder.usable() is None, within=3)
             started = time.monotonic()
@@ -89,13 +90,14 @@ async def test_the_holder_fails_at_once_on_an_unhealable_error_whatever_the_orde
 ) -> None:
     clock = ManualClock()
     holder = TokenHolder(make_provider("http://127.0.0.1:9"), clock=clock, wait_timeout=30)
+    writer = HolderWriter(holder)  # the test plays the refresher's part
     served = Token.bearer("tok-1", issued_at=clock.now, lifetime=10.0)
-    holder._publish(served)
+    writer.publish(served)
     if order == "expire-then-fail":
         clock.now += 11
-        holder._record_failure(unhealable())
+        writer.record_failure(unhealable())
     else:
-        holder._record_failure(unhealable())
+        writer.record_failure(unhealable())
         assert served is await holder.get()  # still served while it lives
         if order == "fail-then-invalidate":
             holder.invalidate(served)
@@ -103,13 +105,13 @@ async def test_the_holder_fails_at_once_on_an_unhealable_error_whatever_the_orde
             clock.now += 11
     if order == "fail-then-retryable-failure":
         # The latest failure may heal: callers wait for the next attempt.
-        holder._record_failure(TokenRequestError("reset", provider="p"))
+        writer.record_failure(TokenRequestError("reset", provider="p"))
         with pytest.raises(TokenUnavailableError, match="within the wait bound"):
             await holder.get(timeout=0.05)
         return
     if order == "fail-then-publish":
         fresh = Token.bearer("tok-2", issued_at=clock.now, lifetime=10.0)
-        holder._publish(fresh)  # a later success clears it
+        writer.publish(fresh)  # a later success clears it
         assert fresh is await holder.get()
         return
     with anyio.fail_after(1):  # at once: no wait bound (30 s) involved

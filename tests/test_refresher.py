@@ -83,7 +83,7 @@ async def test_the_refresh_grant_is_used_rotated_and_dropped_once_refused(
         ("client_credentials", None),  # and from then on
         ("client_credentials", None),
     ] == grants
-    assert (8, 1) == (holder.stats.fetches, holder.stats.failures)  # a refusal is not one
+    assert (8, 1) == (holder.health().fetches, holder.health().failures)  # a refusal is not one
     assert [(logging.INFO, {"provider": NAME, "error": "invalid_grant", "status": 400})] == events(
         records, "refresh_token_refused"
     )
@@ -144,7 +144,7 @@ async def test_failures_are_logged_with_their_retry_once_per_change_of_state(
     policy = bounded(backoff_initial=1.0, backoff_max=60.0)
     async with TokenManager(policy=policy, clock=clock) as tokens:
         holder = tokens.add(make_provider(endpoint.base))
-        await eventually(lambda: holder.stats.failures == 4, within=10)
+        await eventually(lambda: holder.health().failures == 4, within=10)
         await eventually(lambda: len(events(records, "fetch_failed")) == 4)
     failed = events(records, "fetch_failed")
     error = f"[{NAME}] token endpoint answered HTTP 503: temporarily_unavailable"
@@ -178,7 +178,7 @@ async def test_an_unhealable_failure_waits_the_unhealable_retry(
     policy = bounded(backoff_initial=0.01, backoff_max=0.01, unhealable_retry=40.0)
     async with TokenManager(policy=policy) as tokens:
         holder = tokens.add(make_provider(endpoint.base))
-        await eventually(lambda: holder.stats.failures == 1)
+        await eventually(lambda: holder.health().failures == 1)
     [(level, fields)] = events(records, "fetch_failed")
     assert (logging.WARNING, "rejected", False, 1, "failing") == (
         level,
@@ -248,8 +248,8 @@ async def test_an_unexpected_exception_is_logged_as_a_crash_and_retried(
     async with TokenManager(policy=policy, token_source=flaky) as tokens:
         holder = tokens.add(make_provider(endpoint.base))
         await holder.get()
-    assert (2, 1) == (holder.stats.fetches, holder.stats.failures)
-    assert {"unexpected": 1} == holder.stats.failures_by_kind
+    assert (2, 1) == (holder.health().fetches, holder.health().failures)
+    assert {"unexpected": 1} == holder.health().failures_by_kind
     [(level, crash)] = events(records, "refresher_crashed")
     assert logging.ERROR == level
     assert f"[{NAME}] unexpected KeyError in refresher" == crash["error"]
@@ -292,7 +292,7 @@ async def test_the_same_token_handed_back_is_asked_again_on_a_growing_backoff(
         assert low <= delay <= high, delays  # a new token started the count over
     for delay in delays:
         assert_shown_to_the_ms(delay)
-    assert 0 == holder.stats.failures
+    assert 0 == holder.health().failures
 
 
 async def test_the_same_token_is_asked_again_no_later_than_halfway_to_its_expiry(

@@ -122,8 +122,8 @@ async def test_a_401_recovers_the_refused_tenant_only() -> None:
                 assert 200 == r.status  # refused once, resent with a new token
             async with http.get(server.api / "x", middlewares=merchants[b].middlewares) as r:
                 assert 200 == r.status
-        assert 1 == merchants[a].holder.stats.recoveries
-        assert 0 == merchants[b].holder.stats.invalidations
+        assert 1 == merchants[a].holder.health().recoveries
+        assert 0 == merchants[b].holder.health().invalidations
     assert 2 == len(server.calls_by(a))
     assert 1 == len(server.calls_by(b))
 
@@ -222,6 +222,32 @@ async def test_rotating_a_secret_drops_no_request() -> None:
     rotated = used.index(new)
     assert ({old}, {new}) == (set(used[:rotated]), set(used[rotated:]))
     assert all(c.accepted for c in server.token_calls)
+
+
+async def test_a_rotation_is_not_failed_by_the_old_secrets_refusal_still_in_flight() -> None:
+    async with tenant_api() as server, TokenManager() as tokens:
+        merchants = tokens.add_tenants("acme", api=server.api)
+        key, old = server.client()
+        tenant = merchants.add(key, server.provider(key, old))
+        first = await tenant.holder.get()
+        _, new = server.client(key)
+        server.clients[key] = {new}  # the old secret is revoked at the provider
+        held, release = asyncio.Event(), asyncio.Event()
+
+        async def hold() -> None:
+            held.set()
+            await release.wait()
+
+        server.before_answer = hold
+        assert tenant.holder.invalidate(first)  # a request with the old secret starts
+        await held.wait()  # and is held before its answer
+        rotation = asyncio.create_task(merchants.rotate(key, server.provider(key, new)))
+        await asyncio.sleep(0)  # the rotation waits
+        release.set()  # the old secret's invalid_client comes back
+        with anyio.fail_after(5):
+            token = await rotation
+    assert new == server.issued_with[token.access_token]
+    assert [(old, False), (new, True)] == [(c.secret, c.accepted) for c in server.token_calls[1:]]
 
 
 async def test_rotating_to_a_refused_secret_says_so_and_keeps_serving() -> None:

@@ -45,7 +45,7 @@ async def test_an_idle_tenant_rests_and_its_next_requests_share_one_fetch() -> N
 
             assert quiet == await get(quiet)
             assert busy == await get(busy)
-            waits = merchants[busy].holder.stats.waits  # its first token's, if any
+            waits = merchants[busy].holder.health().waits  # its first token's, if any
             worker = asyncio.create_task(keep_busy())
             await eventually(lambda: "idle" == merchants.health()[quiet].state)
             assert merchants[quiet].holder.current is None  # its token is dropped
@@ -66,7 +66,7 @@ async def test_an_idle_tenant_rests_and_its_next_requests_share_one_fetch() -> N
             stop.set()
             await worker
         # The busy one never rested: no request of it waited for a token since.
-        assert waits == merchants[busy].holder.stats.waits
+        assert waits == merchants[busy].holder.health().waits
     assert {200} == set(statuses)
     assert all(c.accepted for c in server.token_calls)
 

@@ -86,7 +86,7 @@ async def test_a_refused_token_goes_ahead_of_queued_first_tokens() -> None:
             calls = len(server.token_calls)
             async with http.get(server.api, middlewares=tenant.middlewares) as resp:
                 assert {"client": first} == await resp.json()  # refused, resent with a new token
-    assert 1 == tenant.holder.stats.recoveries
+    assert 1 == tenant.holder.health().recoveries
     asked = [c.client_id for c in server.token_calls[calls:]]
     assert asked.index(first) <= 8, asked[:10]
 

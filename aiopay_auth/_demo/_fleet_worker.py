@@ -123,7 +123,7 @@ async def _fleet_worker(conn: Connection, job: FleetJob) -> None:
         await client.aclose()
     rows, fleet_rows = [], []
     for lane, tally, holder in zip(run.lanes, run.tallies, holders, strict=True):
-        source, stats = sources[holder.name], holder.stats
+        source, stats = sources[holder.name], holder.health()
         rows.append(
             attrs.evolve(
                 ProviderRow.of(lane.provider.name, lane.server, tally, stats),

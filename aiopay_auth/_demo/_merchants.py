@@ -138,7 +138,7 @@ class MerchantsRun:
 
     def fetches(self) -> int:
         """Token requests sent so far, over every merchant."""
-        return sum(m.holder.stats.fetches for m in self.merchants)
+        return sum(m.holder.health().fetches for m in self.merchants)
 
 
 async def _send(http: aiohttp.ClientSession, run: MerchantsRun, worker: int) -> None:
@@ -203,7 +203,7 @@ async def run_merchants_demo(
                                 fan.start_soon(_send, http, run, worker)
                         helpers.cancel_scope.cancel()
                     elapsed = time.monotonic() - run.started
-            stats = [m.holder.stats for m in merchants]
+            stats = [m.holder.health() for m in merchants]
             await tokens.aclose()
         server, per_client = await served.counters()
     return MerchantsSummary(

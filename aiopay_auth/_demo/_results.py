@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from .._holder import ProviderStats
+from .._health import Health
 from ..testing import ClientCounters, ServerCounters
 from ._config import EXIT_INTERRUPTED, DemoConfig
 
@@ -37,7 +37,7 @@ class ProviderRow:
         requests: Requests the workers sent to its API.
         failed: Of those, how many failed (non-2xx after the middleware's
             recovery, or an exception).
-        fetches: Token requests its refresher sent (``holder.stats.fetches``).
+        fetches: Token requests its refresher sent (``holder.health().fetches``).
         refreshes: Tokens published after the first one.
         recoveries: Requests resent with a fresh token after a 401.
         max_wait: The longest any request waited for a token, in seconds.
@@ -55,7 +55,7 @@ class ProviderRow:
     errors: tuple[tuple[str, int], ...] = ()
 
     @classmethod
-    def of(cls, provider: str, server: str, tally: Tally, stats: ProviderStats) -> ProviderRow:
+    def of(cls, provider: str, server: str, tally: Tally, stats: Health) -> ProviderRow:
         """Combine a provider's request tally with its holder's statistics."""
         return cls(
             provider=provider,

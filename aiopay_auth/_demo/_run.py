@@ -58,7 +58,7 @@ class RunState:
 
     def fetches(self) -> int:
         """Token requests sent so far."""
-        return sum(holder.stats.fetches for holder in self.holders)
+        return sum(holder.health().fetches for holder in self.holders)
 
 
 async def post_counted(
@@ -165,7 +165,7 @@ async def run_demo(
         await tokens.aclose()
         servers = await fleet.counters()
     rows = tuple(
-        ProviderRow.of(lane.provider.name, lane.server, tally, holder.stats)
+        ProviderRow.of(lane.provider.name, lane.server, tally, holder.health())
         for lane, tally, holder in zip(run.lanes, run.tallies, holders, strict=True)
     )
     return Summary(

@@ -308,10 +308,14 @@ class SharedTokenSource:
         self._unsettled: _Unsettled | None = None  # a lease we may still hold
         self._own_only = False  # credentials rotated: only our own request will do
         self.state: FleetState = "shared"
-        holder.stats.store = self.state
         self.http_fetches = 0
         self.shared_hits = 0
         self.refused_entries = 0
+
+    @property
+    def store(self) -> FleetState:
+        """:attr:`state`, as ``health().store`` reads it (see ``TokenManager(token_source=)``)."""
+        return self.state
 
     async def fetch(self, refresh_token: Secret | None) -> Token:
         """Return a token newer than the holder's, from Redis or from the provider."""
@@ -612,7 +616,6 @@ class SharedTokenSource:
         if state == self.state:
             return
         self.state = state
-        self._holder.stats.store = state
         name = self._holder.name
         if state == "local":
             log.warning("aiopay_auth.fleet_degraded", provider=name, reason=reason)
