@@ -357,7 +357,7 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
             "separate runs' figures for the same concurrency follow them as context, not "
             "judged. The other targets are judged on the separate runs (the median over rounds "
             "of each run's ratio to the baseline run of the same round and concurrency), the "
-            "cold start and the hot path."
+            "cold start and the memory check."
         )
     else:
         how = (
