@@ -34,6 +34,15 @@ PLOTS = {
     "cpu.png": "Client CPU time per request, by concurrency",
     "latency.png": "Latency over time across token refreshes (1-second tokens, last round)",
 }
+PAIRED_PLOT = {
+    "paired.png": "Paired: throughput and client CPU per request relative to raw-100, "
+    "by concurrency (median and IQR of per-rotation ratios)"
+}
+
+
+def plots_of(document: dict[str, Any]) -> dict[str, str]:
+    """The PNGs a run's document has, by file name, and their titles."""
+    return {**PLOTS, **(PAIRED_PLOT if "paired" in document else {})}
 
 
 def progress_line(run: Run, rounds: int) -> str:
@@ -598,7 +607,7 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
         lines += httpx_section.markdown(document["httpx"])
     if images is not None:
         lines += ["## Plots", ""]
-        lines += [f"![{title}]({images}{name})" for name, title in PLOTS.items()]
+        lines += [f"![{title}]({images}{name})" for name, title in plots_of(document).items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -607,13 +616,59 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
 
 
 def plots(results: dict[str, Any], document: dict[str, Any], out: Path) -> None:
-    """Draw every PNG of :data:`PLOTS` into *out*."""
+    """Draw every PNG of :func:`plots_of` the document into *out*."""
     import matplotlib  # noqa: PLC0415 - imported only when drawing
 
     matplotlib.use("Agg")
     _plot_throughput(document, out)
     _plot_cpu(document, out)
     _plot_latency(results["runs"], out)
+    if "paired" in document:
+        _plot_paired(document["paired"], out)
+
+
+def _plot_paired(doc: dict[str, Any], out: Path) -> None:
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    panels = (
+        ("rps_ratio", "throughput / raw-100", paired.THROUGHPUT_TARGET),
+        ("cpu_ratio", "client CPU per request / raw-100", paired.CPU_TARGET),
+    )
+    styles = {"asyncio": "-", "uvloop": "--"}
+    every = [int(c) for c in doc["config"]["concurrency"]]
+    for ax, (key, label, limit) in zip(axes, panels, strict=True):
+        for loop_name, result in doc["loops"].items():
+            levels = [int(c) for c in result["levels"]]
+            names = [n for n in next(iter(result["levels"].values()))["rows"] if n != paired.BASE]
+            for i, name in enumerate(names):
+                qs = [result["levels"][str(c)]["rows"][name][key] for c in levels]
+                med = [q["median"] for q in qs]
+                ax.errorbar(
+                    levels,
+                    med,
+                    yerr=[
+                        [m - q["q1"] for m, q in zip(med, qs, strict=True)],
+                        [q["q3"] - m for m, q in zip(med, qs, strict=True)],
+                    ],
+                    marker="o",
+                    capsize=3,
+                    color=f"C{i}",
+                    linestyle=styles.get(loop_name, ":"),
+                    label=f"{name} ({loop_name})",
+                )
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.axhline(limit, color="red", linestyle="--", linewidth=0.8, label="target")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(every, [str(c) for c in every])
+        ax.set_xlabel("concurrent requests")
+        ax.set_ylabel(f"{label} (median, IQR)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    fig.suptitle(PAIRED_PLOT["paired.png"], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "paired.png", dpi=110)
+    plt.close(fig)
 
 
 def _series(
@@ -810,6 +865,6 @@ def publish(document: dict[str, Any], out: Path, docs: Path) -> None:
     """Write ``docs/benchmarks.md`` and copy the plots to ``docs/benchmarks/``."""
     images = docs / "benchmarks"
     images.mkdir(parents=True, exist_ok=True)
-    for name in PLOTS:
+    for name in plots_of(document):
         shutil.copyfile(out / name, images / name)
     (docs / "benchmarks.md").write_text(_DOC_INTRO + markdown(document, images="benchmarks/"))
