@@ -42,12 +42,9 @@ import asyncio
 import dataclasses
 import functools
 import gc
-import math
 import os
-import statistics
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -58,6 +55,9 @@ import httpx
 from aiopay_auth.httpx import BearerAuth
 
 from .peers import _HTTPX_TIMEOUT, httpx_limits, httpx_sender, open_authlib, open_httpx_auth
+from .rotations import Batches as _Batches
+from .rotations import latency_ms as _latency_ms
+from .rotations import quartiles as _quartiles
 from .scenarios import Client, Scenario, drive, fetch_token, recorded_holder
 from .server import CLIENT_SECRET, Endpoint, ServerProcess
 
@@ -165,39 +165,6 @@ def clients(cfg: HttpxConfig) -> list[tuple[str, str]]:
 
 
 # --- the paired run -------------------------------------------------------------------
-
-
-def _quartiles(values: Sequence[float]) -> dict[str, float]:
-    if len(values) < 2:
-        return {"median": values[0], "q1": values[0], "q3": values[0]}
-    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return {"median": q2, "q1": q1, "q3": q3}
-
-
-def _latency_ms(seconds: Sequence[float]) -> dict[str, float | None]:
-    if not seconds:
-        return {"p50": None, "p99": None, "max": None}
-    ordered = sorted(seconds)
-
-    def pct(q: float) -> float:
-        return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1e3  # nearest rank
-
-    return {"p50": pct(0.50), "p99": pct(0.99), "max": ordered[-1] * 1e3}
-
-
-@dataclass
-class _Batches:
-    """What one scenario's batches measured."""
-
-    rps: list[float] = dataclasses.field(default_factory=list)
-    cpu_us: list[float] = dataclasses.field(default_factory=list)
-    p99_ms: list[float] = dataclasses.field(default_factory=list)
-    latencies: list[float] = dataclasses.field(default_factory=list)
-    statuses: Counter[str] = dataclasses.field(default_factory=Counter)
-    expired: int = 0
-    unauthorized: int = 0
-    wall_s: float = 0.0
-    timed_out: int = 0
 
 
 async def _paired(server: ServerProcess, cfg: HttpxConfig, progress: bool) -> dict[str, Any]:

@@ -4,6 +4,9 @@ The fake providers run in a child process (:mod:`benchmarks.server`). For
 each round, each concurrency level and each scenario in turn (A B C … A B
 C …), one client is opened, warmed up (its pool filled), then sent a
 fixed number of requests under a time bound. Then come a cold start, the
+paired section (:mod:`benchmarks.paired`: every aiohttp-based scenario
+opened once in one process, fixed-count batches in rotating order, judged
+on the median of per-rotation ratios; ``--paired`` runs it alone), the
 httpx section (:mod:`benchmarks.httpx_section`: aiopay_auth's httpx adapter
 against Authlib, httpx-auth and raw httpx, paired; ``--httpx`` runs it
 alone), the hot-path micro-benchmark, the memory check and the
@@ -38,7 +41,7 @@ from typing import Any
 
 import attrs
 
-from . import httpx_section, report, tenants
+from . import httpx_section, paired, report, tenants
 from .micro import run_micro, vmrss_kib
 from .peers import PEERS
 from .scenarios import (
@@ -463,12 +466,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "paired; about a minute; with --quick: a few seconds)",
     )
     parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="run only the paired section (every aiohttp scenario in one process, rotating "
+        "fixed-count batches; asyncio, then uvloop when installed; about 10 minutes; with "
+        "--quick: well under a minute)",
+    )
+    parser.add_argument(
+        "--rotations", type=int, help="rotations of the paired section at each concurrency"
+    )
+    parser.add_argument(
+        "--batch", type=int, help="requests per batch of the paired section (at least)"
+    )
+    parser.add_argument(
         "--tenants",
         action="store_true",
         help="run only the many-merchants section (1, 100, 10,000 tenants; about a minute; "
         "with --quick: 1, 50, 500)",
     )
     return parser.parse_args(argv)
+
+
+def paired_config(args: argparse.Namespace) -> paired.PairedConfig:
+    """The paired section's configuration: quick or full, with the command line's overrides."""
+    cfg = paired.QUICK_PAIRED if args.quick else paired.FULL_PAIRED
+    overrides = {"concurrency": args.concurrency, "rotations": args.rotations, "batch": args.batch}
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -486,26 +509,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or "baseline" not in cfg.scenarios:
         print(f"unknown scenarios {sorted(unknown)}, or no baseline", file=sys.stderr)
         return 2
-    if args.publish and (cfg.mode != "full" or args.tenants or args.httpx):
+    if args.publish and (cfg.mode != "full" or args.tenants or args.httpx or args.paired):
         print("--publish takes a full run's figures only", file=sys.stderr)
         return 2
     tenants_cfg = tenants.QUICK_TENANTS if args.quick else tenants.FULL_TENANTS
     httpx_cfg = httpx_section.QUICK_HTTPX if args.quick else httpx_section.FULL_HTTPX
-    if args.tenants and args.httpx:
-        print("--tenants and --httpx each run one section alone: pick one", file=sys.stderr)
-        return 2
-    if args.tenants:
-        return tenants_only(tenants_cfg, args.out, pin=not args.no_pin)
-    if args.httpx:
-        return httpx_only(httpx_cfg, args.out, pin=not args.no_pin)
+    paired_cfg = paired_config(args)
+    if args.tenants or args.httpx or args.paired:
+        return section_alone(args, tenants_cfg, httpx_cfg, paired_cfg)
 
     started = time.time()
     info = machine()
     rss_start = vmrss_kib()
-    lifetimes = {**LIFETIMES, **httpx_section.servers(httpx_cfg)}
-    with ServerProcess(
-        pin=not args.no_pin, lifetimes=lifetimes, clients=httpx_section.clients(httpx_cfg)
-    ) as server:
+    lifetimes = {**LIFETIMES, **paired.servers(), **httpx_section.servers(httpx_cfg)}
+    accepted = [*paired.clients(paired_cfg), *httpx_section.clients(httpx_cfg)]
+    with ServerProcess(pin=not args.no_pin, lifetimes=lifetimes, clients=accepted) as server:
         info["pinned"] = server.pinned
         print(
             f"{cfg.mode} run: {cfg.rounds} round(s), concurrency {cfg.concurrency}, "
@@ -514,6 +532,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         results = asyncio.run(run_all(cfg, server))
+        loops = " and ".join(paired.available_loops(paired_cfg))
+        print(f"paired: every aiohttp scenario in one process, on {loops}", flush=True)
+        results["paired"] = paired.run_paired(paired_cfg, server=server)
         print("httpx: aiopay_auth, Authlib, httpx-auth and raw httpx, paired", flush=True)
         results["httpx"] = httpx_section.run_httpx(httpx_cfg, server=server)
     print("hot path micro-benchmark and memory", flush=True)
@@ -550,6 +571,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.publish(document, out, ROOT / "docs")
         print("published to docs/benchmarks.md and docs/benchmarks/", flush=True)
     return 0
+
+
+def section_alone(
+    args: argparse.Namespace,
+    tenants_cfg: tenants.TenantsConfig,
+    httpx_cfg: httpx_section.HttpxConfig,
+    paired_cfg: paired.PairedConfig,
+) -> int:
+    """``--tenants``, ``--httpx`` or ``--paired``: that one section alone."""
+    if args.tenants + args.httpx + args.paired > 1:
+        print(
+            "--tenants, --httpx and --paired each run one section alone: pick one",
+            file=sys.stderr,
+        )
+        return 2
+    pin = not args.no_pin
+    if args.tenants:
+        return tenants_only(tenants_cfg, args.out, pin=pin)
+    if args.httpx:
+        return httpx_only(httpx_cfg, args.out, pin=pin)
+    return paired_only(paired_cfg, args.out, pin=pin)
 
 
 def _section_only(
@@ -591,5 +633,16 @@ def httpx_only(cfg: httpx_section.HttpxConfig, out: Path, *, pin: bool) -> int:
         lambda: httpx_section.run_httpx(cfg, pin=pin),
         httpx_section.build,
         httpx_section.markdown,
+        out,
+    )
+
+
+def paired_only(cfg: paired.PairedConfig, out: Path, *, pin: bool) -> int:
+    """``--paired``: the paired aiohttp section alone, into ``out/paired.{json,md}``."""
+    return _section_only(
+        "paired",
+        lambda: paired.run_paired(cfg, pin=pin),
+        paired.build,
+        paired.markdown,
         out,
     )

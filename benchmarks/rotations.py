@@ -1,0 +1,82 @@
+"""Paired measurement, shared by every paired section: rotating order, ratios, quartiles.
+
+A paired section opens all its clients once, side by side in one process,
+then sends short fixed-count batches through each in rotating order (A B
+C, B C A, C A B, …), so that the machine's noise falls on each alike. A
+figure relative to a base scenario is the median over rotations of each
+batch's ratio to the base's batch of the same rotation, printed with the
+interquartile range. :mod:`benchmarks.httpx_section` and
+:mod:`benchmarks.paired` both build on these helpers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .scenarios import Loop
+from .server import Counters
+
+
+def quartiles(values: Sequence[float]) -> dict[str, float]:
+    """Median and quartiles (inclusive method) of *values*; one value is all three."""
+    if len(values) < 2:
+        return {"median": values[0], "q1": values[0], "q3": values[0]}
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return {"median": q2, "q1": q1, "q3": q3}
+
+
+def latency_ms(seconds: Sequence[float]) -> dict[str, float | None]:
+    """p50, p99 (nearest rank) and max of *seconds*, in milliseconds."""
+    if not seconds:
+        return {"p50": None, "p99": None, "max": None}
+    ordered = sorted(seconds)
+
+    def pct(q: float) -> float:
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1e3  # nearest rank
+
+    return {"p50": pct(0.50), "p99": pct(0.99), "max": ordered[-1] * 1e3}
+
+
+def rotation_order(names: Sequence[str], rotation: int) -> list[str]:
+    """The order of rotation *rotation*: A B C, then B C A, then C A B, …"""
+    shift = rotation % len(names)
+    return [*names[shift:], *names[:shift]]
+
+
+def paired_ratios(mine: Sequence[float], theirs: Sequence[float]) -> dict[str, float]:
+    """Median and quartiles of the per-rotation ratios ``mine[i] / theirs[i]``."""
+    return quartiles([m / t for m, t in zip(mine, theirs, strict=True)])
+
+
+@dataclass
+class Batches:
+    """What one scenario's batches measured, one entry per rotation."""
+
+    rps: list[float] = dataclasses.field(default_factory=list)
+    cpu_us: list[float] = dataclasses.field(default_factory=list)
+    p99_ms: list[float] = dataclasses.field(default_factory=list)
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    statuses: Counter[str] = dataclasses.field(default_factory=Counter)
+    expired: int = 0
+    unauthorized: int = 0
+    wall_s: float = 0.0
+    timed_out: int = 0
+
+    def add(self, loop: Loop, counted: Counters) -> None:
+        """Record one batch: *loop* from :func:`~benchmarks.scenarios.drive`, *counted*
+        the server's counts over it (requests answered 200 per second; client CPU per
+        request from ``time.process_time()`` around the batch)."""
+        self.rps.append(loop.ok / loop.wall)
+        self.cpu_us.append(loop.cpu / max(loop.completed, 1) * 1e6)
+        self.p99_ms.append(latency_ms(loop.latencies)["p99"] or 0.0)
+        self.latencies.extend(loop.latencies)
+        self.statuses.update(loop.statuses)
+        self.expired += counted.api_expired
+        self.unauthorized += counted.api_unauthorized
+        self.wall_s += loop.wall
+        self.timed_out += loop.timed_out
