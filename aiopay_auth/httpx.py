@@ -29,12 +29,14 @@ stamps it, and the place is held until the hop's response is closed.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from types import TracebackType
 from typing import Any, Self
 
 import attrs
+import httpcore
 import httpx
 from yarl import URL
 
@@ -173,7 +175,10 @@ class BearerAuth(httpx.Auth):
         finds a free connection at once, so no stamped request waits in
         httpx's pool, and waiters are served in arrival order. Every
         transport of the client (``proxy=``, ``mounts=``, proxies from the
-        environment) is behind the one gate.
+        environment) is behind the one gate. With the transport httpx builds
+        (no ``transport=``, HTTP/1.1, as many connections kept alive as
+        open), each place has a pooled connection of its own instead of
+        sharing httpx's pool, whose work per request grows with its size.
 
         Args:
             limit: The pool's connections (``max_connections``, and as
@@ -200,6 +205,8 @@ class BearerAuth(httpx.Auth):
         hooks["request"] = [*hooks.get("request", ()), last]
         client = httpx.AsyncClient(auth=self, event_hooks=hooks, **kwargs)
         if gate is not None:
+            if "transport" not in kwargs and not kwargs.get("http2", False):
+                _give_places_connections(client, gate.size, kwargs["limits"])
             _gate_transports(client, gate)
             _GATES[client] = gate
         return client
@@ -368,6 +375,115 @@ def _gate_transports(client: httpx.AsyncClient, gate: FairGate) -> None:
             mounts[pattern] = _GatedTransport(transport, gate)
 
 
+def _give_places_connections(client: httpx.AsyncClient, size: int, limits: httpx.Limits) -> None:
+    """Replace the default transport httpx built for *client* by one connection per place.
+
+    httpx's shared pool (httpcore's) scans every connection it holds each
+    time a request arrives or a response is closed, with a readability
+    check (system calls) on each idle one, and gives requests arriving
+    together the same idle connection, all but one of which then fail on it
+    and go round again. Its cost per request grows with the pool. Behind the
+    gate, at most *size* hops are in flight, so a pool of *size* pools of
+    one connection each (:class:`_OneConnectionEach`) always has one free
+    for a hop, found without a scan. Only the transport httpx built itself
+    (no ``transport=``, HTTP/1.1, as many kept alive as places; proxies
+    and ``mounts=`` keep their pools), whose settings are the client's own,
+    read back from it.
+    """
+    keepalive = limits.max_keepalive_connections
+    if keepalive is not None and keepalive < size:
+        return  # fewer kept alive than places: the shared pool closes the others
+    built = client._transport
+    pool = getattr(built, "_pool", None)
+    ssl_context = getattr(pool, "_ssl_context", None)
+    if (
+        type(built) is not httpx.AsyncHTTPTransport
+        or type(pool) is not httpcore.AsyncConnectionPool
+        or not isinstance(ssl_context, ssl.SSLContext)
+    ):
+        return  # not the transport httpx 0.28 builds: keep its shared pool
+    one = httpx.Limits(
+        max_connections=1, max_keepalive_connections=1, keepalive_expiry=limits.keepalive_expiry
+    )
+    http1 = bool(getattr(pool, "_http1", True))
+    client._transport = _OneConnectionEach(
+        size, lambda: httpx.AsyncHTTPTransport(verify=ssl_context, http1=http1, limits=one)
+    )
+
+
+_Origin = tuple[bytes, bytes, int | None]
+
+
+class _OneConnectionEach(httpx.AsyncBaseTransport):
+    """A client's default transport behind its gate: pools of one connection, one per hop.
+
+    A hop takes a free pool whose connection is to its origin if there is
+    one (the last used first: its connection is the most likely alive),
+    else a pool not used yet, else the idle pool of another origin (whose
+    connection is then replaced), and gives it back when its response is
+    closed or it failed. At most *size* pools are made: with the gate's
+    places, one is always free.
+    """
+
+    def __init__(self, size: int, make: Callable[[], httpx.AsyncHTTPTransport]) -> None:
+        self._size = size
+        self._make = make
+        self._made: list[httpx.AsyncHTTPTransport] = []
+        self._free: dict[_Origin, list[httpx.AsyncHTTPTransport]] = {}
+
+    def _take(self, origin: _Origin) -> httpx.AsyncHTTPTransport:
+        free = self._free.get(origin)
+        if free:
+            return free.pop()
+        if len(self._made) >= self._size:
+            for free in self._free.values():
+                if free:
+                    return free.pop()
+        # Not made yet (or, a hop not behind the gate's count: one more).
+        made = self._make()
+        self._made.append(made)
+        return made
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send *request* on a pool of its own; the pool is free again once the response is."""
+        url = request.url
+        origin = (url.raw_scheme, url.raw_host, url.port)
+        transport = self._take(origin)
+
+        def give_back() -> None:
+            self._free.setdefault(origin, []).append(transport)
+
+        try:
+            response = await transport.handle_async_request(request)
+        except BaseException:
+            give_back()
+            raise
+        stream = response.stream
+        if not isinstance(stream, httpx.AsyncByteStream):
+            give_back()  # not an async body: httpx refuses the response next
+            return response
+        response.stream = _ReleasingStream(stream, give_back)
+        return response
+
+    async def __aenter__(self) -> Self:
+        """Nothing to enter: each pool is made when first needed."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        """Close every pool made."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every pool made."""
+        for transport in self._made:
+            await transport.aclose()
+
+
 class _Place:
     """One hop's place at a client's gate.
 
@@ -452,7 +568,7 @@ class _GatedTransport(httpx.AsyncBaseTransport):
         if not isinstance(stream, httpx.AsyncByteStream):
             place.release()  # not an async body: httpx refuses the response next
             return response
-        response.stream = _ReleasingStream(stream, place)
+        response.stream = _ReleasingStream(stream, place.release)
         return response
 
     async def __aenter__(self) -> Self:
@@ -475,11 +591,11 @@ class _GatedTransport(httpx.AsyncBaseTransport):
 
 
 class _ReleasingStream(httpx.AsyncByteStream):
-    """A response body that gives its hop's place back once closed (after the connection)."""
+    """A response body that gives its hop's place (or pool) back once closed, after the body."""
 
-    def __init__(self, stream: httpx.AsyncByteStream, place: _Place) -> None:
+    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
         self._stream = stream
-        self._place = place
+        self._release = release
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._stream:
@@ -490,4 +606,4 @@ class _ReleasingStream(httpx.AsyncByteStream):
         try:
             await self._stream.aclose()
         finally:
-            self._place.release()
+            self._release()
