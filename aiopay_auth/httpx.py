@@ -56,6 +56,8 @@ _AUTHORIZATION = "Authorization"
 _CALL = "aiopay_auth.call"
 # The request extension that carries a hop's place at its client's gate, hook to transport.
 _PLACE = "aiopay_auth.place"
+# How many URLs' holders BearerAuth.holder_for keeps before it starts over.
+_SCOPES_KEPT = 1024
 # httpx's own default pool size (httpx.Limits' max_connections), the gate's default.
 _DEFAULT_LIMIT = 100
 _SYNC_ONLY = (
@@ -151,6 +153,8 @@ class BearerAuth(httpx.Auth):
             instance_of("aiopay_auth.httpx.BearerAuth holders", holder, TokenHolder)
         # The scope rule and its checks: the one the aiohttp middleware uses.
         self._routes = Routes("aiopay_auth.httpx.BearerAuth", *holders)
+        # holder_for's recent answers, by URL: each call asks for its URL twice (flow, hook).
+        self._scopes: dict[str, TokenHolder | None] = {}
 
     @property
     def holders(self) -> tuple[TokenHolder, ...]:
@@ -159,8 +163,18 @@ class BearerAuth(httpx.Auth):
 
     def holder_for(self, url: httpx.URL | str) -> TokenHolder | None:
         """The holder whose token a request to *url* carries, if any."""
+        key = str(url)
+        scopes = self._scopes
+        try:
+            return scopes[key]
+        except KeyError:
+            pass
         # The one call of the scope rule (origin + longest path prefix) in this module.
-        return self._routes.holder_for(URL(str(httpx.URL(url)), encoded=True))
+        holder = self._routes.holder_for(URL(str(httpx.URL(url)), encoded=True))
+        if len(scopes) >= _SCOPES_KEPT:
+            scopes.clear()
+        scopes[key] = holder  # the holders never change: the answer for a URL holds
+        return holder
 
     def client(self, *, limit: int | None = None, **kwargs: Any) -> httpx.AsyncClient:
         """An :class:`httpx.AsyncClient` with this auth, its request hook and a fair pool.
@@ -299,7 +313,8 @@ class BearerAuth(httpx.Auth):
             seen += [r.request for r in (*response.history, response)]
             if response.next_request is not None:
                 seen.append(response.next_request)
-        for each in seen:
+        # The same request is usually seen three times (sent, hop, response's): once is enough.
+        for each in {id(each): each for each in seen}.values():
             _remove(each, lambda value: value in call.stamped or self._ours(value, None))
             each.extensions.pop(_CALL, None)  # a next_request sent later is a call of its own
 
