@@ -474,8 +474,8 @@ class _OneConnectionEach(httpx.AsyncBaseTransport):
             give_back()
             raise
         stream = response.stream
-        if not isinstance(stream, httpx.AsyncByteStream):
-            give_back()  # not an async body: httpx refuses the response next
+        if response.is_stream_consumed or not isinstance(stream, httpx.AsyncByteStream):
+            give_back()  # read already, or refused by httpx next: see _GatedTransport
             return response
         response.stream = _ReleasingStream(stream, give_back)
         return response
@@ -580,8 +580,10 @@ class _GatedTransport(httpx.AsyncBaseTransport):
             place.release()
             raise
         stream = response.stream
-        if not isinstance(stream, httpx.AsyncByteStream):
-            place.release()  # not an async body: httpx refuses the response next
+        if response.is_stream_consumed or not isinstance(stream, httpx.AsyncByteStream):
+            # Read already (an httpx.MockTransport's response: httpx never closes
+            # its body), or not an async body (httpx refuses the response next).
+            place.release()
             return response
         response.stream = _ReleasingStream(stream, place.release)
         return response

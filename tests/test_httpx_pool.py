@@ -408,6 +408,21 @@ async def test_a_place_connects_to_another_origin_when_its_last_is_elsewhere() -
     assert {None} == {r.authorization for r in other.api_requests()}
 
 
+async def test_a_response_read_by_its_transport_gives_its_place_back() -> None:
+    # httpx.MockTransport answers with responses read already, whose bodies
+    # httpx never closes: their places are given back at once.
+    async def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"ok": True})
+
+    async with serving() as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        async with BearerAuth(holder).client(limit=1, transport=httpx.MockTransport(answer)) as c:
+            for _ in range(3):
+                response = await asyncio.wait_for(c.get(str(api.api / "x")), 5)
+                assert {"ok": True} == response.json()
+            assert (0, 0) == (gate_of(c).inside, gate_of(c).waiting)
+
+
 async def test_own_transport_or_fewer_kept_alive_keep_httpx_pool() -> None:
     # Only the transport httpx builds, with as many connections kept alive
     # as places, gets a connection per place (HTTP/2, not installed here,
