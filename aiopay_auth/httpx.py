@@ -29,12 +29,14 @@ stamps it, and the place is held until the hop's response is closed.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from types import TracebackType
 from typing import Any, Self
 
 import attrs
+import httpcore
 import httpx
 from yarl import URL
 
@@ -53,6 +55,8 @@ _AUTHORIZATION = "Authorization"
 _CALL = "aiopay_auth.call"
 # The request extension that carries a hop's place at its client's gate, hook to transport.
 _PLACE = "aiopay_auth.place"
+# How many URLs' holders BearerAuth.holder_for keeps before it starts over.
+_SCOPES_KEPT = 1024
 # httpx's own default pool size (httpx.Limits' max_connections), the gate's default.
 _DEFAULT_LIMIT = 100
 _SYNC_ONLY = (
@@ -148,6 +152,8 @@ class BearerAuth(httpx.Auth):
             instance_of("aiopay_auth.httpx.BearerAuth holders", holder, TokenHolder)
         # The scope rule and its checks: the one the aiohttp middleware uses.
         self._routes = Routes("aiopay_auth.httpx.BearerAuth", *holders)
+        # holder_for's recent answers, by URL: each call asks for its URL twice (flow, hook).
+        self._scopes: dict[str, TokenHolder | None] = {}
 
     @property
     def holders(self) -> tuple[TokenHolder, ...]:
@@ -156,8 +162,18 @@ class BearerAuth(httpx.Auth):
 
     def holder_for(self, url: httpx.URL | str) -> TokenHolder | None:
         """The holder whose token a request to *url* carries, if any."""
+        key = str(url)
+        scopes = self._scopes
+        try:
+            return scopes[key]
+        except KeyError:
+            pass
         # The one call of the scope rule (origin + longest path prefix) in this module.
-        return self._routes.holder_for(URL(str(httpx.URL(url)), encoded=True))
+        holder = self._routes.holder_for(URL(str(httpx.URL(url)), encoded=True))
+        if len(scopes) >= _SCOPES_KEPT:
+            scopes.clear()
+        scopes[key] = holder  # the holders never change: the answer for a URL holds
+        return holder
 
     def client(self, *, limit: int | None = None, **kwargs: Any) -> httpx.AsyncClient:
         """An :class:`httpx.AsyncClient` with this auth, its request hook and a fair pool.
@@ -172,7 +188,10 @@ class BearerAuth(httpx.Auth):
         finds a free connection at once, so no stamped request waits in
         httpx's pool, and waiters are served in arrival order. Every
         transport of the client (``proxy=``, ``mounts=``, proxies from the
-        environment) is behind the one gate.
+        environment) is behind the one gate. With the transport httpx builds
+        (no ``transport=``, HTTP/1.1, as many connections kept alive as
+        open), each place has a pooled connection of its own instead of
+        sharing httpx's pool, whose work per request grows with its size.
 
         Args:
             limit: The pool's connections (``max_connections``, and as
@@ -199,6 +218,8 @@ class BearerAuth(httpx.Auth):
         hooks["request"] = [*hooks.get("request", ()), last]
         client = httpx.AsyncClient(auth=self, event_hooks=hooks, **kwargs)
         if gate is not None:
+            if "transport" not in kwargs and not kwargs.get("http2", False):
+                _give_places_connections(client, gate.size, kwargs["limits"])
             _gate_transports(client, gate)
             _GATES[client] = gate
         return client
@@ -290,7 +311,8 @@ class BearerAuth(httpx.Auth):
             seen += [r.request for r in (*response.history, response)]
             if response.next_request is not None:
                 seen.append(response.next_request)
-        for each in seen:
+        # The same request is usually seen three times (sent, hop, response's): once is enough.
+        for each in {id(each): each for each in seen}.values():
             _remove(each, lambda value: value in call.stamped or self._ours(value, None))
             each.extensions.pop(_CALL, None)  # a next_request sent later is a call of its own
 
@@ -364,6 +386,115 @@ def _gate_transports(client: httpx.AsyncClient, gate: FairGate) -> None:
     for pattern, transport in mounts.items():
         if transport is not None:
             mounts[pattern] = _GatedTransport(transport, gate)
+
+
+def _give_places_connections(client: httpx.AsyncClient, size: int, limits: httpx.Limits) -> None:
+    """Replace the default transport httpx built for *client* by one connection per place.
+
+    httpx's shared pool (httpcore's) scans every connection it holds each
+    time a request arrives or a response is closed, with a readability
+    check (system calls) on each idle one, and gives requests arriving
+    together the same idle connection, all but one of which then fail on it
+    and go round again. Its cost per request grows with the pool. Behind the
+    gate, at most *size* hops are in flight, so a pool of *size* pools of
+    one connection each (:class:`_OneConnectionEach`) always has one free
+    for a hop, found without a scan. Only the transport httpx built itself
+    (no ``transport=``, HTTP/1.1, as many kept alive as places; proxies
+    and ``mounts=`` keep their pools), whose settings are the client's own,
+    read back from it.
+    """
+    keepalive = limits.max_keepalive_connections
+    if keepalive is not None and keepalive < size:
+        return  # fewer kept alive than places: the shared pool closes the others
+    built = client._transport
+    pool = getattr(built, "_pool", None)
+    ssl_context = getattr(pool, "_ssl_context", None)
+    if (
+        type(built) is not httpx.AsyncHTTPTransport
+        or type(pool) is not httpcore.AsyncConnectionPool
+        or not isinstance(ssl_context, ssl.SSLContext)
+    ):
+        return  # not the transport httpx 0.28 builds: keep its shared pool
+    one = httpx.Limits(
+        max_connections=1, max_keepalive_connections=1, keepalive_expiry=limits.keepalive_expiry
+    )
+    http1 = bool(getattr(pool, "_http1", True))
+    client._transport = _OneConnectionEach(
+        size, lambda: httpx.AsyncHTTPTransport(verify=ssl_context, http1=http1, limits=one)
+    )
+
+
+_Origin = tuple[bytes, bytes, int | None]
+
+
+class _OneConnectionEach(httpx.AsyncBaseTransport):
+    """A client's default transport behind its gate: pools of one connection, one per hop.
+
+    A hop takes a free pool whose connection is to its origin if there is
+    one (the last used first: its connection is the most likely alive),
+    else a pool not used yet, else the idle pool of another origin (whose
+    connection is then replaced), and gives it back when its response is
+    closed or it failed. At most *size* pools are made: with the gate's
+    places, one is always free.
+    """
+
+    def __init__(self, size: int, make: Callable[[], httpx.AsyncHTTPTransport]) -> None:
+        self._size = size
+        self._make = make
+        self._made: list[httpx.AsyncHTTPTransport] = []
+        self._free: dict[_Origin, list[httpx.AsyncHTTPTransport]] = {}
+
+    def _take(self, origin: _Origin) -> httpx.AsyncHTTPTransport:
+        free = self._free.get(origin)
+        if free:
+            return free.pop()
+        if len(self._made) >= self._size:
+            for free in self._free.values():
+                if free:
+                    return free.pop()
+        # Not made yet (or, a hop not behind the gate's count: one more).
+        made = self._make()
+        self._made.append(made)
+        return made
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send *request* on a pool of its own; the pool is free again once the response is."""
+        url = request.url
+        origin = (url.raw_scheme, url.raw_host, url.port)
+        transport = self._take(origin)
+
+        def give_back() -> None:
+            self._free.setdefault(origin, []).append(transport)
+
+        try:
+            response = await transport.handle_async_request(request)
+        except BaseException:
+            give_back()
+            raise
+        stream = response.stream
+        if response.is_stream_consumed or not isinstance(stream, httpx.AsyncByteStream):
+            give_back()  # read already, or refused by httpx next: see _GatedTransport
+            return response
+        response.stream = _ReleasingStream(stream, give_back)
+        return response
+
+    async def __aenter__(self) -> Self:
+        """Nothing to enter: each pool is made when first needed."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        """Close every pool made."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every pool made."""
+        for transport in self._made:
+            await transport.aclose()
 
 
 class _Place:
@@ -447,10 +578,12 @@ class _GatedTransport(httpx.AsyncBaseTransport):
             place.release()
             raise
         stream = response.stream
-        if not isinstance(stream, httpx.AsyncByteStream):
-            place.release()  # not an async body: httpx refuses the response next
+        if response.is_stream_consumed or not isinstance(stream, httpx.AsyncByteStream):
+            # Read already (an httpx.MockTransport's response: httpx never closes
+            # its body), or not an async body (httpx refuses the response next).
+            place.release()
             return response
-        response.stream = _ReleasingStream(stream, place)
+        response.stream = _ReleasingStream(stream, place.release)
         return response
 
     async def __aenter__(self) -> Self:
@@ -473,11 +606,11 @@ class _GatedTransport(httpx.AsyncBaseTransport):
 
 
 class _ReleasingStream(httpx.AsyncByteStream):
-    """A response body that gives its hop's place back once closed (after the connection)."""
+    """A response body that gives its hop's place (or pool) back once closed, after the body."""
 
-    def __init__(self, stream: httpx.AsyncByteStream, place: _Place) -> None:
+    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
         self._stream = stream
-        self._place = place
+        self._release = release
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._stream:
@@ -488,4 +621,4 @@ class _ReleasingStream(httpx.AsyncByteStream):
         try:
             await self._stream.aclose()
         finally:
-            self._place.release()
+            self._release()

@@ -9,7 +9,9 @@ when there are two). Scenarios:
 
 * ``raw``: raw httpx, a token fetched once and set as a static client
   header (the limit). It talks to the long-token server in both variants.
-* ``aiopay``: ``aiopay_auth.httpx.BearerAuth(holder).client(...)``.
+* ``aiopay``: ``aiopay_auth.httpx.BearerAuth(holder).client(...)``, with
+  the same ``limits``: its gate of as many places, each with a pooled
+  connection of its own (at most *concurrency* connections, like the others).
 * ``authlib``: Authlib's ``AsyncOAuth2Client`` (client credentials,
   ``token_endpoint``, ``update_token``, automatic renewal), opened by
   :func:`benchmarks.peers.open_authlib`.
@@ -371,7 +373,9 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         f"have the same pool: `max_connections={c}` (the concurrency, so that no request "
         "queues inside httpx; see the pool-queueing caveat in "
         "[Tokens on httpx requests](howto/httpx.md)). `raw`: a token fetched once and set as "
-        "a static client header (the limit); `aiopay`: `BearerAuth(holder).client(...)`; "
+        "a static client header (the limit); `aiopay`: `BearerAuth(holder).client(...)` with "
+        "the same `limits` (its gate's places each have a connection of their own: at most "
+        f"{c} connections too); "
         "`authlib`: `AsyncOAuth2Client` (client credentials, `token_endpoint`, "
         "`update_token`, automatic renewal); `httpx-auth`: `OAuth2ClientCredentials` as the "
         f"client's `auth`. `-1h`: tokens of {cfg['long_lifetime'] / 3600:g} hour (no refresh "

@@ -359,6 +359,86 @@ async def test_every_transport_of_the_client_is_behind_the_gate(route: str) -> N
     assert 1 == api.max_in_flight
 
 
+async def test_each_place_has_a_connection_of_its_own() -> None:
+    # httpx's own transport behind the gate: a pool of one connection per
+    # place instead of httpx's shared pool. Three hops in flight at once on
+    # three places take three connections; later hops, one at a time or more
+    # than the places at once, reuse them and open no other.
+    peers: list[int] = []
+    hold = asyncio.Event()
+
+    def record(request: web.Request) -> bool:
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername")[1])
+        return held(request)
+
+    async with serving(hold=hold, hold_when=record) as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        await holder.get()
+        async with BearerAuth(holder).client(limit=3) as client:
+            url = api.api / "x"
+            first = [
+                asyncio.create_task(client.get(str(url.with_query(n="held")))) for _ in range(3)
+            ]
+            await eventually(lambda: api.in_flight == 3)
+            hold.set()
+            later = [await client.get(str(url)) for _ in range(4)]
+            later += await asyncio.gather(*(client.get(str(url)) for _ in range(9)))
+            assert {200} == {r.status_code for r in [*await asyncio.gather(*first), *later]}
+            assert (0, 0) == (gate_of(client).inside, gate_of(client).waiting)
+    assert 16 == len(peers)
+    assert 3 == len(set(peers[:3]))
+    assert set(peers) == set(peers[:3])
+
+
+async def test_a_place_connects_to_another_origin_when_its_last_is_elsewhere() -> None:
+    # One place, two servers in turn: the one pool closes its idle connection
+    # to the other origin and opens one to this one; the token stays on its API.
+    async with serving(2) as (api, other), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        async with BearerAuth(holder).client(limit=1) as client:
+            statuses = [
+                (await client.get(str(server.api / "x"))).status_code
+                for server in (api, other, api, other, api)
+            ]
+            assert (0, 0) == (gate_of(client).inside, gate_of(client).waiting)
+    assert [200, 401, 200, 401, 200] == statuses  # the other server wants a token of its own
+    assert 3 == len(api.api_requests())
+    assert {None} == {r.authorization for r in other.api_requests()}
+
+
+async def test_a_response_read_by_its_transport_gives_its_place_back() -> None:
+    # httpx.MockTransport answers with responses read already, whose bodies
+    # httpx never closes: their places are given back at once.
+    async def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"ok": True})
+
+    async with serving() as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        async with BearerAuth(holder).client(limit=1, transport=httpx.MockTransport(answer)) as c:
+            for _ in range(3):
+                response = await asyncio.wait_for(c.get(str(api.api / "x")), 5)
+                assert {"ok": True} == response.json()
+            assert (0, 0) == (gate_of(c).inside, gate_of(c).waiting)
+
+
+async def test_own_transport_or_fewer_kept_alive_keep_httpx_pool() -> None:
+    # Only the transport httpx builds, with as many connections kept alive
+    # as places, gets a connection per place (HTTP/2, not installed here,
+    # keeps httpx's pool too: its connections are shared).
+    async with serving() as (api,), TokenManager() as tokens:
+        auth = BearerAuth(tokens.add(api.provider()))
+        fewer = httpx.Limits(max_connections=4, max_keepalive_connections=2)
+        for options in (
+            {"limit": 4, "transport": httpx.AsyncHTTPTransport()},
+            {"limits": fewer},
+        ):
+            async with auth.client(**options) as client:
+                inner = client._transport._transport  # type: ignore[attr-defined]
+                assert type(inner) is httpx.AsyncHTTPTransport
+                assert 200 == (await client.get(str(api.api / "x"))).status_code
+
+
 async def test_the_gate_has_the_pools_size() -> None:
     async with serving() as (api,), TokenManager() as tokens:
         auth = BearerAuth(tokens.add(api.provider()))
