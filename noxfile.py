@@ -105,9 +105,12 @@ MUTANT_TESTS: dict[str, list[str]] = {
     "_oauth": ["tests/test_oauth.py", "tests/test_parser_properties.py", "tests/test_profiles.py"],
     "_holder": [
         "tests/test_holder.py",  # the holder on an injected clock: errors, counters, health
+        "tests/test_refresh.py",
         "tests/test_manager.py",
         "tests/test_tenants.py",  # rotation and removal (8 s)
         "tests/test_middleware.py",
+        "tests/test_hostile_api.py",  # the 401 rule (resend_after_401): backoff, late 401s
+        "tests/test_clients.py",  # the same rule through both clients
         "tests/test_api.py",
     ],
     "_refresh": [

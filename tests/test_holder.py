@@ -334,6 +334,18 @@ async def test_an_invalidation_wakes_the_refresher_at_once() -> None:
     assert scope.cancelled_caught
 
 
+async def test_an_invalidation_before_the_refresher_waits_is_not_missed() -> None:
+    # The refresher may be busy (a fetch, a log call) when the 401 comes:
+    # its next wait returns at once rather than sleep to the refresh point.
+    clock = ManualClock()
+    holder = new_holder(clock)
+    served = token(clock)
+    write(holder).publish(served)
+    assert holder.invalidate(served)
+    with anyio.fail_after(1):
+        await write(holder).wait_refresh_needed(3600.0)
+
+
 async def test_the_last_four_access_tokens_are_recognised_as_issued() -> None:
     clock = ManualClock()
     holder = new_holder(clock)
@@ -634,3 +646,19 @@ async def test_a_token_or_a_failure_that_comes_after_the_close_changes_nothing()
     with anyio.fail_after(1), pytest.raises(TokenUnavailableError, match="closed") as caught:
         await holder.get()
     assert not caught.value.retryable
+
+
+def test_the_holders_attributes_are_read_only_and_it_takes_one_writer() -> None:
+    holder = new_holder(ManualClock())
+    for name in ("current", "provider", "clock", "fetching", "refusing", "latest", "policy"):
+        with pytest.raises(AttributeError, match=f"TokenHolder.{name} is read-only"):
+            setattr(holder, name, None)
+    with pytest.raises(AttributeError, match="read-only"):
+        holder.stats = None  # type: ignore[misc,assignment]
+    for name in ("current", "clock", "provider", "_current"):
+        with pytest.raises(AttributeError, match="cannot be deleted"):
+            delattr(holder, name)
+    with pytest.raises(
+        RuntimeError, match=r"^<TokenHolder 'hostile' starting> already has a writer$"
+    ):
+        HolderWriter(holder)

@@ -20,9 +20,6 @@ from pathlib import Path
 import pytest
 
 import aiopay_auth
-from aiopay_auth import TokenHolder
-
-from .endpoints import make_provider
 
 
 PACKAGE = Path(aiopay_auth.__file__).parent
@@ -138,15 +135,3 @@ def test_the_check_sees_a_write_and_a_private_read() -> None:
     assert ["line 1: holder.current", "line 2: self._holder._fetched"] == sorted(
         holder_state_touched(source)
     )
-
-
-def test_a_holders_public_attributes_cannot_be_set() -> None:
-    holder = TokenHolder(make_provider("http://127.0.0.1:9"))
-    for name in ("current", "provider", "clock", "fetching", "refusing", "latest", "policy"):
-        with pytest.raises(AttributeError):
-            setattr(holder, name, None)
-    with pytest.raises(AttributeError):
-        holder.stats = None  # type: ignore[misc,assignment]
-    for name in ("current", "clock", "provider", "_current"):
-        with pytest.raises(AttributeError, match="cannot be deleted"):
-            delattr(holder, name)

@@ -20,6 +20,7 @@ import pytest
 from aiopay_auth import (
     ClientTenantRemovedError,
     ConfigError,
+    RefreshPolicy,
     TenantRemovedError,
     TenantRequiredError,
     TokenHolder,
@@ -266,9 +267,38 @@ async def test_rotating_to_a_refused_secret_says_so_and_keeps_serving() -> None:
             assert 200 == resp.status
     err = caught.value
     assert err.last_error is not None
+    assert (f"acme/{key}", True) == (
+        err.provider,
+        err.message.startswith("no token with the new credentials; last failure: "),
+    )
     assert "invalid_client" in str(err)
     assert "not-the-secret" not in str(err)
     assert [True, False] == [c.accepted for c in server.token_calls]
+
+
+async def test_a_rotation_with_no_answer_gives_up_at_the_wait_bound() -> None:
+    policy = RefreshPolicy(wait_timeout=0.5)
+    async with tenant_api() as server, TokenManager(policy=policy) as tokens:
+        merchants = tokens.add_tenants("acme", api=server.api)
+        key, old = server.client()
+        tenant = merchants.add(key, server.provider(key, old))
+        first = await tenant.holder.get()
+        _, new = server.client(key)
+        never = asyncio.Event()
+        server.before_answer = never.wait  # the new secret's request is never answered
+        started = time.monotonic()
+        with anyio.fail_after(5), pytest.raises(TokenUnavailableError) as caught:
+            await merchants.rotate(key, server.provider(key, new))
+        waited = time.monotonic() - started
+        assert first is tenant.holder.usable()  # the old token is still served
+        never.set()
+    assert 0.5 <= waited < 5
+    err = caught.value
+    assert (f"acme/{key}", "no token with the new credentials", None) == (
+        err.provider,
+        err.message,
+        err.last_error,
+    )
 
 
 async def test_cold_start_of_many_tenants_never_exceeds_the_cap() -> None:
