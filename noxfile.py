@@ -97,9 +97,10 @@ def docs(session: nox.Session) -> None:
 # Mutation testing: each core module with the fast tests that exercise it. mutmut
 # maps every mutated function to the tests that call it, so a mutant runs only
 # those (fastest first, stopping at the first failure). The slow matrices
-# (faults, concurrency, soak, fleet processes) stay out. Measured on the loaded
-# 2-core machine (docs/mutants.md): 24 minutes for the seven modules run by
-# default, 12 more for fleet (`nox -s mutants -- fleet`), so each run fits 30.
+# (faults, concurrency, soak, fleet processes) stay out. Each module's time on
+# the loaded 2-core machine is in docs/mutants.md; fleet, the longest (12 min),
+# runs on its own (`nox -s mutants -- fleet`), and a few modules can be named
+# (`nox -s mutants -- _holder _routes`) to keep a run short.
 MUTANT_TESTS: dict[str, list[str]] = {
     "_policy": ["tests/test_policy.py"],
     "_oauth": ["tests/test_oauth.py", "tests/test_parser_properties.py", "tests/test_profiles.py"],
