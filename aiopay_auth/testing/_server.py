@@ -10,8 +10,8 @@ client did; :meth:`FakeProvider.queue` scripts misbehaving token answers (:class
 
 This module is the HTTP app every dialect shares: lifecycle, URLs, routes, the protected API
 and the counters. The tokens and clients live in ``_ledger.py`` (:class:`~._ledger.TokenLedger`,
-also the desk the dialect asks), scripted and random faults in ``_scripts.py``, and what
-differs between providers in ``_dialects/``, one module each.
+also the desk the dialect asks), scripted and random faults in ``_scripts.py``, the helpers in
+``_helpers.py``, and what differs between providers in ``_dialects/``, one module each.
 
 Example::
 
@@ -34,6 +34,7 @@ from yarl import URL
 
 from ._dialects import DIALECTS, Dialect, DialectRules, Rejection
 from ._dialects._wire import JSON, json_response
+from ._helpers import echo_headers, redirect
 from ._ledger import KIND_API, KIND_STOREFRONT, TokenLedger
 from ._scripts import FaultScripts, Scripted, pause, play
 
@@ -44,8 +45,6 @@ _INVALID_TOKEN_BODY: Final = json.dumps({"error": "invalid_token"})
 _INVALID_TOKEN_HEADERS: Final[Mapping[str, str]] = {
     "WWW-Authenticate": 'Bearer error="invalid_token"'
 }
-
-_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -310,8 +309,8 @@ class FakeProvider(TokenLedger, FaultScripts):
         self._add_api(router, self._rules.api_path, KIND_API)
         if self._rules.storefront_path is not None:
             self._add_api(router, self._rules.storefront_path, KIND_STOREFRONT)
-        router.add_get("/redirect", self._redirect)
-        router.add_route("*", "/echo-headers", self._echo_headers)
+        router.add_get("/redirect", redirect)
+        router.add_route("*", "/echo-headers", echo_headers)
 
     def _add_api(self, router: web.UrlDispatcher, base: str, kind: str) -> None:
         handler = self._api_handler(kind)
@@ -346,27 +345,6 @@ class FakeProvider(TokenLedger, FaultScripts):
             )
 
         return api
-
-    # ------------------------------------------------------------------ helpers
-
-    async def _redirect(self, request: web.Request) -> web.StreamResponse:
-        target = request.query.get("to")
-        if not target:
-            raise web.HTTPBadRequest(text="missing 'to' query parameter")
-        try:
-            status = int(request.query.get("status", "302"))
-        except ValueError:
-            status = 0
-        if status not in _REDIRECT_STATUSES:
-            raise web.HTTPBadRequest(text="'status' must be one of 301, 302, 303, 307, 308")
-        return web.Response(status=status, headers={hdrs.LOCATION: target})
-
-    async def _echo_headers(self, request: web.Request) -> web.StreamResponse:
-        echoed: dict[str, str] = {}
-        for name, value in request.headers.items():
-            key = name.lower()
-            echoed[key] = f"{echoed[key]}, {value}" if key in echoed else value
-        return web.json_response(echoed)
 
     # ------------------------------------------------------------------ token endpoint
 
