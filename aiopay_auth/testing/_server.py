@@ -27,6 +27,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
 from typing import Final
 
 from aiohttp import hdrs, web
@@ -218,7 +219,12 @@ class FakeProvider(TokenLedger, FaultScripts):
         await self.start()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         """Close the server."""
         await self.close()
 
