@@ -1,25 +1,17 @@
 """A loopback OAuth2 provider that impersonates one payment provider's token endpoint.
 
 :class:`FakeProvider` runs a real :mod:`aiohttp.web` server on ``127.0.0.1`` (an ephemeral
-port) that serves:
+port) that serves a token endpoint speaking exactly one provider *dialect* (refusing what the
+real provider refuses, with its error), a protected API under :attr:`FakeProvider.api_base`
+(for ``"oro"`` a second one under :attr:`FakeProvider.storefront_api_base`) that accepts only
+live bearer tokens this server issued, and two unprotected helpers (``/redirect``,
+``/echo-headers``). Its counters and :attr:`FakeProvider.rejected` let tests assert what a
+client did; :meth:`FakeProvider.queue` scripts misbehaving token answers (:class:`Scripted`).
 
-* a token endpoint speaking exactly one provider *dialect* (``"cm"``, ``"vonage"``,
-  ``"payme"``, ``"oro"`` or plain ``"rfc6749"``), rejecting anything the real provider would
-  reject with the error the real provider would send;
-* a protected API under :attr:`FakeProvider.api_base` (and, for ``"oro"``, a second one
-  under :attr:`FakeProvider.storefront_api_base`) that accepts only live bearer tokens this
-  server issued;
-* two unprotected helpers: ``GET /redirect?to=<url>`` (a redirect, to check that a bearer
-  token never follows a redirect to another origin) and ``/echo-headers`` (returns the
-  request headers as JSON).
-
-Counters (:attr:`FakeProvider.token_calls`, :attr:`FakeProvider.api_unauthorized`, ...) and
-:attr:`FakeProvider.rejected` let tests assert what a client did, and
-:meth:`FakeProvider.queue` scripts misbehaving token responses (:class:`Scripted`).
-
-This module is the server every dialect shares (lifecycle, routing, the protected API, scripts,
-counters, the tokens it issued); what differs between providers lives in one module per
-dialect under ``_dialects/`` (:class:`~._dialects.DialectRules`), which the server asks.
+This module is the HTTP app every dialect shares: lifecycle, URLs, routes, the protected API
+and the counters. The tokens and clients live in ``_ledger.py`` (:class:`~._ledger.TokenLedger`,
+also the desk the dialect asks), scripted and random faults in ``_scripts.py``, the helpers in
+``_helpers.py``, and what differs between providers in ``_dialects/``, one module each.
 
 Example::
 
@@ -31,107 +23,34 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import random
-import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Final, NamedTuple
+from typing import Final
 
-import attrs
 from aiohttp import hdrs, web
-from multidict import CIMultiDict
 from yarl import URL
 
 from ._dialects import DIALECTS, Dialect, DialectRules, Rejection
-from ._dialects._wire import JSON, json_response, same
+from ._dialects._wire import JSON, json_response
+from ._helpers import echo_headers, redirect
+from ._ledger import KIND_API, KIND_STOREFRONT, TokenLedger
+from ._scripts import FaultScripts, Scripted, pause, play
 
 
 __all__ = ["Dialect", "FakeProvider", "Scripted"]
-
-# Token kinds: which protected API a token is good for. "api" is the dialect's main API
-# (Oro's back office); "storefront" the second API of a dialect that has one (Oro's).
-_KIND_API: Final = "api"
-_KIND_STOREFRONT: Final = "storefront"
 
 _INVALID_TOKEN_BODY: Final = json.dumps({"error": "invalid_token"})
 _INVALID_TOKEN_HEADERS: Final[Mapping[str, str]] = {
     "WWW-Authenticate": 'Bearer error="invalid_token"'
 }
-_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@attrs.frozen(kw_only=True)
-class Scripted:
-    """A canned answer for one token call, queued with :meth:`FakeProvider.queue`.
-
-    Attributes:
-        status: HTTP status code to answer with.
-        json: Body to send as JSON (``Content-Type: application/json`` unless ``headers``
-            says otherwise). Mutually exclusive with ``body``.
-        body: Raw body to send (for an HTML error page, truncated JSON, ...). Sent with
-            ``Content-Type: text/plain; charset=utf-8`` unless ``headers`` sets one.
-        headers: Extra response headers, e.g. ``{"Retry-After": "2"}``.
-        delay: Seconds to wait before answering (or dropping), to simulate a slow endpoint.
-        drop: Close the connection without sending any response.
-        truncate: Send the status, the headers (with the full ``Content-Length``) and only
-            this many bytes of the body, then reset the connection: a reset mid-body.
-        chunked: Send the body with chunked transfer encoding (no ``Content-Length``).
-    """
-
-    status: int = 200
-    json: object | None = None
-    body: bytes | str | None = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-    delay: float = 0.0
-    drop: bool = False
-    truncate: int | None = None
-    chunked: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        """Reject contradictory or impossible scripts early.
-
-        Raises:
-            ValueError: If both ``json`` and ``body`` are given, ``delay`` is negative or
-                ``status`` is not a valid HTTP status code.
-        """
-        if self.json is not None and self.body is not None:
-            raise ValueError("Scripted takes json or body, not both")
-        if self.delay < 0:
-            raise ValueError("Scripted.delay must not be negative")
-        if self.truncate is not None and self.truncate < 0:
-            raise ValueError("Scripted.truncate must not be negative")
-        if not 100 <= self.status <= 599:
-            raise ValueError("Scripted.status must be an HTTP status code (100-599)")
-
-
-class _Access(NamedTuple):
-    expires_at: float
-    kind: str
-    client_id: str
-
-
-class _Refresh(NamedTuple):
-    kind: str
-    client_id: str
-
-
-def _wire_lifetime(lifetime: float) -> int | float:
-    """The ``expires_in`` reported for a lifetime, exactly the value enforced.
-
-    A JSON integer when the lifetime is whole (as real servers send), else the same float,
-    which JSON carries exactly (``repr`` round-trips), so client and server agree to the bit.
-    """
-    seconds = float(lifetime)
-    return int(seconds) if seconds.is_integer() else seconds
-
-
-class FakeProvider:
+class FakeProvider(TokenLedger, FaultScripts):
     """A loopback OAuth2 token endpoint plus protected API speaking one provider dialect.
 
     The server binds ``127.0.0.1`` on an ephemeral port when started (:meth:`start` or
@@ -221,9 +140,9 @@ class FakeProvider:
         """
         if dialect not in DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}; expected one of {sorted(DIALECTS)}")
+        super().__init__()
         self.dialect: Dialect = dialect
         self._rules: DialectRules = DIALECTS[dialect]
-        self._desk = _TokenDesk(self)
         self.lifetime = lifetime
         self.token_delay = 0.0
         self.client_id = client_id
@@ -250,13 +169,6 @@ class FakeProvider:
         self.token_calls_in_flight = 0
         self.max_token_calls_in_flight = 0
 
-        self._clients: dict[str, list[str]] = {}
-        self._access: dict[str, _Access] = {}
-        self._refresh: dict[str, _Refresh] = {}
-        self._scripts: deque[Scripted] = deque()
-        self._chaos_rate = 0.0
-        self._chaos_faults: tuple[Scripted, ...] = ()
-        self._chaos_rng = random.Random()  # noqa: S311 - fault injection, not crypto
         self.chaos_faults = 0
         self._runner: web.AppRunner | None = None
         self._base_url: URL | None = None
@@ -303,11 +215,7 @@ class FakeProvider:
             await runner.cleanup()
 
     async def __aenter__(self) -> FakeProvider:
-        """Start the server.
-
-        Returns:
-            This provider, started.
-        """
+        """Start the server; return this provider, started."""
         await self.start()
         return self
 
@@ -317,21 +225,11 @@ class FakeProvider:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Close the server.
-
-        Args:
-            exc_type: Exception type raised in the block, if any.
-            exc: Exception raised in the block, if any.
-            tb: Its traceback, if any.
-        """
+        """Close the server."""
         await self.close()
 
     def __repr__(self) -> str:
-        """Describe the provider without revealing credentials.
-
-        Returns:
-            ``FakeProvider(dialect=..., base_url=...)``.
-        """
+        """``FakeProvider(dialect=..., base_url=...)``, without credentials."""
         where = str(self._base_url) if self._base_url is not None else "not started"
         return f"FakeProvider(dialect={self.dialect!r}, base_url={where!r})"
 
@@ -407,104 +305,6 @@ class FakeProvider:
         self.api_calls_by_client.clear()
         self.max_token_calls_in_flight = self.token_calls_in_flight
 
-    def queue(self, *responses: Scripted) -> None:
-        """Script the answers to the next token calls, first in first out.
-
-        Each scripted response is consumed by one token call (counted in
-        :attr:`token_calls`) instead of the normal handling: nothing is validated and no
-        token is issued (an ``access_token`` in a scripted body is unknown to the API).
-
-        Args:
-            *responses: The answers, in the order the token calls will receive them.
-        """
-        self._scripts.extend(responses)
-
-    def fail_randomly(self, rate: float, *faults: Scripted, seed: int | None = None) -> None:
-        """Answer a random share of unscripted token calls with a random fault.
-
-        Each token call that finds the :meth:`queue` empty is, with probability *rate*,
-        answered by one of *faults* chosen at random (counted in :attr:`chaos_faults`);
-        the others are handled normally. ``fail_randomly(0)`` turns it off.
-
-        Args:
-            rate: The share of token calls to fail, from 0 to 1.
-            *faults: The faults to choose from.
-            seed: Seed for a reproducible sequence.
-
-        Raises:
-            ValueError: If *rate* is outside [0, 1] or no fault is given for a rate above 0.
-        """
-        if not 0 <= rate <= 1:
-            raise ValueError("rate must be between 0 and 1")
-        if rate and not faults:
-            raise ValueError("fail_randomly needs at least one fault")
-        self._chaos_rate = rate
-        self._chaos_faults = faults
-        self._chaos_rng = random.Random(seed)  # noqa: S311 - fault injection, not crypto
-
-    def add_client(
-        self, client_id: str | None = None, client_secret: str | None = None
-    ) -> tuple[str, str]:
-        """Accept one more client credential, as a provider does for each merchant.
-
-        Its tokens are good for the same API as the default client's. Adding a second
-        secret to a known client id accepts both (a rotation's grace period) until
-        :meth:`remove_client` drops one.
-
-        Args:
-            client_id: The id; a new ``merchant-<n>`` when ``None``.
-            client_secret: The secret; a random one when ``None``.
-
-        Returns:
-            The ``(client_id, client_secret)`` pair, for :func:`provider_for`'s
-            ``client_id=`` and ``client_secret=``.
-        """
-        if client_id is None:
-            client_id = f"merchant-{len(self._clients) + 1}"
-            while client_id in self._clients:
-                client_id += "x"
-        if client_secret is None:
-            client_secret = secrets.token_urlsafe(24)
-        self._clients.setdefault(client_id, []).append(client_secret)
-        return client_id, client_secret
-
-    def remove_client(self, client_id: str, client_secret: str | None = None) -> bool:
-        """Stop accepting one secret of a client added with :meth:`add_client`, or all of it.
-
-        Tokens already issued to it stay valid until they expire (see :meth:`revoke_all`).
-
-        Returns:
-            Whether there was something to remove.
-        """
-        known = self._clients.get(client_id)
-        if known is None or (client_secret is not None and client_secret not in known):
-            return False
-        if client_secret is None:
-            known.clear()
-        else:
-            known.remove(client_secret)
-        if not known:
-            del self._clients[client_id]
-        return True
-
-    def spend_refresh_token(self, refresh_token: str) -> bool:
-        """Mark a refresh token as used elsewhere (another process spent it).
-
-        Args:
-            refresh_token: A refresh token this server issued.
-
-        Returns:
-            Whether it was still valid.
-        """
-        return self._refresh.pop(refresh_token, None) is not None
-
-    def revoke_all(self) -> None:
-        """Invalidate every access token issued so far; the API answers 401 to them.
-
-        Refresh tokens stay valid, so a client can recover through a refresh grant.
-        """
-        self._access.clear()
-
     # ------------------------------------------------------------------ routing
 
     def _add_routes(self, router: web.UrlDispatcher) -> None:
@@ -512,11 +312,11 @@ class FakeProvider:
         # handler (and counts as a token call) instead of falling through to the API route
         # that, for "cm", covers the token path's prefix.
         router.add_route("*", self._rules.token_path, self._token_endpoint)
-        self._add_api(router, self._rules.api_path, _KIND_API)
+        self._add_api(router, self._rules.api_path, KIND_API)
         if self._rules.storefront_path is not None:
-            self._add_api(router, self._rules.storefront_path, _KIND_STOREFRONT)
-        router.add_get("/redirect", self._redirect)
-        router.add_route("*", "/echo-headers", self._echo_headers)
+            self._add_api(router, self._rules.storefront_path, KIND_STOREFRONT)
+        router.add_get("/redirect", redirect)
+        router.add_route("*", "/echo-headers", echo_headers)
 
     def _add_api(self, router: web.UrlDispatcher, base: str, kind: str) -> None:
         handler = self._api_handler(kind)
@@ -526,7 +326,7 @@ class FakeProvider:
     # ------------------------------------------------------------------ protected API
 
     def _api_handler(self, kind: str) -> _Handler:
-        access = self._access  # revoke_all() clears this dict in place
+        admit = self._admit
 
         async def api(request: web.Request) -> web.StreamResponse:
             self.api_calls += 1
@@ -534,17 +334,14 @@ class FakeProvider:
             authorization = values[0] if len(values) == 1 else None
             self.last_api_authorization = authorization
             if authorization is not None and authorization[:7].lower() == "bearer ":
-                info = access.get(authorization[7:].strip())
-                if info is not None:
-                    if info.expires_at > self.clock():
-                        if info.kind == kind:
-                            self.api_calls_by_client[info.client_id] += 1
-                            return web.Response(
-                                text=json.dumps({"ok": True, "path": request.path}),
-                                content_type=JSON,
-                            )
-                    else:
-                        self.api_expired += 1
+                client_id, expired = admit(authorization[7:].strip(), kind)
+                if client_id is not None:
+                    self.api_calls_by_client[client_id] += 1
+                    return web.Response(
+                        text=json.dumps({"ok": True, "path": request.path}),
+                        content_type=JSON,
+                    )
+                self.api_expired += expired
             self.api_unauthorized += 1
             return web.Response(
                 status=401,
@@ -554,27 +351,6 @@ class FakeProvider:
             )
 
         return api
-
-    # ------------------------------------------------------------------ helpers
-
-    async def _redirect(self, request: web.Request) -> web.StreamResponse:
-        target = request.query.get("to")
-        if not target:
-            raise web.HTTPBadRequest(text="missing 'to' query parameter")
-        try:
-            status = int(request.query.get("status", "302"))
-        except ValueError:
-            status = 0
-        if status not in _REDIRECT_STATUSES:
-            raise web.HTTPBadRequest(text="'status' must be one of 301, 302, 303, 307, 308")
-        return web.Response(status=status, headers={hdrs.LOCATION: target})
-
-    async def _echo_headers(self, request: web.Request) -> web.StreamResponse:
-        echoed: dict[str, str] = {}
-        for name, value in request.headers.items():
-            key = name.lower()
-            echoed[key] = f"{echoed[key]}, {value}" if key in echoed else value
-        return web.json_response(echoed)
 
     # ------------------------------------------------------------------ token endpoint
 
@@ -595,14 +371,11 @@ class FakeProvider:
             self.token_calls_in_flight -= 1
 
     async def _answer_token_call(self, request: web.Request) -> web.StreamResponse:
-        if self._scripts:
-            return await self._play(request, self._scripts.popleft())
-        if self._chaos_rate and self._chaos_rng.random() < self._chaos_rate:
-            self.chaos_faults += 1
-            return await self._play(request, self._chaos_rng.choice(self._chaos_faults))
+        script = self._next_fault()
+        if script is not None:
+            return await play(request, script, self._closing)
         if self.token_delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), self.token_delay)
+            await pause(self._closing, self.token_delay)
         try:
             if request.method != hdrs.METH_POST:
                 raise Rejection(
@@ -618,134 +391,3 @@ class FakeProvider:
     def _reject(self, rejection: Rejection) -> web.Response:
         self.rejected.append(f"{self.dialect}: {rejection.description}")
         return json_response(self._rules.error_body(rejection), rejection.status, rejection.headers)
-
-    async def _play(self, request: web.Request, script: Scripted) -> web.StreamResponse:
-        if script.delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), script.delay)
-        if script.drop or self._closing.is_set():
-            await request.release()
-            transport = request.transport
-            if transport is not None:
-                transport.close()
-            # Writing this response fails on the closed transport, which aiohttp treats
-            # as a client disconnection: nothing reaches the client.
-            return web.Response(status=500)
-        headers: CIMultiDict[str] = CIMultiDict(script.headers)
-        body: bytes = b""
-        if script.json is not None:
-            body = json.dumps(script.json).encode()
-            headers.setdefault(hdrs.CONTENT_TYPE, JSON)
-        elif script.body is not None:
-            body = script.body.encode() if isinstance(script.body, str) else script.body
-            headers.setdefault(hdrs.CONTENT_TYPE, "text/plain; charset=utf-8")
-        if script.truncate is None and not script.chunked:
-            return web.Response(status=script.status, body=body, headers=headers)
-        response = web.StreamResponse(status=script.status, headers=headers)
-        if script.chunked:
-            response.enable_chunked_encoding()
-        else:
-            response.content_length = len(body)
-        await response.prepare(request)
-        if script.truncate is None:
-            for start in range(0, len(body), 4096):
-                await response.write(body[start : start + 4096])
-            await response.write_eof()
-            return response
-        await response.write(body[: script.truncate])
-        transport = request.transport
-        if transport is not None:
-            transport.abort()
-        return response
-
-    # ------------------------------------------------------------------ token desk
-
-    def _check_client(self, client_id: str, client_secret: str, *, basic: bool) -> str:
-        """Authenticate the client and return the token kind it gets."""
-        self.token_calls_by_client[client_id] += 1
-        headers = {"WWW-Authenticate": 'Basic realm="token"'} if basic else None
-        accepted = [self.client_secret]
-        if self._rules.storefront_path is not None and same(client_id, self.storefront_client_id):
-            kind = _KIND_STOREFRONT
-        elif same(client_id, self.client_id):
-            kind = _KIND_API
-        elif client_id in self._clients:
-            kind = _KIND_API
-            accepted = self._clients[client_id]
-        else:
-            raise Rejection(401, "invalid_client", "unknown client_id", headers=headers)
-        if not any(same(client_secret, secret) for secret in accepted):
-            raise Rejection(401, "invalid_client", "wrong client_secret", headers=headers)
-        return kind
-
-    def _check_user(self, username: str, password: str, status: int = 400) -> None:
-        if not (same(username, self.username) and same(password, self.password)):
-            raise Rejection(status, "invalid_grant", "wrong username or password")
-
-    def _wants_refresh(self, default: bool) -> bool:
-        if self.issue_refresh_tokens is not None:
-            return self.issue_refresh_tokens
-        return default
-
-    def _spend_refresh(self, refresh_token: str, client_id: str) -> tuple[str, bool]:
-        """Validate a refresh token; return its kind and whether to issue a new one."""
-        info = self._refresh.get(refresh_token)
-        if info is None:
-            raise Rejection(400, "invalid_grant", "refresh token is invalid", oauth=True)
-        if not same(info.client_id, client_id):
-            raise Rejection(
-                400, "invalid_grant", "refresh token was issued to another client", oauth=True
-            )
-        if self.rotate_refresh_tokens:
-            del self._refresh[refresh_token]
-            return info.kind, True
-        return info.kind, False
-
-    def _issue(self, kind: str, client_id: str, *, with_refresh: bool) -> dict[str, Any]:
-        expires_in = _wire_lifetime(self.lifetime)
-        access_token = secrets.token_urlsafe(32)
-        # The one rule: the token dies at issue time + exactly what the answer reports.
-        self._access[access_token] = _Access(self.clock() + expires_in, kind, client_id)
-        self.issued_tokens.add(access_token)
-        self.tokens_issued += 1
-        payload: dict[str, Any] = {
-            "access_token": access_token,
-            "expires_in": expires_in,
-            "token_type": self._rules.token_type,
-        }
-        if with_refresh:
-            refresh_token = secrets.token_urlsafe(32)
-            self._refresh[refresh_token] = _Refresh(kind, client_id)
-            self.issued_refresh_tokens.add(refresh_token)
-            payload["refresh_token"] = refresh_token
-        return payload
-
-
-@attrs.frozen
-class _TokenDesk:
-    """A :class:`~._dialects.TokenDesk` on a server: its dialect's only way back into it."""
-
-    _server: FakeProvider
-
-    @property
-    def username(self) -> str:
-        return self._server.username
-
-    @property
-    def audience(self) -> str:
-        return self._server.audience
-
-    def check_client(self, client_id: str, client_secret: str, *, basic: bool) -> str:
-        return self._server._check_client(client_id, client_secret, basic=basic)
-
-    def check_user(self, username: str, password: str, status: int = 400) -> None:
-        self._server._check_user(username, password, status)
-
-    def spend_refresh(self, refresh_token: str, client_id: str) -> tuple[str, bool]:
-        return self._server._spend_refresh(refresh_token, client_id)
-
-    def wants_refresh(self, default: bool) -> bool:
-        return self._server._wants_refresh(default)
-
-    def issue(self, kind: str, client_id: str, *, with_refresh: bool) -> dict[str, Any]:
-        return self._server._issue(kind, client_id, with_refresh=with_refresh)

@@ -4,7 +4,7 @@ Each module mirrors its production profile in :mod:`aiopay_auth.providers` and d
 :class:`DialectRules`: the token and API paths, how a client authenticates, which grants,
 scopes and fields the provider demands, how answers and errors are shaped, and the real
 profile aimed at the fake (:func:`~aiopay_auth.testing.provider_for`). The shared server
-(``_server.py``) and ``provider_for`` ask it and never compare dialect names.
+(``_server.py``, ``_ledger.py``) and ``provider_for`` ask it and never compare dialect names.
 
 Adding a provider: ``providers/x.py`` on the production side; here ``x.py`` plus its name in
 :data:`Dialect` and one line in :data:`DIALECTS`.
