@@ -114,6 +114,13 @@ MUTANT_TESTS: dict[str, list[str]] = {
         "tests/test_clients.py",  # the same rule through both clients
         "tests/test_api.py",
     ],
+    # The holder's writer half, split from _holder after its last score: the same tests.
+    "_writer": [
+        "tests/test_holder.py",
+        "tests/test_refresh.py",
+        "tests/test_tenants.py",
+        "tests/test_manager.py",
+    ],
     "_refresh": [
         "tests/test_refresher.py",  # grants, delays and log fields on an injected clock
         "tests/test_manager.py",

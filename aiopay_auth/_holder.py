@@ -7,13 +7,13 @@ A holder has two halves, and each piece of its state has one writer:
   readers report: a 401 (:meth:`~TokenHolder.invalidate`,
   :meth:`~TokenHolder.resend_after_401`) and a wait (:meth:`~TokenHolder.get`),
   with the counters that go with them.
-* :class:`HolderWriter` is the writer's half, held by the holder's
-  refresher (or its set's schedule) and the manager that closes it:
-  tokens published, fetches and their failures, the fetch in flight,
-  closing.
+* :class:`~aiopay_auth._writer.HolderWriter` (in ``_writer.py``) is the
+  writer's half, held by the holder's refresher (or its set's schedule)
+  and the manager that closes it: tokens published, fetches and their
+  failures, the fetch in flight, closing.
 
-Nothing outside this module (and its tenant subclass) writes a holder's
-state; ``tests/test_layers.py`` checks it. A shared store reports its own
+Nothing outside these two modules (and the tenant's, ``_tenant_holder.py``)
+writes a holder's state; ``tests/test_layers.py`` checks it. A shared store reports its own
 state (``store``) through the token source it wraps, and
 :meth:`TokenHolder.health` reads it there.
 """
@@ -24,7 +24,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
@@ -36,16 +36,14 @@ from ._policy import RefreshPolicy
 from ._provider import Provider
 from ._source import TokenSource, store_of
 from ._token import Token
-from .exceptions import (
-    AuthError,
-    ConfigError,
-    TenantRemovedError,
-    TokenUnavailableError,
-    _without_frames,
-)
+from .exceptions import AuthError, ConfigError, TenantRemovedError, TokenUnavailableError
 
 
-__all__ = ["Fetches", "HolderWriter", "ProviderStats", "RefusalStreak", "TokenHolder"]
+if TYPE_CHECKING:
+    from ._writer import HolderWriter
+
+
+__all__ = ["ProviderStats", "RefusalStreak", "TokenHolder"]
 
 
 @attrs.define
@@ -123,18 +121,6 @@ _RNG = random.Random()  # noqa: S311 - jitter, not cryptography
 # How this module writes a holder's read-only slots (``current``, ``clock``),
 # as attrs does for a frozen class.
 _set = object.__setattr__
-
-
-class Fetches(Protocol):
-    """What a writer knows of its fetches: the credentials of the last success and failure."""
-
-    @property
-    def fetched_with(self) -> Provider | None:
-        """The provider profile the last token was fetched with."""
-
-    @property
-    def failed_with(self) -> Provider | None:
-        """The provider profile of the last request that failed."""
 
 
 class TokenHolder:
@@ -539,165 +525,3 @@ class TokenHolder:
 
     def __repr__(self) -> str:
         return f"<TokenHolder {self.name!r} {self.state}>"
-
-
-class HolderWriter:
-    """The writer's half of a :class:`TokenHolder`: the only code that publishes on it.
-
-    Held by the holder's refresher (or its set's schedule) and by the
-    manager, which closes it. A holder takes one writer, once.
-
-    Args:
-        holder: The holder to write.
-        source: The token source its refresher fetches from; a shared
-            store's ``store`` state is read there (see
-            :func:`~aiopay_auth._source.store_of`).
-
-    Raises:
-        RuntimeError: *holder* already has a writer.
-    """
-
-    __slots__ = ("holder",)
-
-    def __init__(self, holder: TokenHolder, source: TokenSource | None = None) -> None:
-        if holder._writer is not None:
-            msg = f"{holder!r} already has a writer"
-            raise RuntimeError(msg)
-        holder._writer = self
-        holder._source = source
-        self.holder = holder
-
-    @property
-    def fetching(self) -> bool:
-        """Whether a token request is in flight or a retry pending (shown by ``state``)."""
-        return self.holder._fetching
-
-    @fetching.setter
-    def fetching(self, value: bool) -> None:
-        self.holder._fetching = value
-
-    @property
-    def consecutive_failures(self) -> int:
-        """Failed fetches since the last token published."""
-        return self.holder._fetched.consecutive_failures
-
-    def fetch_started(self) -> None:
-        """Count one token request sent."""
-        self.holder._fetched.fetches += 1
-
-    def publish(self, token: Token) -> None:
-        """Make *token* current and wake every waiter; nothing once the holder is closed.
-
-        A fetch may finish in the same turn of the event loop as the close
-        (or a tenant's removal): its token is dropped, never served.
-        """
-        holder = self.holder
-        if holder._closed:
-            return
-        if holder._latest is not None:
-            holder._fetched.refreshes += 1
-        holder._replaced()
-        _set(holder, "current", token)
-        holder._latest = token
-        holder._recent = (*holder._recent[1 - _RECENT :], token.access_token)
-        holder._since = holder.clock()
-        holder._failure = None
-        holder._fetched.last_error = None
-        holder._fetched.consecutive_failures = 0
-        holder._refresh_asked = False
-        holder._refresh_event = None
-        holder._wake()
-
-    def record_failure(self, error: AuthError | ConfigError) -> None:
-        """Note a failed fetch.
-
-        An error that cannot heal fails every waiter at once, whatever the
-        order of events: when no usable token is left now, or later, when
-        the token still served expires or is invalidated; only a published
-        token clears it. A retryable error leaves waiters waiting for the
-        next attempt, up to their wait bound.
-        """
-        _without_frames(error)  # kept below: its frames' locals held the raw answer
-        holder = self.holder
-        if holder._closed:
-            return  # the close's error stands: waiters fail at once
-        fetched = holder._fetched
-        fetched.failures += 1
-        fetched.consecutive_failures += 1
-        kind = failure_kind(error)
-        fetched.failures_by_kind[kind] = fetched.failures_by_kind.get(kind, 0) + 1
-        fetched.last_error = error
-        holder._failure = None if error.retryable else error
-        if holder._failure is not None:
-            holder._wake()
-
-    async def wait_refresh_needed(self, delay: float) -> None:
-        """Sleep *delay* seconds, or less if a token is invalidated or new credentials come."""
-        holder = self.holder
-        if holder._refresh_asked:
-            return
-        event = holder._refresh_event
-        if event is None:
-            event = holder._refresh_event = anyio.Event()
-        with anyio.move_on_after(delay):
-            await event.wait()
-
-    def rotate(self, provider: Provider) -> None:
-        """Fetch with *provider*'s credentials from now on, starting at once.
-
-        The current token is still served until the new one is published.
-        """
-        self.holder._provider = provider
-        self.holder._ask_refresh()
-
-    async def rotated(self, fetches: Fetches) -> Token:
-        """Wait until a token fetched with the holder's current credentials is published.
-
-        *fetches* tells which credentials the last token was fetched with,
-        and the last failure. Gives up at once when the current
-        credentials are refused with an error that cannot heal (not when a
-        request still in flight with the old ones is), or when the holder
-        closes; else after its ``wait_timeout``.
-
-        Raises:
-            TokenUnavailableError: As :meth:`TokenHolder.get`; its
-                ``last_error`` says why.
-        """
-        holder = self.holder
-        profile, failures = holder._provider, holder._fetched.failures
-        try:
-            with anyio.fail_after(holder._wait_timeout):
-                while (token := holder._latest) is None or fetches.fetched_with is not profile:
-                    if holder._closed:  # removed (or the manager closed) meanwhile
-                        failure = holder._failure
-                        reason = failure.message if failure is not None else "closed"
-                        raise holder._unavailable(f"{reason} while rotating", failure)
-                    changed = holder._change()
-                    last = holder._fetched.last_error
-                    if (
-                        holder._fetched.failures > failures
-                        and fetches.failed_with is profile
-                        and last
-                        and not last.retryable
-                    ):
-                        break  # the new credentials refused for good: no use waiting
-                    await changed.wait()
-                else:
-                    return token
-        except TimeoutError:
-            pass
-        last = holder._fetched.last_error
-        msg = "no token with the new credentials" + (
-            f"; last failure: {last.message}" if last else ""
-        )
-        raise TokenUnavailableError(msg, provider=holder.name, last_error=last) from last
-
-    def close(self, error: TokenUnavailableError | None = None) -> None:
-        """Fail every present and future waiter with *error*: the manager is closing."""
-        holder = self.holder
-        holder._closed = True
-        _set(holder, "current", None)
-        holder._failure = error or TokenUnavailableError(
-            "the token manager is closed", provider=holder.name, retryable=False
-        )
-        holder._wake()

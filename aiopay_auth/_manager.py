@@ -17,7 +17,7 @@ from yarl import URL
 
 from ._check import callable_or_none, count, instance_of, number
 from ._fetch import HttpTokenSource
-from ._holder import HolderWriter, TokenHolder
+from ._holder import TokenHolder
 from ._limit import FetchLimit
 from ._log import log
 from ._middleware import BearerAuth
@@ -32,6 +32,7 @@ from ._step import FetchStep
 from ._tenant_holder import TenantHolder, TenantWriter
 from ._tenants import Tenants, TenantSource
 from ._token import Token
+from ._writer import HolderWriter
 from .exceptions import ConfigError
 
 

@@ -6,10 +6,10 @@ import random
 
 import anyio
 
-from ._holder import HolderWriter
 from ._policy import RefreshPolicy
 from ._source import TokenSource
 from ._step import FetchStep
+from ._writer import HolderWriter
 
 
 __all__ = ["Refresher"]

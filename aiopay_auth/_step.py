@@ -15,13 +15,13 @@ import anyio
 import attrs
 
 from ._health import failure_kind
-from ._holder import HolderWriter
 from ._log import log
 from ._policy import RefreshPolicy
 from ._provider import Provider
 from ._secret import Secret
 from ._source import TokenSource
 from ._token import Token
+from ._writer import HolderWriter
 from .exceptions import AuthError, ConfigError, TokenResponseError
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ._health import HealthState
-from ._holder import HolderWriter, TokenHolder, _set
+from ._holder import TokenHolder, _set
 from ._policy import RefreshPolicy
 from ._provider import Provider
 from ._source import TokenSource
 from ._token import Token
+from ._writer import HolderWriter
 
 
 __all__ = ["TenantHolder", "TenantWriter"]

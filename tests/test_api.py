@@ -17,7 +17,7 @@ import aiopay_auth.exceptions
 import aiopay_auth.providers
 import aiopay_auth.testing
 from aiopay_auth import TokenHolder
-from aiopay_auth._holder import HolderWriter
+from aiopay_auth._writer import HolderWriter
 
 from .endpoints import make_provider
 

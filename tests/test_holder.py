@@ -23,7 +23,8 @@ from aiopay_auth import (
     TokenHolder,
     TokenUnavailableError,
 )
-from aiopay_auth._holder import HolderWriter, RefusalStreak
+from aiopay_auth._holder import RefusalStreak
+from aiopay_auth._writer import HolderWriter
 from aiopay_auth.exceptions import AuthError, ConfigError, TokenRequestError, TokenResponseError
 
 from .endpoints import make_provider

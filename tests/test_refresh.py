@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from aiopay_auth import RefreshPolicy, Token, TokenHolder, TokenManager, TokenUnavailableError
-from aiopay_auth._holder import HolderWriter
+from aiopay_auth._writer import HolderWriter
 from aiopay_auth.exceptions import TokenRequestError, TokenResponseError
 
 from .endpoints import WebEndpoint, make_provider, oauth_error, token_json
