@@ -29,12 +29,15 @@ stamps it, and the place is held until the hop's response is closed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ssl
+import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from types import TracebackType
 from typing import Any, Self
 
+import anyio
 import attrs
 import httpcore
 import httpx
@@ -420,7 +423,9 @@ def _give_places_connections(client: httpx.AsyncClient, size: int, limits: httpx
     )
     http1 = bool(getattr(pool, "_http1", True))
     client._transport = _OneConnectionEach(
-        size, lambda: httpx.AsyncHTTPTransport(verify=ssl_context, http1=http1, limits=one)
+        size,
+        lambda: httpx.AsyncHTTPTransport(verify=ssl_context, http1=http1, limits=one),
+        keepalive_expiry=limits.keepalive_expiry,
     )
 
 
@@ -436,13 +441,46 @@ class _OneConnectionEach(httpx.AsyncBaseTransport):
     connection is then replaced), and gives it back when its response is
     closed or it failed. At most *size* pools are made: with the gate's
     places, one is always free.
+
+    A pool's connection left idle longer than *keepalive_expiry* is closed
+    at the next request, as httpx's own pool does with its idle ones: a
+    pool of one connection checks only its own, so the free pools are
+    kept in order of release and the expired ones closed from the oldest.
     """
 
-    def __init__(self, size: int, make: Callable[[], httpx.AsyncHTTPTransport]) -> None:
+    def __init__(
+        self,
+        size: int,
+        make: Callable[[], httpx.AsyncHTTPTransport],
+        *,
+        keepalive_expiry: float | None,
+    ) -> None:
         self._size = size
         self._make = make
+        self._expiry = keepalive_expiry
         self._made: list[httpx.AsyncHTTPTransport] = []
         self._free: dict[_Origin, list[httpx.AsyncHTTPTransport]] = {}
+        # Free pools by release, oldest first; an entry is stale once its pool
+        # was taken again (its release time in _released is then another).
+        self._idle: collections.deque[tuple[float, _Origin, httpx.AsyncHTTPTransport]] = (
+            collections.deque()
+        )
+        self._released: dict[int, float] = {}
+
+    async def _close_expired(self) -> None:
+        """Close the pools whose connection has been idle past the keep-alive expiry."""
+        if self._expiry is None:
+            return
+        idle, deadline = self._idle, time.monotonic() - self._expiry
+        while idle and idle[0][0] <= deadline:
+            released, origin, transport = idle.popleft()
+            free = self._free.get(origin, [])
+            if self._released.get(id(transport)) != released or transport not in free:
+                continue  # taken again since: its later release has its own entry
+            free.remove(transport)
+            self._made.remove(transport)
+            del self._released[id(transport)]
+            await transport.aclose()
 
     def _take(self, origin: _Origin) -> httpx.AsyncHTTPTransport:
         free = self._free.get(origin)
@@ -459,12 +497,17 @@ class _OneConnectionEach(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send *request* on a pool of its own; the pool is free again once the response is."""
+        await self._close_expired()
         url = request.url
         origin = (url.raw_scheme, url.raw_host, url.port)
         transport = self._take(origin)
 
         def give_back() -> None:
             self._free.setdefault(origin, []).append(transport)
+            if self._expiry is not None:
+                now = time.monotonic()
+                self._released[id(transport)] = now
+                self._idle.append((now, origin, transport))
 
         try:
             response = await transport.handle_async_request(request)
@@ -530,6 +573,25 @@ class _Place:
             self.gate.release()
 
 
+async def _admitted(gate: FairGate, request: httpx.Request) -> None:
+    """Take a place at *gate* for *request*, within its pool timeout as httpx's pool would.
+
+    Raises:
+        httpx.PoolTimeout: No place came within the request's ``pool``
+            timeout (``None``: no bound).
+    """
+    if gate.try_acquire():
+        return
+    timeouts = request.extensions.get("timeout")
+    bound = timeouts.get("pool") if isinstance(timeouts, dict) else None
+    try:
+        with anyio.fail_after(bound):
+            await gate.acquire()
+    except TimeoutError:
+        msg = f"no place at the client's gate within the pool timeout ({bound} s)"
+        raise httpx.PoolTimeout(msg, request=request) from None
+
+
 @attrs.define(eq=False)
 class _Admission:
     """A gated client's last request hook: a place at its gate, then the auth's hook."""
@@ -540,7 +602,7 @@ class _Admission:
     async def hook(self, request: httpx.Request) -> None:
         """Wait in line for a place, then stamp or strip *request*; the place goes with it."""
         gate = self.gate
-        await gate.acquire()
+        await _admitted(gate, request)
         place = _Place(gate)
         try:
             await self.auth.hook(request)
@@ -569,7 +631,7 @@ class _GatedTransport(httpx.AsyncBaseTransport):
         if not (isinstance(place, _Place) and place.gate is self._gate and place.claim()):
             # Not admitted by this client's hook (it was replaced, or a hook
             # after it waited): wait in line here, after the stamp.
-            await self._gate.acquire()
+            await _admitted(self._gate, request)
             place = _Place(self._gate)
             place.claim()
         try:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from aiohttp import web
@@ -484,3 +485,84 @@ def test_client_refuses_what_cannot_work() -> None:
         with pytest.raises(ConfigError) as error:
             auth.client(**kwargs)
         assert str(error.value).startswith(message)
+
+
+class _Counted(asyncio.Protocol):
+    """One connection of :func:`counting_server`: answers each request ``200 ok``, kept alive."""
+
+    def __init__(self, open_now: list[int]) -> None:
+        self._open = open_now
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._open[0] += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._open[0] -= 1
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while b"\r\n\r\n" in self._buffer:
+            _, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+            assert self._transport is not None
+            loop = asyncio.get_running_loop()  # answered a moment later: requests overlap
+            loop.call_later(
+                0.05, self._transport.write, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+            )
+
+
+@asynccontextmanager
+async def counting_server() -> AsyncIterator[tuple[str, list[int]]]:
+    """A keep-alive HTTP/1.1 server on 127.0.0.1 that counts its open connections."""
+    open_now = [0]
+    server = await asyncio.get_running_loop().create_server(
+        lambda: _Counted(open_now), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/x", open_now
+    finally:
+        server.close()
+
+
+async def test_idle_connections_are_closed_after_the_keepalive_expiry() -> None:
+    # As httpx's own pool does: an idle connection past keepalive_expiry is
+    # closed at the next request, also the idle ones of places not used.
+    holder = TokenHolder(
+        generic.provider(
+            name="p",
+            token_url="http://127.0.0.1:9/token",
+            api="http://127.0.0.1:9/api",
+            client_id="id",
+            client_secret="secret",
+        )
+    )
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=0.3)
+    client = BearerAuth(holder).client(limits=limits)
+    async with counting_server() as (url, open_now), client:
+        await asyncio.gather(*(client.get(url) for _ in range(4)))
+        assert 4 == open_now[0]
+        await asyncio.sleep(0.5)  # past the expiry
+        assert 200 == (await client.get(url)).status_code
+        await eventually(lambda: open_now[0] == 1, within=2)
+
+
+async def test_a_wait_at_the_gate_ends_at_the_pool_timeout() -> None:
+    async with serving() as (api,), TokenManager() as tokens:
+        holder = tokens.add(api.provider())
+        async with BearerAuth(holder).client(limit=1) as client:
+            async with client.stream("GET", str(api.api / "a")) as first:
+                assert 200 == first.status_code  # holds the one place, unread
+                started = time.monotonic()
+                with (
+                    anyio.fail_after(5),
+                    pytest.raises(httpx.PoolTimeout, match="within the pool timeout"),
+                ):
+                    await client.get(str(api.api / "b"), timeout=httpx.Timeout(5, pool=0.3))
+                assert 0.3 <= time.monotonic() - started < 3
+                assert (1, 0) == (gate_of(client).inside, gate_of(client).waiting)
+            assert 200 == (await client.get(str(api.api / "c"))).status_code
+            assert (0, 0) == (gate_of(client).inside, gate_of(client).waiting)
