@@ -514,12 +514,7 @@ class _OneConnectionEach(httpx.AsyncBaseTransport):
         except BaseException:
             give_back()
             raise
-        stream = response.stream
-        if response.is_stream_consumed or not isinstance(stream, httpx.AsyncByteStream):
-            give_back()  # read already, or refused by httpx next: see _GatedTransport
-            return response
-        response.stream = _ReleasingStream(stream, give_back)
-        return response
+        return _released_when_closed(response, give_back)
 
     async def __aenter__(self) -> Self:
         """Nothing to enter: each pool is made when first needed."""
@@ -639,14 +634,7 @@ class _GatedTransport(httpx.AsyncBaseTransport):
         except BaseException:
             place.release()
             raise
-        stream = response.stream
-        if response.is_stream_consumed or not isinstance(stream, httpx.AsyncByteStream):
-            # Read already (an httpx.MockTransport's response: httpx never closes
-            # its body), or not an async body (httpx refuses the response next).
-            place.release()
-            return response
-        response.stream = _ReleasingStream(stream, place.release)
-        return response
+        return _released_when_closed(response, place.release)
 
     async def __aenter__(self) -> Self:
         """Enter the wrapped transport (the client enters each of its transports)."""
@@ -665,6 +653,21 @@ class _GatedTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         """Close the wrapped transport."""
         await self._transport.aclose()
+
+
+def _released_when_closed(response: httpx.Response, release: Callable[[], None]) -> httpx.Response:
+    """*response*, whose closing calls *release*; at once if there is nothing to close.
+
+    A body read already (an ``httpx.MockTransport``'s: httpx never closes
+    it) or not an async body (httpx refuses the response next) is released
+    now.
+    """
+    stream = response.stream
+    if response.is_stream_consumed or not isinstance(stream, httpx.AsyncByteStream):
+        release()
+        return response
+    response.stream = _ReleasingStream(stream, release)
+    return response
 
 
 class _ReleasingStream(httpx.AsyncByteStream):

@@ -58,7 +58,9 @@ from aiopay_auth.httpx import BearerAuth
 
 from .peers import _HTTPX_TIMEOUT, httpx_limits, httpx_sender, open_authlib, open_httpx_auth
 from .rotations import Batches as _Batches
+from .rotations import iqr_text as _iqr
 from .rotations import latency_ms as _latency_ms
+from .rotations import ms_text as _ms
 from .rotations import quartiles as _quartiles
 from .scenarios import Client, Scenario, drive, fetch_token, recorded_holder
 from .server import CLIENT_SECRET, Endpoint, ServerProcess
@@ -337,14 +339,6 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def build(results: dict[str, Any]) -> dict[str, Any]:
     """The section's document: the figures and the judged targets."""
     return {**results, "targets": targets(results)}
-
-
-def _iqr(q: dict[str, float], spec: str) -> str:
-    return f"{format(q['median'], spec)} [{format(q['q1'], spec)}, {format(q['q3'], spec)}]"
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
 
 
 def _versions(doc: dict[str, Any]) -> list[str]:

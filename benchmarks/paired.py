@@ -59,6 +59,8 @@ from aiopay_auth import FairPool
 
 from .peers import open_azure, open_lock_per_request
 from .rotations import Batches, latency_ms, paired_ratios, quartiles, rotation_order
+from .rotations import iqr_text as _iqr
+from .rotations import ms_text as _ms
 from .scenarios import (
     Client,
     Opener,
@@ -411,14 +413,6 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def build(results: dict[str, Any]) -> dict[str, Any]:
     """The section's document: the figures and the judged targets."""
     return {**results, "targets": targets(results)}
-
-
-def _iqr(q: dict[str, float], spec: str) -> str:
-    return f"{format(q['median'], spec)} [{format(q['q1'], spec)}, {format(q['q3'], spec)}]"
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
 
 
 def markdown(doc: dict[str, Any]) -> list[str]:

@@ -80,3 +80,13 @@ class Batches:
         self.unauthorized += counted.api_unauthorized
         self.wall_s += loop.wall
         self.timed_out += loop.timed_out
+
+
+def iqr_text(q: dict[str, float], spec: str) -> str:
+    """``median [q1, q3]`` of *q* (from :func:`quartiles`), each formatted with *spec*."""
+    return f"{format(q['median'], spec)} [{format(q['q1'], spec)}, {format(q['q3'], spec)}]"
+
+
+def ms_text(value: float | None) -> str:
+    """Milliseconds to one decimal, or ``n/a``."""
+    return "n/a" if value is None else f"{value:.1f}"
