@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 
 import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 
 from ._check import count, instance_of
 from ._gate import FairGate
-from ._middleware import BearerAuth
+from ._middleware import AUTHORIZATION, BearerAuth, mark_redirect, next_token
 
 
 __all__ = ["FairGate", "FairPool", "PoolGates", "gates_for"]
@@ -125,48 +125,110 @@ class FairPool:
             request instead of two. ``TokenManager.session`` does this.
     """
 
-    __slots__ = ("_auth", "_connector", "_gates")
+    __slots__ = ("_auth", "_connector", "_gates", "_pool", "_release")
 
     def __init__(self, auth: BearerAuth | None = None) -> None:
         self._auth = instance_of("FairPool auth", auth, (BearerAuth, type(None)))
         self._connector: aiohttp.BaseConnector | None = None
         self._gates: PoolGates | None = None
+        self._pool: FairGate | None = None
+        self._release: Callable[[], None] = _nothing
 
-    async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
-        """Admit *request* in arrival order, then pass it on."""
+    def __call__(
+        self, request: ClientRequest, handler: ClientHandlerType
+    ) -> Awaitable[ClientResponse]:
+        """Admit *request* in arrival order, then pass it on.
+
+        A plain function handing aiohttp the coroutine to await: with no
+        pool limit, the next handler's own (no admission, no layer of ours).
+        """
         connector = request.session.connector
         if connector is not self._connector:
-            self._gates = gates_for(connector) if connector is not None else None
-            self._connector = connector
-        gates, auth = self._gates, self._auth
-        if gates is None:
-            return await (handler(request) if auth is None else auth(request, handler))
-        key = request.connection_key
-        host = gates.host(key)
-        pool = gates.pool
-        if host is not None and not host.try_acquire():
-            try:
-                await host.acquire()
-            except BaseException:
-                gates.drop_idle(key, host)
-                raise
+            self._bind(connector)
+        if self._gates is None:
+            auth = self._auth
+            return handler(request) if auth is None else auth(request, handler)
+        return self._admit(request, handler)
+
+    def _bind(self, connector: aiohttp.BaseConnector | None) -> None:
+        """Look up *connector*'s gates once, not on every request."""
+        gates = gates_for(connector) if connector is not None else None
+        self._gates = gates
+        self._pool = pool = gates.pool if gates is not None else None
+        # Without per-host gates an admission is given back by the pool
+        # gate's own bound method: nothing made per request.
+        self._release = pool.release if pool is not None else _nothing
+        self._connector = connector
+
+    async def _admit(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        """Wait for a place, send inside it, and hold it until the connection is released."""
+        # Read before any await (this coroutine starts as soon as __call__
+        # returns it): another session's request may rebind while this waits.
+        gates, pool, release, auth = self._gates, self._pool, self._release, self._auth
+        assert gates is not None  # noqa: S101 (__call__ checked)
+        key: Hashable = None
+        host: FairGate | None = None
+        if gates.limit_per_host:
+            key = request.connection_key
+            host = gates.host(key)
+            if host is not None and not host.try_acquire():
+                await _wait_host(gates, key, host)
+            release = functools.partial(_release, gates, key, host, pool)
         if pool is not None and not pool.try_acquire():
+            fut = pool.join()
             try:
-                await pool.acquire()
+                await fut
             except BaseException:
+                pool.leave(fut)
                 _release(gates, key, host, None)
                 raise
         try:
-            response = await (handler(request) if auth is None else auth(request, handler))
+            if auth is None:
+                response = await handler(request)
+            else:
+                # BearerAuth.__call__ inline, inside the admission: one
+                # coroutine per request instead of two.
+                holder = auth._hop(request)
+                if holder is None:
+                    response = await handler(request)
+                else:
+                    token = holder.current
+                    if token is None or token.expires_at <= holder.clock():
+                        token = await next_token(holder)
+                    headers = request.headers
+                    headers[AUTHORIZATION] = token.header
+                    try:
+                        response = await handler(request)
+                        if response.status == 401:
+                            response = await auth._recover(
+                                request, handler, holder, token, response
+                            )
+                    finally:
+                        headers.popall(AUTHORIZATION, None)
+                if 300 <= response.status < 400:
+                    mark_redirect(request, holder)
         except BaseException:
-            _release(gates, key, host, pool)
+            release()
             raise
         connection = response.connection
         if connection is None:
-            _release(gates, key, host, pool)
+            release()
         else:
-            connection.add_callback(functools.partial(_release, gates, key, host, pool))
+            connection.add_callback(release)
         return response
+
+
+async def _wait_host(gates: PoolGates, key: Hashable, host: FairGate) -> None:
+    """Wait in line at *key*'s host gate; forget the gate if the wait is given up."""
+    try:
+        await host.acquire()
+    except BaseException:
+        gates.drop_idle(key, host)
+        raise
+
+
+def _nothing() -> None:
+    """No admission to give back."""
 
 
 def _release(gates: PoolGates, key: Hashable, host: FairGate | None, pool: FairGate | None) -> None:

@@ -101,11 +101,13 @@ class ScopeTable(Generic[_Owner]):
 
     def find(self, url: URL) -> _Owner | None:
         """The owner of the most specific scope that holds *url*, if any."""
-        entries = self._by_origin.get(origin(url))
+        # origin() and Scope.holds_path() inline: this runs on every request.
+        entries = self._by_origin.get((url.scheme, url.host, url.port))
         if entries is None:
             return None
         path = url.raw_path
         for scope, owner in entries:
-            if scope.holds_path(path):
+            prefix = scope.prefix
+            if not prefix or path == prefix or path.startswith(scope._below):
                 return owner
         return None
