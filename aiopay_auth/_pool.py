@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 
 import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
@@ -125,63 +125,50 @@ class FairPool:
             request instead of two. ``TokenManager.session`` does this.
     """
 
-    __slots__ = ("_auth", "_connector", "_gates", "_pool", "_release")
+    __slots__ = ("_auth", "_gates", "_pool", "_release", "_session")
 
     def __init__(self, auth: BearerAuth | None = None) -> None:
         self._auth = instance_of("FairPool auth", auth, (BearerAuth, type(None)))
-        self._connector: aiohttp.BaseConnector | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._gates: PoolGates | None = None
         self._pool: FairGate | None = None
         self._release: Callable[[], None] = _nothing
 
-    def __call__(
-        self, request: ClientRequest, handler: ClientHandlerType
-    ) -> Awaitable[ClientResponse]:
-        """Admit *request* in arrival order, then pass it on.
-
-        A plain function handing aiohttp the coroutine to await: with no
-        pool limit, the next handler's own (no admission, no layer of ours).
-        """
-        connector = request.session.connector
-        if connector is not self._connector:
-            self._bind(connector)
-        if self._gates is None:
-            auth = self._auth
-            return handler(request) if auth is None else auth(request, handler)
-        return self._admit(request, handler)
-
-    def _bind(self, connector: aiohttp.BaseConnector | None) -> None:
-        """Look up *connector*'s gates once, not on every request."""
+    def _bind(self, session: aiohttp.ClientSession) -> None:
+        """Look up the gates of *session*'s connector once, not on every request."""
+        connector = session.connector
         gates = gates_for(connector) if connector is not None else None
         self._gates = gates
         self._pool = pool = gates.pool if gates is not None else None
         # Without per-host gates an admission is given back by the pool
         # gate's own bound method: nothing made per request.
         self._release = pool.release if pool is not None else _nothing
-        self._connector = connector
+        self._session = session
 
-    async def _admit(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
-        """Wait for a place, send inside it, and hold it until the connection is released."""
-        # Read before any await (this coroutine starts as soon as __call__
-        # returns it): another session's request may rebind while this waits.
+    async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        """Admit *request* in arrival order, then pass it on (and hold its place)."""
+        session = request.session  # a session's connector is fixed when it is made
+        if session is not self._session:
+            self._bind(session)
+        # Read before any await: another session's request may rebind while this waits.
         gates, pool, release, auth = self._gates, self._pool, self._release, self._auth
-        assert gates is not None  # noqa: S101 (__call__ checked)
+        if gates is None:
+            return await (handler(request) if auth is None else auth(request, handler))
         key: Hashable = None
         host: FairGate | None = None
         if gates.limit_per_host:
-            key = request.connection_key
-            host = gates.host(key)
-            if host is not None and not host.try_acquire():
-                await _wait_host(gates, key, host)
-            release = functools.partial(_release, gates, key, host, pool)
-        if pool is not None and not pool.try_acquire():
-            fut = pool.join()
-            try:
-                await fut
-            except BaseException:
-                pool.leave(fut)
-                _release(gates, key, host, None)
-                raise
+            key, host, release = await _enter_host(request, gates, pool)
+        if pool is not None:
+            if pool._free and not pool._waiters:  # FairGate.try_acquire() inline
+                pool._free -= 1
+            else:
+                fut = pool.join()
+                try:
+                    await fut
+                except BaseException:
+                    pool.leave(fut)
+                    _release(gates, key, host, None)
+                    raise
         try:
             if auth is None:
                 response = await handler(request)
@@ -195,8 +182,7 @@ class FairPool:
                     token = holder.current
                     if token is None or token.expires_at <= holder.clock():
                         token = await next_token(holder)
-                    headers = request.headers
-                    headers[AUTHORIZATION] = token.header
+                    request.headers[AUTHORIZATION] = token.header
                     try:
                         response = await handler(request)
                         if response.status == 401:
@@ -204,7 +190,7 @@ class FairPool:
                                 request, handler, holder, token, response
                             )
                     finally:
-                        headers.popall(AUTHORIZATION, None)
+                        request.headers.popall(AUTHORIZATION, None)
                 if 300 <= response.status < 400:
                     mark_redirect(request, holder)
         except BaseException:
@@ -218,13 +204,20 @@ class FairPool:
         return response
 
 
-async def _wait_host(gates: PoolGates, key: Hashable, host: FairGate) -> None:
-    """Wait in line at *key*'s host gate; forget the gate if the wait is given up."""
-    try:
-        await host.acquire()
-    except BaseException:
-        gates.drop_idle(key, host)
-        raise
+async def _enter_host(
+    request: ClientRequest, gates: PoolGates, pool: FairGate | None
+) -> tuple[Hashable, FairGate, Callable[[], None]]:
+    """Take a place at the request's host gate, in line; return its key, gate and release."""
+    key = request.connection_key
+    host = gates.host(key)
+    assert host is not None  # noqa: S101 (a per-host limit makes gates)
+    if not host.try_acquire():
+        try:
+            await host.acquire()
+        except BaseException:
+            gates.drop_idle(key, host)
+            raise
+    return key, host, functools.partial(_release, gates, key, host, pool)
 
 
 def _nothing() -> None:
