@@ -101,13 +101,11 @@ class ScopeTable(Generic[_Owner]):
 
     def find(self, url: URL) -> _Owner | None:
         """The owner of the most specific scope that holds *url*, if any."""
-        # origin() and Scope.holds_path() inline: this runs on every request.
-        entries = self._by_origin.get((url.scheme, url.host, url.port))
+        entries = self._by_origin.get(origin(url))
         if entries is None:
             return None
         path = url.raw_path
         for scope, owner in entries:
-            prefix = scope.prefix
-            if not prefix or path == prefix or path.startswith(scope._below):
+            if scope.holds_path(path):
                 return owner
         return None
