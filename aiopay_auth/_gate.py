@@ -54,18 +54,32 @@ class FairGate:
         """Take a place, waiting in line if none is free."""
         if self.try_acquire():
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
+        fut = self.join()
         try:
             await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                # The place was handed to us just as we were cancelled.
-                self.release()
-            elif fut in self._waiters:
-                # Still queued (a release may already have dropped it).
-                self._waiters.remove(fut)
+        except BaseException:
+            self.leave(fut)
             raise
+
+    def join(self) -> asyncio.Future[None]:
+        """Queue for a place: the place is yours once the returned future is done.
+
+        The inline form of :meth:`acquire` (no coroutine of its own) for a
+        hot path that has already failed :meth:`try_acquire`. A waiter
+        that stops waiting (cancelled) must call :meth:`leave`.
+        """
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        return fut
+
+    def leave(self, fut: asyncio.Future[None]) -> None:
+        """Give up the place *fut* (from :meth:`join`) waited for, or had just been handed."""
+        if fut.done() and not fut.cancelled():
+            # The place was handed to us just as we were cancelled.
+            self.release()
+        elif fut in self._waiters:
+            # Still queued (a release may already have dropped it).
+            self._waiters.remove(fut)
 
     def release(self) -> None:
         """Give a place back; the longest waiter gets it."""

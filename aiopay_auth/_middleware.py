@@ -5,10 +5,11 @@ a new :class:`aiohttp.ClientRequest`, and all hops of one call run in the
 caller's task, one after the other. Every hop's request is handed the same
 per-call list object (``ClientRequest._traces``, made once in
 ``ClientSession._request``), and nothing else ties a hop to its call. So
-the middleware remembers, in a context variable, that list and the
-provider the call's first hop was stamped for; a later hop of the same
-call is stamped for that provider only, never for another provider whose
-API the redirect lands on.
+when a call's first hop is answered with a redirect, the middleware
+remembers, in a context variable, that list and the provider the hop was
+stamped for; a later hop of the same call is stamped for that provider
+only, never for another provider whose API the redirect lands on. A hop
+answered otherwise (nearly all) costs nothing here.
 """
 
 from __future__ import annotations
@@ -35,14 +36,31 @@ from .exceptions import TenantRemovedError, TokenUnavailableError
 
 __all__ = ["BearerAuth", "ClientTenantRemovedError", "ClientTokenUnavailableError", "SharedApi"]
 
-_AUTHORIZATION = hdrs.AUTHORIZATION
+AUTHORIZATION = hdrs.AUTHORIZATION
 
-# The current call of this task: its per-call object and the holder its
-# first hop was stamped for (None: not stamped), weakly: a context outlives
-# its task's last call (timer handles keep it), a removed tenant must not.
+# The last call of this task answered with a redirect: its per-call object
+# and the holder its hop was stamped for (None: not stamped), weakly: a
+# context outlives its task's last call (timer handles keep it), a removed
+# tenant must not. Set only on a 3xx answer (see mark_redirect).
 _CALL: contextvars.ContextVar[tuple[object, weakref.ref[TokenHolder] | None] | None] = (
     contextvars.ContextVar("aiopay_auth_call", default=None)
 )
+
+
+def mark_redirect(request: ClientRequest, holder: TokenHolder | None) -> None:
+    """Note that *request*'s answer is a redirect: its next hop may carry *holder*'s token only.
+
+    Called only on a 3xx answer (aiohttp follows 301, 302, 303, 307 and
+    308), once the hop is over: every other request pays nothing, and a
+    request some inner middleware sends in the meantime cannot overwrite it.
+    """
+    call = getattr(request, "_traces", None)
+    if call is None:
+        return
+    previous = _CALL.get()
+    if previous is not None and previous[0] is call:
+        return  # a later hop: the call stays bound to what its first hop was stamped for
+    _CALL.set((call, None if holder is None else weakref.ref(holder)))
 
 
 class ClientTokenUnavailableError(TokenUnavailableError, ClientError):
@@ -85,7 +103,7 @@ def _client_error(err: TokenUnavailableError) -> ClientTokenUnavailableError:
     return client
 
 
-async def _next_token(holder: TokenHolder) -> Token:
+async def next_token(holder: TokenHolder) -> Token:
     """Wait for *holder*'s next usable token; no token is an aiohttp error too."""
     try:
         return await holder.get()
@@ -188,10 +206,11 @@ class BearerAuth:
         ConfigError: No holder, or two providers claim the same API URL.
     """
 
-    __slots__ = ("_routes",)
+    __slots__ = ("_find", "_routes")
 
     def __init__(self, *holders: TokenHolder | SharedApi) -> None:
         self._routes = Routes("BearerAuth", *holders)
+        self._find = self._routes.finder()
 
     @property
     def holders(self) -> tuple[TokenHolder, ...]:
@@ -213,32 +232,18 @@ class BearerAuth:
                 (a :class:`~aiopay_auth.exceptions.ConfigError`, not an
                 aiohttp error).
         """
-        holder = self._routes.find(request.url)
-        call: object = getattr(request, "_traces", None)
-        previous = _CALL.get()
-        if call is not None and previous is not None and previous[0] is call:
-            # A redirect hop: only the provider the call was stamped for.
-            stamped = previous[1]
-            if stamped is None or holder is not stamped():
-                holder = None
-        else:
-            if holder is not None and _AUTHORIZATION in request.headers:
-                self._strip(request, keep=holder if isinstance(holder, TokenHolder) else None)
-                if _AUTHORIZATION in request.headers:
-                    # The caller's own header: sent untouched, no 401 recovery.
-                    _CALL.set((call, None))
-                    return await handler(request)
-            if holder is not None and not isinstance(holder, TokenHolder):
-                # A shared API and no tenant chosen: an error, never a guess.
-                raise holder.no_tenant(request.url)
-            _CALL.set((call, None if holder is None else weakref.ref(holder)))
-        if not isinstance(holder, TokenHolder):
-            self._strip(request)
-            return await handler(request)
+        # FairPool.__call__ runs this same body inline (one coroutine less).
+        holder = self._hop(request)
+        if holder is None:
+            response = await handler(request)
+            if 300 <= response.status < 400:
+                mark_redirect(request, None)
+            return response
         token = holder.current
         if token is None or token.expires_at <= holder.clock():
-            token = await _next_token(holder)
-        request.headers[_AUTHORIZATION] = token.header
+            token = await next_token(holder)
+        headers = request.headers
+        headers[AUTHORIZATION] = token.header
         try:
             response = await handler(request)
             if response.status == 401:
@@ -247,8 +252,43 @@ class BearerAuth:
             # Sent: the answer's request_info (a live view of these headers,
             # shown by repr() of raise_for_status's ClientResponseError) no
             # longer holds the token. aiohttp builds each redirect hop anew.
-            request.headers.popall(_AUTHORIZATION, None)
+            headers.popall(AUTHORIZATION, None)
+        if 300 <= response.status < 400:
+            mark_redirect(request, holder)
         return response
+
+    def _hop(self, request: ClientRequest) -> TokenHolder | None:
+        """Which holder's token this hop carries; no await, so no admission is lost.
+
+        Returns the holder to stamp; or ``None``: send the request as it
+        now is, no 401 recovery (any token of ours set by hand was
+        stripped here; the caller's own ``Authorization`` is left as it is).
+
+        Raises:
+            TenantRequiredError: A request to a shared API chose no tenant.
+        """
+        holder = self._find(request.url)
+        call = getattr(request, "_traces", None)
+        if call is not None:
+            previous = _CALL.get()
+            if previous is not None and previous[0] is call:
+                # A redirect hop: only the provider the call was stamped for.
+                stamped = previous[1]
+                if stamped is None or holder is not stamped():
+                    self._strip(request)
+                    return None
+                return holder
+        if holder is None:
+            self._strip(request)
+            return None
+        if AUTHORIZATION in request.headers:
+            self._strip(request, keep=holder if isinstance(holder, TokenHolder) else None)
+            if AUTHORIZATION in request.headers:
+                return None  # the caller's own header: sent untouched
+        if not isinstance(holder, TokenHolder):
+            # A shared API and no tenant chosen: an error, never a guess.
+            raise holder.no_tenant(request.url)
+        return holder
 
     async def _recover(
         self,
@@ -262,8 +302,8 @@ class BearerAuth:
         if not holder.resend_after_401(token, replayable=replayable(request)):
             return response
         response.release()
-        token = await _next_token(holder)
-        request.headers[_AUTHORIZATION] = token.header
+        token = await next_token(holder)
+        request.headers[AUTHORIZATION] = token.header
         response = await handler(request)
         if response.status == 401:
             holder.invalidate(token)  # a fresh token refused too
@@ -277,11 +317,11 @@ class BearerAuth:
         between the parts is ignored; other credentials are left alone.
         """
         headers = request.headers
-        sent = headers.getall(_AUTHORIZATION, ())
+        sent = headers.getall(AUTHORIZATION, ())
         if not sent:
             return
         kept = [value for value in sent if not self._routes.ours(value, keep)]
         if len(kept) != len(sent):
-            del headers[_AUTHORIZATION]
+            del headers[AUTHORIZATION]
             for value in kept:
-                headers.add(_AUTHORIZATION, value)
+                headers.add(AUTHORIZATION, value)

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 
 from ._check import count, instance_of
 from ._gate import FairGate
-from ._middleware import BearerAuth
+from ._middleware import AUTHORIZATION, BearerAuth, mark_redirect, next_token
 
 
 __all__ = ["FairGate", "FairPool", "PoolGates", "gates_for"]
@@ -125,48 +125,103 @@ class FairPool:
             request instead of two. ``TokenManager.session`` does this.
     """
 
-    __slots__ = ("_auth", "_connector", "_gates")
+    __slots__ = ("_auth", "_gates", "_pool", "_release", "_session")
 
     def __init__(self, auth: BearerAuth | None = None) -> None:
         self._auth = instance_of("FairPool auth", auth, (BearerAuth, type(None)))
-        self._connector: aiohttp.BaseConnector | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._gates: PoolGates | None = None
+        self._pool: FairGate | None = None
+        self._release: Callable[[], None] = _nothing
+
+    def _bind(self, session: aiohttp.ClientSession) -> None:
+        """Look up the gates of *session*'s connector once, not on every request."""
+        connector = session.connector
+        gates = gates_for(connector) if connector is not None else None
+        self._gates = gates
+        self._pool = pool = gates.pool if gates is not None else None
+        # Without per-host gates an admission is given back by the pool
+        # gate's own bound method: nothing made per request.
+        self._release = pool.release if pool is not None else _nothing
+        self._session = session
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
-        """Admit *request* in arrival order, then pass it on."""
-        connector = request.session.connector
-        if connector is not self._connector:
-            self._gates = gates_for(connector) if connector is not None else None
-            self._connector = connector
-        gates, auth = self._gates, self._auth
+        """Admit *request* in arrival order, then pass it on (and hold its place)."""
+        session = request.session  # a session's connector is fixed when it is made
+        if session is not self._session:
+            self._bind(session)
+        # Read before any await: another session's request may rebind while this waits.
+        gates, pool, release, auth = self._gates, self._pool, self._release, self._auth
         if gates is None:
             return await (handler(request) if auth is None else auth(request, handler))
-        key = request.connection_key
-        host = gates.host(key)
-        pool = gates.pool
-        if host is not None and not host.try_acquire():
-            try:
-                await host.acquire()
-            except BaseException:
-                gates.drop_idle(key, host)
-                raise
-        if pool is not None and not pool.try_acquire():
-            try:
-                await pool.acquire()
-            except BaseException:
-                _release(gates, key, host, None)
-                raise
+        key: Hashable = None
+        host: FairGate | None = None
+        if gates.limit_per_host:
+            key, host, release = await _enter_host(request, gates, pool)
+        if pool is not None:
+            if pool._free and not pool._waiters:  # FairGate.try_acquire() inline
+                pool._free -= 1
+            else:
+                fut = pool.join()
+                try:
+                    await fut
+                except BaseException:
+                    pool.leave(fut)
+                    _release(gates, key, host, None)
+                    raise
         try:
-            response = await (handler(request) if auth is None else auth(request, handler))
+            if auth is None:
+                response = await handler(request)
+            else:
+                # BearerAuth.__call__ inline, inside the admission: one
+                # coroutine per request instead of two.
+                holder = auth._hop(request)
+                if holder is None:
+                    response = await handler(request)
+                else:
+                    token = holder.current
+                    if token is None or token.expires_at <= holder.clock():
+                        token = await next_token(holder)
+                    request.headers[AUTHORIZATION] = token.header
+                    try:
+                        response = await handler(request)
+                        if response.status == 401:
+                            response = await auth._recover(
+                                request, handler, holder, token, response
+                            )
+                    finally:
+                        request.headers.popall(AUTHORIZATION, None)
+                if 300 <= response.status < 400:
+                    mark_redirect(request, holder)
         except BaseException:
-            _release(gates, key, host, pool)
+            release()
             raise
         connection = response.connection
         if connection is None:
-            _release(gates, key, host, pool)
+            release()
         else:
-            connection.add_callback(functools.partial(_release, gates, key, host, pool))
+            connection.add_callback(release)
         return response
+
+
+async def _enter_host(
+    request: ClientRequest, gates: PoolGates, pool: FairGate | None
+) -> tuple[Hashable, FairGate, Callable[[], None]]:
+    """Take a place at the request's host gate, in line; return its key, gate and release."""
+    key = request.connection_key
+    host = gates.host(key)
+    assert host is not None  # noqa: S101 (a per-host limit makes gates)
+    if not host.try_acquire():
+        try:
+            await host.acquire()
+        except BaseException:
+            gates.drop_idle(key, host)
+            raise
+    return key, host, functools.partial(_release, gates, key, host, pool)
+
+
+def _nothing() -> None:
+    """No admission to give back."""
 
 
 def _release(gates: PoolGates, key: Hashable, host: FairGate | None, pool: FairGate | None) -> None:

@@ -20,7 +20,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from aiopay_auth import RefreshPolicy, TokenManager
+from aiopay_auth import FairPool, RefreshPolicy, TokenManager
 
 from .helpers import eventually
 from .hostile import serving
@@ -496,6 +496,50 @@ async def test_a_redirect_to_another_providers_api_carries_neither_token() -> No
         ("POST", None, BODY),
     ] == at_b
     assert 0 == pay_a.health().invalidations + pay_b.health().invalidations
+
+
+async def test_a_redirect_chain_is_bound_to_its_first_hop_whatever_runs_inside_it() -> None:
+    async with serving(2) as (a, b), TokenManager() as tokens:
+        pay_a = tokens.add(a.provider("a"))
+        pay_b = tokens.add(b.provider("b"))
+        token_a, token_b = await pay_a.get(), await pay_b.get()
+        a.redirects["/api/redirect/away"] = (307, str(b.api / "redirect" / "back"))
+        b.redirects["/api/redirect/back"] = (307, str(a.api / "pay"))
+        side = tokens.session(pay_a, pay_b)
+
+        async def inner(
+            req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+        ) -> aiohttp.ClientResponse:
+            # A request of its own, in the same task, in the middle of a hop.
+            if req.url.path.endswith("/away"):
+                async with side.get(b.api / "pay") as own:
+                    assert 200 == own.status
+            return await handler(req)
+
+        auth = tokens.middleware(pay_a, pay_b)
+        # A -> B -> A: the hop at B carries neither token, the hop back at
+        # A carries A's, as the first hop did.
+        async with (
+            aiohttp.ClientSession(middlewares=[FairPool(), auth, inner]) as http,
+            http.get(a.api / "redirect" / "away") as resp,
+        ):
+            assert [307, 307] == [r.status for r in resp.history]
+            assert 200 == resp.status
+        async with (
+            tokens.session(pay_a, pay_b) as http,
+            http.get(a.api / "redirect" / "away") as resp,
+        ):
+            assert [307, 307] == [r.status for r in resp.history]
+            assert 200 == resp.status
+        await side.close()
+    at_a = [r.authorization for r in a.api_requests()]
+    assert [token_a.header] * 4 == at_a
+    at_b = [(r.path, r.authorization) for r in b.api_requests()]
+    assert [
+        ("/api/pay", token_b.header),
+        ("/api/redirect/back", None),
+        ("/api/redirect/back", None),
+    ] == at_b
 
 
 # --- 4. the caller's own Authorization --------------------------------------
