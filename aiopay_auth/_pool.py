@@ -158,17 +158,14 @@ class FairPool:
         host: FairGate | None = None
         if gates.limit_per_host:
             key, host, release = await _enter_host(request, gates, pool)
-        if pool is not None:
-            if pool._free and not pool._waiters:  # FairGate.try_acquire() inline
-                pool._free -= 1
-            else:
-                fut = pool.join()
-                try:
-                    await fut
-                except BaseException:
-                    pool.leave(fut)
-                    _release(gates, key, host, None)
-                    raise
+        if pool is not None and not pool.try_acquire():
+            fut = pool.join()
+            try:
+                await fut
+            except BaseException:
+                pool.leave(fut)
+                _release(gates, key, host, None)
+                raise
         try:
             if auth is None:
                 response = await handler(request)

@@ -33,7 +33,7 @@ from .exceptions import (
 
 
 if TYPE_CHECKING:
-    from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse
+    from aiohttp import ClientMiddlewareType, ClientRequest
 
     from ._manager import TokenManager
 
@@ -85,10 +85,14 @@ class _TenantAuth(BearerAuth):
         super().__init__(holder)
         self._tenant_holder = holder
 
-    async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
-        """Note the request, then stamp and send it as :class:`BearerAuth` does."""
+    def _hop(self, request: ClientRequest) -> TokenHolder | None:
+        """Note the request, then decide its hop as :class:`BearerAuth` does.
+
+        Every path runs this: :meth:`BearerAuth.__call__`, and
+        :class:`~aiopay_auth.FairPool`, which runs that body inline.
+        """
         self._tenant_holder.note_request()
-        return await super().__call__(request, handler)
+        return super()._hop(request)
 
 
 class TenantSource:
