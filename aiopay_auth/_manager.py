@@ -108,8 +108,8 @@ class TokenManager:
         self._token_pool_size = count("TokenManager token_pool_size", token_pool_size, minimum=0)
         callable_or_none("TokenManager token_source", token_source)
         self._wrap_source = token_source
-        self._holders: dict[str, TokenHolder] = {}
-        self._writers: list[HolderWriter] = []  # the providers' (tenants' are their sets')
+        # Each provider's holder, through its writer half (which closes it).
+        self._writers: dict[str, HolderWriter] = {}
         self._tenants: dict[str, Tenants] = {}
         self._sessions: list[aiohttp.ClientSession] = []
         self._network = network or Network()
@@ -170,7 +170,7 @@ class TokenManager:
             if runner is not None:
                 runner.cancel()
                 await asyncio.wait([runner])
-            for writer in self._writers:
+            for writer in self._writers.values():
                 writer.close()
             for tenants in self._tenants.values():
                 tenants._close()
@@ -180,7 +180,7 @@ class TokenManager:
                 await self._token_session.close()
             for token_session in self._token_sessions.values():
                 await token_session.close()
-            log.debug("aiopay_auth.manager_closed", providers=len(self._holders))
+            log.debug("aiopay_auth.manager_closed", providers=len(self._writers))
 
     # --- providers --------------------------------------------------------
 
@@ -217,8 +217,7 @@ class TokenManager:
         # Its jitter comes from a generator of its own seeded from the manager's.
         rng = random.Random(self._rng.random())  # noqa: S311 - jitter, not cryptography
         refresher = Refresher(writer, source, self.policy, rng=rng)
-        self._holders[provider.name] = holder
-        self._writers.append(writer)
+        self._writers[provider.name] = writer
         tg.start_soon(refresher.run, name=f"aiopay_auth refresher {provider.name}")
         log.debug("aiopay_auth.provider_added", provider=provider.name)
         return holder
@@ -304,7 +303,7 @@ class TokenManager:
         return tenants
 
     def _check_name(self, name: str) -> None:
-        if name in self._holders or name in self._tenants:
+        if name in self._writers or name in self._tenants:
             msg = f"a provider named {name!r} was already added"
             raise ConfigError(msg, provider=name)
 
@@ -357,7 +356,7 @@ class TokenManager:
 
     def holders(self) -> tuple[TokenHolder, ...]:
         """Every provider's holder, in the order they were added."""
-        return tuple(self._holders.values())
+        return tuple(writer.holder for writer in self._writers.values())
 
     async def token(self, holder: TokenHolder, *, timeout: float | None = None) -> Token:
         """Deprecated: use ``await holder.get(timeout)``, which this calls.
@@ -487,7 +486,7 @@ class TokenManager:
             if self._tenants.get(holder.name) is not holder:
                 msg = f"tenants {holder.name!r} were not added to this manager"
                 raise ConfigError(msg, provider=holder.name)
-        elif self._holders.get(holder.name) is not holder:
+        elif (writer := self._writers.get(holder.name)) is None or writer.holder is not holder:
             msg = f"provider {holder.name!r} was not added to this manager"
             raise ConfigError(msg, provider=holder.name)
 

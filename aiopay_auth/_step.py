@@ -93,7 +93,6 @@ class FetchStep:
     """
 
     __slots__ = (
-        "_holder",
         "_last_failure",
         "_last_start",
         "_policy",
@@ -118,7 +117,7 @@ class FetchStep:
         spread: float = 0.0,
     ) -> None:
         self._writer = writer
-        self._holder = holder = writer.holder
+        holder = writer.holder
         self._source = source
         self._policy = policy
         self._rng = rng
@@ -145,7 +144,7 @@ class FetchStep:
         return Outcome(published=True, delay=self._fetched(token))
 
     def _failed(self, exc: Exception) -> float:
-        holder = self._holder
+        holder = self._writer.holder
         name = holder.name
         # A source's ConfigError is recorded as it is, never retryable, like an AuthError.
         err = exc if isinstance(exc, AuthError | ConfigError) else _unexpected(exc, name)
@@ -174,7 +173,7 @@ class FetchStep:
         return delay
 
     def _fetched(self, token: Token) -> float:
-        holder, policy, rng = self._holder, self._policy, self._rng
+        holder, policy, rng = self._writer.holder, self._policy, self._rng
         name = holder.name
         self._served_failures = 0
         if failures := self._writer.consecutive_failures:
@@ -207,7 +206,7 @@ class FetchStep:
         return delay
 
     def _retry_delay(self, err: AuthError | ConfigError, failures: int) -> float:
-        holder = self._holder
+        holder = self._writer.holder
         token = holder.usable()
         if token is not None:
             self._served_failures = failures
@@ -224,7 +223,7 @@ class FetchStep:
 
     async def _ask(self, refresh_token: Secret | None) -> Token:
         """Start one token request, never sooner than the policy's floor after the last."""
-        holder, policy = self._holder, self._policy
+        holder, policy = self._writer.holder, self._policy
         # On the event loop's clock, the one sleeps run on (an injected
         # holder clock may stand still). A loop, not one sleep: a timer may
         # fire a hair early, the floor may not.
@@ -242,7 +241,7 @@ class FetchStep:
         return token
 
     async def _fetch(self) -> Token:
-        holder = self._holder
+        holder = self._writer.holder
         refresh_token = self._refresh_token
         if refresh_token is None:
             token = await self._ask(None)

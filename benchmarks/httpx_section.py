@@ -201,16 +201,7 @@ async def _paired(server: ServerProcess, cfg: HttpxConfig, progress: bool) -> di
                     timeout=cfg.max_seconds,
                 )
                 counted = server.stats(by_name[name].server) - before
-                b = batches[name]
-                b.rps.append(loop.ok / loop.wall)
-                b.cpu_us.append(loop.cpu / max(loop.completed, 1) * 1e6)
-                b.p99_ms.append(_latency_ms(loop.latencies)["p99"] or 0.0)
-                b.latencies.extend(loop.latencies)
-                b.statuses.update(loop.statuses)
-                b.expired += counted.api_expired
-                b.unauthorized += counted.api_unauthorized
-                b.wall_s += loop.wall
-                b.timed_out += loop.timed_out
+                batches[name].add(loop, counted)
             if progress:
                 line = "  ".join(f"{n} {batches[n].rps[-1]:,.0f}" for n in names)
                 print(f"httpx rotation {rotation + 1}/{cfg.rotations}  req/s  {line}", flush=True)
