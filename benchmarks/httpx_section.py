@@ -62,6 +62,7 @@ from .rotations import iqr_text as _iqr
 from .rotations import latency_ms as _latency_ms
 from .rotations import ms_text as _ms
 from .rotations import quartiles as _quartiles
+from .rotations import targets_table
 from .scenarios import Client, Scenario, drive, fetch_token, recorded_holder
 from .server import CLIENT_SECRET, Endpoint, ServerProcess
 
@@ -403,16 +404,9 @@ def markdown(doc: dict[str, Any]) -> list[str]:
             f"{_iqr(row['p99_ratio'], '.2f')} | {row['token_calls']} | "
             f"{row['server_expired']} | {row['status_401']} | {row['errors']} |"
         )
-    verdict = {True: "PASS", False: "FAIL"}
     lines += [
         "",
-        "| target | scope | measured (median [IQR] of per-rotation ratios) | limit | result |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {t['target']} | {t['scope']} | {t['measured']} | {t['limit']} | "
-        f"**{verdict[t['passed']]}** |"
-        for t in doc["targets"]
+        *targets_table(doc["targets"], "measured (median [IQR] of per-rotation ratios)"),
     ]
     lines.append("")
     return lines

@@ -58,7 +58,7 @@ from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 from aiopay_auth import FairPool
 
 from .peers import open_azure, open_lock_per_request
-from .rotations import Batches, latency_ms, paired_ratios, quartiles, rotation_order
+from .rotations import Batches, latency_ms, paired_ratios, quartiles, rotation_order, targets_table
 from .rotations import iqr_text as _iqr
 from .rotations import ms_text as _ms
 from .scenarios import (
@@ -473,7 +473,6 @@ def markdown(doc: dict[str, Any]) -> list[str]:
                     f"{max(row['status_401'], row['server_unauthorized'])} | "
                     f"{row['token_calls']} | {row['errors']}{cut} |"
                 )
-    verdict = {True: "PASS", False: "FAIL", None: "n/a"}
     lines += [
         "",
         f"Targets on these paired figures: `aiopay` at least {THROUGHPUT_TARGET:.2f} x "
@@ -481,13 +480,7 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         f"request fairly (max latency at most {FAIRNESS_LIMIT:g} x p99) and fresh (0 401s); "
         f"client CPU per request at most {CPU_TARGET:.2f} x `raw-100` at every concurrency.",
         "",
-        "| target | scope | measured (median (IQR) of per-rotation ratios) | limit | result |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {t['target']} | {t['scope']} | {t['measured']} | {t['limit']} | "
-        f"**{verdict[t['passed']]}** |"
-        for t in doc["targets"]
+        *targets_table(doc["targets"], "measured (median (IQR) of per-rotation ratios)"),
     ]
     lines.append("")
     return lines

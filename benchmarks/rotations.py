@@ -17,6 +17,7 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .scenarios import Loop
 from .server import Counters
@@ -90,3 +91,21 @@ def iqr_text(q: dict[str, float], spec: str) -> str:
 def ms_text(value: float | None) -> str:
     """Milliseconds to one decimal, or ``n/a``."""
     return "n/a" if value is None else f"{value:.1f}"
+
+
+def targets_table(targets: list[dict[str, Any]], measured: str = "measured") -> list[str]:
+    """A section's targets as Markdown table lines, the verdict in bold.
+
+    *measured* heads the third column; a target not judged (``passed`` is
+    ``None``) reads ``n/a``.
+    """
+    verdict = {True: "PASS", False: "FAIL", None: "n/a"}
+    return [
+        f"| target | scope | {measured} | limit | result |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {t['target']} | {t['scope']} | {t['measured']} | {t['limit']} | "
+            f"**{verdict[t['passed']]}** |"
+            for t in targets
+        ),
+    ]

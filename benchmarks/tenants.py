@@ -65,6 +65,7 @@ from aiopay_auth.providers import generic
 from aiopay_auth.testing import FakeEndpoint, FakeProvider, FakeProviderProcess
 
 from .micro import vmrss_kib
+from .rotations import targets_table
 from .scenarios import drive
 
 
@@ -578,13 +579,7 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         f"{cold['busiest_second']:,} | {cold['token_failures']} |",
         "",
     ]
-    verdict = {True: "PASS", False: "FAIL"}
-    lines += ["| target | scope | measured | limit | result |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {t['target']} | {t['scope']} | {t['measured']} | {t['limit']} | "
-        f"**{verdict[t['passed']]}** |"
-        for t in doc["targets"]
-    ]
+    lines += targets_table(doc["targets"])
     lines.append("")
     return lines
 
