@@ -15,9 +15,15 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import aiohttp
-from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
-from opentelemetry.trace import SpanKind, StatusCode, TracerProvider
+
+
+try:
+    from opentelemetry import metrics, trace
+    from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+    from opentelemetry.trace import SpanKind, StatusCode, TracerProvider
+except ImportError as exc:  # the extra is not installed
+    msg = f"aiopay_auth.otel needs OpenTelemetry: pip install 'aiopay-auth[otel]' ({exc})"
+    raise ImportError(msg) from exc
 
 from ._health import failure_kind
 from ._pool import gates_for
