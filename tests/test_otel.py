@@ -6,6 +6,7 @@ a 503, then tokens; the API refuses the first token once (RFC 6750 401).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -93,7 +94,8 @@ async def test_metrics_and_spans_follow_fetches_failures_and_a_401(endpoint: Web
     assert _value(points, "aiopay_auth.token.refresh_lag", **provider) == 0
     assert _value(points, "aiopay_auth.auth.recoveries", **provider) == 1
     assert _value(points, "aiopay_auth.token.waits", **provider) >= 1
-    assert _value(points, "aiopay_auth.token.max_wait", **provider) > 0
+    max_wait = _value(points, "aiopay_auth.token.max_wait", **provider)
+    assert 0 < max_wait <= _value(points, "aiopay_auth.token.wait_time", **provider)
     assert _value(points, "aiopay_auth.pool.queue") == 0
 
     spans = exporter.get_finished_spans()
@@ -200,3 +202,38 @@ def test_the_core_runs_without_the_otel_extra() -> None:
     assert "" == result.stderr
     assert "loaded: []" in result.stdout
     assert "pip install 'aiopay-auth[otel]'" in result.stdout
+
+
+async def test_admission_waits_and_their_duration_at_a_saturated_pool() -> None:
+    # A pool of one place and an API that takes 0.2 s: of three requests
+    # sent together, two queue at the admission gate, for about 0.2 s and
+    # 0.4 s.
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/token":
+            return token_json(TOKENS[0], LIFETIME)
+        await asyncio.sleep(0.2)
+        return web.json_response({"paid": True})
+
+    reader = InMemoryMetricReader()
+    async with serve(answer) as server, TokenManager(policy=POLICY) as tokens:
+        holder = tokens.add(make_provider(str(server.url)))
+        await holder.get(timeout=5)
+        async with tokens.session(holder, limit=1) as http:
+            instrument(
+                tokens, sessions=[http], meter_provider=MeterProvider(metric_readers=[reader])
+            )
+            idle = _points(reader)
+
+            async def pay() -> int:
+                async with http.get(server.url / "api" / "pay") as resp:
+                    return resp.status
+
+            assert [200, 200, 200] == list(await asyncio.gather(pay(), pay(), pay()))
+            busy = _points(reader)
+    session = {"aiopay_auth.session": "0"}
+    assert 0 == _value(idle, "aiopay_auth.pool.admission.waits", **session)
+    assert 0 == _value(idle, "aiopay_auth.pool.admission.wait_time", **session)
+    assert 2 == _value(busy, "aiopay_auth.pool.admission.waits", **session)
+    waited = _value(busy, "aiopay_auth.pool.admission.wait_time", **session)
+    assert 0.5 <= waited < 3.0  # 0.2 s + 0.4 s, roomy for a loaded machine
+    assert 0 == _value(busy, "aiopay_auth.pool.queue", **session)
