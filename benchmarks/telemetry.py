@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import timeit
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,7 @@ class TelemetryConfig:
     fetch_loops: int
 
 
-FULL_TELEMETRY = TelemetryConfig(loops=50_000, rotations=30, fetch_loops=5_000)
+FULL_TELEMETRY = TelemetryConfig(loops=10_000, rotations=100, fetch_loops=5_000)
 QUICK_TELEMETRY = TelemetryConfig(loops=10_000, rotations=6, fetch_loops=1_000)
 
 
@@ -126,6 +127,9 @@ async def run_telemetry(cfg: TelemetryConfig) -> dict[str, Any]:
             for case in rotation_order(CASES, rotation):
                 per_call[case].append(timers[case].timeit(cfg.loops) / cfg.loops * 1e9)
 
+        # Which functions a request runs with telemetry on: none of OpenTelemetry's.
+        otel_calls = _otel_calls(timers["on"], requests=1_000)
+
         # Off the hot path: one token request through the span, and a collection.
         holder_on = chains["on"][1]
         fetches = {
@@ -156,9 +160,33 @@ async def run_telemetry(cfg: TelemetryConfig) -> dict[str, Any]:
         "ratio_to_absent": {
             case: paired_ratios(per_call[case], per_call["absent"]) for case in ("off", "on")
         },
+        "otel_calls_per_request": otel_calls[0] / 1_000,
+        "aiopay_auth_calls_per_request": otel_calls[1] / 1_000,
         "token_fetch_ns": fetch_ns,
         "collect_us": collect_us,
     }
+
+
+def _otel_calls(timer: timeit.Timer, *, requests: int) -> tuple[int, int]:
+    """Python calls while *timer* runs *requests* requests: into OpenTelemetry or
+    aiopay_auth.otel, and (the control that the hook sees calls) into aiopay_auth."""
+    otel = ours = 0
+
+    def profile(frame: Any, event: str, arg: object) -> None:
+        nonlocal otel, ours
+        if event == "call":
+            module = frame.f_globals.get("__name__", "")
+            if module.startswith(("opentelemetry", "aiopay_auth.otel")):
+                otel += 1
+            elif module.startswith("aiopay_auth"):
+                ours += 1
+
+    sys.setprofile(profile)
+    try:
+        timer.timeit(requests)
+    finally:
+        sys.setprofile(None)
+    return otel, ours
 
 
 def build(results: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +214,15 @@ def markdown(document: dict[str, Any]) -> list[str]:
             else iqr_text(document["ratio_to_absent"][case], ".3f") + " x"
         )
         lines.append(f"| {case} | {iqr_text(document['per_call_ns'][case], '.0f')} | {ratio} |")
-    lines += ["", "Off the hot path:", ""]
+    lines += [
+        "",
+        "Calls into OpenTelemetry or aiopay_auth.otel per request with telemetry on "
+        f"(sys.setprofile): {document['otel_calls_per_request']:g} (control: "
+        f"{document['aiopay_auth_calls_per_request']:g} calls into aiopay_auth's own code).",
+        "",
+        "Off the hot path:",
+        "",
+    ]
     for label, ns in document["token_fetch_ns"].items():
         lines.append(f"- one token request (static source), {label}: {ns / 1000:.1f} us")
     collect_us = document["collect_us"]
