@@ -237,3 +237,47 @@ async def test_admission_waits_and_their_duration_at_a_saturated_pool() -> None:
     waited = _value(busy, "aiopay_auth.pool.admission.wait_time", **session)
     assert 0.5 <= waited < 3.0  # 0.2 s + 0.4 s, roomy for a loaded machine
     assert 0 == _value(busy, "aiopay_auth.pool.queue", **session)
+
+
+async def test_a_request_runs_no_telemetry_code_with_telemetry_on() -> None:
+    # The hot path's cost of telemetry is none: with both the metrics and the
+    # spans on an SDK, requests with a fresh token call nothing of
+    # OpenTelemetry's or aiopay_auth.otel's (python -m benchmarks --telemetry
+    # times it).
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/token":
+            return token_json(TOKENS[0], LIFETIME)
+        return web.json_response({"paid": True})
+
+    reader = InMemoryMetricReader()
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    calls: list[str] = []
+
+    def profile(frame: Any, event: str, arg: object) -> None:
+        module = frame.f_globals.get("__name__", "")
+        if event == "call" and module.startswith(("opentelemetry", "aiopay_auth")):
+            calls.append(module)
+
+    async with (
+        serve(answer) as server,
+        TokenManager(policy=POLICY, token_source=traced_source(tracer_provider)) as tokens,
+    ):
+        holder = tokens.add(make_provider(str(server.url)))
+        await holder.get(timeout=5)
+        async with tokens.session(holder) as http:
+            instrument(
+                tokens, sessions=[http], meter_provider=MeterProvider(metric_readers=[reader])
+            )
+            reader.get_metrics_data()
+            sys.setprofile(profile)
+            try:
+                for _ in range(20):
+                    async with http.get(server.url / "api" / "pay") as resp:
+                        assert 200 == resp.status
+            finally:
+                sys.setprofile(None)
+    assert 1 == len(exporter.get_finished_spans())  # the one token request
+    assert "aiopay_auth._pool" in calls  # the hook saw the SDK's request path
+    assert [] == [m for m in calls if m.startswith(("opentelemetry", "aiopay_auth.otel"))]
