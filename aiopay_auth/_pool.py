@@ -45,7 +45,7 @@ class PoolGates:
         limit_per_host: The per-host size; ``0`` for no per-host limit.
     """
 
-    __slots__ = ("_dropped", "_hosts", "limit_per_host", "pool")
+    __slots__ = ("_dropped", "_hosts", "_timed", "limit_per_host", "pool")
 
     def __init__(self, limit: int, limit_per_host: int) -> None:
         limit = count("limit", limit, minimum=0)
@@ -53,6 +53,7 @@ class PoolGates:
         self.limit_per_host = count("limit_per_host", limit_per_host, minimum=0)
         self._hosts: dict[Hashable, FairGate] = {}
         self._dropped = (0, 0.0)  # queued, queue_time of the hosts' gates dropped
+        self._timed = False
 
     def host(self, key: Hashable) -> FairGate | None:
         """The gate of *key*'s host, made on first use; ``None`` with no per-host limit."""
@@ -61,7 +62,14 @@ class PoolGates:
         gate = self._hosts.get(key)
         if gate is None:
             gate = self._hosts[key] = FairGate(self.limit_per_host)
+            gate.timed = self._timed
         return gate
+
+    def time_queues(self) -> None:
+        """Count, from now on, who queues at these gates and for how long (for metrics)."""
+        self._timed = True
+        for gate in self._gates():
+            gate.timed = True
 
     def drop_idle(self, key: Hashable, gate: FairGate) -> None:
         """Forget *key*'s gate if nobody holds or awaits a place in it."""

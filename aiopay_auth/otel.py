@@ -65,8 +65,10 @@ def instrument(
     Args:
         tokens: The manager whose providers to observe.
         sessions: Sessions from :meth:`TokenManager.session
-            <aiopay_auth.TokenManager.session>` whose FIFO admission queue
-            length to observe (``aiopay_auth.pool.queue``).
+            <aiopay_auth.TokenManager.session>` whose FIFO admission gate
+            to observe: its queue's length (``aiopay_auth.pool.queue``),
+            and, counted from this call on, the requests that queued and
+            their seconds there (``aiopay_auth.pool.admission.*``).
         meter_provider: Where to register; the global one by default (a
             no-op until the application configures one).
 
@@ -188,6 +190,10 @@ def instrument(
             "Seconds requests spent queued at the admission gate, in total.",
         ),
     )
+    for session in sessions:
+        gates = None if session.connector is None else gates_for(session.connector)
+        if gates is not None:
+            gates.time_queues()  # the waiting path counts only once asked to
     for create, name, read_gates, unit, description in per_pool if sessions else ():
         create(f"{_SCOPE}.{name}", [per_session(read_gates)], unit=unit, description=description)
     return meter

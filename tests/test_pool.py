@@ -113,7 +113,16 @@ async def test_the_gate_counts_who_queued_and_for_how_long(
 ) -> None:
     now = [100.0]
     monkeypatch.setattr("aiopay_auth._gate.time.monotonic", lambda: now[0])
+    untimed = FairGate(1)
+    await enter(untimed)
+    waiter = asyncio.create_task(untimed.acquire())
+    await asyncio.sleep(0)
+    untimed.release()
+    await waiter
+    assert (0, 0.0) == (untimed.queued, untimed.queue_time)  # counted only once timed
+
     gate = FairGate(1)
+    gate.timed = True
     await enter(gate)  # a free place: not counted
     first = asyncio.create_task(gate.acquire())
     doomed = asyncio.create_task(gate.acquire())
@@ -132,6 +141,7 @@ async def test_the_gate_counts_who_queued_and_for_how_long(
 
 async def test_a_dropped_host_gate_keeps_its_counts_in_the_pool_gates() -> None:
     gates = PoolGates(0, 1)
+    gates.time_queues()
     host = gates.host("a")
     assert host is not None
     await enter(host)
