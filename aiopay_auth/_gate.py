@@ -8,6 +8,7 @@ limit queue at one.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 from ._check import count
@@ -22,16 +23,38 @@ class FairGate:
     Unlike :class:`asyncio.Semaphore`, a released place is handed straight to
     the longest waiter, so nobody can overtake a queued request.
 
+    Once :attr:`timed` is set (``aiopay_auth.otel.instrument`` sets it), it
+    also counts the callers that had to queue (:attr:`queued`) and the
+    seconds they spent queued (:attr:`queue_time`), for metrics. Both are
+    kept only on the waiting path: taking a free place costs nothing more,
+    and without :attr:`timed` the waiting path only tests the flag.
+
     Args:
         size: How many holders may be inside at once.
     """
 
-    __slots__ = ("_free", "_waiters", "size")
+    __slots__ = ("_changed", "_free", "_queue_time", "_waiters", "queued", "size", "timed")
 
     def __init__(self, size: int) -> None:
         self.size = size = count("FairGate size", size, minimum=1)
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self.timed = False
+        self.queued = 0
+        self._queue_time = 0.0
+        self._changed = 0.0
+
+    def _tally(self) -> None:
+        # Before the line's length changes: the seconds spent queued since
+        # the last change are its length times the time since then.
+        now = time.monotonic()
+        self._queue_time += len(self._waiters) * (now - self._changed)
+        self._changed = now
+
+    @property
+    def queue_time(self) -> float:
+        """Seconds callers have spent queued, in total (those still queued included)."""
+        return self._queue_time + len(self._waiters) * (time.monotonic() - self._changed)
 
     @property
     def waiting(self) -> int:
@@ -69,6 +92,9 @@ class FairGate:
         that stops waiting (cancelled) must call :meth:`leave`.
         """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.timed:
+            self._tally()
+            self.queued += 1
         self._waiters.append(fut)
         return fut
 
@@ -79,12 +105,16 @@ class FairGate:
             self.release()
         elif fut in self._waiters:
             # Still queued (a release may already have dropped it).
+            if self.timed:
+                self._tally()
             self._waiters.remove(fut)
 
     def release(self) -> None:
         """Give a place back; the longest waiter gets it."""
         waiters = self._waiters
         while waiters:
+            if self.timed:
+                self._tally()
             fut = waiters.popleft()
             if not fut.done():
                 fut.set_result(None)

@@ -106,6 +106,8 @@ class Health:
             token (counted when the resend is decided).
         waits: Requests that had to wait for a token.
         max_wait: The longest such wait, in seconds.
+        wait_time: Seconds those waits lasted, in total (``wait_time /
+            waits`` is the mean wait).
         last_error: The last failure's message (never a secret), if the
             last fetch failed.
         last_error_kind: Its kind.
@@ -141,3 +143,4 @@ class Health:
     refusal_streak: int = 0
     refusal_backoff: float = 0.0
     unreplayable: int = 0
+    wait_time: float = 0.0

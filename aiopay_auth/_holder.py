@@ -66,6 +66,7 @@ class _RequestCounts:
     recoveries: int = 0
     waits: int = 0
     max_wait: float = 0.0
+    wait_time: float = 0.0
     refused_tokens: int = 0
     unreplayable: int = 0
 
@@ -331,6 +332,7 @@ class TokenHolder:
             waited = self.clock() - started
             requests = self._requests
             requests.waits += 1
+            requests.wait_time += waited
             requests.max_wait = max(requests.max_wait, waited)
 
     def _unavailable(
@@ -491,6 +493,7 @@ class TokenHolder:
             recoveries=requests.recoveries,
             waits=requests.waits,
             max_wait=requests.max_wait,
+            wait_time=requests.wait_time,
             last_error=None if last is None else str(last),
             last_error_kind=None if last is None else failure_kind(last),
             store=store_of(self._source),

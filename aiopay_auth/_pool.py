@@ -45,13 +45,15 @@ class PoolGates:
         limit_per_host: The per-host size; ``0`` for no per-host limit.
     """
 
-    __slots__ = ("_hosts", "limit_per_host", "pool")
+    __slots__ = ("_dropped", "_hosts", "_timed", "limit_per_host", "pool")
 
     def __init__(self, limit: int, limit_per_host: int) -> None:
         limit = count("limit", limit, minimum=0)
         self.pool = FairGate(limit) if limit else None
         self.limit_per_host = count("limit_per_host", limit_per_host, minimum=0)
         self._hosts: dict[Hashable, FairGate] = {}
+        self._dropped = (0, 0.0)  # queued, queue_time of the hosts' gates dropped
+        self._timed = False
 
     def host(self, key: Hashable) -> FairGate | None:
         """The gate of *key*'s host, made on first use; ``None`` with no per-host limit."""
@@ -60,18 +62,42 @@ class PoolGates:
         gate = self._hosts.get(key)
         if gate is None:
             gate = self._hosts[key] = FairGate(self.limit_per_host)
+            gate.timed = self._timed
         return gate
+
+    def time_queues(self) -> None:
+        """Count, from now on, who queues at these gates and for how long (for metrics)."""
+        self._timed = True
+        for gate in self._gates():
+            gate.timed = True
 
     def drop_idle(self, key: Hashable, gate: FairGate) -> None:
         """Forget *key*'s gate if nobody holds or awaits a place in it."""
         if not gate.inside and not gate.waiting and self._hosts.get(key) is gate:
             del self._hosts[key]
+            if gate.queued:
+                queued, seconds = self._dropped
+                self._dropped = (queued + gate.queued, seconds + gate.queue_time)
 
     @property
     def waiting(self) -> int:
         """How many requests are queued, at the pool's gate and at the hosts' gates."""
         queued = sum(gate.waiting for gate in self._hosts.values())
         return queued + (self.pool.waiting if self.pool is not None else 0)
+
+    def _gates(self) -> list[FairGate]:
+        gates = list(self._hosts.values())
+        return gates if self.pool is None else [*gates, self.pool]
+
+    @property
+    def queued(self) -> int:
+        """How many requests have had to queue, at the pool's gate or at a host's."""
+        return self._dropped[0] + sum(gate.queued for gate in self._gates())
+
+    @property
+    def queue_time(self) -> float:
+        """Seconds requests have spent queued at the gates, in total."""
+        return self._dropped[1] + sum(gate.queue_time for gate in self._gates())
 
     @property
     def hosts(self) -> int:

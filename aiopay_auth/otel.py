@@ -15,12 +15,18 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import aiohttp
-from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
-from opentelemetry.trace import SpanKind, StatusCode, TracerProvider
+
+
+try:
+    from opentelemetry import metrics, trace
+    from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+    from opentelemetry.trace import SpanKind, StatusCode, TracerProvider
+except ImportError as exc:  # the extra is not installed
+    msg = f"aiopay_auth.otel needs OpenTelemetry: pip install 'aiopay-auth[otel]' ({exc})"
+    raise ImportError(msg) from exc
 
 from ._health import failure_kind
-from ._pool import gates_for
+from ._pool import PoolGates, gates_for
 from ._source import store_of
 from .exceptions import AuthError, ConfigError, TokenResponseError
 
@@ -59,8 +65,10 @@ def instrument(
     Args:
         tokens: The manager whose providers to observe.
         sessions: Sessions from :meth:`TokenManager.session
-            <aiopay_auth.TokenManager.session>` whose FIFO admission queue
-            length to observe (``aiopay_auth.pool.queue``).
+            <aiopay_auth.TokenManager.session>` whose FIFO admission gate
+            to observe: its queue's length (``aiopay_auth.pool.queue``),
+            and, counted from this call on, the requests that queued and
+            their seconds there (``aiopay_auth.pool.admission.*``).
         meter_provider: Where to register; the global one by default (a
             no-op until the application configures one).
 
@@ -103,13 +111,17 @@ def instrument(
         due = token.expires_at - tokens.policy.margin(token.expires_at - token.issued_at)
         return [(max(0.0, holder.clock() - due), _provider(holder))]
 
-    def queue(_: CallbackOptions) -> Iterable[Observation]:
-        observed = []
-        for index, session in enumerate(sessions):
-            gates = None if session.closed else gates_for(session.connector)  # type: ignore[arg-type]
-            waiting = 0 if gates is None else gates.waiting
-            observed.append(Observation(waiting, {"aiopay_auth.session": str(index)}))
-        return observed
+    def per_session(read: Callable[[PoolGates], float]) -> Callable[..., Iterable[Observation]]:
+        def callback(_: CallbackOptions) -> Iterable[Observation]:
+            observed = []
+            for index, session in enumerate(sessions):
+                connector = session.connector
+                gates = None if connector is None else gates_for(connector)
+                value = 0.0 if gates is None else read(gates)
+                observed.append(Observation(value, {"aiopay_auth.session": str(index)}))
+            return observed
+
+        return callback
 
     counter, gauge = meter.create_observable_counter, meter.create_observable_gauge
     per_provider: tuple[tuple[Callable[..., object], str, _Read, str, str], ...] = (
@@ -139,6 +151,13 @@ def instrument(
         (gauge, "token.max_wait", stat("max_wait"), "s", "The longest wait for a token so far."),
         (
             counter,
+            "token.wait_time",
+            stat("wait_time"),
+            "s",
+            "Seconds requests spent waiting for a token, in total.",
+        ),
+        (
+            counter,
             "auth.recoveries",
             stat("recoveries"),
             "{request}",
@@ -147,13 +166,36 @@ def instrument(
     )
     for create, name, read, unit, description in per_provider:
         create(f"{_SCOPE}.{name}", [each(read)], unit=unit, description=description)
-    if sessions:
-        gauge(
-            f"{_SCOPE}.pool.queue",
-            [queue],
-            unit="{request}",
-            description="Requests queued at the FIFO admission gate.",
-        )
+    per_pool: tuple[tuple[Callable[..., object], str, Callable[[PoolGates], float], str, str], ...]
+    per_pool = (
+        (
+            gauge,
+            "pool.queue",
+            lambda gates: gates.waiting,
+            "{request}",
+            "Requests queued at the FIFO admission gate.",
+        ),
+        (
+            counter,
+            "pool.admission.waits",
+            lambda gates: gates.queued,
+            "{request}",
+            "Requests that had to queue at the admission gate.",
+        ),
+        (
+            counter,
+            "pool.admission.wait_time",
+            lambda gates: gates.queue_time,
+            "s",
+            "Seconds requests spent queued at the admission gate, in total.",
+        ),
+    )
+    for session in sessions:
+        gates = None if session.connector is None else gates_for(session.connector)
+        if gates is not None:
+            gates.time_queues()  # the waiting path counts only once asked to
+    for create, name, read_gates, unit, description in per_pool if sessions else ():
+        create(f"{_SCOPE}.{name}", [per_session(read_gates)], unit=unit, description=description)
     return meter
 
 

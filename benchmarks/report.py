@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import httpx_section, paired, tenants
+from . import httpx_section, paired, telemetry, tenants
 
 
 if TYPE_CHECKING:
@@ -313,6 +313,8 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         document["tenants"] = tenants.build(results["tenants"])
     if "httpx" in results:
         document["httpx"] = httpx_section.build(results["httpx"])
+    if "telemetry" in results:
+        document["telemetry"] = telemetry.build(results["telemetry"])
     document["targets"] = targets(document)
     return document
 
@@ -605,6 +607,8 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
         lines += tenants.markdown(document["tenants"])
     if "httpx" in document:
         lines += httpx_section.markdown(document["httpx"])
+    if "telemetry" in document:
+        lines += telemetry.markdown(document["telemetry"])
     if images is not None:
         lines += ["## Plots", ""]
         lines += [f"![{title}]({images}{name})" for name, title in plots_of(document).items()]
@@ -795,6 +799,7 @@ nox -s bench -- --publish    # full run, then rewrite this page and docs/benchma
 nox -s bench -- --tenants    # the many-merchants section alone, 1 to 2 minutes
 nox -s bench -- --httpx      # the httpx section alone, about a minute
 nox -s bench -- --paired     # the paired aiohttp section alone, about 10 minutes
+nox -s bench -- --telemetry  # OpenTelemetry absent/off/on on the hot path, about a minute
 ```
 
 `python -m benchmarks --help` lists the knobs (rounds, requests per run,

@@ -41,7 +41,7 @@ from typing import Any
 
 import attrs
 
-from . import httpx_section, paired, report, tenants
+from . import httpx_section, paired, report, telemetry, tenants
 from .micro import run_micro, vmrss_kib
 from .peers import PEERS
 from .scenarios import (
@@ -479,6 +479,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--batch", type=int, help="requests per batch of the paired section (at least)"
     )
     parser.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="run only the OpenTelemetry hot-path section (absent, off, on, paired; "
+        "about a minute; with --quick: a few seconds)",
+    )
+    parser.add_argument(
         "--tenants",
         action="store_true",
         help="run only the many-merchants section (1, 100, 10,000 tenants; about a minute; "
@@ -509,14 +515,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or "baseline" not in cfg.scenarios:
         print(f"unknown scenarios {sorted(unknown)}, or no baseline", file=sys.stderr)
         return 2
-    if args.publish and (cfg.mode != "full" or args.tenants or args.httpx or args.paired):
+    if args.publish and (
+        cfg.mode != "full" or args.tenants or args.httpx or args.paired or args.telemetry
+    ):
         print("--publish takes a full run's figures only", file=sys.stderr)
         return 2
     tenants_cfg = tenants.QUICK_TENANTS if args.quick else tenants.FULL_TENANTS
     httpx_cfg = httpx_section.QUICK_HTTPX if args.quick else httpx_section.FULL_HTTPX
     paired_cfg = paired_config(args)
-    if args.tenants or args.httpx or args.paired:
-        return section_alone(args, tenants_cfg, httpx_cfg, paired_cfg)
+    telemetry_cfg = telemetry.QUICK_TELEMETRY if args.quick else telemetry.FULL_TELEMETRY
+    if args.tenants or args.httpx or args.paired or args.telemetry:
+        return section_alone(args, tenants_cfg, httpx_cfg, paired_cfg, telemetry_cfg)
 
     started = time.time()
     info = machine()
@@ -547,6 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     )
+    print("OpenTelemetry on the hot path: absent, off, on", flush=True)
+    results["telemetry"] = asyncio.run(telemetry.run_telemetry(telemetry_cfg))
     print("many merchants: tenants of one provider API", flush=True)
     results["tenants"] = asyncio.run(tenants.run_tenants(tenants_cfg, pin=not args.no_pin))
     info["load_average_at_end"] = os.getloadavg()
@@ -578,15 +589,24 @@ def section_alone(
     tenants_cfg: tenants.TenantsConfig,
     httpx_cfg: httpx_section.HttpxConfig,
     paired_cfg: paired.PairedConfig,
+    telemetry_cfg: telemetry.TelemetryConfig,
 ) -> int:
-    """``--tenants``, ``--httpx`` or ``--paired``: that one section alone."""
-    if args.tenants + args.httpx + args.paired > 1:
+    """``--tenants``, ``--httpx``, ``--paired`` or ``--telemetry``: that one section alone."""
+    if args.tenants + args.httpx + args.paired + args.telemetry > 1:
         print(
-            "--tenants, --httpx and --paired each run one section alone: pick one",
+            "--tenants, --httpx, --paired and --telemetry each run one section alone: pick one",
             file=sys.stderr,
         )
         return 2
     pin = not args.no_pin
+    if args.telemetry:
+        return _section_only(
+            "telemetry",
+            lambda: asyncio.run(telemetry.run_telemetry(telemetry_cfg)),
+            telemetry.build,
+            telemetry.markdown,
+            args.out,
+        )
     if args.tenants:
         return tenants_only(tenants_cfg, args.out, pin=pin)
     if args.httpx:

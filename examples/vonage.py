@@ -9,7 +9,7 @@ together: overriding only one of them to another host is a ConfigError.
 
 import asyncio
 
-from aiopay_auth import TokenManager, build_token_request
+from aiopay_auth import ConfigError, TokenManager, build_token_request
 from aiopay_auth.providers import vonage
 from aiopay_auth.testing import FakeProvider
 
@@ -20,6 +20,15 @@ async def main() -> None:
             token_url = vonage.token_url_for(region, gateway)
             api = vonage.api_base_for(region, gateway)
             print(f"{gateway:>6} {region:>4}: {token_url} -> {api}")
+    try:  # the token URL moved alone: the API would stay on the other gateway
+        vonage.provider(
+            region="emea",
+            client_id="id",
+            client_secret="secret",
+            token_url=vonage.token_url_for("emea", "legacy"),
+        )
+    except ConfigError as exc:
+        print("token_url moved alone:", type(exc).__name__)
 
     async with FakeProvider("vonage", lifetime=7200) as fake:
         pay = vonage.provider(

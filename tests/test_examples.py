@@ -39,12 +39,19 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     ),
     "cm.py": ("200 of 200 checkouts got 200", "token calls: 1, 401s: 0"),
     "vonage.py": (
-        "emea: https://emea.newvoicemedia.com/auth/connect/token",
+        "    cc emea: https://emea.cc.vonage.com/Auth/connect/token -> https://emea.cc.vonage.com",
+        "legacy emea: https://emea.newvoicemedia.com/auth/connect/token"
+        " -> https://emea.api.newvoicemedia.com",
+        "token_url moved alone: ConfigError",
         "token request headers: ['Accept', 'Authorization', 'Content-Type']",
         "payment request: 200",
         "vonage-emea: token_type='bearer' lifetime=7199s",
     ),
     "payme.py": (
+        "pre-production: https://auth.preprod.alignet.io/token"
+        " audience=https://api.preprod.alignet.io/ ALG-API-VERSION=1709847567",
+        "    production: https://auth.alignet.io/token"
+        " audience=https://api.alignet.io/ ALG-API-VERSION=1709847567",
         "first token has a refresh token: True",
         "refreshed before expiry: True",
         "refresh token rotated: True",

@@ -3,9 +3,10 @@
 A loopback authorization server written from RFC 8705: its token endpoint
 demands a client certificate (``CERT_REQUIRED``), authenticates the client
 by it (§2.1 PKI: the certificate's subject; §2.2 self-signed: the registered
-certificate), and binds each token to the certificate's SHA-256 thumbprint
-(§3.1, ``cnf: {"x5t#S256": ...}``). Its API refuses (401) a token presented
-over a connection without that same certificate.
+certificate), and issues JWT access tokens bound to the certificate's
+SHA-256 thumbprint (§3.1, ``cnf: {"x5t#S256": ...}``). Its API verifies the
+token's signature and refuses (401) it over a connection whose certificate
+does not match its ``cnf.x5t#S256``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import base64
 import datetime
 import hashlib
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import attrs
+import jwt
 import pytest
 import trustme
 from aiohttp import web
@@ -35,6 +38,7 @@ from .tls_servers import client_context, peer_der, serve_tls, server_context
 pytestmark = pytest.mark.anyio
 
 AT_ONCE = 5.0
+SERVER_KEY = "the-authorization-server's-own-hs256-key"  # signs the access tokens
 
 
 def thumbprint(der: bytes) -> str:
@@ -48,7 +52,7 @@ class AuthServer:
 
     token_url: URL = attrs.Factory(URL)
     api: URL = attrs.Factory(URL)
-    bound: dict[str, str] = attrs.Factory(dict)  # token -> x5t#S256
+    bound: dict[str, str] = attrs.Factory(dict)  # token -> its cnf.x5t#S256
     token_forms: list[dict[str, str]] = attrs.Factory(list)
     api_answers: list[int] = attrs.Factory(list)
     subject_of: dict[str, str] = attrs.Factory(dict)  # PKI clients: id -> subject CN
@@ -75,14 +79,26 @@ async def auth_server(ca: trustme.CA, extra_trust: bytes = b"") -> AsyncIterator
             ok = state.self_signed.get(client_id) == thumbprint(der)
         if not ok:
             return web.json_response({"error": "invalid_client"}, status=401)
-        issued = f"tok-{len(state.bound) + 1}"
+        # A JWT access token bound to the certificate (RFC 8705 §3.1).
+        claims = {
+            "sub": client_id,
+            "exp": int(time.time()) + 60,
+            "jti": str(len(state.bound) + 1),
+            "cnf": {"x5t#S256": thumbprint(der)},
+        }
+        issued = jwt.encode(claims, SERVER_KEY, algorithm="HS256")
         state.bound[issued] = thumbprint(der)
         return web.json_response({"access_token": issued, "token_type": "Bearer", "expires_in": 60})
 
     async def api(request: web.Request) -> web.Response:
         presented = request.headers.get("Authorization", "").removeprefix("Bearer ")
         der = peer_der(request)
-        if der is None or state.bound.get(presented) != thumbprint(der):
+        try:
+            claims = jwt.decode(presented, SERVER_KEY, algorithms=["HS256"])
+            bound_to = claims["cnf"]["x5t#S256"]
+        except (jwt.InvalidTokenError, KeyError, TypeError):
+            bound_to = None
+        if der is None or bound_to is None or bound_to != thumbprint(der):
             state.api_answers.append(401)
             return web.json_response(
                 {"error": "invalid_token"},
@@ -163,7 +179,8 @@ async def test_a_certificate_bound_token_is_accepted_only_with_the_same_certific
     # The token request carried the client id and no secret (RFC 8705 §2).
     assert {"grant_type": "client_credentials", "client_id": "merchant-7"} == server.token_forms[0]
     mine_der = ssl.PEM_cert_to_DER_cert(mine.cert_chain_pems[0].bytes().decode())
-    assert {thumbprint(mine_der)} == set(server.bound.values())
+    issued = [jwt.decode(t, SERVER_KEY, algorithms=["HS256"]) for t in server.bound]
+    assert [{"x5t#S256": thumbprint(mine_der)}] * len(issued) == [c["cnf"] for c in issued]
 
 
 async def test_self_signed_tls_client_auth_sends_the_registered_certificate() -> None:

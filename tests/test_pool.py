@@ -108,6 +108,54 @@ async def test_cancelled_after_handoff_passes_the_place_on() -> None:
     assert 1 == gate.inside
 
 
+async def test_the_gate_counts_who_queued_and_for_how_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr("aiopay_auth._gate.time.monotonic", lambda: now[0])
+    untimed = FairGate(1)
+    await enter(untimed)
+    waiter = asyncio.create_task(untimed.acquire())
+    await asyncio.sleep(0)
+    untimed.release()
+    await waiter
+    assert (0, 0.0) == (untimed.queued, untimed.queue_time)  # counted only once timed
+
+    gate = FairGate(1)
+    gate.timed = True
+    await enter(gate)  # a free place: not counted
+    first = asyncio.create_task(gate.acquire())
+    doomed = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0)
+    assert (2, 0.0) == (gate.queued, gate.queue_time)
+    now[0] += 1.0  # two queued for 1 s
+    assert 2.0 == gate.queue_time  # still queued: counted up to now
+    doomed.cancel()
+    await asyncio.sleep(0)
+    now[0] += 0.5  # one queued for 0.5 s
+    gate.release()
+    await first
+    now[0] += 10.0  # nobody queued
+    assert (2, 2.5) == (gate.queued, gate.queue_time)
+
+
+async def test_a_dropped_host_gate_keeps_its_counts_in_the_pool_gates() -> None:
+    gates = PoolGates(0, 1)
+    gates.time_queues()
+    host = gates.host("a")
+    assert host is not None
+    await enter(host)
+    waiter = asyncio.create_task(host.acquire())
+    await asyncio.sleep(0)
+    host.release()
+    await waiter
+    host.release()
+    gates.drop_idle("a", host)
+    assert 0 == gates.hosts
+    assert 1 == gates.queued
+    assert 0 < gates.queue_time == host.queue_time
+
+
 def test_size_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="at least 1"):
         FairGate(0)

@@ -154,3 +154,30 @@ async def test_a_proxy_refusing_our_credentials_never_shows_them(
     assert "407" in str(err)  # named in our message: aiohttp's error is not chained
     shown = "".join(traceback.format_exception(caught.value)) + caplog.text
     assert PROXY_PASSWORD not in shown
+
+
+async def test_session_network_trust_env_sends_api_requests_through_https_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ca = trustme.CA()
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with (
+        serve_tls({"/token": answer, "/api/{tail:.*}": answer}, server_context(ca)) as base,
+        forward_proxy() as proxy,
+    ):
+        monkeypatch.setenv("HTTPS_PROXY", str(proxy.url))
+        monkeypatch.setenv("https_proxy", str(proxy.url))
+        direct = Network(ssl=client_context(ca))  # the token endpoint: no proxy
+        async with TokenManager(network=direct) as tokens:
+            holder = tokens.add(provider(base))
+            await holder.get(timeout=AT_ONCE)
+            assert [] == proxy.tunnels
+            api = Network(trust_env=True, ssl=client_context(ca))
+            async with (
+                tokens.session(holder, network=api) as http,
+                http.get(base / "api" / "pay") as resp,
+            ):
+                body = await resp.json()
+    assert {"auth": "Bearer tok-proxied"} == body
+    assert [f"127.0.0.1:{base.port}"] == proxy.tunnels  # the API's request only
