@@ -9,7 +9,9 @@ opened once in one process, fixed-count batches in rotating order, judged
 on the median of per-rotation ratios; ``--paired`` runs it alone), the
 httpx section (:mod:`benchmarks.httpx_section`: aiopay_auth's httpx adapter
 against Authlib, httpx-auth and raw httpx, paired; ``--httpx`` runs it
-alone), the hot-path micro-benchmark, the memory check and the
+alone), the traps (:mod:`benchmarks.traps`: the pool trap with 2-second
+tokens, refresh windows by token lifetime, the fairness trap; ``--traps``
+runs them alone), the hot-path micro-benchmark, the memory check and the
 many-merchants section (:mod:`benchmarks.tenants`; ``--tenants`` runs that
 section alone). Results go to
 ``benchmarks/results/`` (JSON, a markdown table, PNG plots); with
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import gc
 import json
 import math
@@ -41,9 +42,10 @@ from typing import Any
 
 import attrs
 
-from . import httpx_section, paired, report, tenants
+from . import httpx_section, paired, report, tenants, traps
 from .micro import run_micro, vmrss_kib
 from .peers import PEERS
+from .rotations import split_by_refresh
 from .scenarios import (
     OURS,
     Client,
@@ -58,8 +60,6 @@ from .server import LIFETIMES, Counters, ServerProcess
 
 
 SCENARIOS: tuple[Scenario, ...] = (*OURS, *PEERS)
-WINDOW = 0.1
-"""Half-width, in seconds, of the window around a token publication."""
 CHURN = ("aiopay-1s", "lock-per-request-1s")
 """The scenarios with 1-second tokens, whose refreshes are looked at closely."""
 
@@ -258,21 +258,6 @@ async def run_once(
     )
 
 
-def _split_by_refresh(run: Run) -> tuple[list[float], list[float], int]:
-    """Latencies of one run's requests answered near a refresh, and of the others."""
-    loop = run.loop
-    assert loop is not None
-    start, end = loop.started_at - WINDOW, loop.started_at + loop.wall + WINDOW
-    # The first publication is the first token, fetched before the warm-up.
-    pubs = sorted(t for t in run.publications[1:] if start <= t <= end)
-    inside: list[float] = []
-    outside: list[float] = []
-    for done, latency in zip(loop.ends, loop.latencies, strict=True):
-        i = bisect.bisect_left(pubs, done - WINDOW)
-        (inside if i < len(pubs) and pubs[i] <= done + WINDOW else outside).append(latency)
-    return inside, outside, len(pubs)
-
-
 def refresh_windows(runs: Sequence[Run]) -> dict[str, Any]:
     """Latency of requests answered within ±WINDOW of a token refresh, and of the others.
 
@@ -284,7 +269,9 @@ def refresh_windows(runs: Sequence[Run]) -> dict[str, Any]:
     refreshes = 0
     ratios = []
     for run in runs:
-        near, far, count = _split_by_refresh(run)
+        assert run.loop is not None
+        # The first publication is the first token, fetched before the warm-up.
+        near, far, count = split_by_refresh(run.loop, run.publications[1:])
         inside += near
         outside += far
         refreshes += count
@@ -479,9 +466,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--batch", type=int, help="requests per batch of the paired section (at least)"
     )
     parser.add_argument(
+        "--traps",
+        action="store_true",
+        help="run only the traps (pool trap with 2-second tokens, instant and slow token "
+        "endpoint; refresh windows by token lifetime; fairness trap; about 2 minutes; with "
+        "--quick: under 20 s)",
+    )
+    parser.add_argument(
         "--tenants",
         action="store_true",
-        help="run only the many-merchants section (1, 100, 10,000 tenants; about a minute; "
+        help="run only the many-merchants section (1 to 10,000 tenants; 1 to 2 minutes; "
         "with --quick: 1, 50, 500)",
     )
     return parser.parse_args(argv)
@@ -494,9 +488,8 @@ def paired_config(args: argparse.Namespace) -> paired.PairedConfig:
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg = QUICK if args.quick else FULL
+def run_config(args: argparse.Namespace) -> Config:
+    """The separate runs' configuration: quick or full, with the command line's overrides."""
     overrides = {
         "rounds": args.rounds,
         "requests": args.requests,
@@ -504,26 +497,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "scenarios": args.scenarios,
     }
-    cfg = Config(**{**asdict(cfg), **{k: v for k, v in overrides.items() if v is not None}})
+    cfg = QUICK if args.quick else FULL
+    return Config(**{**asdict(cfg), **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = run_config(args)
     unknown = set(cfg.scenarios) - {s.name for s in SCENARIOS}
     if unknown or "baseline" not in cfg.scenarios:
         print(f"unknown scenarios {sorted(unknown)}, or no baseline", file=sys.stderr)
         return 2
-    if args.publish and (cfg.mode != "full" or args.tenants or args.httpx or args.paired):
+    alone = args.tenants or args.httpx or args.paired or args.traps
+    if args.publish and (cfg.mode != "full" or alone):
         print("--publish takes a full run's figures only", file=sys.stderr)
         return 2
     tenants_cfg = tenants.QUICK_TENANTS if args.quick else tenants.FULL_TENANTS
     httpx_cfg = httpx_section.QUICK_HTTPX if args.quick else httpx_section.FULL_HTTPX
     paired_cfg = paired_config(args)
-    if args.tenants or args.httpx or args.paired:
-        return section_alone(args, tenants_cfg, httpx_cfg, paired_cfg)
+    traps_cfg = traps.QUICK_TRAPS if args.quick else traps.FULL_TRAPS
+    if alone:
+        return section_alone(args, tenants_cfg, httpx_cfg, paired_cfg, traps_cfg)
 
     started = time.time()
     info = machine()
     rss_start = vmrss_kib()
-    lifetimes = {**LIFETIMES, **paired.servers(), **httpx_section.servers(httpx_cfg)}
-    accepted = [*paired.clients(paired_cfg), *httpx_section.clients(httpx_cfg)]
-    with ServerProcess(pin=not args.no_pin, lifetimes=lifetimes, clients=accepted) as server:
+    lifetimes = {
+        **LIFETIMES,
+        **paired.servers(),
+        **httpx_section.servers(httpx_cfg),
+        **traps.servers(traps_cfg),
+    }
+    accepted = [*paired.clients(paired_cfg), *httpx_section.clients(httpx_cfg), *traps.clients()]
+    with ServerProcess(
+        pin=not args.no_pin,
+        lifetimes=lifetimes,
+        clients=accepted,
+        token_delays=traps.token_delays(traps_cfg),
+    ) as server:
         info["pinned"] = server.pinned
         print(
             f"{cfg.mode} run: {cfg.rounds} round(s), concurrency {cfg.concurrency}, "
@@ -537,6 +548,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["paired"] = paired.run_paired(paired_cfg, server=server)
         print("httpx: aiopay_auth, Authlib, httpx-auth and raw httpx, paired", flush=True)
         results["httpx"] = httpx_section.run_httpx(httpx_cfg, server=server)
+        print("traps: the pool trap, refresh windows, the fairness trap", flush=True)
+        results["traps"] = traps.run_traps(traps_cfg, server=server)
     print("hot path micro-benchmark and memory", flush=True)
     results.update(
         asyncio.run(
@@ -578,15 +591,24 @@ def section_alone(
     tenants_cfg: tenants.TenantsConfig,
     httpx_cfg: httpx_section.HttpxConfig,
     paired_cfg: paired.PairedConfig,
+    traps_cfg: traps.TrapsConfig,
 ) -> int:
-    """``--tenants``, ``--httpx`` or ``--paired``: that one section alone."""
-    if args.tenants + args.httpx + args.paired > 1:
+    """``--tenants``, ``--httpx``, ``--paired`` or ``--traps``: that one section alone."""
+    if args.tenants + args.httpx + args.paired + args.traps > 1:
         print(
-            "--tenants, --httpx and --paired each run one section alone: pick one",
+            "--tenants, --httpx, --paired and --traps each run one section alone: pick one",
             file=sys.stderr,
         )
         return 2
     pin = not args.no_pin
+    if args.traps:
+        return _section_only(
+            "traps",
+            lambda: traps.run_traps(traps_cfg, pin=pin),
+            traps.build,
+            traps.markdown,
+            args.out,
+        )
     if args.tenants:
         return tenants_only(tenants_cfg, args.out, pin=pin)
     if args.httpx:
