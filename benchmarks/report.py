@@ -863,20 +863,23 @@ figures below come from one full run on the machine described; rerun them
 with:
 
 ```sh
-nox -s bench                 # full run, about 10 minutes; results in benchmarks/results/
-nox -s bench -- --quick      # smoke run, under a minute (CI runs it, numbers not judged)
+nox -s bench                 # full run, about 25 minutes; results in benchmarks/results/
+nox -s bench -- --quick      # smoke run, 2 to 3 minutes (CI runs it, numbers not judged)
 nox -s bench -- --publish    # full run, then rewrite this page and docs/benchmarks/*.png
 nox -s bench -- --tenants    # the many-merchants section alone, 1 to 2 minutes
 nox -s bench -- --httpx      # the httpx section alone, about a minute
 nox -s bench -- --paired     # the paired aiohttp section alone, about 10 minutes
+nox -s bench -- --traps      # the traps alone, about 2.5 minutes (--quick: under 20 s)
 ```
 
 `python -m benchmarks --help` lists the knobs (rounds, requests per run,
 concurrency levels, a subset of scenarios). The many-merchants section
-(1, 100 and 10,000 tenants of one API) is described with its figures in
-[Many merchants (tenants)](#many-merchants-tenants), and the httpx adapter
+(1 to 10,000 tenants of one API) is described with its figures in
+[Many merchants (tenants)](#many-merchants-tenants), the httpx adapter
 against Authlib, httpx-auth and raw httpx, paired in one process, in
-[httpx](#httpx).
+[httpx](#httpx), and the traps (a saturated pool with 2-second tokens and a
+slow token endpoint, refresh windows by token lifetime, a starving pool) in
+[Traps](#traps).
 
 Which figures are paired: the [Paired (aiohttp)](#paired-aiohttp) section,
 the many-merchants CPU figures and the httpx section. Each opens all its
@@ -886,7 +889,9 @@ falls on each alike, and judges on the median of per-rotation ratios with
 their interquartile range. The throughput and client-CPU targets are judged
 on the paired figures. The separate runs (each scenario run on its own, one
 after another) stay as context and for what needs them: the peers on
-httpx, 1-second tokens, refresh windows.
+httpx, 1-second tokens, refresh windows. The traps are not paired either:
+they judge counts (401s, token calls) and the worst requests of looping
+runs, which noise slows but does not turn into 401s.
 
 ## How it is measured
 

@@ -425,7 +425,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 levels, <1 min")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 round, 2 levels, short sections; 2 to 3 minutes",
+    )
     parser.add_argument("--rounds", type=int, help="rounds of interleaved scenarios")
     parser.add_argument("--requests", type=int, help="timed requests per scenario run")
     parser.add_argument("--max-seconds", type=float, help="time bound of one scenario run")
