@@ -418,6 +418,13 @@ def markdown(doc: dict[str, Any]) -> list[str]:
                 f"{_lat(row['steady_ms'])} | {_ms(row['latency_ms']['max'])} | "
                 f"{row['errors']}{cut} |"
             )
+    lines += [
+        "",
+        "`aiopay` gives up one second of a whole-second `expires_in` of 2 or more (a server "
+        "may have floored its issue time to the second; see [Faults](faults.md)), so it takes "
+        "these 2-second tokens for 1 s and renews them about every half second: about twice "
+        "the peers' token calls, each one a published token.",
+    ]
     if doc["windows"]:
         lines += [
             "",
