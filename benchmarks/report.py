@@ -379,7 +379,9 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
             "separate runs' figures for the same concurrency follow them as context, not "
             "judged. The other targets are judged on the separate runs (the median over rounds "
             "of each run's ratio to the baseline run of the same round and concurrency), the "
-            "cold start and the memory check."
+            "cold start, the hot-path micro-benchmark (stamp only against an attribute read, "
+            "no I/O), the traps (counts and worst requests of looping runs, "
+            "[Traps](#traps)) and the memory check."
         )
     else:
         how = (
