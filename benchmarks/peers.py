@@ -12,11 +12,18 @@ grant, with a pool the size of everyone else's:
   asks the fake's token endpoint.
 * A naive aiohttp middleware that takes an ``asyncio.Lock`` on every
   request to check (and, when due, refresh) the token.
+* A naive background refresh: a task renews a shared token before it
+  expires, and a plain aiohttp middleware stamps it on every request.
+  No admission gate, so a request stamped and then queued in aiohttp's
+  pool goes out with whatever it was stamped with.
+
+Both naive ones renew at the same point (:func:`refresh_after`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +34,7 @@ from typing import Any, Self
 import aiohttp
 import httpx
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
-from azure.core.credentials import AccessToken
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from azure.core.pipeline import AsyncPipeline
 from azure.core.pipeline.policies import AsyncBearerTokenCredentialPolicy
 from azure.core.pipeline.transport import AioHttpTransport
@@ -136,11 +143,26 @@ async def open_httpx_auth(
 
 
 class FakeProviderCredential:
-    """An ``AsyncTokenCredential`` that asks the fake provider's token endpoint."""
+    """An ``AsyncTokenCredential`` that asks the fake provider's token endpoint.
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    Without ``refresh_on`` (``AccessToken``), the policy renews a token
+    once it has less than five minutes left: on every request, for tokens
+    shorter than that.
+    """
+
+    def __init__(self, endpoint: Endpoint, log: FetchLog | None = None) -> None:
         self._endpoint = endpoint
         self._session = aiohttp.ClientSession()
+        self._log = log
+
+    async def _fetch(self) -> tuple[str, float]:
+        """One token request; notes its publication (the policy stores it at once)."""
+        if self._log is not None:
+            self._log.started += 1
+        answer = await fetch_token(self._session, self._endpoint)
+        if self._log is not None:
+            self._log.published.append(time.perf_counter())
+        return answer
 
     async def get_token(
         self,
@@ -150,7 +172,7 @@ class FakeProviderCredential:
         enable_cae: bool = False,
         **kwargs: Any,
     ) -> AccessToken:
-        token, lifetime = await fetch_token(self._session, self._endpoint)
+        token, lifetime = await self._fetch()
         return AccessToken(token, int(time.time() + lifetime))
 
     async def close(self) -> None:
@@ -168,10 +190,35 @@ class FakeProviderCredential:
         await self.close()
 
 
+class RefreshOnCredential(FakeProviderCredential):
+    """The same credential with ``get_token_info`` (azure-core >= 1.31), which the policy
+    prefers: an ``AccessTokenInfo`` whose ``refresh_on`` asks for renewal at
+    :func:`refresh_after` (half the lifetime for short tokens), as azure-identity
+    does for long-lived ones. Both times are whole Unix seconds, as the type says.
+    The policy adds up to 60 s of random jitter to ``refresh_on``, capped at
+    ``expires_on``: a token shorter than that is renewed once ``expires_on``
+    has passed.
+    """
+
+    async def get_token_info(
+        self, *scopes: str, options: TokenRequestOptions | None = None
+    ) -> AccessTokenInfo:
+        token, lifetime = await self._fetch()
+        now = time.time()
+        return AccessTokenInfo(
+            token, int(now + lifetime), refresh_on=int(now + refresh_after(lifetime))
+        )
+
+
 @asynccontextmanager
-async def open_azure(endpoint: Endpoint, limit: int) -> AsyncIterator[Client]:
+async def open_azure(
+    endpoint: Endpoint, limit: int, *, refresh_on: bool = False
+) -> AsyncIterator[Client]:
+    """azure-core's bearer policy over aiohttp; *refresh_on*: the credential says when."""
+    log = FetchLog()
+    kind = RefreshOnCredential if refresh_on else FakeProviderCredential
     async with (
-        FakeProviderCredential(endpoint) as credential,
+        kind(endpoint, log) as credential,
         aiohttp.ClientSession(connector=aiohttp_pool(limit)) as http,
     ):
         policy = AsyncBearerTokenCredentialPolicy(credential, "api://bench/.default")
@@ -184,10 +231,15 @@ async def open_azure(endpoint: Endpoint, limit: int) -> AsyncIterator[Client]:
                 result = await pipeline.run(HttpRequest("GET", url), enforce_https=False)
                 return int(result.http_response.status_code)
 
-            yield Client(send)
+            yield Client(send, fetches=log)
 
 
-# --- a naive lock-per-request middleware --------------------------------------
+# --- naive middlewares -----------------------------------------------------------
+
+
+def refresh_after(lifetime: float) -> float:
+    """When the naive peers renew a token: its lifetime less min(60 s, half of it)."""
+    return lifetime - min(60.0, lifetime / 2)
 
 
 class LockPerRequestAuth:
@@ -212,7 +264,7 @@ class LockPerRequestAuth:
             if self.header is None or time.monotonic() >= self.refresh_at:
                 token, lifetime = await fetch_token(self._session, self._endpoint)
                 self.header = "Bearer " + token
-                self.refresh_at = time.monotonic() + lifetime - min(60.0, lifetime / 2)
+                self.refresh_at = time.monotonic() + refresh_after(lifetime)
                 if self._log is not None:
                     self._log.published.append(time.perf_counter())
             header = self.header
@@ -227,6 +279,74 @@ async def open_lock_per_request(endpoint: Endpoint, limit: int) -> AsyncIterator
         auth = LockPerRequestAuth(endpoint, token_session, log)
         async with aiohttp.ClientSession(connector=aiohttp_pool(limit), middlewares=[auth]) as http:
             yield Client(aiohttp_sender(http, endpoint), fetches=log)
+
+
+class BackgroundRefreshAuth:
+    """aiohttp middleware that stamps a shared header; a task renews it before expiry.
+
+    The other pattern a first version often has: no lock and no wait on
+    the request path, a task that fetches a new token at
+    :func:`refresh_after` and swaps the shared header. Nothing holds a
+    stamped request back from waiting in aiohttp's pool after stamping,
+    so under saturation one can leave with a token that expired while it
+    queued. A failed renewal is retried every 100 ms.
+    """
+
+    def __init__(
+        self, endpoint: Endpoint, session: aiohttp.ClientSession, log: FetchLog | None = None
+    ) -> None:
+        self._endpoint = endpoint
+        self._session = session
+        self._log = log if log is not None else FetchLog()
+        self.header = ""
+        self._task: asyncio.Task[None] | None = None
+
+    async def _fetch(self) -> float:
+        """Fetch a token, swap the header in; returns the token's lifetime."""
+        self._log.started += 1
+        token, lifetime = await fetch_token(self._session, self._endpoint)
+        self.header = "Bearer " + token
+        self._log.published.append(time.perf_counter())
+        return lifetime
+
+    async def start(self) -> None:
+        """The first token, then the renewing task."""
+        lifetime = await self._fetch()
+        self._task = asyncio.create_task(self._renew(refresh_after(lifetime)))
+
+    async def _renew(self, delay: float) -> None:
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                delay = refresh_after(await self._fetch())
+            except (aiohttp.ClientError, ValueError, KeyError):
+                self._log.failed += 1
+                delay = 0.1
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        request.headers[hdrs.AUTHORIZATION] = self.header
+        return await handler(request)
+
+
+@asynccontextmanager
+async def open_background_refresh(endpoint: Endpoint, limit: int) -> AsyncIterator[Client]:
+    log = FetchLog()
+    async with aiohttp.ClientSession() as token_session:
+        auth = BackgroundRefreshAuth(endpoint, token_session, log)
+        await auth.start()
+        try:
+            async with aiohttp.ClientSession(
+                connector=aiohttp_pool(limit), middlewares=[auth]
+            ) as http:
+                yield Client(aiohttp_sender(http, endpoint), fetches=log)
+        finally:
+            await auth.stop()
 
 
 PEERS = (

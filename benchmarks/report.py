@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import httpx_section, paired, telemetry, tenants
+from . import httpx_section, paired, telemetry, tenants, traps
+from .micro import STAMP_CASE, STAMP_TARGET_NS, stamp_target
 
 
 if TYPE_CHECKING:
@@ -40,9 +41,16 @@ PAIRED_PLOT = {
 }
 
 
+GROWTH_PLOT = {
+    "growth.png": "Growth: paired throughput and p99 by concurrency (asyncio), and "
+    "per-request client CPU and cold start by tenant count"
+}
+
+
 def plots_of(document: dict[str, Any]) -> dict[str, str]:
     """The PNGs a run's document has, by file name, and their titles."""
-    return {**PLOTS, **(PAIRED_PLOT if "paired" in document else {})}
+    growth = GROWTH_PLOT if "paired" in document and "tenants" in document else {}
+    return {**PLOTS, **(PAIRED_PLOT if "paired" in document else {}), **growth}
 
 
 def progress_line(run: Run, rounds: int) -> str:
@@ -278,6 +286,9 @@ def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     rows += cpu_targets(document)
+    rows.append(stamp_target(document["micro"]))
+    if "traps" in document:
+        rows += document["traps"]["targets"]
     memory = document["memory"]
     rows.append(
         _target(
@@ -315,6 +326,8 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         document["httpx"] = httpx_section.build(results["httpx"])
     if "telemetry" in results:
         document["telemetry"] = telemetry.build(results["telemetry"])
+    if "traps" in results:
+        document["traps"] = traps.build(results["traps"])
     document["targets"] = targets(document)
     return document
 
@@ -368,7 +381,9 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
             "separate runs' figures for the same concurrency follow them as context, not "
             "judged. The other targets are judged on the separate runs (the median over rounds "
             "of each run's ratio to the baseline run of the same round and concurrency), the "
-            "cold start and the memory check."
+            "cold start, the hot-path micro-benchmark (stamp only against an attribute read, "
+            "no I/O), the traps (counts and worst requests of looping runs, "
+            "[Traps](#traps)) and the memory check."
         )
     else:
         how = (
@@ -394,6 +409,8 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
 
     if "paired" in document:
         lines += paired.markdown(document["paired"])
+    if "traps" in document:
+        lines += traps.markdown(document["traps"])
     lines += [
         "## Throughput, CPU and latency",
         "",
@@ -574,7 +591,12 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
         "prebuilt response and driven to completion in a loop (no I/O); timeit, garbage "
         f"collector off, {micro[0]['repeats']} repeats of {micro[0]['loops']:,} calls. "
         "The last two cases use a handler that suspends like a real request does: every "
-        "middleware layer is then passed through again on each suspension and resumption.",
+        "middleware layer is then passed through again on each suspension and resumption. "
+        f"*{STAMP_CASE}* is the per-request work of stamping alone, called directly: the "
+        "holder's current token read and checked fresh by the library's own "
+        "`TokenHolder.usable()`, the `Authorization` header set on the request's headers "
+        "(`BearerAuth` and `FairPool` run the same read and check inline); the target holds "
+        f"it within {STAMP_TARGET_NS:g} ns of the plain attribute read (min of repeats).",
         "",
     ]
     lines += _table(
@@ -629,6 +651,60 @@ def plots(results: dict[str, Any], document: dict[str, Any], out: Path) -> None:
     _plot_latency(results["runs"], out)
     if "paired" in document:
         _plot_paired(document["paired"], out)
+    if "growth.png" in plots_of(document):
+        _plot_growth(document, out)
+
+
+def _plot_growth(document: dict[str, Any], out: Path) -> None:
+    """Concurrency 64 to 4,096 (paired, asyncio) and tenants 1 to 10,000, side by side."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    levels_doc = document["paired"]["loops"]["asyncio"]["levels"]
+    levels = [int(c) for c in levels_doc]
+    names = (paired.BASE, paired.OURS, "raw-unbounded")
+    for name in names:
+        rows = [levels_doc[str(c)]["rows"][name] for c in levels]
+        axes[0].plot(levels, [r["rps"]["median"] for r in rows], marker="o", label=name)
+        axes[1].plot(levels, [r["latency_ms"]["p99"] for r in rows], marker="o", label=name)
+    axes[0].set_ylabel("req/s answered 200 (median over rotations)")
+    axes[1].set_ylabel("p99 latency ms (pool wait included)")
+    axes[1].set_yscale("log")
+    for ax in axes[:2]:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(levels, [str(c) for c in levels])
+        ax.set_xlabel("concurrent requests")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    cpu = document["tenants"]["cpu"]["rows"]
+    cold = document["tenants"]["cold_start_by_count"]
+    counts = sorted(int(n) for n in cpu)
+    ax = axes[2]
+    ax.plot(
+        counts,
+        [cpu[str(n)]["cpu_us_per_request"]["median"] for n in counts],
+        marker="o",
+        label="client CPU µs per request (paired)",
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("tenants")
+    ax.set_ylabel("client CPU µs per request")
+    ax.grid(alpha=0.3, which="both")
+    twin = ax.twinx()
+    twin.plot(
+        counts,
+        [cold[str(n)]["all_tokens_s"] for n in counts],
+        marker="s",
+        color="C3",
+        label="cold start: all first tokens, s",
+    )
+    twin.set_ylabel("cold start s")
+    ax.legend(loc="upper left", fontsize=8)
+    twin.legend(loc="lower right", fontsize=8)
+    fig.suptitle(GROWTH_PLOT["growth.png"], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "growth.png", dpi=110)
+    plt.close(fig)
 
 
 def _plot_paired(doc: dict[str, Any], out: Path) -> None:
@@ -793,21 +869,24 @@ figures below come from one full run on the machine described; rerun them
 with:
 
 ```sh
-nox -s bench                 # full run, about 10 minutes; results in benchmarks/results/
-nox -s bench -- --quick      # smoke run, under a minute (CI runs it, numbers not judged)
+nox -s bench                 # full run, about 25 minutes; results in benchmarks/results/
+nox -s bench -- --quick      # smoke run, 2 to 3 minutes (CI runs it, numbers not judged)
 nox -s bench -- --publish    # full run, then rewrite this page and docs/benchmarks/*.png
 nox -s bench -- --tenants    # the many-merchants section alone, 1 to 2 minutes
 nox -s bench -- --httpx      # the httpx section alone, about a minute
 nox -s bench -- --paired     # the paired aiohttp section alone, about 10 minutes
 nox -s bench -- --telemetry  # OpenTelemetry absent/off/on on the hot path, about a minute
+nox -s bench -- --traps      # the traps alone, about 2.5 minutes (--quick: under 20 s)
 ```
 
 `python -m benchmarks --help` lists the knobs (rounds, requests per run,
 concurrency levels, a subset of scenarios). The many-merchants section
-(1, 100 and 10,000 tenants of one API) is described with its figures in
-[Many merchants (tenants)](#many-merchants-tenants), and the httpx adapter
+(1 to 10,000 tenants of one API) is described with its figures in
+[Many merchants (tenants)](#many-merchants-tenants), the httpx adapter
 against Authlib, httpx-auth and raw httpx, paired in one process, in
-[httpx](#httpx).
+[httpx](#httpx), and the traps (a saturated pool with 2-second tokens and a
+slow token endpoint, refresh windows by token lifetime, a starving pool) in
+[Traps](#traps).
 
 Which figures are paired: the [Paired (aiohttp)](#paired-aiohttp) section,
 the many-merchants CPU figures and the httpx section. Each opens all its
@@ -817,7 +896,9 @@ falls on each alike, and judges on the median of per-rotation ratios with
 their interquartile range. The throughput and client-CPU targets are judged
 on the paired figures. The separate runs (each scenario run on its own, one
 after another) stay as context and for what needs them: the peers on
-httpx, 1-second tokens, refresh windows.
+httpx, 1-second tokens, refresh windows. The traps are not paired either:
+they judge counts (401s, token calls) and the worst requests of looping
+runs, which noise slows but does not turn into 401s.
 
 ## How it is measured
 

@@ -11,6 +11,7 @@ interquartile range. :mod:`benchmarks.httpx_section` and
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import statistics
@@ -21,6 +22,30 @@ from typing import Any
 
 from .scenarios import Loop
 from .server import Counters
+
+
+WINDOW = 0.1
+"""Half-width, in seconds, of the window around a token publication."""
+
+
+def split_by_refresh(
+    loop: Loop, publications: Sequence[float], window: float = WINDOW
+) -> tuple[list[float], list[float], int]:
+    """Latencies of *loop*'s requests answered within ±*window* of a publication, and the rest.
+
+    *publications* are ``time.perf_counter()`` times of tokens published
+    (refreshes: leave out a first token fetched before the loop). Returns
+    the two lists and how many publications fell within the loop's span
+    (widened by *window* at each end).
+    """
+    start, end = loop.started_at - window, loop.started_at + loop.wall + window
+    pubs = sorted(t for t in publications if start <= t <= end)
+    inside: list[float] = []
+    outside: list[float] = []
+    for done, latency in zip(loop.ends, loop.latencies, strict=True):
+        i = bisect.bisect_left(pubs, done - window)
+        (inside if i < len(pubs) and pubs[i] <= done + window else outside).append(latency)
+    return inside, outside, len(pubs)
 
 
 def quartiles(values: Sequence[float]) -> dict[str, float]:

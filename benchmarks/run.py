@@ -9,7 +9,9 @@ opened once in one process, fixed-count batches in rotating order, judged
 on the median of per-rotation ratios; ``--paired`` runs it alone), the
 httpx section (:mod:`benchmarks.httpx_section`: aiopay_auth's httpx adapter
 against Authlib, httpx-auth and raw httpx, paired; ``--httpx`` runs it
-alone), the hot-path micro-benchmark, the memory check and the
+alone), the traps (:mod:`benchmarks.traps`: the pool trap with 2-second
+tokens, refresh windows by token lifetime, the fairness trap; ``--traps``
+runs them alone), the hot-path micro-benchmark, the memory check and the
 many-merchants section (:mod:`benchmarks.tenants`; ``--tenants`` runs that
 section alone). Results go to
 ``benchmarks/results/`` (JSON, a markdown table, PNG plots); with
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import gc
 import json
 import math
@@ -41,9 +42,10 @@ from typing import Any
 
 import attrs
 
-from . import httpx_section, paired, report, telemetry, tenants
+from . import httpx_section, paired, report, telemetry, tenants, traps
 from .micro import run_micro, vmrss_kib
 from .peers import PEERS
+from .rotations import split_by_refresh
 from .scenarios import (
     OURS,
     Client,
@@ -58,8 +60,6 @@ from .server import LIFETIMES, Counters, ServerProcess
 
 
 SCENARIOS: tuple[Scenario, ...] = (*OURS, *PEERS)
-WINDOW = 0.1
-"""Half-width, in seconds, of the window around a token publication."""
 CHURN = ("aiopay-1s", "lock-per-request-1s")
 """The scenarios with 1-second tokens, whose refreshes are looked at closely."""
 
@@ -258,21 +258,6 @@ async def run_once(
     )
 
 
-def _split_by_refresh(run: Run) -> tuple[list[float], list[float], int]:
-    """Latencies of one run's requests answered near a refresh, and of the others."""
-    loop = run.loop
-    assert loop is not None
-    start, end = loop.started_at - WINDOW, loop.started_at + loop.wall + WINDOW
-    # The first publication is the first token, fetched before the warm-up.
-    pubs = sorted(t for t in run.publications[1:] if start <= t <= end)
-    inside: list[float] = []
-    outside: list[float] = []
-    for done, latency in zip(loop.ends, loop.latencies, strict=True):
-        i = bisect.bisect_left(pubs, done - WINDOW)
-        (inside if i < len(pubs) and pubs[i] <= done + WINDOW else outside).append(latency)
-    return inside, outside, len(pubs)
-
-
 def refresh_windows(runs: Sequence[Run]) -> dict[str, Any]:
     """Latency of requests answered within ±WINDOW of a token refresh, and of the others.
 
@@ -284,7 +269,9 @@ def refresh_windows(runs: Sequence[Run]) -> dict[str, Any]:
     refreshes = 0
     ratios = []
     for run in runs:
-        near, far, count = _split_by_refresh(run)
+        assert run.loop is not None
+        # The first publication is the first token, fetched before the warm-up.
+        near, far, count = split_by_refresh(run.loop, run.publications[1:])
         inside += near
         outside += far
         refreshes += count
@@ -438,7 +425,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 levels, <1 min")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 round, 2 levels, short sections; 2 to 3 minutes",
+    )
     parser.add_argument("--rounds", type=int, help="rounds of interleaved scenarios")
     parser.add_argument("--requests", type=int, help="timed requests per scenario run")
     parser.add_argument("--max-seconds", type=float, help="time bound of one scenario run")
@@ -485,9 +476,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "about a minute; with --quick: a few seconds)",
     )
     parser.add_argument(
+        "--traps",
+        action="store_true",
+        help="run only the traps (pool trap with 2-second tokens, instant and slow token "
+        "endpoint; refresh windows by token lifetime; fairness trap; about 2 minutes; with "
+        "--quick: under 20 s)",
+    )
+    parser.add_argument(
         "--tenants",
         action="store_true",
-        help="run only the many-merchants section (1, 100, 10,000 tenants; about a minute; "
+        help="run only the many-merchants section (1 to 10,000 tenants; 1 to 2 minutes; "
         "with --quick: 1, 50, 500)",
     )
     return parser.parse_args(argv)
@@ -500,9 +498,8 @@ def paired_config(args: argparse.Namespace) -> paired.PairedConfig:
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg = QUICK if args.quick else FULL
+def run_config(args: argparse.Namespace) -> Config:
+    """The separate runs' configuration: quick or full, with the command line's overrides."""
     overrides = {
         "rounds": args.rounds,
         "requests": args.requests,
@@ -510,64 +507,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "scenarios": args.scenarios,
     }
-    cfg = Config(**{**asdict(cfg), **{k: v for k, v in overrides.items() if v is not None}})
+    cfg = QUICK if args.quick else FULL
+    return Config(**{**asdict(cfg), **{k: v for k, v in overrides.items() if v is not None}})
+
+
+@dataclass(frozen=True)
+class Sections:
+    """The configurations of the sections that follow the main scenario runs."""
+
+    tenants: tenants.TenantsConfig
+    httpx: httpx_section.HttpxConfig
+    paired: paired.PairedConfig
+    telemetry: telemetry.TelemetryConfig
+    traps: traps.TrapsConfig
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Sections:
+        """Quick or full, with the command line's overrides."""
+        quick = args.quick
+        return cls(
+            tenants=tenants.QUICK_TENANTS if quick else tenants.FULL_TENANTS,
+            httpx=httpx_section.QUICK_HTTPX if quick else httpx_section.FULL_HTTPX,
+            paired=paired_config(args),
+            telemetry=telemetry.QUICK_TELEMETRY if quick else telemetry.FULL_TELEMETRY,
+            traps=traps.QUICK_TRAPS if quick else traps.FULL_TRAPS,
+        )
+
+
+ALONE = ("tenants", "httpx", "paired", "telemetry", "traps")
+"""The sections that can run alone, each behind its own ``--<name>`` flag."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = run_config(args)
     unknown = set(cfg.scenarios) - {s.name for s in SCENARIOS}
     if unknown or "baseline" not in cfg.scenarios:
         print(f"unknown scenarios {sorted(unknown)}, or no baseline", file=sys.stderr)
         return 2
-    if args.publish and (
-        cfg.mode != "full" or args.tenants or args.httpx or args.paired or args.telemetry
-    ):
+    alone = [name for name in ALONE if getattr(args, name)]
+    if args.publish and (cfg.mode != "full" or alone):
         print("--publish takes a full run's figures only", file=sys.stderr)
         return 2
-    tenants_cfg = tenants.QUICK_TENANTS if args.quick else tenants.FULL_TENANTS
-    httpx_cfg = httpx_section.QUICK_HTTPX if args.quick else httpx_section.FULL_HTTPX
-    paired_cfg = paired_config(args)
-    telemetry_cfg = telemetry.QUICK_TELEMETRY if args.quick else telemetry.FULL_TELEMETRY
-    if args.tenants or args.httpx or args.paired or args.telemetry:
-        return section_alone(args, tenants_cfg, httpx_cfg, paired_cfg, telemetry_cfg)
-
-    started = time.time()
-    info = machine()
-    rss_start = vmrss_kib()
-    lifetimes = {**LIFETIMES, **paired.servers(), **httpx_section.servers(httpx_cfg)}
-    accepted = [*paired.clients(paired_cfg), *httpx_section.clients(httpx_cfg)]
-    with ServerProcess(pin=not args.no_pin, lifetimes=lifetimes, clients=accepted) as server:
-        info["pinned"] = server.pinned
-        print(
-            f"{cfg.mode} run: {cfg.rounds} round(s), concurrency {cfg.concurrency}, "
-            f"{cfg.requests:,} requests per run (at most {cfg.max_seconds:g} s), "
-            f"pool min(concurrency, {cfg.pool})",
-            flush=True,
-        )
-        results = asyncio.run(run_all(cfg, server))
-        loops = " and ".join(paired.available_loops(paired_cfg))
-        print(f"paired: every aiohttp scenario in one process, on {loops}", flush=True)
-        results["paired"] = paired.run_paired(paired_cfg, server=server)
-        print("httpx: aiopay_auth, Authlib, httpx-auth and raw httpx, paired", flush=True)
-        results["httpx"] = httpx_section.run_httpx(httpx_cfg, server=server)
-    print("hot path micro-benchmark and memory", flush=True)
-    results.update(
-        asyncio.run(
-            run_micro(
-                loops=cfg.micro_loops,
-                repeats=cfg.micro_repeats,
-                memory_requests=cfg.memory_requests,
-            )
-        )
-    )
-    print("OpenTelemetry on the hot path: absent, off, on", flush=True)
-    results["telemetry"] = asyncio.run(telemetry.run_telemetry(telemetry_cfg))
-    print("many merchants: tenants of one provider API", flush=True)
-    results["tenants"] = asyncio.run(tenants.run_tenants(tenants_cfg, pin=not args.no_pin))
-    info["load_average_at_end"] = os.getloadavg()
-    info["client_rss_kib"] = {"start": rss_start, "end": vmrss_kib()}
-    results["meta"] = {
-        "config": asdict(cfg),
-        "machine": info,
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
-        "duration_s": time.time() - started,
-    }
+    sections = Sections.of(args)
+    if alone:
+        return section_alone(args, sections)
+    results = measure_all(args, cfg, sections)
     document = report.build(results)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -584,34 +569,93 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def section_alone(
-    args: argparse.Namespace,
-    tenants_cfg: tenants.TenantsConfig,
-    httpx_cfg: httpx_section.HttpxConfig,
-    paired_cfg: paired.PairedConfig,
-    telemetry_cfg: telemetry.TelemetryConfig,
-) -> int:
-    """``--tenants``, ``--httpx``, ``--paired`` or ``--telemetry``: that one section alone."""
-    if args.tenants + args.httpx + args.paired + args.telemetry > 1:
+def measure_all(args: argparse.Namespace, cfg: Config, sections: Sections) -> dict[str, Any]:
+    """A full or quick run: every scenario and section, with the run's metadata."""
+    paired_cfg, httpx_cfg, traps_cfg = sections.paired, sections.httpx, sections.traps
+    started = time.time()
+    info = machine()
+    rss_start = vmrss_kib()
+    lifetimes = {
+        **LIFETIMES,
+        **paired.servers(),
+        **httpx_section.servers(httpx_cfg),
+        **traps.servers(traps_cfg),
+    }
+    accepted = [*paired.clients(paired_cfg), *httpx_section.clients(httpx_cfg), *traps.clients()]
+    with ServerProcess(
+        pin=not args.no_pin,
+        lifetimes=lifetimes,
+        clients=accepted,
+        token_delays=traps.token_delays(traps_cfg),
+    ) as server:
+        info["pinned"] = server.pinned
         print(
-            "--tenants, --httpx, --paired and --telemetry each run one section alone: pick one",
-            file=sys.stderr,
+            f"{cfg.mode} run: {cfg.rounds} round(s), concurrency {cfg.concurrency}, "
+            f"{cfg.requests:,} requests per run (at most {cfg.max_seconds:g} s), "
+            f"pool min(concurrency, {cfg.pool})",
+            flush=True,
         )
+        results = asyncio.run(run_all(cfg, server))
+        loops = " and ".join(paired.available_loops(paired_cfg))
+        print(f"paired: every aiohttp scenario in one process, on {loops}", flush=True)
+        results["paired"] = paired.run_paired(paired_cfg, server=server)
+        print("httpx: aiopay_auth, Authlib, httpx-auth and raw httpx, paired", flush=True)
+        results["httpx"] = httpx_section.run_httpx(httpx_cfg, server=server)
+        print("traps: the pool trap, refresh windows, the fairness trap", flush=True)
+        results["traps"] = traps.run_traps(traps_cfg, server=server)
+    print("hot path micro-benchmark and memory", flush=True)
+    results.update(
+        asyncio.run(
+            run_micro(
+                loops=cfg.micro_loops,
+                repeats=cfg.micro_repeats,
+                memory_requests=cfg.memory_requests,
+            )
+        )
+    )
+    print("OpenTelemetry on the hot path: absent, off, on", flush=True)
+    results["telemetry"] = asyncio.run(telemetry.run_telemetry(sections.telemetry))
+    print("many merchants: tenants of one provider API", flush=True)
+    results["tenants"] = asyncio.run(tenants.run_tenants(sections.tenants, pin=not args.no_pin))
+    info["load_average_at_end"] = os.getloadavg()
+    info["client_rss_kib"] = {"start": rss_start, "end": vmrss_kib()}
+    results["meta"] = {
+        "config": asdict(cfg),
+        "machine": info,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+        "duration_s": time.time() - started,
+    }
+    return results
+
+
+def section_alone(args: argparse.Namespace, sections: Sections) -> int:
+    """One of ``--tenants``, ``--httpx``, ``--paired``, ``--telemetry``, ``--traps``: alone."""
+    if sum(bool(getattr(args, name)) for name in ALONE) > 1:
+        flags = ", ".join(f"--{name}" for name in ALONE)
+        print(f"{flags} each run one section alone: pick one", file=sys.stderr)
         return 2
     pin = not args.no_pin
     if args.telemetry:
         return _section_only(
             "telemetry",
-            lambda: asyncio.run(telemetry.run_telemetry(telemetry_cfg)),
+            lambda: asyncio.run(telemetry.run_telemetry(sections.telemetry)),
             telemetry.build,
             telemetry.markdown,
             args.out,
         )
+    if args.traps:
+        return _section_only(
+            "traps",
+            lambda: traps.run_traps(sections.traps, pin=pin),
+            traps.build,
+            traps.markdown,
+            args.out,
+        )
     if args.tenants:
-        return tenants_only(tenants_cfg, args.out, pin=pin)
+        return tenants_only(sections.tenants, args.out, pin=pin)
     if args.httpx:
-        return httpx_only(httpx_cfg, args.out, pin=pin)
-    return paired_only(paired_cfg, args.out, pin=pin)
+        return httpx_only(sections.httpx, args.out, pin=pin)
+    return paired_only(sections.paired, args.out, pin=pin)
 
 
 def _section_only(

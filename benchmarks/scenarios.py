@@ -252,13 +252,22 @@ class Loop:
 
 
 async def drive(
-    send: Callable[[], Awaitable[int]], *, requests: int, concurrency: int, timeout: float
+    send: Callable[[], Awaitable[int]],
+    *,
+    requests: int,
+    concurrency: int,
+    timeout: float,
+    stop_after: float | None = None,
 ) -> Loop:
     """Send *requests* requests from *concurrency* workers, within *timeout* seconds.
 
     Each worker takes the next request while any is left, so exactly
     *requests* are sent unless the time bound cuts the run short. Latency
     is measured around ``send()``: the pool wait is included.
+
+    With *stop_after* (seconds, below *timeout*), a looping run for a
+    given time: each worker stops once a request of its ends past it, so
+    requests in flight then finish (and count) rather than being cut.
     """
     loop = Loop(requests=requests, concurrency=concurrency)
     remaining = requests
@@ -283,7 +292,7 @@ async def drive(
 
     cpu0 = time.process_time()
     loop.started_at = clock()
-    deadline = loop.started_at + timeout
+    deadline = loop.started_at + (timeout if stop_after is None else stop_after)
     try:
         async with asyncio.timeout(timeout), asyncio.TaskGroup() as tg:
             for _ in range(min(concurrency, requests)):

@@ -1,9 +1,10 @@
 """The server side of the benchmark: fake OAuth2 providers in a child process.
 
 The child process (:class:`~aiopay_auth.testing.FakeProviderProcess`) runs
-two :class:`~aiopay_auth.testing.FakeProvider` servers on 127.0.0.1, both
-in the ``rfc6749`` dialect: ``long`` issues day-long tokens and ``short``
-one-second tokens. Each serves its token endpoint (``/oauth/token``) and a
+:class:`~aiopay_auth.testing.FakeProvider` servers on 127.0.0.1, all in the
+``rfc6749`` dialect: ``long`` issues day-long tokens and ``short``
+one-second tokens; a section adds its own (:func:`fake`: any lifetime, a
+slow token endpoint). Each serves its token endpoint (``/oauth/token``) and a
 protected API (``/api``) that validates every bearer token it receives.
 The child sends back where they listen; :meth:`ServerProcess.stats` asks
 for a server's counters.
@@ -18,7 +19,7 @@ import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self
 
 from aiopay_auth.testing import (
     ClientCounters,
@@ -39,6 +40,24 @@ CLIENT_SECRET = "bench-secret"
 
 Counters = ServerCounters
 """What one fake provider counted."""
+
+
+def fake(
+    lifetime: float,
+    clients: Sequence[tuple[str, str]] = (),
+    token_delay: float = 0.0,
+    **credentials: Any,
+) -> FakeProvider:
+    """One benchmark fake (built in the child): ``rfc6749``, *clients* known too.
+
+    *token_delay*: seconds it holds every token request before answering
+    (:attr:`FakeProvider.token_delay <aiopay_auth.testing.FakeProvider.token_delay>`),
+    a slow token endpoint that still answers normally. *credentials*: the
+    main ``client_id`` and ``client_secret`` (the fake's own by default).
+    """
+    server = FakeProvider("rfc6749", lifetime=lifetime, clients=list(clients), **credentials)
+    server.token_delay = token_delay
+    return server
 
 
 @dataclass(frozen=True)
@@ -80,6 +99,8 @@ class ServerProcess:
         clients: More ``(client_id, client_secret)`` pairs every server
             accepts, so that its counts can tell clients apart
             (:meth:`client_stats`).
+        token_delays: Seconds each named server holds every token request
+            before answering (none when a server is not named).
     """
 
     def __init__(
@@ -88,19 +109,21 @@ class ServerProcess:
         pin: bool = True,
         lifetimes: Mapping[str, float] = LIFETIMES,
         clients: Sequence[tuple[str, str]] = (),
+        token_delays: Mapping[str, float] | None = None,
     ) -> None:
         cores = sorted(os.sched_getaffinity(0))
         self.pinned = pin and len(cores) >= 2
         self._original_cpus = set(cores)
         self._client_cpus = set(cores[:-1]) if self.pinned else set(cores)
+        delays = token_delays or {}
         servers = {
             name: functools.partial(
-                FakeProvider,
-                "rfc6749",
-                lifetime=lifetime,
+                fake,
+                lifetime,
+                list(clients),
+                delays.get(name, 0.0),
                 client_id=CLIENT_ID,
                 client_secret=CLIENT_SECRET,
-                clients=list(clients),
             )
             for name, lifetime in lifetimes.items()
         }

@@ -1,4 +1,4 @@
-"""Many merchants in one process: per-request cost at 1, 100 and 10,000 tenants, memory, cold start.
+"""Many merchants in one process: per-request cost at 1 to 10,000 tenants, memory, cold start.
 
 Every tenant is one merchant's credential for the same provider API,
 served as documented: ``tokens.add_tenants(...)``, ``merchants.add(key,
@@ -18,8 +18,8 @@ Three phases:
   ``fetches_per_second``). The server reports the most token requests it
   handled at once; the busiest second counts tokens received by the
   client per second of the cold start.
-* **Per-request client cost, paired.** The three configurations (1, 100
-  and 10,000 tenants) stay open in this one process. In each rotation
+* **Per-request client cost, paired.** The configurations (1, 10, 100,
+  1,000 and 10,000 tenants) stay open in this one process. In each rotation
   each sends one fixed-count batch (*concurrency* workers, tenants chosen
   round-robin over all *N*), in rotating order (A B C, B C A, C A B, …),
   so that the machine's noise falls on each alike. Client CPU per request
@@ -67,6 +67,7 @@ from aiopay_auth.testing import FakeEndpoint, FakeProvider, FakeProviderProcess
 from .micro import vmrss_kib
 from .rotations import targets_table
 from .scenarios import drive
+from .server import fake
 
 
 CPU_SPREAD_TARGET = 0.05
@@ -85,7 +86,7 @@ _IDLE_AFTER = 0.2
 class TenantsConfig:
     """What the tenants section runs."""
 
-    counts: tuple[int, ...] = (1, 100, 10_000)
+    counts: tuple[int, ...] = (1, 10, 100, 1_000, 10_000)
     rotations: int = 15
     batch: int = 1_000
     concurrency: int = 64
@@ -101,15 +102,6 @@ class TenantsConfig:
 
 FULL_TENANTS = TenantsConfig()
 QUICK_TENANTS = TenantsConfig(counts=(1, 50, 500), rotations=3, batch=300, memory_tenants=100)
-
-
-def slow_fake(
-    lifetime: float, clients: Sequence[tuple[str, str]], token_delay: float
-) -> FakeProvider:
-    """The benchmark's fake provider (built in the child): every merchant known, slow tokens."""
-    fake = FakeProvider("rfc6749", lifetime=lifetime, clients=clients)
-    fake.token_delay = token_delay
-    return fake
 
 
 def _credentials(prefix: str, n: int) -> list[tuple[str, str]]:
@@ -361,7 +353,7 @@ async def run_tenants(
     memory_creds = _credentials("mem", cfg.memory_tenants + 1)
     servers = {
         _LONG: functools.partial(
-            slow_fake, 86_400.0, [pair for n in counts for pair in creds[n]], cfg.token_delay
+            fake, 86_400.0, [pair for n in counts for pair in creds[n]], cfg.token_delay
         ),
         _ACTIVE: functools.partial(
             FakeProvider, "rfc6749", lifetime=86_400.0, clients=memory_creds
@@ -578,7 +570,22 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         f"{cold['server_max_in_flight']} ({cfg['max_concurrent_fetches']}) | "
         f"{cold['busiest_second']:,} | {cold['token_failures']} |",
         "",
+        "**Growth by tenant count.** Each configuration's own build (largest first, under "
+        "the same cap) and its paired per-request cost: how the cost of one more merchant "
+        "grows.",
+        "",
+        "| tenants | add() all | all first tokens | RSS growth per tenant | CPU µs/req, median "
+        "| x 1 tenant |",
+        "|---|---|---|---|---|---|",
     ]
+    for n, built in sorted(doc["cold_start_by_count"].items(), key=lambda kv: int(kv[0])):
+        row = cpu["rows"][n]
+        lines.append(
+            f"| {int(n):,} | {built['add_ms']:.0f} ms | {built['all_tokens_s']:.2f} s | "
+            f"{built['rss_growth_kib_per_tenant']:.1f} KiB | "
+            f"{row['cpu_us_per_request']['median']:.1f} | {row['ratio']['median']:.3f} |"
+        )
+    lines += [""]
     lines += targets_table(doc["targets"])
     lines.append("")
     return lines
