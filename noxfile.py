@@ -170,6 +170,7 @@ MUTANT_TESTS: dict[str, list[str]] = {
                 "every_key_of_a_credential_shares_one_cluster_slot",
                 "a_redis_error_the_fleet_does_not_know_means_fetching_locally",
                 "a_bad_stored_entry_is_absent_fetched_over_and_overwritten",
+                "a_planted_plausible_token_lives_a_day_at_most_and_a_key_refuses_it",
                 "stored_times_are_checked_against_this_hosts_clock",
                 "a_host_whose_clock_is_far_ahead_is_not_believed",
                 "running_without_encryption_is_an_explicit_choice",

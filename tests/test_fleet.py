@@ -504,6 +504,33 @@ async def test_a_bad_stored_entry_is_absent_fetched_over_and_overwritten(
     assert sum(s.refused_entries for s in members.sources) >= 1
 
 
+async def test_a_planted_plausible_token_lives_a_day_at_most_and_a_key_refuses_it(
+    fake_provider: FakeProviderFactory, client: redis.asyncio.Redis
+) -> None:
+    # Without a key, Redis write access substitutes tokens (the threat model):
+    # a plausible one is used, but its 10-year expiry is cut to the one-day
+    # cap, so the refresh comes within a day. With a key it is absent.
+    fake = await fake_provider("cm", lifetime=30)
+    ten_years = time.time() + 10 * 365 * 86400
+    plain = RedisFleet(client, unencrypted=True)
+    token_key, _, _ = plain.keys(provider_for(fake))
+    await client.set(token_key, _entry(access_token="attacker-token", expires_wall=ten_years))
+    async with AsyncExitStack() as stack:
+        with anyio.fail_after(10):
+            used = await (await Fleet(stack, plain).worker(fake)).get()
+        keyed = RedisFleet(client, encryption_key=Fernet.generate_key())
+        await client.set(token_key, _entry(access_token="attacker-token", expires_wall=ten_years))
+        members = Fleet(stack, keyed)
+        with anyio.fail_after(10):
+            fetched = await (await members.worker(fake)).get()
+    assert "attacker-token" == used.access_token
+    assert used.lifetime <= 86400
+    assert used.expires_at - used.issued_at <= 86400
+    assert fetched.access_token in fake.issued_tokens
+    assert 1 == fake.token_calls
+    assert members.sources[0].refused_entries >= 1  # read at the look and under the lease
+
+
 def test_stored_times_are_checked_against_this_hosts_clock() -> None:
     now = 1_000_000.0
     fleet = RedisFleet(redis.asyncio.Redis(), unencrypted=True, wall_clock=lambda: now)

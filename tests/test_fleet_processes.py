@@ -236,6 +236,22 @@ async def fleet_of(setup: RedisSetup, *fakes: FakeProvider) -> AsyncIterator[Fle
                 await fleet.kill_all()
 
 
+def _scale() -> tuple[float, float, int, int]:
+    """Token lifetime, seconds, worker processes and request loops of each, for the run below.
+
+    ``AIOPAY_FLEET_SCALE=issue`` runs the scale issue 10 asked for: 8
+    processes, 2-second tokens, 30 s. The default is the quick run of the
+    whole suite. ``LIFETIME:SECONDS:PROCESSES:LOOPS`` picks any other.
+    """
+    scale = os.environ.get("AIOPAY_FLEET_SCALE", "quick")
+    named = {"quick": "3:8:4:30", "issue": "2:30:8:30"}
+    lifetime, seconds, processes, loops = named.get(scale, scale).split(":")
+    return float(lifetime), float(seconds), int(processes), int(loops)
+
+
+SCALE = _scale()
+
+
 def total(summaries: list[Event], field: str) -> int:
     return sum(int(summary[field]) for summary in summaries)
 
@@ -247,18 +263,20 @@ def total(summaries: list[Event], field: str) -> int:
 async def test_processes_on_three_credentials_fetch_about_one_token_per_refresh_cycle(
     fake_provider: FakeProviderFactory, redis_setup: RedisSetup
 ) -> None:
-    # The issue asks for 8 processes for 30 s; on a shared 2-core machine, 4
-    # processes for 8 s on each of three set-ups still prove >= 5 refresh
-    # cycles per credential (3-second tokens, believed for 2 s, are refreshed
-    # every second). With tokens believed for 1 s, the refresh would start
-    # 0.5 s before expiry and give Redis 0.25 s per operation: a loaded
-    # machine's healthy Redis can take that long, and then a process rightly
-    # fetches alone, which this test, counting shared calls, would misread.
-    lifetime, seconds, processes = 3.0, 8.0, 4
+    # Issue 10 asks for 8 processes, 2-second tokens, 30 s
+    # (AIOPAY_FLEET_SCALE=issue). The suite's default, on a shared 2-core
+    # machine: 4 processes for 8 s on each of three set-ups, still >= 5
+    # refresh cycles per credential (3-second tokens, believed for 2 s, are
+    # refreshed every second). Tokens of expires_in 2 are believed for 1 s:
+    # the refresh starts 0.5 s before expiry and gives Redis 0.25 s per
+    # operation; a loaded machine's healthy Redis can take that long, and then
+    # a process rightly fetches alone, which costs token calls (measured in
+    # docs/fleet.md).
+    lifetime, seconds, processes, loops = SCALE
     fakes = [await fake_provider("cm", lifetime=lifetime) for _ in range(3)]
     async with fleet_of(redis_setup, *fakes) as fleet:
         workers = [
-            await fleet.start(f"w{i}", seconds=seconds, concurrency=30, pool=10, encrypt=True)
+            await fleet.start(f"w{i}", seconds=seconds, concurrency=loops, pool=10, encrypt=True)
             for i in range(processes)
         ]
         summaries = await fleet.finish(*workers, within=seconds + 60)
@@ -272,7 +290,7 @@ async def test_processes_on_three_credentials_fetch_about_one_token_per_refresh_
     # second less (lifetime_from); such short tokens are refreshed at half their
     # believed life (RefreshPolicy: margin = lifetime / 2), so each credential
     # needs one new token per cycle of believed / 2.
-    believed = lifetime_from(int(lifetime), default=lifetime)
+    believed = lifetime_from(int(lifetime) if lifetime.is_integer() else lifetime, lifetime)
     cycles = window / (believed / 2)
     calls = [fake.token_calls for fake in fakes]
     requests, failed = total(summaries, "requests"), total(summaries, "failed")
@@ -283,7 +301,10 @@ async def test_processes_on_three_credentials_fetch_about_one_token_per_refresh_
         f"token calls per credential {calls} "
         f"({max(calls) / cycles:.2f} per cycle at most); per-process fetching: {alone} tokens "
         f"used; shared hits {total(summaries, 'shared_hits')}; "
-        f"401s {sum(f.api_unauthorized for f in fakes)}"
+        f"401s {sum(f.api_unauthorized for f in fakes)} "
+        f"({sum(f.api_expired for f in fakes)} for an expired token); "
+        f"requests that waited for a token {total(summaries, 'waits')}; "
+        f"stores {[summary['store'] for summary in summaries]}"
     )
     assert cycles >= 5
     for summary in summaries:
