@@ -29,6 +29,9 @@ from ._run import RunState, run_workers
 __all__ = ["FleetJob", "FleetResult", "serve_fleet_worker"]
 
 _LEASE_TTL = 10.0  # seconds; longer than any demo token request takes
+# Seconds a Redis command may take; the fleet still cuts it to half of what is
+# left of the served token. The default (0.5 s) is overrun on a loaded machine.
+_REDIS_TIMEOUT = 2.0
 
 
 @attrs.frozen(kw_only=True)
@@ -84,7 +87,9 @@ async def _fleet_worker(conn: Connection, job: FleetJob) -> None:
     from ..fleet import RedisFleet, SharedTokenSource  # noqa: PLC0415
 
     client = redis.asyncio.Redis.from_url(job.redis_url)
-    fleet = RedisFleet(client, encryption_key=job.key, lease_ttl=_LEASE_TTL)
+    fleet = RedisFleet(
+        client, encryption_key=job.key, lease_ttl=_LEASE_TTL, redis_timeout=_REDIS_TIMEOUT
+    )
     sources: dict[str, SharedTokenSource] = {}
 
     def wrap(holder: TokenHolder, inner: TokenSource) -> TokenSource:
