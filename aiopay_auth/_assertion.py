@@ -19,7 +19,7 @@ from typing import Literal
 
 import attrs
 
-from ._check import instance_of
+from ._check import instance_of, number
 from ._secret import Secret
 from .exceptions import ConfigError
 
@@ -59,6 +59,12 @@ def _opt_audience(value: str | None) -> str | None:
     return instance_of("ClientAssertion.audience", value, (str, type(None)))
 
 
+def _lifetime(instance: object, attribute: object, value: float) -> None:
+    # The one rule for numbers: a finite, positive int or float, not a bool
+    # (True would have signed 1-second assertions).
+    number("ClientAssertion.lifetime", value)
+
+
 @attrs.frozen(kw_only=True)
 class ClientAssertion:
     """How a provider's client assertions are signed.
@@ -75,7 +81,8 @@ class ClientAssertion:
         kid: The key id put in the JWS header, so the server can pick the
             public key among those it holds for the client.
         lifetime: Seconds from ``iat`` to ``exp`` (default 60): short, since
-            each assertion is made for one request.
+            each assertion is made for one request. A positive int or float
+            (not a bool), at most 600 (checked by the provider).
         audience: The ``aud`` claim; by default the token endpoint URL
             (OIDC Core §9). Some servers want their issuer URL instead.
     """
@@ -83,7 +90,7 @@ class ClientAssertion:
     key: Secret | None = attrs.field(default=None, converter=_opt_secret, repr=False)
     alg: AssertionAlg | None = None
     kid: str | None = attrs.field(default=None, converter=_opt_kid)
-    lifetime: float = DEFAULT_ASSERTION_LIFETIME
+    lifetime: float = attrs.field(default=DEFAULT_ASSERTION_LIFETIME, validator=_lifetime)
     audience: str | None = attrs.field(default=None, converter=_opt_audience)
 
 

@@ -7,15 +7,17 @@ import time
 from collections.abc import Callable
 
 import aiohttp
+import anyio
 from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
 
-from ._network import Network, tls_problem
+from ._network import Network, env_proxy_problem, tls_problem
 from ._oauth import MAX_RESPONSE_BYTES, build_token_request, parse_token_response
 from ._provider import Provider
 from ._secret import Secret
 from ._source import TokenSource
 from ._token import Token
 from .exceptions import (
+    ConfigError,
     TokenEndpointError,
     TokenRequestError,
     TokenResponseError,
@@ -38,7 +40,10 @@ class HttpTokenSource:
         timeout: Bound on the whole request, in seconds.
         clock: The monotonic clock tokens' times are on.
         network: Its connect and read bounds apply within *timeout* (the
-            proxy and TLS setup live on *session*).
+            proxy and TLS setup live on *session*). With ``trust_env`` and
+            no proxy, a proxy from the environment that cannot work is a
+            :class:`~aiopay_auth.ConfigError` naming the variable, before
+            anything is sent.
     """
 
     def __init__(
@@ -52,8 +57,11 @@ class HttpTokenSource:
     ) -> None:
         self._provider = provider
         self._session = session
-        self._timeout = (network or Network()).timeout(total=timeout)
+        network = network or Network()
+        self._timeout = network.timeout(total=timeout)
         self._clock = clock
+        # Without a proxy of its own, the session takes one from the environment.
+        self._env_proxy = network.trust_env and network.proxy is None
 
     async def fetch(self, refresh_token: Secret | None) -> Token:
         """Send one token request and parse its answer."""
@@ -61,6 +69,11 @@ class HttpTokenSource:
         request = build_token_request(
             provider, refresh_token=refresh_token, now=time.time(), jti=secrets.token_urlsafe(18)
         )
+        if self._env_proxy and (
+            problem := await anyio.to_thread.run_sync(env_proxy_problem, request.url)
+        ):
+            # Configuration, not an outage: never retried as one, never quoted.
+            raise ConfigError(problem, provider=provider.name)
         issued_at = self._clock()
         origin = request.url.origin()
         status = 0  # until a status line has been read

@@ -45,6 +45,7 @@ FailureKind = Literal[
     "bad_response",
     "provider_failure",
     "rejected",
+    "config",
     "unexpected",
 ]
 """
@@ -63,6 +64,10 @@ What kind of failure a fetch met:
 * ``provider_failure``: a 2xx answer whose envelope or ``error`` field
   says the request failed (Pay-me ``success: false``);
 * ``rejected``: any other 4xx, such as ``invalid_client``;
+* ``config``: a :class:`~aiopay_auth.ConfigError`, a set-up that cannot
+  work: a proxy from the environment (``trust_env``) that is malformed or
+  not ``http://``, or a custom token source's own; never retried as an
+  outage;
 * ``unexpected``: a bug or an error outside these, in the refresher or a
   custom token source.
 """
@@ -81,6 +86,8 @@ def failure_kind(error: AuthError | ConfigError) -> FailureKind:
         if status == "not_http":
             return "bad_response"
         return status
+    if isinstance(error, ConfigError):
+        return "config"
     return "unexpected"
 
 

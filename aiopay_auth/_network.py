@@ -8,8 +8,10 @@ TLS failure in an aiohttp error (:func:`tls_problem`). No I/O here.
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
+import urllib.request
 import warnings
 from typing import Any
 
@@ -22,7 +24,7 @@ from ._secret import Secret
 from .exceptions import ConfigError, scrub
 
 
-__all__ = ["Network", "checked_network", "tls_problem"]
+__all__ = ["Network", "checked_network", "env_proxy_problem", "tls_problem"]
 
 # "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: ... (_ssl.c:1006)"
 _SSL_NOISE = re.compile(r"^\[[A-Z]+: [A-Z0-9_]+\]\s*|\s*\(_ssl\.c:\d+\)$")
@@ -36,13 +38,85 @@ _SETUP_FAILURE = re.compile(
 )
 
 
+_PROXY_RULE = "must be an absolute http:// URL (host and port)"
+# yarl's reasons for a URL it cannot parse, in our words: its own could
+# quote the URL, and with it a password.
+_UNPARSED = (
+    ("Port out of range", "its port is not in 1-65535"),
+    ("port can't be converted", "its port is not a number"),
+    ("host is required", "it has no host"),
+    ("IPv6", "its host is not a valid IPv6 address"),
+)
+# The environment's proxies aiohttp's trust_env reads, each parsed for any request.
+_ENV_SCHEMES = ("http", "https", "ws", "wss")
+
+
+def _unparsed(exc: ValueError) -> str:
+    """Why a proxy URL does not parse, never quoting it."""
+    text = str(exc)
+    return next((reason for clue, reason in _UNPARSED if clue in text), "it is not a URL")
+
+
+def _proxy_problem(proxy: URL) -> str | None:
+    """What keeps *proxy* from being used as a forward proxy, never quoting it."""
+    if not proxy.is_absolute() or proxy.scheme != "http" or not proxy.host:
+        return _PROXY_RULE
+    if not proxy.port:
+        return f"{_PROXY_RULE}: its port is not in 1-65535"
+    return None
+
+
 def _proxy(value: str | URL | None) -> URL | None:
     if value is None or isinstance(value, URL):
         return value
     if not isinstance(value, str):  # for untyped callers
         msg = "network: proxy must be a URL string or None"  # type: ignore[unreachable]
         raise ConfigError(msg)
-    return URL(value)
+    try:
+        return URL(value)
+    except ValueError as exc:
+        reason = _unparsed(exc)
+    # Raised outside the except block: yarl's error is not chained.
+    raise ConfigError(f"network: proxy {_PROXY_RULE}: {reason}")
+
+
+def _env_name(scheme: str) -> str:
+    # The variable urllib (and so aiohttp) took: the lower-case one wins.
+    lower = f"{scheme}_proxy"
+    return lower if lower in os.environ else lower.upper()
+
+
+def env_proxy_problem(url: URL) -> str | None:
+    """What is wrong with the proxy ``trust_env`` takes from the environment for *url*.
+
+    aiohttp reads ``HTTP_PROXY``, ``HTTPS_PROXY``, ``WS_PROXY`` and
+    ``WSS_PROXY`` for every request not bypassed by ``NO_PROXY``: one that
+    does not parse fails the request with a bare ``ValueError``, and one
+    that is not an ``http://`` host and port (no scheme, ``socks5://``)
+    fails it as a connection error, retried for ever. Returns the problem,
+    naming the variable and never quoting its value, or ``None`` when
+    aiohttp can use what is there (``https://`` proxies it ignores, with a
+    warning, as it always has).
+    """
+    # The functions aiohttp asks (the environment; on macOS and Windows the
+    # system's settings too): like aiohttp, call this in a worker thread.
+    if url.host is not None and urllib.request.proxy_bypass(url.host):
+        return None
+    proxies = urllib.request.getproxies()
+    for scheme in _ENV_SCHEMES:
+        value = proxies.get(scheme)
+        if value is None:
+            continue
+        try:
+            proxy = URL(value)
+        except ValueError as exc:
+            problem: str | None = f"{_PROXY_RULE}: {_unparsed(exc)}"
+        else:
+            used = scheme == url.scheme and proxy.scheme not in ("https", "wss")
+            problem = _proxy_problem(proxy) if used else None
+        if problem is not None:
+            return f"{_env_name(scheme)} from the environment (trust_env) {problem}"
+    return None
 
 
 def _shown_proxy(value: URL | None) -> str:
@@ -87,7 +161,8 @@ class Network:
         ssl: The :class:`ssl.SSLContext` for HTTPS: a private CA
             (``load_verify_locations``), a client certificate
             (``load_cert_chain``, for mTLS). It must verify certificates
-            (``CERT_REQUIRED``). ``None``: the system's default trust.
+            (``CERT_REQUIRED``) and check the server's hostname
+            (``check_hostname``). ``None``: the system's default trust.
         connect_timeout: Seconds to get a connection (DNS, TCP, proxy, TLS
             handshake, and any wait for a free pooled connection), or
             ``None`` for no bound of its own.
@@ -119,10 +194,8 @@ class Network:
     def _problems(self) -> list[str | None]:
         problems: list[str | None] = []
         proxy = self.proxy
-        if proxy is not None and (
-            not proxy.is_absolute() or proxy.scheme != "http" or not proxy.host
-        ):
-            problems.append("proxy must be an absolute http:// URL (host and port)")
+        if proxy is not None and (problem := _proxy_problem(proxy)):
+            problems.append(f"proxy {problem}")
         elif proxy is not None and (
             proxy.path not in ("", "/") or proxy.query_string or proxy.fragment
         ):
@@ -135,6 +208,10 @@ class Network:
             problems.append("ssl must be an ssl.SSLContext or None")
         elif isinstance(context, ssl.SSLContext) and context.verify_mode != ssl.CERT_REQUIRED:
             problems.append("ssl must verify the server's certificate (verify_mode CERT_REQUIRED)")
+        elif isinstance(context, ssl.SSLContext) and not context.check_hostname:
+            # A certificate for any name would do: a hostname that does not
+            # match must be a TokenTLSError, as with the default context.
+            problems.append("ssl must check the server's hostname (check_hostname True)")
         problems.append(_timeout_problem("connect_timeout", self.connect_timeout))
         problems.append(_timeout_problem("read_timeout", self.read_timeout))
         return problems

@@ -77,21 +77,52 @@ _UNHEALABLE = frozenset(
 _HEALABLE = frozenset({"server_error", "temporarily_unavailable", "slow_down"})
 
 
+def _sealed_headers(
+    headers: tuple[tuple[str, str | Secret], ...] | list[tuple[str, str | Secret]],
+) -> tuple[tuple[str, Secret], ...]:
+    return tuple(
+        (name, value if isinstance(value, Secret) else Secret(value)) for name, value in headers
+    )
+
+
+def _sealed_body(body: bytes | Secret) -> Secret:
+    # Latin-1 maps every byte to one character and back: any body survives.
+    return body if isinstance(body, Secret) else Secret(bytes(body).decode("latin-1"))
+
+
 @attrs.frozen(kw_only=True)
 class TokenRequest:
     """One HTTP request to a token endpoint, as plain data.
 
+    The header values and the body hold the credentials (Basic
+    credentials, the client secret, a signed client assertion), so they
+    are kept as :class:`~aiopay_auth.Secret` values, like a
+    :class:`~aiopay_auth.Provider`'s secrets: ``repr()``,
+    :func:`attrs.asdict` and :func:`attrs.astuple` show ``Secret('***')``.
+    The :attr:`headers` and :attr:`body` properties give the plain values,
+    the one way out, for the code that sends the request.
+
     Attributes:
         url: Where to POST it.
-        headers: Header name/value pairs (may hold Basic credentials).
-        body: The encoded body (holds secrets).
         grant_type: Which grant it asks with.
     """
 
     url: URL
-    headers: tuple[tuple[str, str], ...] = attrs.field(repr=False)
-    body: bytes = attrs.field(repr=False)
+    _headers: tuple[tuple[str, Secret], ...] = attrs.field(
+        alias="headers", converter=_sealed_headers, repr=False
+    )
+    _body: Secret = attrs.field(alias="body", converter=_sealed_body, repr=False)
     grant_type: str
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Header name/value pairs, as sent (may hold Basic credentials). Never log them."""
+        return tuple((name, value.reveal()) for name, value in self._headers)
+
+    @property
+    def body(self) -> bytes:
+        """The encoded body, as sent (holds secrets). Never log it."""
+        return self._body.reveal().encode("latin-1")
 
 
 def basic_credentials(client_id: str, client_secret: str) -> str:

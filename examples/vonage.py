@@ -4,7 +4,8 @@ VCC runs one identity server per account region. The profile derives the
 token URL and the API origin from the region and the gateway (the current
 ``cc.vonage.com`` one by default, or the legacy ``newvoicemedia.com``);
 ``token_url=`` and ``api=`` point it at a loopback fake here. They move
-together: overriding only one of them to another host is a ConfigError.
+together: a token URL and an API on different gateways is a ConfigError,
+whichever of them were passed.
 """
 
 import asyncio

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 
 from aiopay_auth import (
@@ -98,6 +99,17 @@ CASES: list[tuple[str, str, Callable[[], object]]] = [
     ("ClientAssertion-audience-int", "audience", call(ClientAssertion, audience=5)),
     ("ClientAssertion-key-int", "key", call(ClientAssertion, key=5)),
     ("FairPool-str", "FairPool auth", call(FairPool, "x")),
+    # Red team pass 11: True was taken as a 1-second lifetime.
+    (
+        "ClientAssertion-lifetime-bool",
+        "ClientAssertion.lifetime",
+        call(ClientAssertion, lifetime=True),
+    ),
+    (
+        "ClientAssertion-lifetime-str",
+        "ClientAssertion.lifetime",
+        call(ClientAssertion, lifetime="60"),
+    ),
 ]
 
 
@@ -181,3 +193,16 @@ async def test_session_limit_per_host_is_a_per_host_bound() -> None:
             connector = http.connector
             assert connector is not None
             assert (10, 2) == (connector.limit, connector.limit_per_host)
+
+
+def test_a_bool_is_not_an_assertion_lifetime() -> None:
+    # Red team pass 11: ClientAssertion(lifetime=True) signed 1-second assertions.
+    for bad in (True, False):
+        with pytest.raises(ConfigError) as caught:
+            ClientAssertion(lifetime=bad)
+        assert "ClientAssertion.lifetime must be a number (an int or a float), not a bool" == str(
+            caught.value
+        )
+    with pytest.raises(ConfigError, match=r"ClientAssertion\.lifetime"):
+        attrs.evolve(ClientAssertion(), lifetime=True)
+    assert 30 == ClientAssertion(lifetime=30).lifetime

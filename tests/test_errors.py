@@ -175,6 +175,6 @@ async def test_a_config_error_from_a_token_source_fails_waiters_at_once() -> Non
             await holder.get()
         assert time.monotonic() - started < 2
         assert isinstance(holder.last_error, ConfigError)
-        assert "unexpected" == holder.health().last_error_kind
+        assert "config" == holder.health().last_error_kind
     assert caught.value.last_error is holder.last_error
     assert not caught.value.retryable

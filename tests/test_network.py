@@ -54,6 +54,44 @@ def test_bad_network_options_are_refused_naming_the_field(
     assert "hunter2" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("proxy", "reason"),
+    [
+        pytest.param("http://u:hunter2-pw@h:99999", "its port is not in 1-65535", id="port-range"),
+        pytest.param("http://u:hunter2-pw@h:abc", "its port is not a number", id="port-text"),
+        pytest.param("http://u:hunter2-pw@h:0", "its port is not in 1-65535", id="port-0"),
+        pytest.param("http://u:hunter2-pw@:3128", "it has no host", id="no-host"),
+        pytest.param("http://u:hunter2-pw@[::1", "its host is not a valid IPv6 address", id="ipv6"),
+    ],
+)
+def test_a_proxy_that_does_not_parse_is_a_config_error_naming_it(proxy: str, reason: str) -> None:
+    # Red team pass 11: yarl's bare ValueError came out, naming no field.
+    with pytest.raises(ConfigError) as caught:
+        Network(proxy=proxy)
+    assert f"network: proxy must be an absolute http:// URL (host and port): {reason}" == str(
+        caught.value
+    )
+    assert caught.value.__cause__ is None
+    assert caught.value.__context__ is None
+
+
+def test_a_context_that_does_not_check_the_hostname_is_refused() -> None:
+    # Red team pass 11: CERT_REQUIRED without check_hostname took a valid
+    # certificate for any name, where the docs promise a TokenTLSError.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    assert ssl.CERT_REQUIRED == context.verify_mode
+    with pytest.raises(ConfigError) as caught:
+        Network(ssl=context)
+    assert "network: ssl must check the server's hostname (check_hostname True)" == str(
+        caught.value
+    )
+    with pytest.raises(ConfigError, match="check_hostname"):
+        attrs.evolve(Network(), ssl=context)
+    context.check_hostname = True
+    assert context is Network(ssl=context).ssl
+
+
 def test_the_proxy_password_never_shows() -> None:
     network = Network(proxy="http://user:hunter2-pw@proxy.internal:3128")
     assert "hunter2" not in repr(network) + str(attrs.asdict(network)) + str(network.proxy)

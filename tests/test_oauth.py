@@ -9,6 +9,7 @@ import math
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote_plus
 
+import attrs
 import pytest
 from multidict import CIMultiDict
 from yarl import URL
@@ -298,6 +299,78 @@ def test_token_request_repr_hides_secrets() -> None:
     assert "very-secret-value" not in shown
     assert "refresh-secret-value" not in shown
     assert basic_credentials("client-1", "very-secret-value") not in shown
+
+
+HS_KEY = "client-secret-jwt-key-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refresh", "secrets"),
+    [
+        pytest.param(
+            {"client_secret": "body-secret-value"}, None, ["body-secret-value"], id="body"
+        ),
+        pytest.param(
+            {"client_auth": "basic", "client_secret": "basic-secret-value"},
+            None,
+            [basic_credentials("client-1", "basic-secret-value").removeprefix("Basic ")],
+            id="basic",
+        ),
+        pytest.param(
+            {"grant_type": "password", "username": "u", "password": "password-value"},
+            Secret("refresh-secret-value"),
+            ["secret-1", "refresh-secret-value"],
+            id="refresh",
+        ),
+        pytest.param(
+            {"client_auth": "client_secret_jwt", "client_secret": HS_KEY},
+            None,
+            ["eyJ"],  # the signed assertion (a JWS starts with its base64url header)
+            id="client_secret_jwt",
+        ),
+        pytest.param(
+            {"extra_headers": {"X-Key": Secret("header-secret-value")}},
+            None,
+            ["header-secret-value"],
+            id="secret-extra-header",
+        ),
+    ],
+)
+def test_token_request_secrets_stay_sealed_under_asdict(
+    overrides: dict[str, Any], refresh: Secret | None, secrets: list[str]
+) -> None:
+    # Red team pass 11: repr() hid the headers and body, attrs.asdict(),
+    # astuple() and the slots did not (client secret, Basic header, assertion).
+    request = build_token_request(
+        make_provider(**overrides), refresh_token=refresh, now=WALL_NOW, jti="jti-1"
+    )
+    sent = request.body.decode() + repr(request.headers)
+    assert all(secret in sent for secret in secrets)  # what is sent is unchanged
+    shown = [
+        repr(request),
+        repr(attrs.asdict(request)),
+        repr(attrs.astuple(request)),
+        repr([getattr(request, a.name) for a in attrs.fields(TokenRequest)]),
+    ]
+    for text in shown:
+        assert not [secret for secret in secrets if secret in text], text
+    assert {"url", "_headers", "_body", "grant_type"} == set(attrs.asdict(request))
+
+
+def test_token_request_takes_and_gives_plain_values() -> None:
+    request = TokenRequest(
+        url=URL("https://auth.example/token"),
+        headers=(("Authorization", "Basic Y2xpZW50OnNlY3JldA=="),),
+        body=b"grant_type=client_credentials&\xff",
+        grant_type="client_credentials",
+    )
+    assert (("Authorization", "Basic Y2xpZW50OnNlY3JldA=="),) == request.headers
+    assert b"grant_type=client_credentials&\xff" == request.body  # any bytes survive
+    assert request == attrs.evolve(request)
+    moved = attrs.evolve(request, body=b"grant_type=password")
+    assert b"grant_type=password" == moved.body
+    assert moved != request
+    assert request.headers == moved.headers
 
 
 # ---------------------------------------------------------------------------

@@ -575,37 +575,85 @@ def test_vonage_region_helpers() -> None:
     assert ("cc", "legacy") == vonage.GATEWAYS
 
 
+CC_EMEA = "https://emea.cc.vonage.com (the emea cc gateway)"
+LEGACY_EMEA_API = "https://emea.api.newvoicemedia.com (the emea legacy gateway)"
+GATEWAYS_DIFFER = (
+    " are on different gateways: a token works only on the gateway that issued it; put "
+    "token_url= and api= on one gateway, or choose region= and gateway="
+)
+
+
 @pytest.mark.parametrize(
     ("overrides", "problem"),
     [
         pytest.param(
             {"gateway": "legacy", "token_url": "https://emea.cc.vonage.com/Auth/connect/token"},
-            "token_url is overridden to https://emea.cc.vonage.com but api stays on the "
-            "legacy gateway's https://emea.api.newvoicemedia.com: pass both token_url= and "
-            "api=, or choose gateway=",
+            f"token_url {CC_EMEA} and api {LEGACY_EMEA_API}{GATEWAYS_DIFFER}",
             id="legacy-token_url-moved-to-cc",
         ),
         pytest.param(
             {"token_url": "https://emea.newvoicemedia.com/auth/connect/token"},
-            "token_url is overridden to https://emea.newvoicemedia.com but api stays on the "
-            "cc gateway's https://emea.cc.vonage.com",
+            "token_url https://emea.newvoicemedia.com (the emea legacy gateway) and api "
+            f"{CC_EMEA}{GATEWAYS_DIFFER}",
             id="cc-token_url-moved-to-legacy",
         ),
         pytest.param(
             {"token_url": "https://sandbox.example/token?key=topsecret-key"},
-            "token_url is overridden to https://sandbox.example but api stays",
+            f"token_url https://sandbox.example (not a VCC gateway) and api {CC_EMEA}",
             id="token_url-to-a-sandbox",
         ),
         pytest.param(
             {"api": "https://emea.api.newvoicemedia.com"},
-            "api is overridden to https://emea.api.newvoicemedia.com but token_url stays on "
-            "the cc gateway's https://emea.cc.vonage.com",
+            f"token_url {CC_EMEA} and api {LEGACY_EMEA_API}{GATEWAYS_DIFFER}",
             id="api-moved-to-legacy",
         ),
         pytest.param(
             {"api": ["https://emea.cc.vonage.com/v2", "https://other.example"]},
-            "api is overridden to https://other.example",
+            f"token_url {CC_EMEA} and api https://other.example (not a VCC gateway)",
             id="one-of-several-api-moved",
+        ),
+        # Red team pass 11: both given, on different gateways, were accepted.
+        pytest.param(
+            {
+                "token_url": "https://emea.cc.vonage.com/Auth/connect/token",
+                "api": "https://emea.api.newvoicemedia.com",
+            },
+            f"token_url {CC_EMEA} and api {LEGACY_EMEA_API}{GATEWAYS_DIFFER}",
+            id="both-given-cc-default-spelled-out-api-legacy",
+        ),
+        pytest.param(
+            {
+                "token_url": "https://emea.newvoicemedia.com/auth/connect/token",
+                "api": "https://emea.cc.vonage.com",
+            },
+            "token_url https://emea.newvoicemedia.com (the emea legacy gateway) and api "
+            f"{CC_EMEA}{GATEWAYS_DIFFER}",
+            id="both-given-token-legacy-api-cc",
+        ),
+        pytest.param(
+            {
+                "token_url": "https://nam.cc.vonage.com/Auth/connect/token",
+                "api": "https://emea.cc.vonage.com",
+            },
+            "token_url https://nam.cc.vonage.com (the nam cc gateway) and api "
+            f"{CC_EMEA}{GATEWAYS_DIFFER}",
+            id="both-given-another-region",
+        ),
+        pytest.param(
+            {
+                "token_url": "https://emea.cc.vonage.com/Auth/connect/token",
+                "api": ["https://emea.cc.vonage.com", "https://nam.cc.vonage.com"],
+            },
+            f"token_url {CC_EMEA} and api https://nam.cc.vonage.com (the nam cc gateway)",
+            id="both-given-one-api-in-another-region",
+        ),
+        pytest.param(
+            {
+                "token_url": "https://emea.cc.vonage.com/Auth/connect/token",
+                "api": ["https://sandbox.example"],
+            },
+            f"token_url {CC_EMEA} and api https://sandbox.example (not a VCC gateway)",
+            id="both-given-api-off-vcc",
         ),
         pytest.param(
             {"gateway": "new"}, "VCC gateway must be one of ('cc', 'legacy')", id="gateway"
@@ -623,23 +671,59 @@ def test_vonage_refuses_a_token_url_and_api_on_different_gateways(
     assert "topsecret-key" not in str(caught.value)
 
 
-def test_vonage_override_on_the_gateways_own_host_is_accepted() -> None:
-    moved_path = vonage.provider(
-        region="nam",
-        client_id="id",
-        client_secret=SECRET,
-        api="https://nam.cc.vonage.com/globalpci",
-    )
-    assert (URL("https://nam.cc.vonage.com/globalpci"),) == moved_path.api
-    legacy = vonage.provider(
-        region="nam",
-        client_id="id",
-        client_secret=SECRET,
-        gateway="legacy",
-        token_url="https://nam.newvoicemedia.com/auth/connect/token",
-        api=(u for u in ["https://nam.api.newvoicemedia.com/v1"]),  # any iterable, once
-    )
-    assert (URL("https://nam.api.newvoicemedia.com/v1"),) == legacy.api
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"api": "https://nam.cc.vonage.com/globalpci"}, id="gateway-host-path"),
+        pytest.param(
+            {"token_url": "https://NAM.CC.VONAGE.COM./Auth/connect/token"},
+            id="same-host-spelled-otherwise",
+        ),
+        pytest.param(
+            {
+                "token_url": "https://nam.cc.vonage.com/Auth/connect/token",
+                "api": "https://nam.cc.vonage.com:443/globalpci",
+            },
+            id="both-spelled-out",
+        ),
+        pytest.param(
+            {
+                "gateway": "legacy",
+                "token_url": "https://nam.newvoicemedia.com/auth/connect/token",
+                "api": (u for u in ["https://nam.api.newvoicemedia.com/v1"]),  # any iterable
+            },
+            id="legacy-both-spelled-out",
+        ),
+        pytest.param(
+            {
+                "token_url": "https://nam.newvoicemedia.com/auth/connect/token",
+                "api": "https://nam.api.newvoicemedia.com",
+            },
+            id="legacy-both-given-gateway-left-at-cc",
+        ),
+        pytest.param(
+            {
+                "token_url": "https://emea.cc.vonage.com/Auth/connect/token",
+                "api": "https://emea.cc.vonage.com",
+            },
+            id="another-region-both-given",
+        ),
+        pytest.param(
+            {
+                "token_url": "https://sandbox.example/Auth/connect/token",
+                "api": ["https://sandbox.example", "https://sandbox-api.example/v1"],
+            },
+            id="sandbox-off-vcc",
+        ),
+        pytest.param(
+            {"token_url": "http://127.0.0.1:8080/token", "api": "http://127.0.0.1:8081"},
+            id="loopback-fakes",
+        ),
+    ],
+)
+def test_vonage_urls_on_one_gateway_are_accepted(overrides: dict[str, Any]) -> None:
+    profile = vonage.provider(region="nam", client_id="id", client_secret=SECRET, **overrides)
+    assert profile.api
 
 
 def test_vonage_overrides() -> None:
@@ -648,15 +732,15 @@ def test_vonage_overrides() -> None:
         client_id="id",
         client_secret=SECRET,
         token_url="https://emea.cc.vonage.com/Auth/connect/token",
-        api=["https://emea.api.cc.vonage.com", "https://emea.api.newvoicemedia.com/v2"],
+        api=["https://emea.cc.vonage.com/globalpci", "https://emea.cc.vonage.com/v2"],
         scope="users:read",
         client_auth="basic",
         name="vcc-users",
     )
     assert URL("https://emea.cc.vonage.com/Auth/connect/token") == provider.token_url
     assert (
-        URL("https://emea.api.cc.vonage.com"),
-        URL("https://emea.api.newvoicemedia.com/v2"),
+        URL("https://emea.cc.vonage.com/globalpci"),
+        URL("https://emea.cc.vonage.com/v2"),
     ) == provider.api
     assert "users:read" == provider.scope
     assert "basic" == provider.client_auth

@@ -287,7 +287,11 @@ async def test_vonage_token_url_moved_alone_is_refused_before_any_call() -> None
         creds: dict[str, Any] = {"client_id": "vcc-client", "client_secret": "vcc-secret"}
         # Before: the profile was built, its token was fetched here, and the
         # Payment API calls to this origin went out bare and got 401s.
-        with pytest.raises(ConfigError, match="api stays on the cc gateway"):
+        refused = (
+            r"\(not a VCC gateway\) and api https://emea\.cc\.vonage\.com "
+            r"\(the emea cc gateway\) are on different gateways"
+        )
+        with pytest.raises(ConfigError, match=refused):
             vonage.provider(region="emea", token_url=token_url, **creds)
         assert [] == server.seen
 

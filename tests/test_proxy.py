@@ -16,7 +16,7 @@ import trustme
 from aiohttp import web
 
 from aiopay_auth import Network, Provider, TokenManager
-from aiopay_auth.exceptions import TokenUnavailableError
+from aiopay_auth.exceptions import ConfigError, TokenUnavailableError
 
 from .forward_proxy import forward_proxy
 from .loopback import serve
@@ -181,3 +181,120 @@ async def test_session_network_trust_env_sends_api_requests_through_https_proxy(
                 body = await resp.json()
     assert {"auth": "Bearer tok-proxied"} == body
     assert [f"127.0.0.1:{base.port}"] == proxy.tunnels  # the API's request only
+
+
+_PROXY_VARIABLES = [
+    name
+    for scheme in ("http", "https", "ws", "wss", "no", "all")
+    for name in (f"{scheme}_proxy", f"{scheme}_proxy".upper())
+]
+_MALFORMED = "HTTPS_PROXY from the environment (trust_env) must be an absolute http:// URL"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        pytest.param(
+            "HTTPS_PROXY",
+            f"{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{{port}}",
+            f"{_MALFORMED} (host and port)",
+            id="no-scheme",
+        ),
+        pytest.param(
+            "HTTPS_PROXY",
+            f"http://{PROXY_USER}:{PROXY_PASSWORD}@[::1",
+            f"{_MALFORMED} (host and port): its host is not a valid IPv6 address",
+            id="unclosed-ipv6",
+        ),
+        pytest.param(
+            "HTTPS_PROXY",
+            f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:99999",
+            f"{_MALFORMED} (host and port): its port is not in 1-65535",
+            id="port-out-of-range",
+        ),
+        pytest.param(
+            "HTTPS_PROXY",
+            f"socks5://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{{port}}",
+            f"{_MALFORMED} (host and port)",
+            id="socks5",
+        ),
+        pytest.param(
+            "https_proxy",
+            f"http://{PROXY_USER}:{PROXY_PASSWORD}@:{{port}}",
+            "https_proxy from the environment (trust_env) must be an absolute http:// URL "
+            "(host and port): it has no host",
+            id="lower-case-no-host",
+        ),
+        pytest.param(
+            # aiohttp parses every scheme's proxy for any request.
+            "HTTP_PROXY",
+            f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:port",
+            "HTTP_PROXY from the environment (trust_env) must be an absolute http:// URL "
+            "(host and port): its port is not a number",
+            id="http-proxy-for-an-https-request",
+        ),
+    ],
+)
+async def test_a_malformed_proxy_from_the_environment_is_a_config_error_naming_it(
+    variable: str,
+    value: str,
+    problem: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Red team pass 11: a proxy with no scheme was a `connection` failure
+    # (retried as an outage), an unclosed IPv6 host an "unexpected
+    # ValueError in refresher". Now: configuration, never retried as an
+    # outage, naming the variable and never quoting its password.
+    caplog.set_level(logging.DEBUG, logger="aiopay_auth")
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    ca = trustme.CA()
+    async with (
+        serve_tls({"/token": answer}, server_context(ca)) as base,
+        forward_proxy() as proxy,
+    ):
+        monkeypatch.setenv(variable, value.format(port=proxy.url.port))
+        network = Network(trust_env=True, ssl=client_context(ca))
+        async with TokenManager(network=network) as tokens:
+            holder = tokens.add(provider(base))
+            with pytest.raises(TokenUnavailableError) as caught:
+                await holder.get(timeout=AT_ONCE)
+            health = holder.health()
+        error = holder.last_error
+    assert isinstance(error, ConfigError)
+    assert f"[proxied] {problem}" == str(error)
+    assert not error.retryable
+    assert not caught.value.retryable  # the waiter failed at once, not at the bound
+    assert caught.value.last_error is error
+    assert ("config", 1) == (health.last_error_kind, health.failures)
+    assert ([], []) == (proxy.tunnels, proxy.forwarded)  # nothing was sent
+    shown = "".join(traceback.format_exception(caught.value)) + repr(error) + caplog.text
+    assert PROXY_PASSWORD not in shown
+
+
+async def test_the_environments_proxies_that_work_still_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the check must not refuse: a malformed proxy NO_PROXY bypasses
+    # (aiohttp never reads it), an https:// proxy aiohttp ignores (with a
+    # warning), and a good one.
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    ca = trustme.CA()
+    network = Network(trust_env=True, ssl=client_context(ca))
+    async with (
+        serve_tls({"/token": answer}, server_context(ca)) as base,
+        forward_proxy() as proxy,
+    ):
+        monkeypatch.setenv("HTTPS_PROXY", f"http://{PROXY_USER}:{PROXY_PASSWORD}@[::1")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with TokenManager(network=network) as tokens:
+            await tokens.add(provider(base)).get(timeout=AT_ONCE)
+        monkeypatch.delenv("NO_PROXY")
+        monkeypatch.setenv("HTTPS_PROXY", f"https://127.0.0.1:{proxy.url.port}")
+        async with TokenManager(network=network) as tokens:
+            await tokens.add(provider(base)).get(timeout=AT_ONCE)
+        assert [] == proxy.tunnels  # both went around it
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.url.port}/")
+        async with TokenManager(network=network) as tokens:
+            await tokens.add(provider(base)).get(timeout=AT_ONCE)
+        assert [f"127.0.0.1:{base.port}"] == proxy.tunnels

@@ -88,43 +88,63 @@ def _gateway(gateway: str) -> str:
 
 def _origin(url: str | URL) -> URL | None:
     # Only an absolute URL has an origin; Provider reports the others.
-    parsed = URL(str(url))
+    try:
+        parsed = URL(str(url))
+    except ValueError:
+        return None
     return parsed.origin() if parsed.is_absolute() and parsed.host else None
 
 
-def _check_overrides(
-    name: str,
-    gateway: str,
-    token_url: str | URL | None,
-    api: list[str | URL] | None,
-    defaults: tuple[str, str],
-) -> None:
-    """Refuse one URL moved to another host while the other stays on the gateway.
+def _site(origin: URL) -> tuple[str, str, int | None]:
+    # Scheme, host (a fully qualified name's trailing dot dropped) and port.
+    return (origin.scheme, (origin.host or "").rstrip("."), origin.port)
 
-    The token would come from one host and be stamped only on another's
-    API: every API call would go out without it and get a 401.
+
+# Every host of every gateway: (scheme, host, port) -> (region, gateway).
+_GATEWAY_SITES: dict[tuple[str, str, int | None], tuple[str, str]] = {
+    _site(URL(url).origin()): (region, gateway)
+    for region in REGIONS
+    for gateway in GATEWAYS
+    for url in (token_url_for(region, gateway), api_base_for(region, gateway))
+}
+
+
+def _gateway_of(origin: URL) -> tuple[str, str] | None:
+    """The (region, gateway) whose host *origin* is, or ``None`` for any other host."""
+    return _GATEWAY_SITES.get(_site(origin))
+
+
+def _shown(gateway: tuple[str, str] | None) -> str:
+    return "not a VCC gateway" if gateway is None else f"the {gateway[0]} {gateway[1]} gateway"
+
+
+def _check_gateways(name: str, token_url: str | URL, api: Iterable[str | URL]) -> None:
+    """Refuse a token URL and an API on different gateways, however they were given.
+
+    The one rule, on the hosts themselves: a token is valid only on the
+    gateway that issued it, so every API host must belong to the token
+    host's gateway (region and gateway: ``emea`` ``cc`` is not ``nam``
+    ``cc``, nor ``emea`` ``legacy``). Two hosts that are not VCC's (a
+    sandbox) cannot be told apart and pass; a VCC gateway paired with any
+    other host does not. Before, only a URL moved alone was checked: both
+    given on different gateways, each token went out to an API that
+    refuses it, and every call got a 401.
     """
-    default_token, default_api = defaults
-    if token_url is not None and api is None:
-        _same_origin(name, gateway, ("token_url", [token_url], default_token), ("api", default_api))
-    elif api is not None and token_url is None:
-        _same_origin(name, gateway, ("api", api, default_api), ("token_url", default_token))
-
-
-def _same_origin(
-    name: str,
-    gateway: str,
-    moved: tuple[str, Iterable[str | URL], str],
-    kept: tuple[str, str],
-) -> None:
-    what, urls, default = moved
-    for url in urls:
-        origin = _origin(url)
-        if origin is not None and origin != _origin(default):
+    token_origin = _origin(token_url)
+    if token_origin is None:
+        return
+    token_gateway = _gateway_of(token_origin)
+    for url in api:
+        api_origin = _origin(url)
+        if api_origin is None:
+            continue
+        api_gateway = _gateway_of(api_origin)
+        if api_gateway != token_gateway:
             msg = (
-                f"provider {name!r}: {what} is overridden to {origin} but {kept[0]} stays "
-                f"on the {gateway} gateway's {_origin(kept[1])}: pass both token_url= and "
-                "api=, or choose gateway="
+                f"provider {name!r}: token_url {token_origin} ({_shown(token_gateway)}) and "
+                f"api {api_origin} ({_shown(api_gateway)}) are on different gateways: a "
+                "token works only on the gateway that issued it; put token_url= and api= "
+                "on one gateway, or choose region= and gateway="
             )
             raise ConfigError(msg, provider=name)
 
@@ -161,27 +181,30 @@ def provider(
         refresh_token: A refresh token obtained elsewhere (for example
             through an authorization-code flow), used first.
         name: Label for logs and statistics; ``vonage-{region}`` by default.
-        token_url: Override the token endpoint. Moving it to another host
-            needs *api* too.
-        api: Override the API base(s) the token may be sent to. Moving it
-            to another host needs *token_url* too.
+        token_url: Override the token endpoint. It must be on the same
+            gateway as every *api* base, given or not.
+        api: Override the API base(s) the token may be sent to. Each must
+            be on the same gateway as *token_url*, given or not.
 
     Returns:
         The profile.
 
     Raises:
-        ConfigError: Unknown region or gateway, or only one of *token_url*
-            and *api* moved to a host that is not the gateway's.
+        ConfigError: Unknown region or gateway, or the token URL and an
+            API base on different gateways (a VCC gateway's host with
+            another region's, the other gateway's, or a host that is not
+            VCC's), whichever of them were passed.
     """
     # Checked also when every URL and the name are overridden.
     defaults = (token_url_for(region, gateway), api_base_for(region, gateway))
     label = name or f"vonage-{region}"
-    apis = None if api is None else [api] if isinstance(api, str | URL) else list(api)
-    _check_overrides(label, gateway, token_url, apis, defaults)
+    url = defaults[0] if token_url is None else token_url
+    apis = [defaults[1]] if api is None else [api] if isinstance(api, str | URL) else list(api)
+    _check_gateways(label, url, apis)
     return Provider(
         name=label,
-        token_url=defaults[0] if token_url is None else token_url,
-        api=defaults[1] if apis is None else apis,
+        token_url=url,
+        api=apis,
         client_id=client_id,
         client_secret=client_secret,
         grant_type=primary_grant(username, password),
