@@ -31,7 +31,7 @@ from .exceptions import (
 
 # TokenSource is re-exported for code that imported it from here; its home
 # is _source.py, which imports no HTTP client.
-__all__ = ["HttpTokenSource", "TokenSource"]
+__all__ = ["HttpTokenSource", "TokenSource", "check_token_proxy"]
 
 
 class HttpTokenSource:
@@ -70,7 +70,7 @@ class HttpTokenSource:
         self._timeout = network.timeout(total=timeout)
         self._clock = clock
         self._env_proxy = network.trust_env and network.proxy is None
-        _check_proxy(provider, network.proxy)
+        check_token_proxy(provider, network.proxy)
 
     async def fetch(self, refresh_token: Secret | None) -> Token:
         """Send one token request and parse its answer."""
@@ -141,7 +141,7 @@ class HttpTokenSource:
             proxy, auth = await asyncio.to_thread(get_env_proxy_for_url, url)
         except LookupError:
             return headers, {}  # no proxy for this URL
-        _check_proxy(self._provider, proxy)
+        check_token_proxy(self._provider, proxy)
         options: dict[str, Any] = {"proxy": proxy}
         if auth is not None:
             credentials = (hdrs.PROXY_AUTHORIZATION, auth.encode())
@@ -152,7 +152,12 @@ class HttpTokenSource:
         return headers, options
 
 
-def _check_proxy(provider: Provider, proxy: URL | None) -> None:
+def check_token_proxy(provider: Provider, proxy: URL | None) -> None:
+    """Refuse *provider*'s plain-HTTP token URL through *proxy* when it is not on loopback.
+
+    Raises:
+        ConfigError: See :func:`~aiopay_auth._provider.plain_http_proxy_problem`.
+    """
     problem = plain_http_proxy_problem(
         "token_url", provider.token_url, proxy, provider.allow_insecure_http
     )

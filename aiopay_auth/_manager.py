@@ -16,7 +16,7 @@ from anyio.abc import TaskGroup
 from yarl import URL
 
 from ._check import callable_or_none, count, instance_of, number
-from ._fetch import HttpTokenSource
+from ._fetch import HttpTokenSource, check_token_proxy
 from ._holder import TokenHolder
 from ._limit import FetchLimit
 from ._log import log
@@ -347,6 +347,8 @@ class TokenManager:
         comes from the set's generator (2.5 KiB a tenant otherwise).
         """
         self._open("add tenants", provider=provider.name)
+        # Its token source is built per request: the proxy is checked here, once.
+        check_token_proxy(provider, (tenants.network or self._network).proxy)
         holder = TenantHolder(
             provider, clock=self._clock, wait_timeout=self.policy.wait_timeout, policy=self.policy
         )

@@ -370,6 +370,10 @@ async def test_a_known_remote_proxy_for_plain_http_is_refused_at_construction() 
         holder = tokens.add(plain)
         with pytest.raises(ConfigError, match=r"session\(\): api .* not on loopback"):
             tokens.session(holder, network=remote)
+        merchants = tokens.add_tenants("merchants", api=plain.api, network=remote)
+        with pytest.raises(ConfigError, match=r"token_url .* not on loopback"):
+            merchants.add("m-1", plain)
+        assert 0 == len(merchants)
         # The opt-out, and HTTPS, are not refused.
         opted = attrs.evolve(plain, name="opted", allow_insecure_http=True)
         tokens.session(tokens.add(opted), network=remote)
@@ -398,12 +402,18 @@ async def test_a_remote_proxy_from_the_environment_is_refused_when_sending(
             async with tokens.session(holder, network=from_env) as http:
                 with pytest.raises(ConfigError, match=r"api .* not on loopback"):
                     await http.get(server.url / "api" / "pay")
+            # A tenant's request, through its own middlewares, the same.
+            merchants = tokens.add_tenants("merchants", api=server.url / "api")
+            m1 = merchants.add("m-1", provider(server.url))
+            async with tokens.session(merchants, network=from_env) as http:
+                with pytest.raises(ConfigError, match=r"api .* not on loopback"):
+                    await http.get(server.url / "api" / "pay", middlewares=m1.middlewares)
             monkeypatch.delenv("HTTP_PROXY")
             monkeypatch.delenv("http_proxy")
             async with tokens.session(holder) as http:  # a per-request proxy, the same
                 with pytest.raises(ConfigError, match=r"api .* not on loopback"):
                     await http.get(server.url / "api" / "pay", proxy=REMOTE_PROXY)
-    assert ["/token"] == [s.path for s in server.seen]
+    assert {"/token"} == {s.path for s in server.seen}  # no API request went out
 
 
 async def test_plain_http_through_a_loopback_proxy_from_the_environment_is_allowed(
