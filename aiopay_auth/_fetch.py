@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import anyio
+from aiohttp import hdrs
+from aiohttp.helpers import get_env_proxy_for_url
 from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
+from yarl import URL
 
 from ._network import Network, env_proxy_problem, tls_problem
 from ._oauth import MAX_RESPONSE_BYTES, build_token_request, parse_token_response
-from ._provider import Provider
+from ._provider import Provider, plain_http_proxy_problem
 from ._secret import Secret
 from ._source import TokenSource
 from ._token import Token
@@ -27,7 +32,7 @@ from .exceptions import (
 
 # TokenSource is re-exported for code that imported it from here; its home
 # is _source.py, which imports no HTTP client.
-__all__ = ["HttpTokenSource", "TokenSource"]
+__all__ = ["HttpTokenSource", "TokenSource", "check_token_proxy"]
 
 
 class HttpTokenSource:
@@ -40,10 +45,17 @@ class HttpTokenSource:
         timeout: Bound on the whole request, in seconds.
         clock: The monotonic clock tokens' times are on.
         network: Its connect and read bounds apply within *timeout* (the
-            proxy and TLS setup live on *session*). With ``trust_env`` and
-            no proxy, a proxy from the environment that cannot work is a
-            :class:`~aiopay_auth.ConfigError` naming the variable, before
-            anything is sent.
+            proxy and TLS setup live on *session*). With ``trust_env``
+            and no proxy of its own, each request's proxy is read from
+            the environment here: *session* itself trusts nothing from
+            the environment, so ``~/.netrc`` never adds its credentials
+            to a token request. A proxy from the environment that
+            cannot work is a :class:`~aiopay_auth.ConfigError` naming
+            the variable, before anything is sent.
+
+    Raises:
+        ConfigError: *network*'s proxy is not on loopback and the token
+            URL is plain HTTP (see :func:`plain_http_proxy_problem`).
     """
 
     def __init__(
@@ -55,13 +67,13 @@ class HttpTokenSource:
         clock: Callable[[], float] = time.monotonic,
         network: Network | None = None,
     ) -> None:
+        network = network or Network()
         self._provider = provider
         self._session = session
-        network = network or Network()
         self._timeout = network.timeout(total=timeout)
         self._clock = clock
-        # Without a proxy of its own, the session takes one from the environment.
         self._env_proxy = network.trust_env and network.proxy is None
+        check_token_proxy(provider, network.proxy)
 
     async def fetch(self, refresh_token: Secret | None) -> Token:
         """Send one token request and parse its answer."""
@@ -76,15 +88,20 @@ class HttpTokenSource:
             raise ConfigError(problem, provider=provider.name)
         issued_at = self._clock()
         origin = request.url.origin()
+        sent_headers = request.headers
+        options: dict[str, Any] = {}
+        if self._env_proxy:
+            sent_headers, options = await self._env_proxy_options(request.url, sent_headers)
         status = 0  # until a status line has been read
         failure: TokenEndpointError | None = None
         try:
             async with self._session.post(
                 request.url,
                 data=request.body,
-                headers=request.headers,
+                headers=sent_headers,
                 timeout=self._timeout,
                 allow_redirects=False,  # never carry credentials to another URL
+                **options,
             ) as resp:
                 status, headers = resp.status, resp.headers
                 if (resp.content_length or 0) > MAX_RESPONSE_BYTES:
@@ -111,6 +128,49 @@ class HttpTokenSource:
             wall_now=time.time(),
             refresh_token=refresh_token,
         )
+
+    async def _env_proxy_options(
+        self, url: URL, headers: tuple[tuple[str, str], ...]
+    ) -> tuple[tuple[tuple[str, str], ...], dict[str, Any]]:
+        """*headers* and the options that send a request to *url* through the environment's proxy.
+
+        The proxy is read (``HTTP(S)_PROXY``, ``NO_PROXY``) per request, in
+        a thread, as aiohttp's own ``trust_env`` does. Its credentials
+        (from its URL, or ``~/.netrc``'s entry for the proxy's host) go to
+        the proxy only, as ``Proxy-Authorization``: on the ``CONNECT`` for
+        HTTPS, with the request itself for plain HTTP (aiohttp sends
+        ``proxy_headers`` only on a ``CONNECT``).
+
+        Raises:
+            ConfigError: The token URL is plain HTTP and the proxy is not
+                on loopback.
+        """
+        try:
+            proxy, auth = await asyncio.to_thread(get_env_proxy_for_url, url)
+        except LookupError:
+            return headers, {}  # no proxy for this URL
+        check_token_proxy(self._provider, proxy)
+        options: dict[str, Any] = {"proxy": proxy}
+        if auth is not None:
+            credentials = (hdrs.PROXY_AUTHORIZATION, auth.encode())
+            if url.scheme == "https":
+                options["proxy_headers"] = dict([credentials])
+            else:
+                headers = (*headers, credentials)
+        return headers, options
+
+
+def check_token_proxy(provider: Provider, proxy: URL | None) -> None:
+    """Refuse *provider*'s plain-HTTP token URL through *proxy* when it is not on loopback.
+
+    Raises:
+        ConfigError: See :func:`~aiopay_auth._provider.plain_http_proxy_problem`.
+    """
+    problem = plain_http_proxy_problem(
+        "token_url", provider.token_url, proxy, provider.allow_insecure_http
+    )
+    if problem is not None:
+        raise ConfigError(problem, provider=provider.name)
 
 
 def _failure(exc: BaseException, provider: str, origin: str, status: int) -> TokenEndpointError:

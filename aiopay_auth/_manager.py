@@ -16,7 +16,7 @@ from anyio.abc import TaskGroup
 from yarl import URL
 
 from ._check import callable_or_none, count, instance_of, number
-from ._fetch import HttpTokenSource
+from ._fetch import HttpTokenSource, check_token_proxy
 from ._holder import TokenHolder
 from ._limit import FetchLimit
 from ._log import log
@@ -24,7 +24,7 @@ from ._middleware import BearerAuth
 from ._network import Network, checked_network
 from ._policy import RefreshPolicy
 from ._pool import FairPool
-from ._provider import Provider, _scopes, api_problems
+from ._provider import Provider, _scopes, api_problems, plain_http_proxy_problem
 from ._refresh import Refresher
 from ._schedule import REFRESH_SPREAD
 from ._source import TokenSource
@@ -140,8 +140,11 @@ class TokenManager:
         return self
 
     def _new_token_session(self, network: Network) -> aiohttp.ClientSession:
+        # trust_env=False: with Network(trust_env=True), HttpTokenSource reads
+        # each request's proxy from the environment itself, so that aiohttp
+        # never adds ~/.netrc's credentials to a token request.
         return network.client_session(
-            limit=self._token_pool_size, middlewares=(), raise_for_status=False
+            limit=self._token_pool_size, middlewares=(), raise_for_status=False, trust_env=False
         )
 
     async def _run(self, started: anyio.Event) -> None:
@@ -344,6 +347,8 @@ class TokenManager:
         comes from the set's generator (2.5 KiB a tenant otherwise).
         """
         self._open("add tenants", provider=provider.name)
+        # Its token source is built per request: the proxy is checked here, once.
+        check_token_proxy(provider, (tenants.network or self._network).proxy)
         holder = TenantHolder(
             provider, clock=self._clock, wait_timeout=self.policy.wait_timeout, policy=self.policy
         )
@@ -446,7 +451,8 @@ class TokenManager:
             The session.
 
         Raises:
-            ConfigError: The manager is closed, or the arguments cannot work.
+            ConfigError: The manager is closed, or the arguments cannot work
+                (such as a plain-HTTP API through a proxy not on loopback).
         """
         self._open("use session()")
         if "connector" in session_kwargs or "middlewares" in session_kwargs:
@@ -459,6 +465,7 @@ class TokenManager:
         network = checked_network(network)
         if network is not None:
             session_kwargs = _with_network(network, session_kwargs)
+            _check_api_proxy(holders, network.proxy)
         # One middleware layer: admission, then stamping, in one call.
         pool = FairPool(self.middleware(*holders) if holders else None)
         session = (network or Network()).client_session(
@@ -489,6 +496,22 @@ class TokenManager:
         elif (writer := self._writers.get(holder.name)) is None or writer.holder is not holder:
             msg = f"provider {holder.name!r} was not added to this manager"
             raise ConfigError(msg, provider=holder.name)
+
+
+def _check_api_proxy(holders: Iterable[TokenHolder | Tenants], proxy: URL | None) -> None:
+    """Refuse a plain-HTTP API of *holders* reached through *proxy* when it is not on loopback.
+
+    A request that gets such a proxy some other way (the environment, a
+    per-request ``proxy=``) is refused by the middleware, when it is sent.
+    """
+    for holder in holders:
+        if not isinstance(holder, TokenHolder):
+            continue  # a Tenants set: each tenant's requests are checked when sent
+        provider = holder.provider
+        for url in provider.api:
+            problem = plain_http_proxy_problem("api", url, proxy, provider.allow_insecure_http)
+            if problem is not None:
+                raise ConfigError(f"session(): {problem}", provider=provider.name)
 
 
 def _with_network(network: Network, session_kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -22,21 +22,27 @@ from aiohttp import (
     ClientHandlerType,
     ClientRequest,
     ClientResponse,
+    ClientResponseError,
     MultipartWriter,
+    RequestInfo,
     hdrs,
     payload,
 )
+from aiohttp.helpers import basicauth_from_netrc, netrc_from_env
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ._holder import TokenHolder
+from ._provider import plain_http_proxy_problem
 from ._routes import Routes, SharedApi
 from ._token import Token
-from .exceptions import TenantRemovedError, TokenUnavailableError
+from .exceptions import ConfigError, TenantRemovedError, TokenUnavailableError
 
 
 __all__ = ["BearerAuth", "ClientTenantRemovedError", "ClientTokenUnavailableError", "SharedApi"]
 
 AUTHORIZATION = hdrs.AUTHORIZATION
+PROXY_AUTHORIZATION = hdrs.PROXY_AUTHORIZATION
 
 # The last call of this task answered with a redirect: its per-call object
 # and the holder its hop was stamped for (None: not stamped), weakly: a
@@ -101,6 +107,87 @@ def _client_error(err: TokenUnavailableError) -> ClientTokenUnavailableError:
     client.__dict__.update(err.__dict__)
     client.__cause__ = err.__cause__
     return client
+
+
+def forget_sent(request: ClientRequest, *, stamped: bool) -> None:
+    """Take the credentials off *request* once it is sent: the one rule for what the SDK scrubs.
+
+    Our token (when *stamped*) and the proxy's credentials
+    (``Proxy-Authorization``, which aiohttp adds to a plain-HTTP request
+    sent through a proxy) are removed from its headers, so its answer's
+    ``request_info`` (a live view of these headers, shown by ``repr()``
+    of ``raise_for_status``'s :class:`aiohttp.ClientResponseError`) holds
+    neither. A caller's own ``Authorization`` stays. aiohttp builds each
+    redirect hop, and each connection's proxy header, anew.
+    """
+    headers = request.headers
+    if stamped:
+        headers.popall(AUTHORIZATION, None)
+    if request.proxy is not None:  # aiohttp adds the header only with a proxy
+        headers.popall(PROXY_AUTHORIZATION, None)
+
+
+def forget_in_error(error: ClientResponseError) -> None:
+    """:func:`forget_sent` for an error raised while sending.
+
+    A proxy refusing ``CONNECT`` (407, 502) raises
+    :class:`aiohttp.ClientHttpProxyError`, whose ``request_info`` shows
+    the ``CONNECT`` request's headers, with the proxy's credentials: it
+    is replaced by one without them (also in the error's ``args``).
+    """
+    info = error.request_info
+    if PROXY_AUTHORIZATION not in info.headers:
+        return
+    headers = CIMultiDict(info.headers)
+    headers.popall(PROXY_AUTHORIZATION)
+    info = RequestInfo(info.url, info.method, CIMultiDictProxy(headers), info.real_url)
+    error.request_info = info
+    error.args = (info, error.history)
+
+
+def drop_netrc(request: ClientRequest) -> None:
+    """Remove the ``Authorization`` that aiohttp took from ``~/.netrc`` for *request*.
+
+    A session with ``trust_env=True`` adds the ``.netrc`` entry of the
+    request's host (or its ``default`` entry) as Basic credentials when
+    the request has no ``auth`` of its own; for a provider's API the
+    bearer token is the authentication, so those credentials are dropped
+    and the token stamped. Basic credentials equal to that entry are
+    taken for it, even when given as ``auth=``. Read only for an in-scope
+    request that carries an ``Authorization`` on such a session.
+    """
+    session = request.session
+    if not session.trust_env or request.url.host is None:
+        return
+    try:
+        netrc_auth = basicauth_from_netrc(netrc_from_env(), request.url.host).encode()
+    except LookupError:
+        return
+    headers = request.headers
+    sent = headers.getall(AUTHORIZATION, ())
+    kept = [value for value in sent if value != netrc_auth]
+    if len(kept) != len(sent):
+        del headers[AUTHORIZATION]
+        for value in kept:
+            headers.add(AUTHORIZATION, value)
+
+
+def checked_route(request: ClientRequest, holder: TokenHolder) -> TokenHolder:
+    """*holder*, unless *request* would carry its token in plain HTTP through a remote proxy.
+
+    Raises:
+        ConfigError: The request is plain HTTP and goes through a proxy
+            (the session's, the environment's or its own ``proxy=``) not
+            on loopback, and the provider did not set
+            ``allow_insecure_http``.
+    """
+    proxy = request.proxy
+    if proxy is not None and request.url.scheme == "http":
+        provider = holder.provider
+        problem = plain_http_proxy_problem("api", request.url, proxy, provider.allow_insecure_http)
+        if problem is not None:
+            raise ConfigError(problem, provider=holder.name)
+    return holder
 
 
 async def next_token(holder: TokenHolder) -> Token:
@@ -184,10 +271,21 @@ class BearerAuth:
     resend and no new token until the backoff ends. Answers other than
     401 cost nothing extra: the streak is kept on tokens, not answers.
 
-    Once the answer is in, the token is removed from the request's
-    headers, so ``response.request_info`` (and the
-    :class:`aiohttp.ClientResponseError` of ``raise_for_status``) never
-    shows it.
+    Once the answer is in, the token and the proxy's credentials are
+    removed from the request's headers, so ``response.request_info`` (and
+    the :class:`aiohttp.ClientResponseError` of ``raise_for_status``)
+    never shows them; nor does the ``request_info`` of an
+    :class:`aiohttp.ClientHttpProxyError` (a proxy refusing ``CONNECT``).
+
+    With a session that trusts the environment (``trust_env=True``), the
+    Basic credentials aiohttp takes from ``~/.netrc`` for an in-scope
+    request are dropped and the token stamped: the token authenticates
+    there. Out of scope, ``.netrc`` applies as aiohttp has it.
+
+    A plain-HTTP request in scope (allowed to loopback only) that goes
+    through a proxy not on loopback raises
+    :class:`~aiopay_auth.exceptions.ConfigError` before anything is sent,
+    unless the provider set ``allow_insecure_http``.
 
     One middleware serves any number of providers, so a session that talks
     to several APIs pays for one scope lookup per request. Get one from
@@ -231,28 +329,30 @@ class BearerAuth:
             TenantRequiredError: A request to a shared API chose no tenant
                 (a :class:`~aiopay_auth.exceptions.ConfigError`, not an
                 aiohttp error).
+            ConfigError: The token would travel in plain HTTP through a
+                proxy not on loopback (from the environment, say), and
+                the provider did not set ``allow_insecure_http``.
         """
         # FairPool.__call__ runs this same body inline (one coroutine less).
         holder = self._hop(request)
-        if holder is None:
-            response = await handler(request)
-            if 300 <= response.status < 400:
-                mark_redirect(request, None)
-            return response
-        token = holder.current
-        if token is None or token.expires_at <= holder.clock():
-            token = await next_token(holder)
-        headers = request.headers
-        headers[AUTHORIZATION] = token.header
         try:
-            response = await handler(request)
-            if response.status == 401:
-                response = await self._recover(request, handler, holder, token, response)
+            if holder is None:
+                response = await handler(request)
+            else:
+                token = holder.current
+                if token is None or token.expires_at <= holder.clock():
+                    token = await next_token(holder)
+                request.headers[AUTHORIZATION] = token.header
+                response = await handler(request)
+                if response.status == 401:
+                    response = await self._recover(request, handler, holder, token, response)
+        except ClientResponseError as error:
+            forget_in_error(error)
+            raise
         finally:
-            # Sent: the answer's request_info (a live view of these headers,
-            # shown by repr() of raise_for_status's ClientResponseError) no
-            # longer holds the token. aiohttp builds each redirect hop anew.
-            headers.popall(AUTHORIZATION, None)
+            # Sent: the answer's request_info no longer holds the token,
+            # nor the proxy's credentials.
+            forget_sent(request, stamped=holder is not None)
         if 300 <= response.status < 400:
             mark_redirect(request, holder)
         return response
@@ -266,6 +366,8 @@ class BearerAuth:
 
         Raises:
             TenantRequiredError: A request to a shared API chose no tenant.
+            ConfigError: The token would travel in plain HTTP through a
+                proxy not on loopback (see :func:`checked_route`).
         """
         holder = self._find(request.url)
         call = getattr(request, "_traces", None)
@@ -273,22 +375,23 @@ class BearerAuth:
             previous = _CALL.get()
             if previous is not None and previous[0] is call:
                 # A redirect hop: only the provider the call was stamped for.
-                stamped = previous[1]
-                if stamped is None or holder is not stamped():
+                stamped = None if previous[1] is None else previous[1]()
+                if stamped is None or holder is not stamped:
                     self._strip(request)
                     return None
-                return holder
+                return checked_route(request, stamped)
         if holder is None:
             self._strip(request)
             return None
         if AUTHORIZATION in request.headers:
+            drop_netrc(request)  # the bearer token authenticates here
             self._strip(request, keep=holder if isinstance(holder, TokenHolder) else None)
             if AUTHORIZATION in request.headers:
                 return None  # the caller's own header: sent untouched
         if not isinstance(holder, TokenHolder):
             # A shared API and no tenant chosen: an error, never a guess.
             raise holder.no_tenant(request.url)
-        return holder
+        return checked_route(request, holder)
 
     async def _recover(
         self,

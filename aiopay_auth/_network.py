@@ -155,9 +155,11 @@ class Network:
             as a :class:`~aiopay_auth.Secret`, this attribute holds the URL
             without them, and ``repr()`` and errors show only the scheme,
             host and port.
-        trust_env: Read ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY`` (and
-            ``~/.netrc``) from the environment, as aiohttp's ``trust_env``
-            does. An explicit *proxy* wins over the environment.
+        trust_env: Read ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY`` from
+            the environment, as aiohttp's ``trust_env`` does. An explicit
+            *proxy* wins over the environment. ``~/.netrc`` never
+            authenticates a token request or an in-scope API request (the
+            token does); it may give the proxy's credentials.
         ssl: The :class:`ssl.SSLContext` for HTTPS: a private CA
             (``load_verify_locations``), a client certificate
             (``load_cert_chain``, for mTLS). It must verify certificates

@@ -25,7 +25,14 @@ from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 
 from ._check import count, instance_of
 from ._gate import FairGate
-from ._middleware import AUTHORIZATION, BearerAuth, mark_redirect, next_token
+from ._middleware import (
+    AUTHORIZATION,
+    BearerAuth,
+    forget_in_error,
+    forget_sent,
+    mark_redirect,
+    next_token,
+)
 
 
 __all__ = ["FairGate", "FairPool", "PoolGates", "gates_for"]
@@ -179,7 +186,7 @@ class FairPool:
         # Read before any await: another session's request may rebind while this waits.
         gates, pool, release, auth = self._gates, self._pool, self._release, self._auth
         if gates is None:
-            return await (handler(request) if auth is None else auth(request, handler))
+            return await (_sent(request, handler) if auth is None else auth(request, handler))
         key: Hashable = None
         host: FairGate | None = None
         if gates.limit_per_host:
@@ -194,13 +201,13 @@ class FairPool:
                 raise
         try:
             if auth is None:
-                response = await handler(request)
+                response = await _sent(request, handler)
             else:
                 # BearerAuth.__call__ inline, inside the admission: one
                 # coroutine per request instead of two.
                 holder = auth._hop(request)
                 if holder is None:
-                    response = await handler(request)
+                    response = await _sent(request, handler)
                 else:
                     token = holder.current
                     if token is None or token.expires_at <= holder.clock():
@@ -212,8 +219,11 @@ class FairPool:
                             response = await auth._recover(
                                 request, handler, holder, token, response
                             )
+                    except aiohttp.ClientResponseError as error:
+                        forget_in_error(error)
+                        raise
                     finally:
-                        request.headers.popall(AUTHORIZATION, None)
+                        forget_sent(request, stamped=True)
                 if 300 <= response.status < 400:
                     mark_redirect(request, holder)
         except BaseException:
@@ -225,6 +235,17 @@ class FairPool:
         else:
             connection.add_callback(release)
         return response
+
+
+async def _sent(request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+    """*handler*'s answer to an unstamped *request*; the proxy's credentials forgotten."""
+    try:
+        return await handler(request)
+    except aiohttp.ClientResponseError as error:
+        forget_in_error(error)
+        raise
+    finally:
+        forget_sent(request, stamped=False)
 
 
 async def _enter_host(

@@ -25,6 +25,7 @@ __all__ = [
     "Grant",
     "Provider",
     "is_loopback",
+    "plain_http_proxy_problem",
 ]
 
 Grant = Literal["client_credentials", "password"]
@@ -364,6 +365,27 @@ def url_problems(what: str, url: URL, allow_insecure_http: bool) -> Iterable[str
             f"{what} {_shown(url)} uses plain http to a non-loopback host; "
             "use https or set allow_insecure_http=True"
         )
+
+
+def plain_http_proxy_problem(
+    what: str, url: URL, proxy: URL | None, allow_insecure_http: bool
+) -> str | None:
+    """Why *url* must not be reached through *proxy* (``None``: it may).
+
+    The plain-HTTP rule of :func:`url_problems` with the proxy in view: a
+    plain ``http://`` request through a forward proxy crosses the network
+    in clear text up to the proxy, whatever its target. So a plain-HTTP
+    request (to loopback, the only plain HTTP allowed by default) through
+    a proxy that is not on loopback is refused, unless
+    *allow_insecure_http*. Only the proxy's host and port are quoted.
+    """
+    if proxy is None or allow_insecure_http or url.scheme != "http" or is_loopback(proxy.host):
+        return None
+    return (
+        f"{what} {_shown(url)} would cross the network in plain http to the proxy "
+        f"{proxy.host}:{proxy.port}, which is not on loopback; "
+        "use https, a loopback proxy, or set allow_insecure_http=True"
+    )
 
 
 def api_problems(api: tuple[URL, ...], allow_insecure_http: bool) -> Iterable[str]:

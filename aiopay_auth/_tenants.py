@@ -234,7 +234,8 @@ class Tenants:
 
         Raises:
             ConfigError: The manager is not open, *key* is empty or taken,
-                or *provider* covers another API.
+                *provider* covers another API, or its plain-HTTP token URL
+                would go through a proxy not on loopback.
         """
         profile = self._profile(key, provider)
         if key in self._tenants:

@@ -7,15 +7,21 @@ proxy's password never shows in a repr, an error or a log line.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import traceback
+from pathlib import Path
 
+import aiohttp
+import attrs
 import pytest
 import trustme
 from aiohttp import web
+from yarl import URL
 
 from aiopay_auth import Network, Provider, TokenManager
+from aiopay_auth._provider import ClientAuth, plain_http_proxy_problem
 from aiopay_auth.exceptions import ConfigError, TokenUnavailableError
 
 from .forward_proxy import forward_proxy
@@ -298,3 +304,253 @@ async def test_the_environments_proxies_that_work_still_do(monkeypatch: pytest.M
         async with TokenManager(network=network) as tokens:
             await tokens.add(provider(base)).get(timeout=AT_ONCE)
         assert [f"127.0.0.1:{base.port}"] == proxy.tunnels
+
+
+# --- ~/.netrc with trust_env: the token authenticates, netrc does not ---------
+
+PROXY_VARS = (
+    *("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"),
+    *("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"),
+)
+
+
+def no_env_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def netrc_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: str) -> None:
+    """A .netrc in *tmp_path*, read through NETRC (never the user's own)."""
+    path = tmp_path / "netrc"
+    path.write_text(entry + "\n")
+    path.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(path))
+
+
+NETRC_BASIC = "Basic " + base64.b64encode(b"ciuser:ciPW").decode()
+
+
+@pytest.mark.parametrize("client_auth", ["body", "basic"])
+@pytest.mark.parametrize("entry", ["machine 127.0.0.1 login ciuser password ciPW", "default"])
+async def test_netrc_credentials_reach_neither_the_token_endpoint_nor_the_api(
+    client_auth: ClientAuth, entry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_env_proxy(monkeypatch)
+    if entry == "default":
+        entry = "default login ciuser password ciPW"
+    netrc_file(tmp_path, monkeypatch, entry)
+    network = Network(trust_env=True)
+    async with serve(answer) as server, TokenManager(network=network) as tokens:
+        profile = attrs.evolve(provider(server.url), client_auth=client_auth)
+        holder = tokens.add(profile)
+        await holder.get(timeout=AT_ONCE)
+        async with tokens.session(holder, network=network) as http:
+            async with http.get(server.url / "api" / "pay") as resp:
+                body = await resp.json()
+            # Out of every API, netrc applies as aiohttp has it.
+            async with http.get(server.url / "elsewhere") as resp:
+                elsewhere = await resp.json()
+    assert {"auth": "Bearer tok-proxied"} == body
+    token_auth = server.seen[0].headers.get("Authorization")
+    if client_auth == "basic":
+        assert token_auth == "Basic " + base64.b64encode(b"client-1:client-s3cret").decode()
+    else:
+        assert token_auth is None
+    assert {"auth": NETRC_BASIC} == elsewhere
+    assert ["/token", "/api/pay", "/elsewhere"] == [s.path for s in server.seen]
+
+
+async def test_a_callers_own_basic_auth_other_than_netrc_is_still_respected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a .netrc entry for the host, aiohttp refuses an Authorization
+    # header (it would combine it with netrc's); credentials in the URL
+    # (or auth=, which aiohttp 3.14 deprecates) replace netrc's.
+    no_env_proxy(monkeypatch)
+    netrc_file(tmp_path, monkeypatch, "default login ciuser password ciPW")
+    network = Network(trust_env=True)
+    async with serve(answer) as server, TokenManager() as tokens:
+        holder = tokens.add(provider(server.url))
+        url = (server.url / "api" / "pay").with_user("me").with_password("mine")
+        async with tokens.session(holder, network=network) as http, http.get(url) as resp:
+            body = await resp.json()
+    assert {"auth": "Basic " + base64.b64encode(b"me:mine").decode()} == body
+
+
+# --- the proxy's credentials never show in an API session's errors ------------
+
+
+def never_shown(error: BaseException, password: str) -> None:
+    encoded = base64.b64encode(f"{PROXY_USER}:{password}".encode()).decode()
+    shown = repr(error) + str(error) + "".join(traceback.format_exception(error))
+    info = getattr(error, "request_info", None)
+    shown += repr(info) + repr(getattr(error, "args", ()))
+    assert password not in shown
+    assert encoded not in shown
+    assert "Proxy-Authorization" not in shown
+
+
+@pytest.mark.parametrize("how", ["explicit", "environment"])
+async def test_an_api_connect_refused_by_the_proxy_never_shows_its_credentials(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_env_proxy(monkeypatch)
+    ca = trustme.CA()
+    async with (
+        serve_tls({"/token": answer, "/api/{tail:.*}": answer}, server_context(ca)) as base,
+        forward_proxy((PROXY_USER, "the-right-one")) as proxy,
+    ):
+        with_password = proxy.url.with_user(PROXY_USER).with_password(PROXY_PASSWORD)
+        if how == "explicit":
+            api = Network(proxy=with_password, ssl=client_context(ca))
+        else:
+            monkeypatch.setenv("HTTPS_PROXY", str(with_password))
+            monkeypatch.setenv("https_proxy", str(with_password))
+            api = Network(trust_env=True, ssl=client_context(ca))
+        async with TokenManager(network=Network(ssl=client_context(ca))) as tokens:
+            holder = tokens.add(provider(base))
+            await holder.get(timeout=AT_ONCE)
+            async with tokens.session(holder, network=api) as http:
+                for url in (base / "api" / "pay", base / "elsewhere"):  # in scope, and out
+                    with pytest.raises(aiohttp.ClientHttpProxyError) as caught:
+                        await http.get(url)
+                    assert 407 == caught.value.status
+                    never_shown(caught.value, PROXY_PASSWORD)
+    assert 2 == proxy.refused
+    assert [] == proxy.tunnels
+
+
+async def test_a_plain_http_api_error_through_the_proxy_never_shows_its_credentials() -> None:
+    async def failing(request: web.Request) -> web.Response:
+        if request.path == "/token":
+            return await answer(request)
+        return web.json_response({"error": "down"}, status=500)
+
+    async with (
+        serve(failing) as server,
+        forward_proxy((PROXY_USER, PROXY_PASSWORD)) as proxy,
+    ):
+        api = Network(proxy=proxy.url_with_credentials())
+        async with TokenManager() as tokens:
+            holder = tokens.add(provider(server.url))
+            async with tokens.session(holder, network=api, raise_for_status=True) as http:
+                for url in (server.url / "api" / "pay", server.url / "elsewhere"):
+                    with pytest.raises(aiohttp.ClientResponseError) as caught:
+                        await http.get(url)
+                    assert 500 == caught.value.status
+                    never_shown(caught.value, PROXY_PASSWORD)
+                    assert "tok-proxied" not in repr(caught.value)
+    assert 0 == proxy.refused
+    assert 2 == len(proxy.forwarded)
+
+
+# --- plain HTTP (to loopback) through a proxy that is not on loopback ---------
+
+# TEST-NET-1 (RFC 5737): never contacted, the request is refused before.
+REMOTE_PROXY = "http://192.0.2.1:3128"
+
+
+@pytest.mark.parametrize(
+    ("url", "proxy", "allow", "refused"),
+    [
+        ("http://127.0.0.1:8080/api", REMOTE_PROXY, False, True),
+        ("http://localhost/token", "http://proxy.internal:3128", False, True),
+        ("http://127.0.0.1:8080/api", REMOTE_PROXY, True, False),  # the documented opt-out
+        ("http://127.0.0.1:8080/api", "http://127.0.0.1:3128", False, False),
+        ("http://127.0.0.1:8080/api", "http://[::1]:3128", False, False),
+        ("https://127.0.0.1:8080/api", REMOTE_PROXY, False, False),
+        ("http://127.0.0.1:8080/api", None, False, False),
+    ],
+)
+def test_the_plain_http_rule_considers_the_proxy(
+    url: str, proxy: str | None, allow: bool, refused: bool
+) -> None:
+    problem = plain_http_proxy_problem(
+        "api", URL(url), None if proxy is None else URL(proxy), allow
+    )
+    assert refused == (problem is not None)
+    if problem is not None:
+        assert "not on loopback" in problem
+        assert "allow_insecure_http" in problem
+
+
+async def test_a_known_remote_proxy_for_plain_http_is_refused_at_construction() -> None:
+    remote = Network(proxy=f"http://user:hunter2-pw@{REMOTE_PROXY.removeprefix('http://')}")
+    plain = provider("http://127.0.0.1:9")
+    async with TokenManager(network=remote) as tokens:
+        with pytest.raises(ConfigError, match=r"token_url .* not on loopback") as caught:
+            tokens.add(plain)
+        assert "hunter2" not in str(caught.value)
+    async with TokenManager() as tokens:
+        with pytest.raises(ConfigError, match=r"token_url .* not on loopback"):
+            tokens.add(plain, network=remote)
+        holder = tokens.add(plain)
+        with pytest.raises(ConfigError, match=r"session\(\): api .* not on loopback"):
+            tokens.session(holder, network=remote)
+        merchants = tokens.add_tenants("merchants", api=plain.api, network=remote)
+        with pytest.raises(ConfigError, match=r"token_url .* not on loopback"):
+            merchants.add("m-1", plain)
+        assert 0 == len(merchants)
+        # The opt-out, and HTTPS, are not refused.
+        opted = attrs.evolve(plain, name="opted", allow_insecure_http=True)
+        tokens.session(tokens.add(opted), network=remote)
+        secure = provider("https://127.0.0.1:9")
+        tokens.session(tokens.add(attrs.evolve(secure, name="secure")), network=remote)
+
+
+async def test_a_remote_proxy_from_the_environment_is_refused_when_sending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    no_env_proxy(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", REMOTE_PROXY)
+    monkeypatch.setenv("http_proxy", REMOTE_PROXY)
+    from_env = Network(trust_env=True)
+    async with serve(answer) as server:
+        # The token endpoint: the refresher's failure is a ConfigError, not retried.
+        async with TokenManager(network=from_env) as tokens:
+            with pytest.raises(TokenUnavailableError) as caught:
+                await tokens.add(provider(server.url)).get(timeout=AT_ONCE)
+        assert isinstance(caught.value.last_error, ConfigError)
+        assert "token_url" in str(caught.value.last_error)
+        # The API: the token comes directly, the API request is refused before it is sent.
+        async with TokenManager() as tokens:
+            holder = tokens.add(provider(server.url))
+            await holder.get(timeout=AT_ONCE)
+            async with tokens.session(holder, network=from_env) as http:
+                with pytest.raises(ConfigError, match=r"api .* not on loopback"):
+                    await http.get(server.url / "api" / "pay")
+            # A tenant's request, through its own middlewares, the same.
+            merchants = tokens.add_tenants("merchants", api=server.url / "api")
+            m1 = merchants.add("m-1", provider(server.url))
+            async with tokens.session(merchants, network=from_env) as http:
+                with pytest.raises(ConfigError, match=r"api .* not on loopback"):
+                    await http.get(server.url / "api" / "pay", middlewares=m1.middlewares)
+            monkeypatch.delenv("HTTP_PROXY")
+            monkeypatch.delenv("http_proxy")
+            async with tokens.session(holder) as http:  # a per-request proxy, the same
+                with pytest.raises(ConfigError, match=r"api .* not on loopback"):
+                    await http.get(server.url / "api" / "pay", proxy=REMOTE_PROXY)
+    assert {"/token"} == {s.path for s in server.seen}  # no API request went out
+
+
+async def test_plain_http_through_a_loopback_proxy_from_the_environment_is_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    no_env_proxy(monkeypatch)
+    async with (
+        serve(answer) as server,
+        forward_proxy((PROXY_USER, PROXY_PASSWORD)) as proxy,
+    ):
+        monkeypatch.setenv("HTTP_PROXY", proxy.url_with_credentials())
+        monkeypatch.setenv("http_proxy", proxy.url_with_credentials())
+        from_env = Network(trust_env=True)
+        async with TokenManager(network=from_env) as tokens:
+            holder = tokens.add(provider(server.url))
+            async with (
+                tokens.session(holder, network=from_env) as http,
+                http.get(server.url / "api" / "pay") as resp,
+            ):
+                body = await resp.json()
+    assert {"auth": "Bearer tok-proxied"} == body
+    assert [f"{server.url}/token", f"{server.url}/api/pay"] == proxy.forwarded
+    assert 0 == proxy.refused
