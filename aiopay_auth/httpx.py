@@ -46,6 +46,7 @@ from yarl import URL
 from ._check import count, instance_of
 from ._gate import FairGate
 from ._holder import TokenHolder
+from ._provider import plain_http_proxy_problem
 from ._routes import Routes
 from ._token import Token
 from .exceptions import ConfigError
@@ -209,7 +210,11 @@ class BearerAuth(httpx.Auth):
         Raises:
             ConfigError: ``auth`` was given, both *limit* and ``limits``,
                 ``transport`` or ``mounts`` without *limit*, or a *limit*
-                that is not an int of at least 1.
+                that is not an int of at least 1; or a provider's plain-HTTP
+                API URL would go through a proxy not on loopback
+                (``proxy=``, a ``mounts=`` transport built with ``proxy=``,
+                or ``HTTP_PROXY``/``ALL_PROXY`` with ``trust_env``, httpx's
+                default) and the provider did not set ``allow_insecure_http``.
         """
         if "auth" in kwargs:
             msg = "BearerAuth.client() sets auth itself"
@@ -220,12 +225,38 @@ class BearerAuth(httpx.Auth):
         last = self.hook if gate is None else _Admission(self, gate).hook
         hooks["request"] = [*hooks.get("request", ()), last]
         client = httpx.AsyncClient(auth=self, event_hooks=hooks, **kwargs)
+        self._check_proxies(client)
         if gate is not None:
             if "transport" not in kwargs and not kwargs.get("http2", False):
                 _give_places_connections(client, gate.size, kwargs["limits"])
             _gate_transports(client, gate)
             _GATES[client] = gate
         return client
+
+    def _check_proxies(self, client: httpx.AsyncClient) -> None:
+        """Refuse *client* if a plain-HTTP API of ours would reach a proxy off loopback.
+
+        httpx fixes a client's proxies when it is built (``proxy=``,
+        ``mounts=``, or the environment's with ``trust_env``, read once), so
+        the check is made here, before any request, for each API URL.
+        The proxy is the one httpx itself would use: the transport
+        ``client._transport_for_url`` picks (httpx 0.28's own mount
+        matching, ``NO_PROXY`` included) rather than a second reading of
+        the environment that could disagree with it. A transport that is
+        not httpx's (its proxy unknown) is not checked.
+        """
+        for holder in self.holders:
+            provider = holder.provider
+            if provider.allow_insecure_http:
+                continue
+            for url in provider.api:
+                if url.scheme != "http":
+                    continue
+                transport = client._transport_for_url(httpx.URL(str(url)))
+                proxy = _proxy_of(transport)
+                problem = plain_http_proxy_problem("api", url, proxy, allow_insecure_http=False)
+                if problem is not None:
+                    raise ConfigError(f"BearerAuth.client(): {problem}", provider=holder.name)
 
     def sync_auth_flow(
         self, request: httpx.Request
@@ -352,6 +383,24 @@ def pool_gate(client: httpx.AsyncClient) -> FairGate | None:
 
 
 _GATES: weakref.WeakKeyDictionary[httpx.AsyncClient, FairGate] = weakref.WeakKeyDictionary()
+
+
+def _proxy_of(transport: httpx.AsyncBaseTransport) -> URL | None:
+    """The proxy *transport* sends through, if it is httpx's own and has one.
+
+    httpx 0.28's :class:`httpx.AsyncHTTPTransport` built with a proxy keeps
+    an httpcore proxy pool (HTTP or SOCKS) with the proxy's URL; httpx has
+    no public way to read it back. Any other transport: ``None`` (unknown).
+    """
+    pool = getattr(transport, "_pool", None)
+    proxy_url = getattr(pool, "_proxy_url", None)
+    if not isinstance(proxy_url, httpcore.URL):
+        return None
+    return URL.build(
+        scheme=proxy_url.scheme.decode("ascii"),
+        host=proxy_url.host.decode("ascii"),
+        port=proxy_url.port,
+    )
 
 
 def _pool_size(limit: int | None, kwargs: dict[str, Any]) -> int | None:

@@ -554,3 +554,79 @@ async def test_plain_http_through_a_loopback_proxy_from_the_environment_is_allow
     assert {"auth": "Bearer tok-proxied"} == body
     assert [f"{server.url}/token", f"{server.url}/api/pay"] == proxy.forwarded
     assert 0 == proxy.refused
+
+
+# The httpx adapter: BearerAuth.client() knows its proxies when it is built.
+
+
+async def test_httpx_client_refuses_plain_http_through_a_remote_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    httpx = pytest.importorskip("httpx")
+    from aiopay_auth.httpx import BearerAuth
+
+    no_env_proxy(monkeypatch)
+    async with serve(answer) as server, TokenManager() as tokens:
+        holder = tokens.add(provider(server.url))
+        await holder.get(timeout=AT_ONCE)
+        auth = BearerAuth(holder)
+        not_on_loopback = r"BearerAuth.client\(\): api .* not on loopback"
+        # From the environment (trust_env, httpx's default), an explicit proxy=, a mount.
+        monkeypatch.setenv("HTTP_PROXY", REMOTE_PROXY)
+        monkeypatch.setenv("http_proxy", REMOTE_PROXY)
+        with pytest.raises(ConfigError, match=not_on_loopback):
+            auth.client()
+        with pytest.raises(ConfigError, match=not_on_loopback):
+            auth.client(limits=httpx.Limits(max_connections=None))  # no gate: the same
+        monkeypatch.setenv("ALL_PROXY", REMOTE_PROXY)
+        monkeypatch.setenv("all_proxy", REMOTE_PROXY)
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.delenv(name)
+        with pytest.raises(ConfigError, match=not_on_loopback):
+            auth.client()
+        no_env_proxy(monkeypatch)
+        with pytest.raises(ConfigError, match=not_on_loopback):
+            auth.client(proxy=REMOTE_PROXY)
+        mounts = {"http://": httpx.AsyncHTTPTransport(proxy=REMOTE_PROXY)}
+        with pytest.raises(ConfigError, match=not_on_loopback):
+            auth.client(mounts=mounts, limit=10)
+        # Not refused: no proxy for the API (NO_PROXY, trust_env=False), or the opt-out.
+        monkeypatch.setenv("HTTP_PROXY", REMOTE_PROXY)
+        monkeypatch.setenv("http_proxy", REMOTE_PROXY)
+        async with auth.client(trust_env=False) as http:
+            assert {"auth": "Bearer tok-proxied"} == (
+                await http.get(f"{server.url}/api/pay")
+            ).json()
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        async with auth.client() as http:
+            assert {"auth": "Bearer tok-proxied"} == (
+                await http.get(f"{server.url}/api/pay")
+            ).json()
+        insecure = attrs.evolve(provider(server.url), name="opt-out", allow_insecure_http=True)
+        no_env_proxy(monkeypatch)
+        BearerAuth(tokens.add(insecure)).client(proxy=REMOTE_PROXY)  # built, never used
+    assert {"/token", "/api/pay"} == {s.path for s in server.seen}
+    assert 2 == sum(s.path == "/api/pay" for s in server.seen)  # never through 192.0.2.1
+
+
+async def test_httpx_client_sends_plain_http_through_a_loopback_proxy_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("httpx")
+    from aiopay_auth.httpx import BearerAuth
+
+    no_env_proxy(monkeypatch)
+    async with (
+        serve(answer) as server,
+        forward_proxy() as proxy,
+        TokenManager() as tokens,
+    ):
+        holder = tokens.add(provider(server.url))
+        await holder.get(timeout=AT_ONCE)
+        monkeypatch.setenv("HTTP_PROXY", str(proxy.url))
+        monkeypatch.setenv("http_proxy", str(proxy.url))
+        async with BearerAuth(holder).client() as http:
+            resp = await http.get(f"{server.url}/api/pay")
+    assert {"auth": "Bearer tok-proxied"} == resp.json()
+    assert [f"{server.url}/api/pay"] == proxy.forwarded
