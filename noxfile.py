@@ -176,6 +176,7 @@ MUTANT_TESTS: dict[str, list[str]] = {
                 "an_exclusive_lease_one_token_call_for_a_cold_fleet",
                 "a_refresh_uses_the_fleets_newest_refresh_token_under_an_expiring_lease",
                 "a_lease_that_is_never_released_is_waited_out_then_fetched_alone",
+                "a_fetch_cancelled_by_an_anyio_scope_still_releases_its_lease",
                 "a_redis_that_never_answers_is_cut_off_at_redis_timeout",
                 "a_waiting_member_wakes_on_the_announcement_not_the_poll",
                 "announcements_wait_the_whole_interval_or_wake_on_one",
