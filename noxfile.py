@@ -161,6 +161,10 @@ MUTANT_TESTS: dict[str, list[str]] = {
     # started again in every mutant's fork) would take hours over ~600 mutants.
     "fleet": [
         "tests/test_fleet_units.py",
+        # a tenant's rotation through the fleet: its key set, its own request, the settling
+        "tests/test_tenants_fleet.py::test_a_rotation_in_two_workers_is_fetched_once_and_both_rotations_return",
+        "tests/test_tenants_fleet.py::test_rotate_never_returns_a_token_another_worker_asked_for_with_the_old_secret",
+        "tests/test_tenants_fleet.py::test_a_lease_settled_after_a_rotation_stores_only_the_token_fetched_under_it",
         "tests/test_fleet.py::test_merchants_told_apart_only_by_a_token_request_detail_never_share_a_key",
         *(
             f"tests/test_fleet.py::test_{name}"
