@@ -161,6 +161,10 @@ MUTANT_TESTS: dict[str, list[str]] = {
     # started again in every mutant's fork) would take hours over ~600 mutants.
     "fleet": [
         "tests/test_fleet_units.py",
+        # a tenant's rotation through the fleet: its key set, its own request, the settling
+        "tests/test_tenants_fleet.py::test_a_rotation_in_two_workers_is_fetched_once_and_both_rotations_return",
+        "tests/test_tenants_fleet.py::test_rotate_never_returns_a_token_another_worker_asked_for_with_the_old_secret",
+        "tests/test_tenants_fleet.py::test_a_lease_settled_after_a_rotation_stores_only_the_token_fetched_under_it",
         "tests/test_fleet.py::test_merchants_told_apart_only_by_a_token_request_detail_never_share_a_key",
         *(
             f"tests/test_fleet.py::test_{name}"
@@ -177,6 +181,14 @@ MUTANT_TESTS: dict[str, list[str]] = {
                 "an_exclusive_lease_one_token_call_for_a_cold_fleet",
                 "a_refresh_uses_the_fleets_newest_refresh_token_under_an_expiring_lease",
                 "a_lease_that_is_never_released_is_waited_out_then_fetched_alone",
+                "a_fetch_cancelled_by_an_anyio_scope_still_releases_its_lease",
+                # the per-operation bound, the settling of a lease, the poll rate (2 to 4 s each)
+                "a_lease_left_by_a_failed_store_is_settled_at_the_next_contact",
+                "a_lease_taken_while_its_answer_was_lost_is_released_at_once",
+                "a_waiting_member_keeps_to_its_poll_rate_whoever_publishes",
+                "a_redis_that_answers_nothing_never_outlasts_the_served_token",
+                "a_redis_that_stops_answering_during_a_wait_on_the_lease_never_outlasts_the_token",
+                "a_redis_that_stops_answering_during_the_token_call_never_outlasts_the_served_token",
                 "a_redis_that_never_answers_is_cut_off_at_redis_timeout",
                 "a_waiting_member_wakes_on_the_announcement_not_the_poll",
                 "announcements_wait_the_whole_interval_or_wake_on_one",

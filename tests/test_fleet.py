@@ -853,7 +853,10 @@ async def test_a_refresh_uses_the_fleets_newest_refresh_token_under_an_expiring_
 
 
 async def test_a_lease_that_is_never_released_is_waited_out_then_fetched_alone(
-    endpoint: WebEndpoint, client: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
+    endpoint: WebEndpoint,
+    client: redis.asyncio.Redis,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="aiopay_auth")
     answers = iter(["A1", "A2"])
@@ -866,6 +869,7 @@ async def test_a_lease_that_is_never_released_is_waited_out_then_fetched_alone(
     fleet = RedisFleet(client, unencrypted=True, lease_ttl=0.3, poll_interval=0.05)
     token_key, lease_key, _ = fleet.keys(provider)
     await client.set(lease_key, "a member that died", px=60_000)
+    sets_before = _calls(redis_server, "set")
     async with TokenManager(policy=POLICY, token_source=fleet.wrap) as tokens:
         holder = tokens.add(provider)
         started = time.monotonic()
@@ -873,6 +877,12 @@ async def test_a_lease_that_is_never_released_is_waited_out_then_fetched_alone(
         waited = time.monotonic() - started
         assert ("A1", "local") == (first.access_token, holder.health().store)
         assert waited >= 2 * 0.3  # the follower's bound: twice the lease's life
+        # ...and no more: each look after the first waits poll_interval, so a
+        # bound of 2 x lease_ttl allows at most 2 * 0.3 / 0.05 + 1 looks (each
+        # one SET NX of the lease), plus the look before the wait. Counted by
+        # Redis, not by a clock: a loaded machine only makes fewer looks.
+        looks = _calls(redis_server, "set") - sets_before
+        assert 1 <= looks <= 2 * 0.3 / 0.05 + 2, looks
         assert b"a member that died" == await client.get(lease_key)  # not ours to delete
         assert await client.get(token_key) is None
         # The dead member's lease goes; the next refresh is shared again.
@@ -887,6 +897,43 @@ async def test_a_lease_that_is_never_released_is_waited_out_then_fetched_alone(
     )
     assert events[1].endswith("fleet_rejoined provider='hostile'")
     assert 2 == len(endpoint.calls)
+
+
+async def test_a_fetch_cancelled_by_an_anyio_scope_still_releases_its_lease(
+    client: redis.asyncio.Redis, redis_server: RedisServer
+) -> None:
+    # task.cancel() is delivered once, so closing a manager cannot show whether
+    # the release is shielded; an anyio scope cancels every await after it too,
+    # the release's among them, unless it is shielded. On a live connection
+    # redis-py writes the command before its first await, so the release
+    # would reach Redis either way; here the member's idle connections are
+    # closed during the token request, so the release must connect first.
+    member = redis.asyncio.Redis.from_url(redis_server.url)
+    fleet = RedisFleet(member, unencrypted=True)  # lease_ttl 15 s
+    holder = TokenHolder(make_provider("http://127.0.0.1:1"))
+    _, lease_key, _ = fleet.keys(holder.provider)
+    held: list[object] = []
+
+    class Hangs:
+        """A token request that never ends, after noting the lease it runs under."""
+
+        async def fetch(self, refresh_token: Secret | None) -> Token:
+            held.append(await client.get(lease_key))
+            await member.connection_pool.disconnect()
+            scope.cancel()
+            await anyio.sleep_forever()
+            raise AssertionError  # pragma: no cover
+
+    source = fleet.wrap(holder, Hangs())
+    try:
+        with anyio.fail_after(5), anyio.CancelScope() as scope:
+            await source.fetch(None)
+    finally:
+        await member.aclose()
+    assert scope.cancelled_caught
+    assert 1 == len(held) == source.http_fetches
+    assert held[0] is not None  # the request ran under our lease...
+    assert await client.get(lease_key) is None  # ...released at once, not in 15 s
 
 
 async def test_a_redis_that_never_answers_is_cut_off_at_redis_timeout(
