@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -38,3 +42,19 @@ def events(records: list[logging.LogRecord], name: str) -> list[tuple[int, dict[
         if fields.pop("event", None) == f"aiopay_auth.{name}":
             found.append((record.levelno, fields))
     return found
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """Run *script* in a fresh interpreter on this checkout (as a user's program would)."""
+    return subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )

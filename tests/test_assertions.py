@@ -8,13 +8,9 @@ library the SDK signs with, and refuses a replayed or an expired assertion.
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -33,13 +29,13 @@ from aiopay_auth import (
 from aiopay_auth._fetch import HttpTokenSource
 from aiopay_auth.exceptions import ConfigError, TokenResponseError, TokenUnavailableError
 
+from .helpers import run_python
 from .jwt_endpoint import Client, JwtEndpoint
 from .loopback import serve
 
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parent.parent
 HS_SECRET = "a-client-secret-of-32-bytes-min-for-hs256"  # RFC 7518 §3.2
 
 
@@ -257,14 +253,6 @@ def test_the_core_runs_without_the_jwt_extra() -> None:
         "except aiopay_auth.ConfigError as exc:\n"
         "    print(exc)\n"
     )
-    result = subprocess.run(  # noqa: S603 - our own interpreter
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    result = run_python(script)
     assert "" == result.stderr
     assert "pip install 'aiopay-auth[jwt]'" in result.stdout

@@ -7,10 +7,7 @@ a 503, then tokens; the API refuses the first token once (RFC 6750 401).
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,12 +24,12 @@ from aiopay_auth import ClientAssertion, Provider, RefreshPolicy, TokenManager
 from aiopay_auth.otel import instrument, traced_source
 
 from .endpoints import CLIENT_SECRET, WebEndpoint, make_provider, oauth_error, token_json
+from .helpers import run_python
 from .loopback import serve
 
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parent.parent
 
 LIFETIME = 60
 TOKENS = ("otel-access-token-ONE-4f9c1b", "otel-access-token-TWO-8d2e7a")
@@ -190,15 +187,7 @@ def test_the_core_runs_without_the_otel_extra() -> None:
         "except ImportError as exc:\n"
         "    print(exc)\n"
     )
-    result = subprocess.run(  # noqa: S603 - our own interpreter
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    result = run_python(script)
     assert "" == result.stderr
     assert "loaded: []" in result.stdout
     assert "pip install 'aiopay-auth[otel]'" in result.stdout
