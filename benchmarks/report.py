@@ -224,9 +224,6 @@ def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
     summary, levels = document["summary"], document["meta"]["config"]["concurrency"]
     rows = throughput_targets(document)
     peers = {name: s for name, s in summary.items() if next(iter(s.values()))["kind"] == "peer"}
-    # Separate runs move 15-20 % between rounds: with paired figures in the
-    # same run, the targets only they can judge are shown as context.
-    noisy = " (separate runs: context, not judged)" if "paired" in document else ""
     for level in map(str, levels):
         window = document["contention"].get("aiopay-1s", {}).get(level)
         ratio = window["p99_ratio"] if window else None
@@ -241,8 +238,8 @@ def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
                 "p99 in refresh windows vs steady state (1-s tokens)",
                 f"c={level}",
                 measured if ratio is not None else "n/a: no refresh during the runs",
-                f"<= {WINDOW_P99_TARGET} x{noisy}",
-                None if ratio is None or noisy else ratio <= WINDOW_P99_TARGET,
+                f"<= {WINDOW_P99_TARGET} x",
+                None if ratio is None else ratio <= WINDOW_P99_TARGET,
             )
         )
     for level, acct in document["token_accounting"].items():
@@ -284,8 +281,8 @@ def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{closest[4]:,.0f} ({closest[0]:.2f} x)"
                 if closest
                 else "n/a",
-                f"> every peer{noisy}",
-                None if closest is None or noisy else closest[0] > 1,
+                "> every peer",
+                None if closest is None else closest[0] > 1,
             )
         )
     rows += cpu_targets(document)
@@ -428,13 +425,11 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
             "([Paired (aiohttp)](#paired-aiohttp): every aiohttp client in one process, "
             "median (IQR) of per-rotation ratios to `raw-100`, on each event loop); the "
             "separate runs' figures for the same concurrency follow them as context, not "
-            "judged. The other targets are judged on counts and noise-free figures: token "
-            "calls and 401s, the cold start, the hot-path micro-benchmark (stamp only against "
-            "an attribute read, no I/O), the traps (counts and worst requests of looping runs, "
-            "[Traps](#traps)) and the memory check. Targets only the separate runs could judge "
-            "(the median over rounds of each run's ratio to the baseline run of the same round "
-            "and concurrency), which move 15-20 % between rounds here, are shown as context "
-            "and not judged."
+            "judged. The other targets are judged on the separate runs (the median over rounds "
+            "of each run's ratio to the baseline run of the same round and concurrency), the "
+            "cold start, the hot-path micro-benchmark (stamp only against an attribute read, "
+            "no I/O), the traps (counts and worst requests of looping runs, "
+            "[Traps](#traps)) and the memory check."
         )
     else:
         how = (
