@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import httpx_section, paired, telemetry, tenants, traps
+from . import httpx_section, paired, rotations, telemetry, tenants, traps
 from .micro import STAMP_CASE, STAMP_TARGET_NS, stamp_target
 
 
@@ -368,52 +368,6 @@ def machine_lines(meta: dict[str, Any]) -> list[str]:
     ]
 
 
-WHY = {
-    "throughput, fair and fresh (paired)": (
-        "the median of the per-rotation ratios is below 1.00 x, and its interquartile "
-        "range reaches past 1.00: at this concurrency the middleware's work per request "
-        "and the machine's noise between batches are of the same size, so the batches do "
-        "not tell the two clients apart. The requests were served fairly and fresh "
-        "(max / p99 and 401s in the same row)."
-    ),
-    "client CPU per request (paired)": (
-        "the client's CPU per request is a few percent above raw aiohttp's: stamping, the "
-        "admission gate and the middleware's coroutine cost a few microseconds per request "
-        "(see [Hot path](#hot-path)), and at these concurrencies that is more than 2 % of "
-        "what a request costs the client. Where the interquartile range "
-        "includes 1.02, the verdict is within the noise; where it lies wholly above, the "
-        "cost is real."
-    ),
-    "p99 in refresh windows vs steady state (1-s tokens)": (
-        "judged on the separate runs, whose p99 moves by more than the 10 % limit between "
-        "rounds on this shared machine; the per-run ratios' spread is in "
-        "[Token refreshes under load](#token-refreshes-under-load)."
-    ),
-    "ahead of every peer": (
-        "judged on the separate runs, which move 15-20 % between rounds on this shared "
-        "machine; the paired section's figures for the same clients, run side by side, "
-        "are the ones to compare (lock-per-request sends stamped requests into aiohttp's "
-        "own pool queue, so it starves requests rather than pay for fairness)."
-    ),
-}
-"""Why a target kind can fail here: a sentence shown under the targets table for each failure."""
-
-
-def why_failed(targets: list[dict[str, Any]]) -> list[str]:
-    """A sentence on why, for each kind of target that failed (none when all passed)."""
-    failed: dict[str, list[str]] = {}
-    for target in targets:
-        if target["passed"] is False:
-            failed.setdefault(target["target"], []).append(target["scope"])
-    if not failed:
-        return []
-    lines = ["Why the failing targets fail:", ""]
-    for name, scopes in failed.items():
-        reason = WHY.get(name, "see the section the figure comes from.")
-        lines.append(f"- **{name}** ({'; '.join(scopes)}): {reason}")
-    return [*lines, ""]
-
-
 def markdown(document: dict[str, Any], images: str | None = "") -> str:
     """The report; *images* is the path prefix of the PNGs (``None``: no images)."""
     meta, rounds = document["meta"], document["meta"]["config"]["rounds"]
@@ -453,7 +407,7 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
         ),
     )
 
-    lines += why_failed(document["targets"])
+    lines += rotations.why_failed(document["targets"])
     if "paired" in document:
         lines += paired.markdown(document["paired"])
     if "traps" in document:

@@ -65,7 +65,7 @@ from aiopay_auth.providers import generic
 from aiopay_auth.testing import FakeEndpoint, FakeProvider, FakeProviderProcess
 
 from .micro import vmrss_kib
-from .rotations import targets_table
+from .rotations import targets_table, why_failed
 from .scenarios import drive
 from .server import fake
 
@@ -588,6 +588,7 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     lines += [""]
     lines += targets_table(doc["targets"])
     lines.append("")
+    lines += why_failed(doc["targets"])
     return lines
 
 
