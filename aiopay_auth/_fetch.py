@@ -9,8 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import anyio
-from aiohttp import hdrs
+from aiohttp import BasicAuth, hdrs
 from aiohttp.helpers import get_env_proxy_for_url
 from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
 from yarl import URL
@@ -81,11 +80,6 @@ class HttpTokenSource:
         request = build_token_request(
             provider, refresh_token=refresh_token, now=time.time(), jti=secrets.token_urlsafe(18)
         )
-        if self._env_proxy and (
-            problem := await anyio.to_thread.run_sync(env_proxy_problem, request.url)
-        ):
-            # Configuration, not an outage: never retried as one, never quoted.
-            raise ConfigError(problem, provider=provider.name)
         issued_at = self._clock()
         origin = request.url.origin()
         sent_headers = request.headers
@@ -142,13 +136,17 @@ class HttpTokenSource:
         ``proxy_headers`` only on a ``CONNECT``).
 
         Raises:
-            ConfigError: The token URL is plain HTTP and the proxy is not
-                on loopback.
+            ConfigError: The environment's proxy cannot work (see
+                :func:`~aiopay_auth._network.env_proxy_problem`), or the
+                token URL is plain HTTP and the proxy is not on loopback.
         """
-        try:
-            proxy, auth = await asyncio.to_thread(get_env_proxy_for_url, url)
-        except LookupError:
+        problem, found = await asyncio.to_thread(_env_proxy_for, url)
+        if problem is not None:
+            # Configuration, not an outage: never retried as one, never quoted.
+            raise ConfigError(problem, provider=self._provider.name)
+        if found is None:
             return headers, {}  # no proxy for this URL
+        proxy, auth = found
         check_token_proxy(self._provider, proxy)
         options: dict[str, Any] = {"proxy": proxy}
         if auth is not None:
@@ -158,6 +156,17 @@ class HttpTokenSource:
             else:
                 headers = (*headers, credentials)
         return headers, options
+
+
+def _env_proxy_for(url: URL) -> tuple[str | None, tuple[URL, BasicAuth | None] | None]:
+    """In a worker thread, one read of the environment: its problem, else *url*'s proxy."""
+    problem = env_proxy_problem(url)
+    if problem is not None:
+        return problem, None
+    try:
+        return None, get_env_proxy_for_url(url)
+    except LookupError:
+        return None, None
 
 
 def check_token_proxy(provider: Provider, proxy: URL | None) -> None:
