@@ -18,13 +18,16 @@ by the library's own :meth:`TokenHolder.usable
 the request's headers. ``BearerAuth.__call__`` and ``FairPool.__call__``
 run the same read and check inline (no method call), so this is, if
 anything, a little above what they spend. Its target: within
-:data:`STAMP_TARGET_NS` of the bare attribute read, on the min of repeats.
+:data:`STAMP_TARGET_NS` of the bare attribute read, on the min of repeats
+(:func:`run_micro_fresh`: per fresh process, then the median over them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
+import multiprocessing
 import statistics
 import time
 import timeit
@@ -138,9 +141,12 @@ async def run_micro(*, loops: int, repeats: int, memory_requests: int) -> dict[s
         # What aiohttp runs on each request of that session (no public accessor).
         session_chain = tuple(session._middlewares)
         chain_names = ", ".join(type(m).__name__ for m in session_chain)
-        request = ClientRequest(
-            "GET", URL(_BASE + "/api/payments"), session=session, loop=asyncio.get_running_loop()
-        )
+        loop = asyncio.get_running_loop()
+
+        def fresh_request() -> ClientRequest:
+            return ClientRequest("GET", URL(_BASE + "/api/payments"), session=session, loop=loop)
+
+        request = fresh_request()
         bearer = tokens.middleware(holder)
         lock = LockPerRequestAuth(
             Endpoint(name="micro", lifetime=86_400.0, token_url="", api_base=""), session
@@ -182,6 +188,10 @@ async def run_micro(*, loops: int, repeats: int, memory_requests: int) -> dict[s
         ]
         timings = []
         for label, stmt in cases:
+            # A request of its own per case: a case that sets the header (stamp only,
+            # static header) must not leave it for the next, where BearerAuth would
+            # take it for the caller's own and send it untouched.
+            names["request"] = fresh_request()
             timer = timeit.Timer(stmt, globals=names)
             timer.timeit(min(loops, 10_000))  # warm up
             per_call = [t / loops * 1e9 for t in timer.repeat(repeat=repeats, number=loops)]
@@ -205,20 +215,73 @@ async def run_micro(*, loops: int, repeats: int, memory_requests: int) -> dict[s
     return {"timings": timings, "memory": memory}
 
 
+def _micro_child(loops: int, repeats: int, memory_requests: int) -> dict[str, Any]:
+    """:func:`run_micro` in a child process (module level, so that ``spawn`` can import it)."""
+    return asyncio.run(run_micro(loops=loops, repeats=repeats, memory_requests=memory_requests))
+
+
+def run_micro_fresh(
+    *, loops: int, repeats: int, memory_requests: int, processes: int
+) -> dict[str, Any]:
+    """:func:`run_micro` in *processes* fresh interpreters, one after another.
+
+    The min of repeats of one case moves by tens of nanoseconds from one
+    process to the next (where the allocator put the objects, what the
+    caches hold), and a process that has run a long benchmark first is
+    slower again. So each process starts fresh (``spawn``), and a case's
+    figures are the median over the processes of each one's min and of
+    each one's median; every process's min is kept. Memory is measured in
+    the first process only.
+    """
+    spawn = multiprocessing.get_context("spawn")
+    results = []
+    for i in range(processes):
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            child = pool.submit(_micro_child, loops, repeats, memory_requests if i == 0 else 0)
+            results.append(child.result())
+    timings = []
+    for case, *others in zip(*(r["timings"] for r in results), strict=True):
+        mins = [case["min_ns"], *(o["min_ns"] for o in others)]
+        medians = [case["median_ns"], *(o["median_ns"] for o in others)]
+        timings.append(
+            case
+            | {
+                "min_ns": statistics.median(mins),
+                "median_ns": statistics.median(medians),
+                "min_ns_by_process": mins,
+                "processes": processes,
+            }
+        )
+    return {"timings": timings, "memory": results[0]["memory"]}
+
+
 def stamp_target(timings: list[dict[str, Any]]) -> dict[str, Any]:
-    """The hot-path target: stamp only within :data:`STAMP_TARGET_NS` of an attribute read."""
+    """The hot-path target: stamp only within :data:`STAMP_TARGET_NS` of an attribute read.
+
+    Judged per process (its min of repeats of each case), on the median over
+    the fresh processes of :func:`run_micro_fresh`.
+    """
     by_case = {t["case"]: t for t in timings}
     stamp, read = by_case.get(STAMP_CASE), by_case.get(ATTRIBUTE_CASE)
     row: dict[str, Any] = {
         "target": "hot path (stamp only, no I/O) within 150 ns of a bare attribute read",
-        "scope": "min of repeats",
         "limit": f"<= {STAMP_TARGET_NS:g} ns",
     }
     if stamp is None or read is None:
-        return row | {"measured": "n/a", "passed": None}
-    gap = stamp["min_ns"] - read["min_ns"]
+        return row | {"scope": "min of repeats", "measured": "n/a", "passed": None}
+    stamps = stamp.get("min_ns_by_process", [stamp["min_ns"]])
+    reads = read.get("min_ns_by_process", [read["min_ns"]])
+    gaps = [s - r for s, r in zip(stamps, reads, strict=True)]
+    gap = statistics.median(gaps)
+    scope = (
+        f"min of repeats, median over {len(gaps)} fresh processes"
+        if len(gaps) > 1
+        else "min of repeats"
+    )
+    spread = f" (processes: {min(gaps):+,.0f} to {max(gaps):+,.0f} ns)" if len(gaps) > 1 else ""
     return row | {
-        "measured": f"{stamp['min_ns']:,.0f} ns - {read['min_ns']:,.0f} ns = {gap:+,.0f} ns",
+        "scope": scope,
+        "measured": f"stamp minus attribute read: {gap:+,.0f} ns{spread}",
         "passed": gap <= STAMP_TARGET_NS,
     }
 

@@ -43,7 +43,7 @@ from typing import Any
 import attrs
 
 from . import httpx_section, paired, report, telemetry, tenants, traps
-from .micro import run_micro, vmrss_kib
+from .micro import run_micro_fresh, vmrss_kib
 from .peers import PEERS
 from .rotations import split_by_refresh
 from .scenarios import (
@@ -79,6 +79,8 @@ class Config:
     cold_requests: int
     micro_loops: int
     micro_repeats: int
+    micro_processes: int
+    """Fresh processes the hot-path micro-benchmark runs in, one after another."""
     memory_requests: int
     scenarios: tuple[str, ...]
     busy_limit: float = 0.25
@@ -97,8 +99,9 @@ FULL = Config(
     max_seconds=4.0,
     pool=100,
     cold_requests=10_000,
-    micro_loops=100_000,
-    micro_repeats=20,
+    micro_loops=50_000,
+    micro_repeats=10,
+    micro_processes=5,
     memory_requests=1_000_000,
     scenarios=tuple(s.name for s in SCENARIOS),
 )
@@ -111,6 +114,7 @@ QUICK = replace(
     max_seconds=2.0,
     micro_loops=20_000,
     micro_repeats=5,
+    micro_processes=2,
     memory_requests=100_000,
     retries=1,
     retry_budget=4,
@@ -605,12 +609,11 @@ def measure_all(args: argparse.Namespace, cfg: Config, sections: Sections) -> di
         results["traps"] = traps.run_traps(traps_cfg, server=server)
     print("hot path micro-benchmark and memory", flush=True)
     results.update(
-        asyncio.run(
-            run_micro(
-                loops=cfg.micro_loops,
-                repeats=cfg.micro_repeats,
-                memory_requests=cfg.memory_requests,
-            )
+        run_micro_fresh(
+            loops=cfg.micro_loops,
+            repeats=cfg.micro_repeats,
+            memory_requests=cfg.memory_requests,
+            processes=cfg.micro_processes,
         )
     )
     print("OpenTelemetry on the hot path: absent, off, on", flush=True)
