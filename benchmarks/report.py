@@ -901,7 +901,7 @@ with:
 nox -s bench                 # full run, about 30 minutes; results in benchmarks/results/
 nox -s bench -- --quick      # smoke run, 2 to 3 minutes (CI runs it, numbers not judged)
 nox -s bench -- --publish    # full run, then rewrite this page and docs/benchmarks/*.png
-nox -s bench -- --tenants    # the many-merchants section alone, 1 to 2 minutes
+nox -s bench -- --tenants    # the many-merchants section alone, 2 to 3 minutes
 nox -s bench -- --httpx      # the httpx section alone, about a minute
 nox -s bench -- --paired     # the paired aiohttp section alone, about 10 minutes
 nox -s bench -- --telemetry  # OpenTelemetry absent/off/on on the hot path, about a minute

@@ -489,7 +489,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tenants",
         action="store_true",
-        help="run only the many-merchants section (1 to 10,000 tenants; 1 to 2 minutes; "
+        help="run only the many-merchants section (1 to 10,000 tenants; 2 to 3 minutes; "
         "with --quick: 1, 50, 500)",
     )
     return parser.parse_args(argv)
