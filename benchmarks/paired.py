@@ -194,7 +194,8 @@ def available_loops(cfg: PairedConfig) -> tuple[str, ...]:
     return tuple(name for name in cfg.loops if name != "uvloop" or uvloop is not None)
 
 
-def _client_id(loop: str, name: str) -> str:
+def client_id(loop: str, name: str) -> str:
+    """The client id a scenario uses on an event loop, so that the server counts each apart."""
     return f"pr-{loop}-{name}"
 
 
@@ -205,7 +206,7 @@ def servers() -> dict[str, float]:
 
 def clients(cfg: PairedConfig) -> list[tuple[str, str]]:
     """The client ids (one per scenario and event loop) the provider must accept."""
-    return [(_client_id(loop, s.name), CLIENT_SECRET) for loop in cfg.loops for s in SCENARIOS]
+    return [(client_id(loop, s.name), CLIENT_SECRET) for loop in cfg.loops for s in SCENARIOS]
 
 
 # --- one pass: every level, on one event loop ------------------------------------------
@@ -253,7 +254,7 @@ async def _pass(
         opened: dict[str, Client] = {}
         for s in SCENARIOS:
             endpoint = dataclasses.replace(
-                server.endpoints[SERVER], client_id=_client_id(loop_name, s.name)
+                server.endpoints[SERVER], client_id=client_id(loop_name, s.name)
             )
             opened[s.name] = await stack.enter_async_context(s.open(endpoint, cfg.pool))
         for level in cfg.concurrency:
@@ -286,7 +287,7 @@ async def _pass(
                         flush=True,
                     )
             calls_after = server.client_stats(SERVER).token_calls_by_client
-            ids = {name: _client_id(loop_name, name) for name in names}
+            ids = {name: client_id(loop_name, name) for name in names}
             token_calls = {
                 name: calls_after.get(cid, 0) - calls_before.get(cid, 0)
                 for name, cid in ids.items()
@@ -298,7 +299,7 @@ async def _pass(
     setup_calls = server.client_stats(SERVER).token_calls_by_client
     return {
         "levels": levels,
-        "token_calls_whole_pass": {n: setup_calls.get(_client_id(loop_name, n), 0) for n in names},
+        "token_calls_whole_pass": {n: setup_calls.get(client_id(loop_name, n), 0) for n in names},
         "elapsed_s": time.perf_counter() - started,
     }
 

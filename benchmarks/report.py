@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import httpx_section, paired, rotations, telemetry, tenants, traps
+from . import httpx_section, instructions, paired, rotations, telemetry, tenants, traps
 from .micro import STAMP_CASE, STAMP_TARGET_NS, stamp_target
 from .rotations import quartiles
 
@@ -339,6 +339,8 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
     }
     if "paired" in results:
         document["paired"] = paired.build(results["paired"])
+    if "instructions" in results:
+        document["instructions"] = results["instructions"]
     if "tenants" in results:
         document["tenants"] = tenants.build(results["tenants"])
     if "httpx" in results:
@@ -432,6 +434,8 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
     lines += rotations.why_failed(document["targets"])
     if "paired" in document:
         lines += paired.markdown(document["paired"])
+    if "instructions" in document:
+        lines += instructions.markdown(document["instructions"])
     if "traps" in document:
         lines += traps.markdown(document["traps"])
     lines += [
@@ -964,8 +968,11 @@ another of the same configuration; rounds are therefore interleaved, runs
 disturbed by other processes repeated, and medians reported with their
 spread. Even so, separate runs of one configuration move by 15-20 % between
 rounds, more than the effects they judge; hence the paired section, whose
-per-rotation ratios hold still. Targets are printed PASS/FAIL; they are not
-assertions.
+per-rotation ratios hold still, and the instruction counts (valgrind), which
+do not move at all but leave out the kernel's share. The hot-path
+micro-benchmark runs in fresh processes: a case's min of repeats moves by
+tens of nanoseconds between processes. Targets are printed PASS/FAIL; they
+are not assertions.
 
 ## Tests that would notice
 

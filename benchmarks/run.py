@@ -1,21 +1,22 @@
 """Run the benchmark: ``python -m benchmarks [--quick] [--publish]``.
 
 The fake providers run in a child process (:mod:`benchmarks.server`). For
-each round, each concurrency level and each scenario in turn (A B C … A B
-C …), one client is opened, warmed up (its pool filled), then sent a
-fixed number of requests under a time bound. Then come a cold start, the
-paired section (:mod:`benchmarks.paired`: every aiohttp-based scenario
-opened once in one process, fixed-count batches in rotating order, judged
-on the median of per-rotation ratios; ``--paired`` runs it alone), the
-httpx section (:mod:`benchmarks.httpx_section`: aiopay_auth's httpx adapter
-against Authlib, httpx-auth and raw httpx, paired; ``--httpx`` runs it
-alone), the traps (:mod:`benchmarks.traps`: the pool trap with 2-second
-tokens, refresh windows by token lifetime, the fairness trap; ``--traps``
-runs them alone), the hot-path micro-benchmark, the memory check and the
-many-merchants section (:mod:`benchmarks.tenants`; ``--tenants`` runs that
-section alone). Results go to
-``benchmarks/results/`` (JSON, a markdown table, PNG plots); with
-``--publish``, the table and plots also go to ``docs/``.
+each round, each concurrency level and each scenario in turn (A B C … A B C
+…), one client is opened, warmed up (its pool filled), then sent a fixed
+number of requests under a time bound. Then come a cold start, the paired
+section (:mod:`benchmarks.paired`: every aiohttp-based scenario opened once
+in one process, fixed-count batches in rotating order, judged on the median
+of per-rotation ratios; ``--paired`` runs it alone), in a full run the
+instruction counts (:mod:`benchmarks.instructions`: the same clients under
+valgrind, when it is installed), the httpx section
+(:mod:`benchmarks.httpx_section`: aiopay_auth's httpx adapter against
+Authlib, httpx-auth and raw httpx, paired; ``--httpx`` runs it alone), the
+traps (:mod:`benchmarks.traps`: the pool trap with 2-second tokens, refresh
+windows by token lifetime, the fairness trap; ``--traps`` runs them alone),
+the hot-path micro-benchmark, the memory check and the many-merchants
+section (:mod:`benchmarks.tenants`; ``--tenants`` runs that section alone).
+Results go to ``benchmarks/results/`` (JSON, a markdown table, PNG plots);
+with ``--publish``, the table and plots also go to ``docs/``.
 
 Exit status: 0 when every phase ran, whatever the numbers (the targets
 are printed PASS/FAIL, not asserted); non-zero when the harness failed.
@@ -42,7 +43,7 @@ from typing import Any
 
 import attrs
 
-from . import httpx_section, paired, report, telemetry, tenants, traps
+from . import httpx_section, instructions, paired, report, telemetry, tenants, traps
 from .micro import run_micro_fresh, vmrss_kib
 from .peers import PEERS
 from .rotations import split_by_refresh
@@ -603,6 +604,11 @@ def measure_all(args: argparse.Namespace, cfg: Config, sections: Sections) -> di
         loops = " and ".join(paired.available_loops(paired_cfg))
         print(f"paired: every aiohttp scenario in one process, on {loops}", flush=True)
         results["paired"] = paired.run_paired(paired_cfg, server=server)
+        if cfg.mode == "full":
+            print("instructions per request, counted by valgrind", flush=True)
+            results["instructions"] = instructions.run_instructions(
+                instructions.FULL_INSTRUCTIONS, server=server
+            )
         print("httpx: aiopay_auth, Authlib, httpx-auth and raw httpx, paired", flush=True)
         results["httpx"] = httpx_section.run_httpx(httpx_cfg, server=server)
         print("traps: the pool trap, refresh windows, the fairness trap", flush=True)
