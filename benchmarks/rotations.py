@@ -138,10 +138,13 @@ def targets_table(targets: list[dict[str, Any]], measured: str = "measured") -> 
 
 WHY = {
     "throughput, fair and fresh (paired)": (
-        "the client is CPU-bound here, so throughput follows client CPU per request, "
-        "which is above raw aiohttp's at the same level (see the CPU rows): a real cost, "
-        "not only noise. The requests were served fairly and fresh (max / p99 and 401s in "
-        "the same row)."
+        "the client is CPU-bound here, so throughput follows client CPU per request, and "
+        "aiopay_auth's path costs the client some 6 % more user-space instructions per "
+        "request than raw aiohttp's (`aiopay-own`: some 10 %; see "
+        "[Instructions per request](#instructions-per-request)): a real cost, not only "
+        "noise, and where the batches' noise is larger than the cost the verdict can fall "
+        "either way. The requests were served fairly and fresh (max / p99 and 401s in the "
+        "same row)."
     ),
     "client CPU per request (paired)": (
         "aiopay_auth's own work per request is a few microseconds against aiohttp's 200 or "
