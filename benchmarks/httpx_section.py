@@ -30,7 +30,8 @@ are given the margin aiopay_auth's default policy takes for such a token
 each with its own client id (so that the server counts token calls per
 scenario), and warmed up. Then, in each rotation, each sends one batch of a
 fixed number of ``GET /api/payments`` from *concurrency* looping workers,
-in rotating order (A B C …, B C … A, …), so that the machine's noise falls
+in a balanced rotating order (:func:`~benchmarks.rotations.rotation_order`),
+so that the machine's noise falls
 on each alike. Every figure relative to ``raw`` is the median over
 rotations of the batch's ratio to the ``raw`` batch of the same rotation,
 with the interquartile range. The server's counts of API requests refused
@@ -62,7 +63,7 @@ from .rotations import iqr_text as _iqr
 from .rotations import latency_ms as _latency_ms
 from .rotations import ms_text as _ms
 from .rotations import quartiles as _quartiles
-from .rotations import targets_table
+from .rotations import rotation_order, targets_table
 from .scenarios import Client, Scenario, drive, fetch_token, recorded_holder
 from .server import CLIENT_SECRET, Endpoint, ServerProcess
 
@@ -75,7 +76,8 @@ class HttpxConfig:
     """Looping workers per batch; also every client's ``max_connections``."""
     batch: int = 160
     """Requests per batch."""
-    rotations: int = 6
+    rotations: int = 14
+    """One balanced square for the seven clients (:func:`~benchmarks.rotations.rotation_order`)."""
     warmup: int = 64
     """Requests each client sends before the first rotation (fills its pool)."""
     long_lifetime: float = 3600.0
@@ -191,8 +193,7 @@ async def _paired(server: ServerProcess, cfg: HttpxConfig, progress: bool) -> di
             )
         by_name = {s.name: s for s in chosen}
         for rotation in range(cfg.rotations):
-            shift = rotation % len(names)
-            for name in names[shift:] + names[:shift]:
+            for name in rotation_order(names, rotation):
                 gc.collect()
                 before = server.stats(by_name[name].server)
                 loop = await drive(
@@ -379,7 +380,8 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         "**Paired in one process.** All seven clients are opened once, side by side, each "
         "with its own client id, and warmed up; each of "
         f"{cfg['rotations']} rotations then sends one batch of {cfg['batch']:,} requests "
-        "through each, in rotating order (A B C …, B C … A, …). The *x raw* columns are the "
+        "through each, in a balanced rotating order (each client in every place, and after "
+        "every other, equally often). The *x raw* columns are the "
         "median over rotations of each batch's ratio to the `raw` batch of the same rotation, "
         "with the interquartile range: these ratios are the paired figures, and the targets "
         "below are judged on the same per-rotation ratios taken between aiopay_auth and each "

@@ -25,13 +25,14 @@ server counts token calls per scenario:
 
 At each concurrency level, every client is warmed up, then each rotation
 sends one batch of a fixed number of ``GET /api/payments`` (body read) from
-*concurrency* looping workers through each client, in rotating order (A B
-C …, B C … A, …). Throughput (requests answered 200 per second) and client
-CPU per request (``time.process_time()`` around the batch) are judged on
-the median over rotations of each batch's ratio to the ``raw-100`` batch
-of the same rotation, with the interquartile range. Latency (the pool wait
-included) is pooled over a scenario's batches. The server's count of 401s
-is read around each batch, so it is the batch's own.
+*concurrency* looping workers through each client, in a balanced rotating
+order (:func:`~benchmarks.rotations.rotation_order`). Throughput (requests
+answered 200 per second) and client CPU per request
+(``time.process_time()`` around the batch) are judged on the median over
+rotations of each batch's ratio to the ``raw-100`` batch of the same
+rotation, with the interquartile range. Latency (the pool wait included) is
+pooled over a scenario's batches. The server's count of 401s is read around
+each batch, so it is the batch's own.
 
 The whole pass runs on the asyncio event loop, then again on uvloop's when
 uvloop is installed.
@@ -110,7 +111,8 @@ class PairedConfig:
     batch_per_worker: int = 2
     """… this many per worker, so that every worker loops at the highest levels."""
     rotations: int = 14
-    """Rotations per level; a multiple of the seven scenarios puts each in every place alike."""
+    """Rotations per level: 14 is one balanced square for seven scenarios
+    (:func:`~benchmarks.rotations.rotation_order`)."""
     warmup: int = 200
     """Requests each client sends at *pool* concurrency before a level's first rotation."""
     pool: int = 100
@@ -488,8 +490,10 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         f"concurrency, each client is warmed up with {cfg['warmup']} requests, then each of "
         f"{cfg['rotations']} rotations sends one batch of max({cfg['batch']:,}, "
         f"{cfg['batch_per_worker']} x concurrency) `GET /api/payments` from as many looping "
-        "workers as the level says through each client, in rotating order (A B C …, B C … A, "
-        "…), so that the machine's noise falls on each alike. *x raw-100* is the median over "
+        "workers as the level says through each client, in a balanced rotating order (each "
+        "client in every place, and after every other client, equally often over the "
+        "rotations), so that the machine's noise falls on each alike. *x raw-100* is the "
+        "median over "
         "rotations of each batch's ratio to the `raw-100` batch of the same rotation "
         "[interquartile range]; req/s (answered 200) and CPU µs per request "
         "(`time.process_time()` around a batch) are medians [IQR] over batches and carry the "

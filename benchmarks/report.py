@@ -924,7 +924,8 @@ slow token endpoint, refresh windows by token lifetime, a starving pool) in
 Which figures are paired: the [Paired (aiohttp)](#paired-aiohttp) section,
 the many-merchants CPU figures and the httpx section. Each opens all its
 clients once in one process and sends short fixed-count batches through
-them in rotating order (A B C, B C A, C A B, …), so that the machine's noise
+them in a balanced rotating order (each in every place, and after every
+other, equally often), so that the machine's noise
 falls on each alike, and judges on the median of per-rotation ratios with
 their interquartile range. The throughput and client-CPU targets are judged
 on the paired figures. The separate runs (each scenario run on its own, one

@@ -1,8 +1,9 @@
 """Paired measurement, shared by every paired section: rotating order, ratios, quartiles.
 
 A paired section opens all its clients once, side by side in one process,
-then sends short fixed-count batches through each in rotating order (A B
-C, B C A, C A B, …), so that the machine's noise falls on each alike. A
+then sends short fixed-count batches through each in a balanced rotating
+order (:func:`rotation_order`), so that the machine's noise falls on each
+alike. A
 figure relative to a base scenario is the median over rotations of each
 batch's ratio to the base's batch of the same rotation, printed with the
 interquartile range. :mod:`benchmarks.httpx_section` and
@@ -18,11 +19,13 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .scenarios import Loop
 from .server import Counters
 
+
+_T = TypeVar("_T")
 
 WINDOW = 0.1
 """Half-width, in seconds, of the window around a token publication."""
@@ -68,10 +71,34 @@ def latency_ms(seconds: Sequence[float]) -> dict[str, float | None]:
     return {"p50": pct(0.50), "p99": pct(0.99), "max": ordered[-1] * 1e3}
 
 
-def rotation_order(names: Sequence[str], rotation: int) -> list[str]:
-    """The order of rotation *rotation*: A B C, then B C A, then C A B, …"""
-    shift = rotation % len(names)
-    return [*names[shift:], *names[:shift]]
+def rotation_order(names: Sequence[_T], rotation: int) -> list[_T]:
+    """The order of rotation *rotation*: a balanced Latin square (Williams design).
+
+    Over ``len(names)`` rotations (twice that for an odd count), each name
+    takes every place once and follows every other name equally often,
+    so what one batch leaves behind (garbage, caches, sockets) weighs on
+    every other alike. A plain cyclic order (A B C, B C A, …) would put
+    each name after the same one every time. The first row is 0, 1, n-1,
+    2, n-2, …; row *r* adds *r* to each; for an odd count, the second
+    *n* rows are the first ones reversed.
+    """
+    n = len(names)
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    row = [(i + rotation) % n for i in first]
+    if n % 2 and (rotation // n) % 2:
+        row.reverse()
+    return [names[i] for i in row]
+
+
+def balanced_rotations(count: int) -> int:
+    """Rotations that balance :func:`rotation_order` over *count* names: one square."""
+    return count if count % 2 == 0 else 2 * count
 
 
 def paired_ratios(mine: Sequence[float], theirs: Sequence[float]) -> dict[str, float]:

@@ -59,7 +59,7 @@ class TelemetryConfig:
     fetch_loops: int
 
 
-FULL_TELEMETRY = TelemetryConfig(loops=10_000, rotations=100, fetch_loops=5_000)
+FULL_TELEMETRY = TelemetryConfig(loops=10_000, rotations=102, fetch_loops=5_000)
 QUICK_TELEMETRY = TelemetryConfig(loops=10_000, rotations=6, fetch_loops=1_000)
 
 

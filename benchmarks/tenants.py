@@ -21,9 +21,10 @@ Three phases:
 * **Per-request client cost, paired.** The configurations (1, 10, 100,
   1,000 and 10,000 tenants) stay open in this one process. In each rotation
   each sends one fixed-count batch (*concurrency* workers, tenants chosen
-  round-robin over all *N*), in rotating order (A B C, B C A, C A B, …),
-  so that the machine's noise falls on each alike. Client CPU per request
-  is ``time.process_time()`` around a batch; each configuration is judged
+  round-robin over all *N*), in a balanced rotating order (each in every
+  place, and after every other, equally often), so that the machine's
+  noise falls on each alike. Client CPU per request is
+  ``time.process_time()`` around a batch; each configuration is judged
   on the median over rotations of its ratio to the 1-tenant batch of the
   same rotation, with the interquartile range of those ratios.
 * **Memory.** *M* tenants added to a fresh manager: tracemalloc's growth
@@ -67,7 +68,7 @@ from aiopay_auth import (
 from aiopay_auth.providers import generic
 from aiopay_auth.testing import FakeEndpoint, FakeProvider, FakeProviderProcess
 
-from .rotations import targets_table, why_failed
+from .rotations import rotation_order, targets_table, why_failed
 from .scenarios import drive
 from .server import fake
 
@@ -89,7 +90,7 @@ class TenantsConfig:
     """What the tenants section runs."""
 
     counts: tuple[int, ...] = (1, 10, 100, 1_000, 10_000)
-    rotations: int = 15
+    rotations: int = 20
     batch: int = 1_000
     concurrency: int = 64
     pool: int = 64
@@ -272,8 +273,7 @@ async def _paired_cpu(
     cpu: dict[int, list[float]] = {n: [] for n in order}
     statuses: dict[int, dict[str, int]] = {n: {} for n in order}
     for rotation in range(cfg.rotations):
-        shift = rotation % len(order)
-        for n in order[shift:] + order[:shift]:
+        for n in rotation_order(order, rotation):
             gc.collect()
             loop = await drive(
                 setups[n].send, requests=cfg.batch, concurrency=cfg.concurrency, timeout=60.0
@@ -533,8 +533,9 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         "**Per-request client cost, paired in one process.** The configurations stay open side "
         f"by side; each of {cfg['rotations']} rotations sends one batch of {cfg['batch']:,} "
         f"`GET` requests from {cfg['concurrency']} workers (pool {cfg['pool']}, tenants taken "
-        "round-robin over all of them) through each, in rotating order (A B C, B C A, C A B, "
-        "…). Client CPU per request is `time.process_time()` around a batch. *x 1 tenant* is "
+        "round-robin over all of them) through each, in a balanced rotating order (each in "
+        "every place, and after every other, equally often). Client CPU per request is "
+        "`time.process_time()` around a batch. *x 1 tenant* is "
         "the median over rotations of each batch's ratio to the 1-tenant batch of the same "
         "rotation, with the interquartile range: these ratios are the paired, judged figures; "
         "the absolute µs carry the machine's noise.",
