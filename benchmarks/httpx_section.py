@@ -8,7 +8,7 @@ process (:class:`~benchmarks.server.ServerProcess`, pinned to its own core
 when there are two). Scenarios:
 
 * ``raw``: raw httpx, a token fetched once and set as a static client
-  header (the limit). It talks to the long-token server in both variants.
+  header (the base of the ratios). It talks to the long-token server in both variants.
 * ``aiopay``: ``aiopay_auth.httpx.BearerAuth(holder).client(...)``, with
   the same ``limits``: its gate of as many places, each with a pooled
   connection of its own (at most *concurrency* connections, like the others).
@@ -360,7 +360,8 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         f"have the same pool: `max_connections={c}` (the concurrency, so that no request "
         "queues inside httpx; see the pool-queueing caveat in "
         "[Tokens on httpx requests](howto/httpx.md)). `raw`: a token fetched once and set as "
-        "a static client header (the limit); `aiopay`: `BearerAuth(holder).client(...)` with "
+        "a static client header (the base of the ratios; behind httpx's own pool, which the "
+        "adapter's gate avoids, so not a limit); `aiopay`: `BearerAuth(holder).client(...)` with "
         "the same `limits` (its gate's places each have a connection of their own: at most "
         f"{c} connections too); "
         "`authlib`: `AsyncOAuth2Client` (client credentials, `token_endpoint`, "

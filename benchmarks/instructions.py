@@ -45,7 +45,7 @@ from .server import Endpoint, ServerProcess
 
 SCENARIOS = ("raw-100", "one-line", "lock-per-request", "aiopay", "aiopay-own")
 """The paired section's aiohttp clients counted here (``raw-100`` is the base)."""
-LOOP = "asyncio"
+LOOP = paired.LOOPS_COUNTED
 
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
@@ -134,8 +134,15 @@ def run_instructions(
                         "pool": cfg.pool,
                     }
                 )
+
+    def count(spec: dict[str, Any]) -> tuple[int, dict[str, int]] | str:
+        try:
+            return _count(tool, spec, cfg.timeout)
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+            return f"{type(exc).__name__}: {str(exc)[:300]}"  # one child: not the whole run
+
     with concurrent.futures.ThreadPoolExecutor(cfg.parallel) as pool:
-        counted = list(pool.map(lambda spec: _count(tool, spec, cfg.timeout), specs))
+        counted = list(pool.map(count, specs))
     found = {
         (spec["concurrency"], spec["scenario"], spec["requests"]): result
         for spec, result in zip(specs, counted, strict=True)
@@ -144,23 +151,14 @@ def run_instructions(
     for level in cfg.concurrency:
         rows: dict[str, Any] = {}
         for name in SCENARIOS:
-            short, long = found[level, name, cfg.short], found[level, name, cfg.long]
-            per_request = (long[0] - short[0]) / (cfg.long - cfg.short)
-            rows[name] = {
-                "instructions": {str(cfg.short): short[0], str(cfg.long): long[0]},
-                "per_request": per_request,
-                "non_200": sum(
-                    n
-                    for _, statuses in (short, long)
-                    for code, n in statuses.items()
-                    if code != "200"
-                ),
-            }
+            row = _row(found[level, name, cfg.short], found[level, name, cfg.long], cfg)
+            rows[name] = row
             if progress:
-                print(f"instructions c={level} {name}: {per_request:,.0f} per request", flush=True)
+                print(f"instructions c={level} {name}: {row['per_request']}", flush=True)
         base = rows["raw-100"]["per_request"]
         for row in rows.values():
-            row["ratio"] = row["per_request"] / base
+            per_request = row["per_request"]
+            row["ratio"] = None if per_request is None or base is None else per_request / base
         levels[str(level)] = rows
     return {
         "config": asdict(cfg),
@@ -170,6 +168,26 @@ def run_instructions(
         "duration_s": time.time() - started,
         "load_average": {"start": load_at_start, "end": os.getloadavg()},
         "levels": levels,
+    }
+
+
+def _row(
+    short: tuple[int, dict[str, int]] | str,
+    long: tuple[int, dict[str, int]] | str,
+    cfg: InstructionsConfig,
+) -> dict[str, Any]:
+    """One scenario's figures from its two children; no figure when either failed."""
+    if isinstance(short, str) or isinstance(long, str):
+        error = short if isinstance(short, str) else long
+        return {"per_request": None, "non_200": None, "error": str(error)}
+    non_200 = sum(n for _, s in (short, long) for code, n in s.items() if code != "200")
+    if non_200:
+        return {"per_request": None, "non_200": non_200, "error": "requests not answered 200"}
+    return {
+        "instructions": {str(cfg.short): short[0], str(cfg.long): long[0]},
+        "per_request": (long[0] - short[0]) / (cfg.long - cfg.short),
+        "non_200": 0,
+        "error": None,
     }
 
 
@@ -199,9 +217,15 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     ]
     for level, rows in doc["levels"].items():
         for name, row in rows.items():
+            if row["per_request"] is None:
+                non_200 = "n/a" if row["non_200"] is None else row["non_200"]
+                lines.append(
+                    f"| {level} | {name} | not counted: {row['error']} | n/a | {non_200} |"
+                )
+                continue
+            ratio = "n/a" if row["ratio"] is None else format(row["ratio"], ".3f")
             lines.append(
-                f"| {level} | {name} | {row['per_request']:,.0f} | {row['ratio']:.3f} | "
-                f"{row['non_200']} |"
+                f"| {level} | {name} | {row['per_request']:,.0f} | {ratio} | {row['non_200']} |"
             )
     return [*lines, ""]
 

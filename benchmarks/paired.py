@@ -59,7 +59,15 @@ from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 from aiopay_auth import FairPool
 
 from .peers import open_azure, open_lock_per_request
-from .rotations import Batches, latency_ms, paired_ratios, quartiles, rotation_order, targets_table
+from .rotations import (
+    Batches,
+    latency_ms,
+    paired_ratios,
+    quartiles,
+    rotation_order,
+    spread_note,
+    targets_table,
+)
 from .rotations import iqr_text as _iqr
 from .rotations import ms_text as _ms
 from .scenarios import (
@@ -92,6 +100,8 @@ FAIRNESS_LIMIT = 5.0
 CPU_TARGET = 1.02
 """Paired client CPU per request of ``aiopay`` at most this times ``raw-100``, at every level."""
 
+LOOPS_COUNTED = "asyncio"
+"""The event loop :mod:`benchmarks.instructions` counts on."""
 BASE = "raw-100"
 OURS = "aiopay"
 OWN = "aiopay-own"
@@ -361,9 +371,20 @@ def run_paired(
 
 
 def _target(
-    name: str, scope: str, measured: str, limit: str, passed: bool | None
+    name: str, scope: str, measured: str, limit: str, passed: bool | None, *, why: str = ""
 ) -> dict[str, Any]:
-    return {"target": name, "scope": scope, "measured": measured, "limit": limit, "passed": passed}
+    return {
+        "target": name,
+        "scope": scope,
+        "measured": measured,
+        "limit": limit,
+        "passed": passed,
+        "why": why,
+    }
+
+
+def _spread_text(spread: float | None) -> str:
+    return "n/a" if spread is None else format(spread, ".1f")
 
 
 def _q(q: dict[str, float], spec: str = ".3f") -> str:
@@ -385,19 +406,32 @@ def throughput_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
             for level, data in result["levels"].items():
                 if int(level) < THROUGHPUT_FROM:
                     continue
-                row = data["rows"][name]
+                row, base = data["rows"][name], data["rows"][BASE]
                 ratio, spread = row["rps_ratio"]["median"], row["max_over_p99"]
                 unauthorized = max(row["status_401"], row["server_unauthorized"])
                 fair = spread is not None and spread <= FAIRNESS_LIMIT
+                why = []
+                if ratio < THROUGHPUT_TARGET:
+                    why.append(
+                        f"`{name}` {ratio:.3f} x raw-100: "
+                        + spread_note(row["rps_ratio"], THROUGHPUT_TARGET, above_fails=False)
+                        + f" Its client CPU per request in the same batches: "
+                        f"{_q(row['cpu_ratio'])} x raw-100."
+                    )
+                if not fair:
+                    why.append(f"max latency {_spread_text(spread)} x p99.")
+                if unauthorized:
+                    why.append(f"{unauthorized} requests answered 401.")
                 out.append(
                     _target(
                         "throughput, fair and fresh (paired)",
                         _scope(loop_name, level, name),
                         f"{_q(row['rps_ratio'])} x raw-100; max latency "
-                        f"{'n/a' if spread is None else format(spread, '.1f')} x p99; "
-                        f"{unauthorized} 401s",
+                        f"{_spread_text(spread)} x p99 (raw-100: "
+                        f"{_spread_text(base['max_over_p99'])}); {unauthorized} 401s",
                         f">= {THROUGHPUT_TARGET:.2f} x, max <= {FAIRNESS_LIMIT:g} x p99, 0 401s",
                         ratio >= THROUGHPUT_TARGET and fair and unauthorized == 0,
+                        why=" ".join(why),
                     )
                 )
     return out
@@ -418,6 +452,8 @@ def cpu_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                         f"{_q(row['cpu_ratio'])} x raw-100",
                         f"<= {CPU_TARGET:.2f} x",
                         row["cpu_ratio"]["median"] <= CPU_TARGET,
+                        why=f"`{name}` {row['cpu_ratio']['median']:.3f} x raw-100: "
+                        + spread_note(row["cpu_ratio"], CPU_TARGET, above_fails=True),
                     )
                 )
     return out
@@ -451,6 +487,7 @@ def ahead_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     f"closest: {closest}, aiopay {_q(q)} x its req/s{rest}",
                     "> 1.00 x every peer",
                     all(v["median"] > 1 for v in versus.values()),
+                    why=f"closest peer {closest}: " + spread_note(q, 1.0, above_fails=False),
                 )
             )
     return out

@@ -23,11 +23,11 @@ if TYPE_CHECKING:
     from .run import Run
 
 
-THROUGHPUT_TARGET = 0.97
-"""The separate runs' throughput limit, judged only when no paired figures exist."""
+THROUGHPUT_TARGET = paired.THROUGHPUT_TARGET
+"""The separate runs' throughput limit (the paired one), judged only without paired figures."""
 WINDOW_P99_TARGET = 1.1
-CPU_TARGET = 1.05
-"""The separate runs' CPU limit, judged only when no paired figures exist."""
+CPU_TARGET = paired.CPU_TARGET
+"""The separate runs' CPU limit (the paired one), judged only when no paired figures exist."""
 TRACED_GROWTH_LIMIT = 64 * 1024  # bytes
 RSS_GROWTH_LIMIT = 1024  # KiB
 
@@ -257,13 +257,50 @@ def ahead_targets(document: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+_COUNTED_KINDS = (
+    "throughput, fair and fresh (paired)",
+    "client CPU per request (paired)",
+    "ahead of every peer (paired)",
+)
+
+
+def _add_instructions(document: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Add this run's instruction counts to the why of each failed paired target they bear on.
+
+    Counted on asyncio only, at the levels :mod:`benchmarks.instructions` ran.
+    """
+    counted = document.get("instructions", {}).get("levels", {})
+    for row in rows:
+        if row["passed"] is not False or row["target"] not in _COUNTED_KINDS:
+            continue
+        loop, _, rest = row["scope"].partition(", c=")
+        level, _, name = rest.partition(", ")
+        figures = counted.get(level)
+        if loop != paired.LOOPS_COUNTED or not figures:
+            continue
+        names = [name or paired.OURS]
+        if row["target"] == "ahead of every peer (paired)":
+            names += [peer for peer in paired.PEERS if peer in figures]
+        shown = [
+            f"`{n}` {figures[n]['ratio']:.3f} x"
+            for n in names
+            if figures.get(n, {}).get("ratio") is not None
+        ]
+        if shown:
+            note = (
+                f"User-space instructions per request at c={level} (valgrind), against "
+                f"raw-100: {', '.join(shown)}."
+            )
+            row["why"] = f"{row.get('why', '')} {note}".strip()
+
+
 def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
     levels = document["meta"]["config"]["concurrency"]
     rows = throughput_targets(document)
     for level in map(str, levels):
         window = document["contention"].get("aiopay-1s", {}).get(level)
         ratio = window["p99_ratio"] if window else None
-        measured = "n/a"
+        measured, why = "n/a", ""
         if window and window["p99_ratios"]:
             q = quartiles(window["p99_ratios"])
             measured = (
@@ -271,14 +308,18 @@ def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
                 f"p99 over the same run's steady p99, median of {len(window['p99_ratios'])} "
                 f"runs; {window['refreshes']} refreshes)"
             )
+            why = "The runs' ratios: " + rotations.spread_note(
+                q, WINDOW_P99_TARGET, above_fails=True
+            )
         rows.append(
             _target(
-                "p99 in refresh windows vs steady state (1-s tokens, paired within each run)",
+                "p99 in refresh windows vs steady state (1-s tokens, within each run)",
                 f"c={level}",
                 measured if ratio is not None else "n/a: no refresh during the runs",
                 f"<= {WINDOW_P99_TARGET} x",
                 None if ratio is None else ratio <= WINDOW_P99_TARGET,
             )
+            | {"why": why}
         )
     for level, acct in document["token_accounting"].items():
         rows.append(
@@ -304,6 +345,7 @@ def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
     rows += ahead_targets(document)
     rows += cpu_targets(document)
     rows.append(stamp_target(document["micro"]))
+    _add_instructions(document, rows)
     if "httpx" in document:
         rows += document["httpx"]["targets"]
     if "traps" in document:
@@ -396,18 +438,20 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
 
     if "paired" in document:
         how = (
-            "Every verdict comes from paired or counted figures, none from comparing separate "
-            "runs. Throughput, client CPU per request and *ahead of every peer* are judged on "
-            "the **paired** figures ([Paired (aiohttp)](#paired-aiohttp): every aiohttp client "
-            "in one process, median (IQR) of per-rotation ratios, on each event loop); the "
-            "separate runs' figures for the same concurrency follow them as context, not "
-            "judged. The httpx-based peers are judged against aiopay_auth's httpx adapter, "
-            "paired too ([httpx](#httpx)). The refresh-window p99 is paired within each run: "
-            "a run's requests answered near a refresh against the same run's other requests, "
-            "the median over the runs with its IQR. Token calls, 401s, the cold start, the "
-            "traps ([Traps](#traps)) and the memory check are counts; the hot path "
-            "(stamp only against an attribute read, no I/O) is a micro-benchmark's min of "
-            "repeats, per fresh process."
+            "Where each verdict comes from. Throughput, client CPU per request and *ahead of "
+            "every peer*: the **paired** figures ([Paired (aiohttp)](#paired-aiohttp): every "
+            "aiohttp client in one process, median (IQR) of per-rotation ratios, on each event "
+            "loop). The httpx-based peers: against aiopay_auth's httpx adapter, paired too "
+            "([httpx](#httpx)). The refresh-window p99: within each run (a run's requests "
+            "answered near a refresh against the same run's other requests), the median over "
+            "the runs with its IQR. Token calls, 401s, the cold start and the pool trap: "
+            "counts. The fairness trap: the longest wait against the p99 of one time-bounded "
+            "looping run per scenario ([Traps](#traps)). Memory: traced bytes. The hot path: "
+            "a micro-benchmark's min of repeats in each of several fresh processes, judged on "
+            "the median over them. No verdict compares separate runs: their figures for the "
+            "same concurrency follow the paired ones as context, not judged. "
+            "[Instructions per request](#instructions-per-request) counts the CPU rows' cost "
+            "without the noise (context)."
         )
     else:
         how = (

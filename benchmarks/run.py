@@ -337,21 +337,21 @@ async def cold_start(server: ServerProcess, requests: int, pool: int) -> dict[st
 
 
 def revision() -> str:
-    """The measured source: commit, and whether aiopay_auth/ had local changes."""
+    """The measured source: commit, and whether aiopay_auth/ or benchmarks/ had local changes."""
     try:
         git = ["git", "-C", str(ROOT)]
         commit = subprocess.run(  # noqa: S603
             [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(  # noqa: S603
-            [*git, "status", "--porcelain", "aiopay_auth"],
+            [*git, "status", "--porcelain", "aiopay_auth", "benchmarks"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return commit + (" with local changes to aiopay_auth/" if dirty else "")
+    return commit + (" with local changes to aiopay_auth/ or benchmarks/" if dirty else "")
 
 
 def machine() -> dict[str, Any]:
