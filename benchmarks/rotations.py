@@ -240,5 +240,5 @@ def spread_note(q: dict[str, float], limit: float, *, above_fails: bool) -> str:
     side = "above" if (low > limit) else "below"
     wrong = (side == "above") == above_fails
     return f"its interquartile range ({low:.3f}-{high:.3f}) lies wholly {side} {limit:g}" + (
-        ": the batches agree." if wrong else "."
+        ": the batches agree on the verdict." if wrong else "."
     )
