@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import httpx_section, instructions, paired, rotations, telemetry, tenants, traps
 from .micro import STAMP_CASE, STAMP_TARGET_NS, stamp_target
 from .rotations import quartiles
+from .rotations import target as _target
 
 
 if TYPE_CHECKING:
@@ -32,8 +33,9 @@ TRACED_GROWTH_LIMIT = 64 * 1024  # bytes
 RSS_GROWTH_LIMIT = 1024  # KiB
 
 PLOTS = {
-    "throughput.png": "Throughput relative to the baseline, by concurrency",
-    "cpu.png": "Client CPU time per request, by concurrency",
+    "throughput.png": "Separate runs (context, not judged): throughput relative to the "
+    "baseline, by concurrency",
+    "cpu.png": "Separate runs (context, not judged): client CPU time per request, by concurrency",
     "latency.png": "Latency over time across token refreshes (1-second tokens, last round)",
 }
 PAIRED_PLOT = {
@@ -43,8 +45,9 @@ PAIRED_PLOT = {
 
 
 GROWTH_PLOT = {
-    "growth.png": "Growth: paired throughput and p99 by concurrency (asyncio), and "
-    "per-request client CPU and cold start by tenant count"
+    "growth.png": "Growth (absolute medians, not the judged ratios): throughput and p99 "
+    "by concurrency in the paired batches (asyncio), and per-request client CPU and cold "
+    "start by tenant count"
 }
 
 
@@ -145,12 +148,6 @@ def _token_accounting(runs: Sequence[Run], levels: Sequence[int]) -> dict[str, A
             "exact": failed == 0 and published <= calls <= published + cancelled,
         }
     return out
-
-
-def _target(
-    name: str, scope: str, measured: str, limit: str, passed: bool | None
-) -> dict[str, Any]:
-    return {"target": name, "scope": scope, "measured": measured, "limit": limit, "passed": passed}
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
@@ -303,10 +300,19 @@ def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
         measured, why = "n/a", ""
         if window and window["p99_ratios"]:
             q = quartiles(window["p99_ratios"])
+            pooled = window["window"]["p99_ms"], window["steady"]["p99_ms"]
+            over = sum(r > WINDOW_P99_TARGET for r in window["p99_ratios"])
             measured = (
                 f"{_fmt(ratio, '.2f')} x (IQR {q['q1']:.2f}-{q['q3']:.2f}; each run's window "
                 f"p99 over the same run's steady p99, median of {len(window['p99_ratios'])} "
-                f"runs; {window['refreshes']} refreshes)"
+                f"runs, {over} above {WINDOW_P99_TARGET}; {window['refreshes']} refreshes"
+                + (
+                    f"; all runs pooled: {pooled[0] / pooled[1]:.2f} x"
+                    if pooled[0] is not None and pooled[1]
+                    else ""
+                )
+                + ")"
+                + rotations.unsettled(q, WINDOW_P99_TARGET)
             )
             why = "The runs' ratios: " + rotations.spread_note(
                 q, WINDOW_P99_TARGET, above_fails=True
@@ -318,8 +324,8 @@ def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
                 measured if ratio is not None else "n/a: no refresh during the runs",
                 f"<= {WINDOW_P99_TARGET} x",
                 None if ratio is None else ratio <= WINDOW_P99_TARGET,
+                why=why,
             )
-            | {"why": why}
         )
     for level, acct in document["token_accounting"].items():
         rows.append(
@@ -462,8 +468,12 @@ def markdown(document: dict[str, Any], images: str | None = "") -> str:
         "## Targets",
         "",
         how + " *Best runs* compares a scenario's best separate run with the baseline's best "
-        "run: interference from other processes only slows runs down, so it is a second, "
-        "less noisy estimate (not judged).",
+        "run (interference from other processes only slows runs down); it is a ratio of two "
+        "unpaired maxima, context only. In fixed-count batches every request is served "
+        "before its batch ends, so the throughput rows' max / p99 cannot show starvation "
+        "(raw-100's own is printed beside it): fairness is judged in the fairness trap. "
+        "*IQR spans the limit: not settled* marks a row, PASS or FAIL, whose interquartile "
+        "range includes its limit.",
         "",
     ]
     verdict = {True: "PASS", False: "FAIL", None: "n/a"}
@@ -856,7 +866,6 @@ def _plot_throughput(document: dict[str, Any], out: Path) -> None:
                 continue
             ax.errorbar(levels, med, yerr=[low, high], marker="o", capsize=3, label=scenario)
         ax.axhline(1.0, color="grey", linewidth=0.8)
-        ax.axhline(THROUGHPUT_TARGET, color="red", linestyle="--", linewidth=0.8, label="target")
         ax.set_xscale("log", base=2)
         ax.set_xticks(levels, [str(c) for c in levels])
         ax.set_xlabel("concurrent requests")
@@ -946,12 +955,12 @@ figures below come from one full run on the machine described; rerun them
 with:
 
 ```sh
-nox -s bench                 # full run, about 30 minutes; results in benchmarks/results/
+nox -s bench                 # full run, about 40 minutes; results in benchmarks/results/
 nox -s bench -- --quick      # smoke run, 2 to 3 minutes (CI runs it, numbers not judged)
 nox -s bench -- --publish    # full run, then rewrite this page and docs/benchmarks/*.png
 nox -s bench -- --tenants    # the many-merchants section alone, 2 to 3 minutes
 nox -s bench -- --httpx      # the httpx section alone, about a minute
-nox -s bench -- --paired     # the paired aiohttp section alone, about 10 minutes
+nox -s bench -- --paired     # the paired aiohttp section alone, about 17 minutes
 nox -s bench -- --telemetry  # OpenTelemetry absent/off/on on the hot path, about a minute
 nox -s bench -- --traps      # the traps alone, about 2.5 minutes (--quick: under 20 s)
 ```
@@ -973,8 +982,10 @@ other, equally often), so that the machine's noise
 falls on each alike, and judges on the median of per-rotation ratios with
 their interquartile range. The throughput and client-CPU targets are judged
 on the paired figures. The separate runs (each scenario run on its own, one
-after another) stay as context and for what needs them: the peers on
-httpx, 1-second tokens, refresh windows. The traps are not paired either:
+after another) stay as context and for what needs them: 1-second tokens
+and refresh windows. A full run also counts the aiohttp clients'
+instructions per request under valgrind (about 5 minutes, when valgrind
+is installed). The traps are not paired either:
 they judge counts (401s, token calls) and the worst requests of looping
 runs, which noise slows but does not turn into 401s.
 
@@ -1006,15 +1017,20 @@ every request to check and renew the token) and `lock-per-request-1s` (the
 same on 1-second tokens).
 
 The hot-path figures time the middlewares alone, with a handler that does no
-I/O, so they are free of network and scheduling noise: they are the precise
-measure of what aiopay_auth adds per request. The end-to-end figures carry
+I/O, so they are free of network noise: the `tokens.session()` chain's
+figure, minus the bare handler's, is what aiopay_auth adds to a request's
+Python work (the stamp-only case, which the hot-path target judges, is only
+the token read and the header set). The end-to-end figures carry
 the noise of a shared 2-core virtual machine, where a run can be 20 % off
 another of the same configuration; rounds are therefore interleaved, runs
 disturbed by other processes repeated, and medians reported with their
 spread. Even so, separate runs of one configuration move by 15-20 % between
 rounds, more than the effects they judge; hence the paired section, whose
-per-rotation ratios hold still, and the instruction counts (valgrind), which
-do not move at all but leave out the kernel's share. The hot-path
+per-rotation ratios share the machine's noise alike (their interquartile
+range shows what is left: about ±10 % per batch here, so a median within a
+few % of its limit is not settled, and the targets table says so), and the
+instruction counts (valgrind), which barely move but leave out the
+kernel's share. The hot-path
 micro-benchmark runs in fresh processes: a case's min of repeats moves by
 tens of nanoseconds between processes. Targets are printed PASS/FAIL; they
 are not assertions.

@@ -145,6 +145,24 @@ def ms_text(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
+def target(
+    name: str, scope: str, measured: str, limit: str, passed: bool | None, *, why: str = ""
+) -> dict[str, Any]:
+    """One judged target: a row of a targets table (``passed`` ``None``: not judged).
+
+    *why*: a sentence built from the target's own figures, shown under the
+    table when it fails (before the sentence :data:`WHY` has for its kind).
+    """
+    return {
+        "target": name,
+        "scope": scope,
+        "measured": measured,
+        "limit": limit,
+        "passed": passed,
+        "why": why,
+    }
+
+
 def targets_table(targets: list[dict[str, Any]], measured: str = "measured") -> list[str]:
     """A section's targets as Markdown table lines, the verdict in bold.
 
@@ -196,8 +214,8 @@ WHY = {
     ),
     "0 401s in the pool trap where every other scenario has them": (
         "The trap is meant to show the 401s that stamping before a long pool wait brings; "
-        "a scenario it does not catch refreshes early enough that its tokens outlive the "
-        "wait here, and the premise does not hold for it."
+        "for a scenario it does not catch, the premise does not hold (the pool trap's own "
+        "section describes each scenario's refresh)."
     ),
     "client CPU per request vs 1 tenant (paired)": (
         "The limit is two-sided (within 5 % of 1 tenant): a count measured cheaper per "
@@ -227,6 +245,14 @@ def why_failed(targets: list[dict[str, Any]]) -> list[str]:
     for (name, reason), scopes in failed.items():
         lines.append(f"- **{name}** ({'; '.join(scopes)}): {reason}")
     return [*lines, ""]
+
+
+def unsettled(q: dict[str, float], *limits: float) -> str:
+    """``"; IQR spans the limit: not settled"`` when the interquartile range of *q*
+    includes one of *limits*, PASS or FAIL alike; else nothing."""
+    if any(q["q1"] <= limit <= q["q3"] for limit in limits):
+        return "; IQR spans the limit: not settled"
+    return ""
 
 
 def spread_note(q: dict[str, float], limit: float, *, above_fails: bool) -> str:

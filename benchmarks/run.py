@@ -465,7 +465,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--paired",
         action="store_true",
         help="run only the paired section (every aiohttp scenario in one process, rotating "
-        "fixed-count batches; asyncio, then uvloop when installed; about 10 minutes; with "
+        "fixed-count batches; asyncio, then uvloop when installed; about 17 minutes; with "
         "--quick: well under a minute)",
     )
     parser.add_argument(

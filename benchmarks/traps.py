@@ -45,6 +45,7 @@ from typing import Any
 from .peers import open_azure, open_background_refresh, open_lock_per_request
 from .rotations import latency_ms, split_by_refresh, targets_table
 from .rotations import ms_text as _ms
+from .rotations import target as _target
 from .scenarios import Opener, drive, open_aiopay, open_baseline
 from .server import CLIENT_SECRET, LIFETIMES, ServerProcess
 
@@ -291,19 +292,6 @@ def run_traps(
 
 
 # --- verdicts and markdown ---------------------------------------------------------------
-
-
-def _target(
-    name: str, scope: str, measured: str, limit: str, passed: bool | None, *, why: str = ""
-) -> dict[str, Any]:
-    return {
-        "target": name,
-        "scope": scope,
-        "measured": measured,
-        "limit": limit,
-        "passed": passed,
-        "why": why,
-    }
 
 
 def exact_calls(row: Mapping[str, Any]) -> bool:

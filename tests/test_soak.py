@@ -2,6 +2,12 @@
 Soak: a minute of 1-second tokens under a continuous fan, with 10 % of
 token calls failing at random. Nothing fails, nothing is sent expired,
 nothing is left behind.
+
+The fake runs in a process of its own. In this one it would share the
+client's event loop: on a loaded machine its check of a token waited
+behind the client's backlog, so a request stamped in time was judged
+after its token's end (seen in CI under coverage, and here with two
+busy loops beside it: 7 and 56 refused, every one resent).
 """
 
 from __future__ import annotations
@@ -10,11 +16,12 @@ import asyncio
 import gc
 import os
 import time
+from multiprocessing import resource_tracker
 
 import pytest
 
 from aiopay_auth import RefreshPolicy, TokenManager
-from aiopay_auth.testing import FakeProvider, Scripted, provider_for
+from aiopay_auth.testing import FakeProvider, FakeProviderProcess, Scripted, provider_for
 
 
 pytestmark = pytest.mark.anyio
@@ -34,21 +41,33 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def faulty_cm() -> FakeProvider:
+    """The soak's fake, built in its own process: 1-second tokens, 10 % of token calls faulted."""
+    fake = FakeProvider("cm", lifetime=1.0)
+    fake.fail_randomly(0.10, *FAULTS, seed=20261122)
+    return fake
+
+
 @pytest.mark.slow
 async def test_soak_with_random_token_faults() -> None:
+    # The fake's process is started by multiprocessing, whose resource tracker
+    # (a process of its own, with a pipe) stays for the interpreter's life once
+    # started: start it first, so that its pipe is not counted as left behind.
+    resource_tracker.ensure_running()
     gc.collect()
     fds_before = open_fds()
-    fake = FakeProvider("cm", lifetime=1.0)
-    await fake.start()
-    fake.fail_randomly(0.10, *FAULTS, seed=20261122)
     policy = RefreshPolicy(fetch_timeout=0.25, backoff_initial=0.05, backoff_max=0.2)
     statuses: dict[int, int] = {}
     errors: list[BaseException] = []
-    async with TokenManager(policy=policy) as tokens:
-        holder = tokens.add(provider_for(fake))
+    async with (
+        FakeProviderProcess({"cm": faulty_cm}, name="soak fake") as fakes,
+        TokenManager(policy=policy) as tokens,
+    ):
+        endpoint = fakes.endpoints["cm"]
+        holder = tokens.add(provider_for(endpoint))
         async with tokens.session(holder, limit=50) as http:
             stop = time.monotonic() + SECONDS
-            url = str(fake.api_base / "pay")
+            url = str(endpoint.api_base / "pay")
 
             async def worker() -> None:
                 while time.monotonic() < stop:
@@ -61,11 +80,12 @@ async def test_soak_with_random_token_faults() -> None:
 
             await asyncio.gather(*(worker() for _ in range(200)))
         health = holder.health()
-    await fake.close()
+        fake = (await fakes.counters_async())["cm"]
     requests = sum(statuses.values())
+    faulted = fake.token_calls - fake.tokens_issued  # every other token call issues one
     print(
         f"soak {SECONDS:.0f}s: {requests} requests, {fake.token_calls} token calls "
-        f"({fake.chaos_faults} faulted), 401s {fake.api_unauthorized}, "
+        f"({faulted} faulted), 401s {fake.api_unauthorized}, "
         f"max wait {health.max_wait * 1000:.0f} ms, state {health.state}"
     )
     assert [] == errors
@@ -76,8 +96,8 @@ async def test_soak_with_random_token_faults() -> None:
     # One refresh per half-life plus the faults' retries: a band, not a storm.
     successes = fake.tokens_issued
     assert 1.5 * SECONDS <= successes <= 2.6 * SECONDS
-    assert fake.chaos_faults == health.failures
-    assert fake.token_calls == successes + fake.chaos_faults
+    assert faulted == health.failures
+    assert faulted > 0  # the faults were served
     # Nothing left behind: no task of ours, no socket.
     await asyncio.sleep(0.05)
     gc.collect()
