@@ -104,6 +104,9 @@ class ServerCounters:
         api_calls: Requests that reached the protected API.
         api_unauthorized: API requests answered 401.
         api_expired: Of those, how many carried a token that had expired.
+        chaos_faults: Token calls answered with a fault by
+            :meth:`FakeProvider.fail_randomly
+            <aiopay_auth.testing.FakeProvider.fail_randomly>`.
     """
 
     token_calls: int = 0
@@ -111,6 +114,7 @@ class ServerCounters:
     api_calls: int = 0
     api_unauthorized: int = 0
     api_expired: int = 0
+    chaos_faults: int = 0
 
     @classmethod
     def of(cls, fake: FakeProvider) -> ServerCounters:
