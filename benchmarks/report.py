@@ -154,12 +154,11 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _separate(document: dict[str, Any], key: str, scope: str) -> str | None:
-    """The separate runs' figure of ``aiopay`` on *key* for a paired target's *scope*."""
-    loop, _, level = scope.partition(", c=")
-    if loop != "asyncio":  # the separate runs use the asyncio event loop
-        return None
-    figures = document["summary"].get("aiopay", {}).get(level)
+def _separate(document: dict[str, Any], key: str, row: dict[str, Any]) -> str | None:
+    """The separate runs' figure of ``aiopay`` on *key* for a paired target *row*."""
+    if row["loop"] != "asyncio" or row["scenario"] != paired.OURS:
+        return None  # the separate runs use the asyncio event loop and tokens.session()
+    figures = document["summary"].get("aiopay", {}).get(row["level"])
     if figures is None:
         return None
     best = figures[f"best_{key}"]
@@ -169,7 +168,7 @@ def _separate(document: dict[str, Any], key: str, scope: str) -> str | None:
 def _with_context(document: dict[str, Any], rows: list[dict[str, Any]], key: str) -> None:
     """Add the separate runs' figure to each paired target's *measured*, as context."""
     for row in rows:
-        context = _separate(document, key, row["scope"])
+        context = _separate(document, key, row)
         if context is not None:
             row["measured"] += f"; separate runs, not judged: {context}"
 
@@ -270,12 +269,11 @@ def _add_instructions(document: dict[str, Any], rows: list[dict[str, Any]]) -> N
     for row in rows:
         if row["passed"] is not False or row["target"] not in _COUNTED_KINDS:
             continue
-        loop, _, rest = row["scope"].partition(", c=")
-        level, _, name = rest.partition(", ")
+        level = row["level"]
         figures = counted.get(level)
-        if loop != paired.LOOPS_COUNTED or not figures:
+        if row["loop"] != paired.LOOPS_COUNTED or not figures:
             continue
-        names = [name or paired.OURS]
+        names = [row["scenario"]]
         if row["target"] == "ahead of every peer (paired)":
             names += [peer for peer in paired.PEERS if peer in figures]
         shown = [

@@ -96,11 +96,6 @@ def rotation_order(names: Sequence[_T], rotation: int) -> list[_T]:
     return [names[i] for i in row]
 
 
-def balanced_rotations(count: int) -> int:
-    """Rotations that balance :func:`rotation_order` over *count* names: one square."""
-    return count if count % 2 == 0 else 2 * count
-
-
 def paired_ratios(mine: Sequence[float], theirs: Sequence[float]) -> dict[str, float]:
     """Median and quartiles of the per-rotation ratios ``mine[i] / theirs[i]``."""
     return quartiles([m / t for m, t in zip(mine, theirs, strict=True)])
@@ -247,10 +242,15 @@ def why_failed(targets: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def spans(q: dict[str, float], limit: float) -> bool:
+    """Whether the interquartile range of *q* includes *limit*: the batches do not settle it."""
+    return q["q1"] <= limit <= q["q3"]
+
+
 def unsettled(q: dict[str, float], *limits: float) -> str:
     """``"; IQR spans the limit: not settled"`` when the interquartile range of *q*
     includes one of *limits*, PASS or FAIL alike; else nothing."""
-    if any(q["q1"] <= limit <= q["q3"] for limit in limits):
+    if any(spans(q, limit) for limit in limits):
         return "; IQR spans the limit: not settled"
     return ""
 
@@ -258,13 +258,13 @@ def unsettled(q: dict[str, float], *limits: float) -> str:
 def spread_note(q: dict[str, float], limit: float, *, above_fails: bool) -> str:
     """Whether the interquartile range of *q* settles a verdict against *limit*."""
     low, high = q["q1"], q["q3"]
-    if low <= limit <= high:
+    if spans(q, limit):
         return (
             f"its interquartile range ({low:.3f}-{high:.3f}) includes {limit:g}: "
             "the batches do not settle this verdict."
         )
     side = "above" if (low > limit) else "below"
-    wrong = (side == "above") == above_fails
+    failing_side = (side == "above") == above_fails
     return f"its interquartile range ({low:.3f}-{high:.3f}) lies wholly {side} {limit:g}" + (
-        ": the batches agree on the verdict." if wrong else "."
+        ": the batches agree on the verdict." if failing_side else "."
     )
